@@ -1,0 +1,10 @@
+// Each subcommand binds its flags in setup_<cmd>; its callback sets the exit code.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace tdyn::cli {
+void setup_train(CLI::App& app, int& exit_code);
+void setup_eval(CLI::App& app, int& exit_code);
+void setup_info(CLI::App& app, int& exit_code);
+}  // namespace tdyn::cli

@@ -1,0 +1,113 @@
+#include "common.hpp"
+
+#include <cmath>
+#include <iostream>
+#include <sstream>
+#include <unistd.h>
+
+namespace tdyn::cli {
+
+ProblemOptions add_problem_flags(CLI::App* app, ProblemFlags& f) {
+    ProblemOptions o;
+    o.data = app->add_option("--data", f.data, "mnist, fashion-mnist, or an HDF5 data file (/X and /T or /labels)")
+                 ->capture_default_str();
+    app->add_option("--data-dir", f.data_dir, "folder holding mnist/ and fashion-mnist/ (default: $TDYN_DATA, else data/ of the project)");
+    o.samples = app->add_option("--samples", f.samples, "use the first K samples (0 = all)")
+                    ->check(CLI::NonNegativeNumber)->capture_default_str();
+    o.arch = app->add_option("--arch", f.arch, "layer widths, input to output")->capture_default_str();
+    o.activation = app->add_option("--activation", f.activation, "hidden activation: sigmoid, tanh, relu, softplus, identity")
+                       ->capture_default_str();
+    o.output = app->add_option("--output", f.output, "output and loss: softmax-ce, sigmoid-mse, identity-mse")
+                   ->capture_default_str();
+    o.precision = app->add_option("--precision", f.precision, "precision of the products with X: f64 or f32")
+                      ->capture_default_str();
+    o.x_path = app->add_option("--x-path", f.x_path, "products with X: auto (sparse when X is under 30% non-zero), dense, sparse")
+                   ->capture_default_str();
+    return o;
+}
+
+void apply_problem_flags(const ProblemFlags& f, const ProblemOptions& o, TrainConfig& c, bool only_given) {
+    auto given = [&](CLI::Option* opt) { return !only_given || opt->count() > 0; };
+    if (given(o.data)) c.data = f.data;
+    if (given(o.samples)) c.samples = f.samples;
+    if (given(o.arch)) c.arch = f.arch;
+    if (given(o.activation)) c.activation = parse_activation(f.activation);
+    if (given(o.output)) c.output = parse_output(f.output);
+    if (given(o.precision)) c.precision = parse_precision(f.precision);
+    if (given(o.x_path)) c.x_path = parse_xpath(f.x_path);
+    c.architecture();  // validates --arch now, before any work
+}
+
+namespace {
+std::string g_command_line;
+}
+
+void set_command_line(int argc, char** argv) {
+    std::string s;
+    for (int i = 0; i < argc; ++i) s += (i ? " " : "") + std::string(argv[i]);
+    g_command_line = s;
+}
+
+std::string command_line() { return g_command_line; }
+
+Progress::Progress(Index first, Index last, bool quiet)
+    : m_first(first), m_last(last), m_quiet(quiet), m_tty(isatty(fileno(stderr))), m_start(Clock::now()),
+      m_last_print(m_start) {}
+
+void Progress::update(Index t, double loss, double accuracy) {
+    if (m_quiet) return;
+    const auto now = Clock::now();
+    const double elapsed = std::chrono::duration<double>(now - m_start).count();
+    const double since = std::chrono::duration<double>(now - m_last_print).count();
+    const bool last = t == m_last;
+    if (!(t == m_first || last || (m_tty ? since > 0.1 : since > 10.0))) return;
+    m_last_print = now;
+    const double done = double(t - m_first + 1);
+    const double rate = elapsed > 0 ? done / elapsed : 0;
+    const double eta = rate > 0 ? double(m_last - t) / rate : 0;
+    char line[200];
+    std::snprintf(line, sizeof line, "step %lld/%lld  loss %.6f  accuracy %.4f  %.2f steps/s  ETA %d:%02d",
+                  (long long)t, (long long)m_last, loss, accuracy, rate, int(eta) / 60, int(eta) % 60);
+    if (m_tty) {
+        std::fprintf(stderr, "\r%s\033[K", line);
+        m_open_line = true;
+    } else {
+        std::fprintf(stderr, "%s\n", line);
+    }
+    std::fflush(stderr);
+}
+
+void Progress::done() {
+    if (m_open_line) std::fprintf(stderr, "\n");
+    m_open_line = false;
+}
+
+std::string json_string(const std::string& s) {
+    std::string o = "\"";
+    for (char c : s) {
+        switch (c) {
+            case '"': o += "\\\""; break;
+            case '\\': o += "\\\\"; break;
+            case '\n': o += "\\n"; break;
+            case '\t': o += "\\t"; break;
+            default:
+                if (static_cast<unsigned char>(c) < 0x20) {
+                    char buf[8];
+                    std::snprintf(buf, sizeof buf, "\\u%04x", c);
+                    o += buf;
+                } else {
+                    o += c;
+                }
+        }
+    }
+    return o + "\"";
+}
+
+std::string json_number(double x) {
+    if (!std::isfinite(x)) return "null";
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.17g", x);
+    return buf;
+}
+
+}  // namespace tdyn::cli

@@ -1,0 +1,57 @@
+// Pieces every subcommand shares: the problem flags, progress lines, JSON output.
+#pragma once
+
+#include "tdyn/trainer.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+namespace tdyn::cli {
+
+/// Exit codes (docs/CLI.md).
+inline constexpr int kExitError = 1, kExitUsage = 2, kExitDiverged = 3, kExitInterrupted = 130;
+
+/// Flags that name the problem: data, network, numerics.
+struct ProblemFlags {
+    std::string data = "mnist", data_dir, arch = "784-50-10", activation = "sigmoid", output = "softmax-ce";
+    std::string precision = "f64", x_path = "auto";
+    Index samples = 0;
+};
+
+/// Adds the problem flags to a subcommand. Options are CLI11 pointers so callers can ask
+/// whether the user gave them (a run file's own config is overridden only by given flags).
+struct ProblemOptions {
+    CLI::Option *data, *samples, *arch, *activation, *output, *precision, *x_path;
+};
+ProblemOptions add_problem_flags(CLI::App* app, ProblemFlags& f);
+
+/// Applies the given flags over a config (all of them for a fresh problem).
+void apply_problem_flags(const ProblemFlags& f, const ProblemOptions& o, TrainConfig& c, bool only_given);
+
+/// The command line as one string, for the run file's command_line attribute.
+std::string command_line();
+void set_command_line(int argc, char** argv);
+
+/// One line per update on a terminal (rewritten in place), plain lines every ~10 s otherwise.
+class Progress {
+public:
+    Progress(Index first, Index last, bool quiet);
+    void update(Index t, double loss, double accuracy);
+    void done();
+
+private:
+    using Clock = std::chrono::steady_clock;
+    Index m_first, m_last;
+    bool m_quiet, m_tty;
+    Clock::time_point m_start, m_last_print;
+    bool m_open_line = false;
+};
+
+/// JSON helpers: a string literal with escapes, and a number that stays valid JSON for NaN/Inf.
+std::string json_string(const std::string& s);
+std::string json_number(double x);
+
+}  // namespace tdyn::cli

@@ -1,0 +1,144 @@
+// tdyn eval: loss, accuracy and gradient (and H v, J v) at a params file's theta or a run's
+// stored (or replayed) theta: how other tools cross-check tdyn.
+#include "commands.hpp"
+#include "common.hpp"
+
+#include "tdyn/hvp.hpp"
+#include "tdyn/run.hpp"
+
+#include <iostream>
+
+namespace tdyn::cli {
+
+namespace {
+
+struct EvalOptions {
+    ProblemFlags problem;
+    ProblemOptions given;
+    std::string file, write, vector_file, split = "train";
+    Index step = -1;
+    double lr = 0;
+    bool json = false, force = false;
+    CLI::Option *step_opt, *lr_opt;
+};
+
+int run_eval(EvalOptions& o) {
+    const bool is_run = [&] {
+        h5::File f = h5::File::open_read(o.file, true);
+        return f.has_attr("/", "format") && f.attr_string("/", "format") == kRunFormat;
+    }();
+    if (!o.write.empty()) check_output_path(o.write, o.force, "--write");
+    if (o.vector_file.size() && o.write.empty()) throw Error("--vector: needs --write FILE.h5 to store /hvp");
+    if (o.lr_opt->count() && !(o.lr > 0)) throw Error("--lr: must be positive, found " + std::to_string(o.lr));
+    if (o.split != "train" && o.split != "test") throw Error("--split: expected train or test, found '" + o.split + "'");
+
+    TrainConfig config;
+    std::optional<RunReader> run;
+    if (is_run) {
+        run.emplace(o.file);
+        config = run->info().config;
+        apply_problem_flags(o.problem, o.given, config, true);
+    } else {
+        if (o.step_opt->count()) throw Error("--step: " + o.file + " is a params file, not a run file");
+        apply_problem_flags(o.problem, o.given, config, false);
+    }
+    const Architecture arch = config.architecture();
+    auto data = std::make_shared<const Dataset>(
+        load_dataset(config.data, data_dir(o.problem.data_dir), config.samples, arch.outputs(), o.split == "test"));
+
+    Vector theta;
+    Index step = -1;
+    if (is_run) {
+        const auto& steps = run->info().theta_steps;
+        if (steps.empty()) throw Error(o.file + ": the run stored no theta yet");
+        step = o.step >= 0 ? o.step : steps.back();
+        if (std::find(steps.begin(), steps.end(), step) != steps.end()) {
+            theta = run->stored_theta(step);
+        } else {
+            // Replay the run's own updates (its data and batches), from the nearest stored theta.
+            TrainConfig replay_config = run->info().config;
+            auto replay_data = std::make_shared<const Dataset>(load_config_data(replay_config, o.problem.data_dir));
+            Trainer replayer(replay_config, replay_data);
+            theta = run->theta(step, replayer);
+        }
+    } else {
+        theta = read_params(o.file, arch);
+    }
+
+    InputMatrix X(data->X, config.x_path, config.precision);
+    Evaluation e(arch, X, data->T, theta);
+    const Vector& g = e.gradient();
+
+    Matrix V, HV;
+    bool single = false;
+    if (!o.vector_file.empty()) {
+        h5::File vf = h5::File::open_read(o.vector_file);
+        if (vf.exists("/vector")) {
+            V = vf.read_vector("/vector");
+            single = true;
+        } else if (vf.exists("/vectors")) {
+            V = vf.read_matrix("/vectors").transpose();  // [M x P] on file, one vector per row
+        } else {
+            throw Error(o.vector_file + ": expected /vector [P] or /vectors [M x P]");
+        }
+        if (V.rows() != arch.num_params())
+            throw Error(o.vector_file + ": vectors have " + std::to_string(V.rows()) + " entries; arch " +
+                        arch.to_string() + " has " + std::to_string(arch.num_params()) + " parameters");
+        if (!V.allFinite()) throw Error(o.vector_file + ": vectors contain NaN or Inf");
+        HV = HessianOp(e) * V;
+    }
+
+    if (!o.write.empty()) {
+        std::error_code ec;
+        std::filesystem::remove(o.write, ec);  // allowed by check_output_path (--force)
+        h5::File out = h5::File::create(o.write);
+        out.write_scalar("/loss", e.loss());
+        out.write_scalar("/accuracy", e.accuracy());
+        out.write_vector("/gradient", g);
+        if (V.size()) {
+            auto put = [&](const std::string& name, const Matrix& M) {
+                if (single) out.write_vector(name, M.col(0));
+                else out.write_matrix(name, M.transpose());
+            };
+            put("/hvp", HV);
+            if (o.lr_opt->count()) put("/jvp", V - o.lr * HV);  // J v = v - alpha H v
+        }
+        out.set_attr("/", "source", o.file);
+        out.set_attr("/", "step", std::int64_t(step));
+        out.set_attr("/", "samples", std::int64_t(data->samples()));
+    }
+    if (o.json) {
+        std::cout << "{\"file\": " << json_string(o.file) << ", \"step\": " << step << ", \"data\": "
+                  << json_string(config.data) << ", \"split\": " << json_string(o.split)
+                  << ", \"samples\": " << data->samples() << ", \"arch\": " << json_string(arch.to_string())
+                  << ", \"loss\": " << json_number(e.loss()) << ", \"accuracy\": " << json_number(e.accuracy())
+                  << ", \"grad_norm\": " << json_number(g.norm()) << "}\n";
+    } else {
+        std::cout.precision(17);
+        std::cout << o.file << (step >= 0 ? " step " + std::to_string(step) : std::string()) << " on "
+                  << data->samples() << " " << o.split << " samples of " << config.data << "\n"
+                  << "loss      " << e.loss() << "\naccuracy  " << e.accuracy() << "\ngrad_norm " << g.norm() << "\n";
+    }
+    return 0;
+}
+
+}  // namespace
+
+void setup_eval(CLI::App& app, int& exit_code) {
+    auto o = std::make_shared<EvalOptions>();
+    CLI::App* cmd = app.add_subcommand("eval", "loss, accuracy and gradient at a params file's or a run's theta");
+    cmd->add_option("FILE", o->file, "params file (/params/theta) or run file")->required()->check(CLI::ExistingFile);
+    o->given = add_problem_flags(cmd, o->problem);
+    o->step_opt = cmd->add_option("--step", o->step, "run files: the step T (replayed when not stored; default: the last stored)")
+                      ->check(CLI::NonNegativeNumber);
+    cmd->add_option("--split", o->split, "train or test split of mnist / fashion-mnist")->capture_default_str();
+    cmd->add_flag("--json", o->json, "print one JSON object");
+    cmd->add_option("--write", o->write, "write /loss, /accuracy, /gradient (and /hvp, /jvp) to this HDF5 file");
+    cmd->add_option("--vector", o->vector_file, "HDF5 file with /vector [P] or /vectors [M x P]: also write H v as /hvp")
+        ->check(CLI::ExistingFile);
+    o->lr_opt = cmd->add_option("--lr", o->lr, "with --vector: also write J v = v - alpha H v as /jvp");
+    cmd->add_flag("--force", o->force, "overwrite the --write file if it exists");
+    cmd->callback([o, &exit_code] { exit_code = run_eval(*o); });
+}
+
+}  // namespace tdyn::cli

@@ -1,0 +1,37 @@
+// tdyn: one program, subcommands (train | eval | info). Errors in input are one line on
+// stderr and a non-zero exit; see docs/CLI.md for the exit codes.
+#include "commands.hpp"
+#include "common.hpp"
+
+#include <iostream>
+
+int main(int argc, char** argv) {
+    using namespace tdyn::cli;
+    set_command_line(argc, argv);
+    CLI::App app{"tdyn " TDYN_VERSION ": training dynamics of neural networks (gradient descent as a dynamical system)"};
+    app.require_subcommand(1, 1);
+    app.set_version_flag("--version", std::string(TDYN_VERSION));
+    int exit_code = 0;
+    setup_train(app, exit_code);
+    setup_eval(app, exit_code);
+    setup_info(app, exit_code);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::CallForAllHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::CallForVersion& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        std::cerr << "tdyn: " << e.what() << " (see tdyn --help)\n";
+        return kExitUsage;
+    } catch (const tdyn::Error& e) {
+        std::cerr << "tdyn: " << e.what() << "\n";
+        return kExitError;
+    } catch (const std::bad_alloc&) {
+        std::cerr << "tdyn: out of memory\n";
+        return kExitError;
+    }
+    return exit_code;
+}

@@ -1,0 +1,113 @@
+// The Evaluation at one theta: one forward pass, cached, serves the loss, the accuracy,
+// the gradient (batched backprop, seeds 003/004), the input derivatives (seed 001 Q2)
+// and every Hessian-vector product at that theta (hvp.hpp). Every product with X goes
+// through InputMatrix, which is where speed is won without callers changing.
+#pragma once
+
+#include "tdyn/common.hpp"
+#include "tdyn/network.hpp"
+
+#include <Eigen/SparseCore>
+#include <memory>
+
+namespace tdyn {
+
+/// How the products with X are computed. All paths give the same result up to rounding
+/// (float32: about 1e-7 relative, see docs/MATH.md).
+enum class XPath { Auto, Dense, Sparse };
+enum class Precision { F64, F32 };
+Precision parse_precision(const std::string& name);  ///< "f64" | "f32"; throws Error
+XPath parse_xpath(const std::string& name);          ///< "auto" | "dense" | "sparse"; throws Error
+
+/// The k x d input matrix X (samples are rows) with the products tdyn needs:
+/// out = X B and out = X^T C. Built once per data set; it holds a reference to X.
+class InputMatrix {
+public:
+    /// `path` Auto picks the sparse path when the measured density is below
+    /// `sparse_threshold` (MNIST: about 0.19).
+    explicit InputMatrix(const Eigen::Ref<const RowMatrix>& X, XPath path = XPath::Auto,
+                         Precision precision = Precision::F64, double sparse_threshold = 0.3);
+    Index rows() const { return m_X.rows(); }
+    Index cols() const { return m_X.cols(); }
+    double density() const { return m_density; }
+    bool sparse() const { return m_sparse; }
+    Precision precision() const { return m_precision; }
+    const Eigen::Ref<const RowMatrix>& dense() const { return m_X; }
+
+    /// out = X B  (k x n), B is d x n
+    void times(const Eigen::Ref<const RowMatrix>& B, RowMatrix& out) const;
+    /// out = X^T C  (d x n), C is k x n
+    void transpose_times(const Eigen::Ref<const RowMatrix>& C, RowMatrix& out) const;
+
+private:
+    Eigen::Ref<const RowMatrix> m_X;
+    double m_density = 1;
+    bool m_sparse = false;
+    Precision m_precision = Precision::F64;
+    Eigen::SparseMatrix<double, Eigen::RowMajor> m_Xs;   // X in CSR
+    Eigen::SparseMatrix<double, Eigen::RowMajor> m_XsT;  // X^T in CSR, so both products are row-parallel
+    Eigen::SparseMatrix<float, Eigen::RowMajor> m_Xs32, m_XsT32;
+    RowMatrixF m_X32;
+};
+
+/// Forward pass, loss and derivatives of the network at theta on the data (X, T).
+/// Holds references to X and T (they must outlive it) and copies of arch and theta.
+class Evaluation {
+public:
+    Evaluation(const Architecture& arch, const InputMatrix& X, const Eigen::Ref<const RowMatrix>& T);
+    Evaluation(const Architecture& arch, const InputMatrix& X, const Eigen::Ref<const RowMatrix>& T,
+               const Vector& theta);
+
+    /// Moves the evaluation to a new theta: one forward pass, buffers reused.
+    void reset(const Vector& theta);
+
+    const Architecture& arch() const { return m_arch; }
+    const Vector& theta() const { return m_theta; }
+    Index samples() const { return m_X.rows(); }
+    Index num_params() const { return m_theta.size(); }
+
+    double loss() const { return m_loss; }          ///< L(theta), mean over samples
+    double accuracy() const { return m_accuracy; }  ///< fraction of rows with argmax y = argmax t
+    const RowMatrix& output() const { return m_Y; } ///< Y (k x c)
+    /// grad L(theta), in theta's layout; computed on first call, then cached.
+    const Vector& gradient();
+
+    /// dL/dX (k x d) = delta_1 W_1^T: the input derivative of the mean loss.
+    RowMatrix input_gradient();
+    /// dy/dx (c x d) for sample i, reverse mode: G_L = dy/dA_L, G_{l-1} = (G_l W_l^T) diag f'(A_{l-1}),
+    /// dy/dx = G_1 W_1^T.
+    RowMatrix output_jacobian_reverse(Index i) const;
+    /// dy/dx for sample i, forward mode: T_1 = W_1^T, T_l = W_l^T diag f'(A_{l-1}) T_{l-1},
+    /// dy/dx = (dy/dA_L) T_L.
+    RowMatrix output_jacobian_forward(Index i) const;
+
+    /// H V for a block V (P x M), written to HV (P x M): exact, by the R-operator (hvp.cpp).
+    void hessian_times(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> HV);
+    /// G V with the Gauss-Newton matrix G = J_y^T (d2 L / dA_L^2) J_y (hvp.cpp).
+    void gauss_newton_times(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> GV);
+
+private:
+    void forward();
+    void backward();
+    /// dy/dA_L for sample i (c x c).
+    RowMatrix output_derivative(Index i) const;
+    void block_product(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> out, bool gauss_newton);
+
+    Architecture m_arch;
+    const InputMatrix& m_X;
+    Eigen::Ref<const RowMatrix> m_T;
+    Vector m_theta;
+    std::vector<RowMatrix> m_A;      // A_l, l = 1..L (index l-1), k x n_l
+    std::vector<RowMatrix> m_Z;      // Z_l = f(A_l), hidden layers only (index l-1)
+    RowMatrix m_Y;                   // output y = g(A_L)
+    std::vector<RowMatrix> m_delta;  // delta_l = dL/dA_l (index l-1)
+    Vector m_grad;
+    double m_loss = 0, m_accuracy = 0;
+    bool m_have_gradient = false;
+    // HVP scratch (hvp.cpp): f'(A_l), f''(A_l) of hidden layers, and the wide R-operator blocks.
+    std::vector<RowMatrix> m_fd1, m_fd2;
+    bool m_have_curvature = false;
+    RowMatrix m_wide_in, m_wide_out, m_RA1;
+};
+
+}  // namespace tdyn

@@ -1,0 +1,98 @@
+// Run files and params files (HDF5), the contract notebooks and other tools read
+// (docs/FORMAT.md), and the training loop that writes them.
+#pragma once
+
+#include "tdyn/h5.hpp"
+#include "tdyn/trainer.hpp"
+
+#include <atomic>
+#include <functional>
+#include <optional>
+
+namespace tdyn {
+
+inline constexpr const char* kRunFormat = "tdyn-run";
+inline constexpr std::int64_t kRunFormatVersion = 1;
+
+/// /params/theta of a params file (or a run file: its latest theta), checked against arch:
+/// length, finiteness, and the file's "arch" attribute when it has one.
+Vector read_params(const std::string& path, const Architecture& arch);
+/// Writes a new params file: /params/theta and the arch attribute (fails if path exists).
+void write_params(const std::string& path, const Vector& theta, const Architecture& arch);
+
+/// Checks an output path before anything is computed: its directory exists, and the file
+/// does not unless `force`. Throws Error naming `flag`.
+void check_output_path(const std::string& path, bool force, const std::string& flag = "--out");
+
+/// What a run file says about itself.
+struct RunInfo {
+    TrainConfig config;
+    std::string status;          ///< running | completed | diverged | interrupted
+    std::string command_line, tool_version;
+    std::int64_t format_version = 0;
+    Index rows = 0;              ///< rows of /trajectory (steps evaluated)
+    Index last_step = -1;        ///< last /trajectory/step
+    Index diverged_at = -1;
+    std::vector<Index> theta_steps;  ///< /trajectory/theta_step
+    double last_loss = 0, last_accuracy = 0;
+    bool has_spectrum = false, has_lyapunov = false;
+};
+
+/// Opens a tdyn run file for reading (SWMR, so it works while a run writes it).
+class RunReader {
+public:
+    explicit RunReader(const std::string& path);
+    const RunInfo& info() const { return m_info; }
+    const std::string& path() const { return m_file.path(); }
+    h5::File& file() { return m_file; }
+    /// The stored theta at step t (must be in theta_steps).
+    Vector stored_theta(Index t);
+    /// theta_t, replayed from the nearest stored step s <= t when t is not stored.
+    Vector theta(Index t, Trainer& trainer);
+
+private:
+    h5::File m_file;
+    RunInfo m_info;
+};
+
+/// Writes a run as it goes: one row per step, theta every S steps, flushed each step.
+class RunWriter {
+public:
+    /// A new run file (after check_output_path): root attributes, empty series, SWMR on.
+    static RunWriter create(const std::string& path, const TrainConfig& config, const std::string& command_line);
+    /// Reopens a run for --resume: drops the rows after the last stored theta, which is
+    /// where the run continues (returned as resume_step / resume_theta).
+    static RunWriter resume(const std::string& path);
+
+    Index resume_step() const { return m_resume_step; }
+    const Vector& resume_theta() const { return m_resume_theta; }
+    const TrainConfig& config() const { return m_config; }
+
+    void append(Index t, const StepStats& s);
+    void store_theta(Index t, const Vector& theta);
+    /// Ends the run: closes the SWMR session and records status (and the step it refers to).
+    void finish(const std::string& status, Index step, Index total_steps);
+
+private:
+    explicit RunWriter(h5::File f) : m_file(std::move(f)) {}
+    h5::File m_file;
+    TrainConfig m_config;
+    Index m_resume_step = 0;
+    Vector m_resume_theta;
+};
+
+struct TrainResult {
+    std::string status;  ///< completed | diverged | interrupted
+    Index step = 0;      ///< last step evaluated (the diverging step when diverged)
+    Vector theta;        ///< last theta
+};
+
+/// Runs steps t = from .. to-1 and evaluates theta_to, writing each row to `out` and theta
+/// at multiples of S and at `to`. Stops early when the loss or gradient is not finite, or
+/// when *stop becomes true (then theta_t is stored so --resume continues from it).
+/// `on_step(t, stats)` is called after each row (progress).
+TrainResult train(Trainer& trainer, RunWriter& out, Vector theta, Index from, Index to,
+                  const std::function<void(Index, const StepStats&)>& on_step = {},
+                  const std::atomic<bool>* stop = nullptr);
+
+}  // namespace tdyn

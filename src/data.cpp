@@ -1,0 +1,189 @@
+#include "tdyn/data.hpp"
+
+#include "tdyn/h5.hpp"
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+namespace tdyn {
+
+namespace {
+
+std::uint32_t big_endian_u32(const std::uint8_t* p) {
+    return (std::uint32_t(p[0]) << 24) | (std::uint32_t(p[1]) << 16) | (std::uint32_t(p[2]) << 8) |
+           std::uint32_t(p[3]);
+}
+
+std::string shape_text(const std::vector<std::uint32_t>& dims) {
+    std::string s;
+    for (std::size_t i = 0; i < dims.size(); ++i) s += (i ? "x" : "") + std::to_string(dims[i]);
+    return s;
+}
+
+}  // namespace
+
+IdxArray parse_idx(const std::uint8_t* bytes, std::size_t size, const std::string& what) {
+    if (size < 4) throw Error(what + ": not an IDX file: " + std::to_string(size) + " bytes, too short for a header");
+    if (bytes[0] != 0 || bytes[1] != 0)
+        throw Error(what + ": not an IDX file: magic number must start with two zero bytes");
+    if (bytes[2] != 0x08)
+        throw Error(what + ": unsupported IDX element type 0x" + [&] {
+            const char* hex = "0123456789abcdef";
+            return std::string{hex[bytes[2] >> 4], hex[bytes[2] & 15]};
+        }() + " (only unsigned bytes, 0x08, are supported)");
+    const std::size_t ndims = bytes[3];
+    if (ndims < 1 || ndims > 3)
+        throw Error(what + ": IDX header says " + std::to_string(ndims) + " dimensions; expected 1 (labels) or 3 (images)");
+    const std::size_t header = 4 + 4 * ndims;
+    if (size < header) throw Error(what + ": truncated: file ends inside the IDX header");
+    IdxArray a;
+    std::size_t count = 1;
+    for (std::size_t i = 0; i < ndims; ++i) {
+        a.dims.push_back(big_endian_u32(bytes + 4 + 4 * i));
+        // The file size bounds the count, so check before multiplying further: no overflow, no huge allocation.
+        count *= a.dims.back();
+        if (count > size) break;
+    }
+    const std::size_t have = size - header;
+    if (count != have) {
+        std::string shape = shape_text(a.dims);
+        if (count > have)
+            throw Error(what + ": truncated: header says " + shape + " bytes of data, file holds " +
+                        std::to_string(have));
+        throw Error(what + ": " + std::to_string(have - count) + " bytes of trailing data after the " + shape +
+                    " array the header describes");
+    }
+    a.data.assign(bytes + header, bytes + size);
+    return a;
+}
+
+IdxArray read_idx(const std::string& path) {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(path, ec)) throw Error(path + ": no such file");
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw Error(path + ": cannot open for reading");
+    const auto size = std::filesystem::file_size(path, ec);
+    if (ec) throw Error(path + ": cannot read its size");
+    // Read the header first: parse_idx rejects a bad header before the body is read.
+    std::vector<std::uint8_t> bytes(std::min<std::uintmax_t>(size, 16));
+    in.read(reinterpret_cast<char*>(bytes.data()), std::streamsize(bytes.size()));
+    if (bytes.size() >= 4 && (bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08))
+        return parse_idx(bytes.data(), bytes.size(), path);  // throws with the reason
+    bytes.resize(size);
+    in.read(reinterpret_cast<char*>(bytes.data() + std::min<std::uintmax_t>(size, 16)),
+            std::streamsize(size - std::min<std::uintmax_t>(size, 16)));
+    if (!in) throw Error(path + ": read error");
+    return parse_idx(bytes.data(), bytes.size(), path);
+}
+
+namespace {
+
+Index take(Index available, Index samples, const std::string& what) {
+    if (samples < 0) throw Error("--samples: must be positive, found " + std::to_string(samples));
+    if (samples > available)
+        throw Error("--samples " + std::to_string(samples) + ": " + what + " holds only " +
+                    std::to_string(available) + " samples");
+    return samples == 0 ? available : samples;
+}
+
+void one_hot(RowMatrix& T, Index row, std::int64_t label, Index classes, const std::string& what) {
+    if (label < 0 || label >= classes)
+        throw Error(what + ": label " + std::to_string(label) + " of sample " + std::to_string(row) +
+                    " is outside 0.." + std::to_string(classes - 1));
+    T(row, label) = 1.0;
+}
+
+}  // namespace
+
+Dataset dataset_from_idx(const IdxArray& images, const IdxArray& labels, const std::string& images_path,
+                         const std::string& labels_path, Index samples, Index classes) {
+    if (images.dims.size() != 3)
+        throw Error(images_path + ": expected an idx3 image file (k x rows x cols), found " +
+                    std::to_string(images.dims.size()) + " dimensions");
+    if (labels.dims.size() != 1)
+        throw Error(labels_path + ": expected an idx1 label file, found " + std::to_string(labels.dims.size()) +
+                    " dimensions");
+    if (images.dims[0] != labels.dims[0])
+        throw Error(labels_path + ": holds " + std::to_string(labels.dims[0]) + " labels but " + images_path +
+                    " holds " + std::to_string(images.dims[0]) + " images");
+    const Index k = take(images.dims[0], samples, images_path);
+    const Index d = Index(images.dims[1]) * Index(images.dims[2]);
+    Dataset ds;
+    ds.X.resize(k, d);
+    for (Index i = 0; i < k * d; ++i) ds.X.data()[i] = double(images.data[i]) / 255.0;
+    ds.T = RowMatrix::Zero(k, classes);
+    for (Index i = 0; i < k; ++i) one_hot(ds.T, i, labels.data[i], classes, labels_path);
+    return ds;
+}
+
+Dataset read_data_file(const std::string& path, Index samples, Index classes) {
+    h5::File f = h5::File::open_read(path);
+    if (!f.exists("/X")) throw Error(path + ": not a data file: no dataset /X (expected /X [k x d] and /T or /labels)");
+    const auto xdims = f.shape("/X");
+    if (xdims.size() != 2)
+        throw Error(path + ": /X: expected a 2-d dataset [k x d], found " + std::to_string(xdims.size()) + "-d");
+    Dataset ds;
+    ds.name = path;
+    const Index available = Index(xdims[0]);
+    const Index k = take(available, samples, path);
+    if (f.type_class("/X") == h5::File::Type::Integer) {
+        if (f.type_size("/X") != 1) throw Error(path + ": /X: integer data must be uint8 pixels (0..255)");
+        std::vector<hsize_t> dims;
+        const auto bytes = f.read_u8("/X", dims);
+        ds.X.resize(k, Index(xdims[1]));
+        for (Index i = 0; i < ds.X.size(); ++i) ds.X.data()[i] = double(bytes[i]) / 255.0;
+    } else if (f.type_class("/X") == h5::File::Type::Float) {
+        ds.X = f.read_matrix("/X").topRows(k);
+    } else {
+        throw Error(path + ": /X: expected uint8, float32 or float64 values");
+    }
+    if (!ds.X.allFinite()) throw Error(path + ": /X: contains NaN or Inf values");
+    if (f.exists("/T")) {
+        RowMatrix T = f.read_matrix("/T");
+        if (Index(T.rows()) != available)
+            throw Error(path + ": /T has " + std::to_string(T.rows()) + " rows but /X has " + std::to_string(available));
+        ds.T = T.topRows(k);
+        if (!ds.T.allFinite()) throw Error(path + ": /T: contains NaN or Inf values");
+    } else if (f.exists("/labels")) {
+        const auto labels = f.read_ints("/labels");
+        if (Index(labels.size()) != available)
+            throw Error(path + ": /labels has " + std::to_string(labels.size()) + " entries but /X has " +
+                        std::to_string(available) + " rows");
+        Index c = classes;
+        if (c == 0)
+            for (Index i = 0; i < k; ++i) c = std::max<Index>(c, Index(labels[i]) + 1);
+        ds.T = RowMatrix::Zero(k, std::max<Index>(c, 1));
+        for (Index i = 0; i < k; ++i) one_hot(ds.T, i, labels[i], c, path + ": /labels");
+    } else {
+        throw Error(path + ": not a data file: no /T [k x c] or /labels [k] next to /X");
+    }
+    return ds;
+}
+
+std::string data_dir(const std::string& flag) {
+    if (!flag.empty()) return flag;
+    if (const char* env = std::getenv("TDYN_DATA"); env && *env) return env;
+    return std::string(TDYN_SOURCE_DIR) + "/data";
+}
+
+Dataset load_dataset(const std::string& spec, const std::string& dir, Index samples, Index classes, bool test) {
+    if (spec == "mnist" || spec == "fashion-mnist") {
+        const std::string base = dir + "/" + spec + "/" + (test ? "t10k" : "train");
+        const std::string ip = base + "-images-idx3-ubyte", lp = base + "-labels-idx1-ubyte";
+        std::error_code ec;
+        if (!std::filesystem::exists(ip, ec))
+            throw Error(ip + ": no such file (run scripts/setup.sh to fetch the data sets, or point "
+                        "--data-dir / TDYN_DATA at a folder holding " + spec + "/)");
+        Dataset ds = dataset_from_idx(read_idx(ip), read_idx(lp), ip, lp, samples, classes);
+        ds.name = spec;
+        return ds;
+    }
+    std::error_code ec;
+    if (!std::filesystem::exists(spec, ec))
+        throw Error("--data: '" + spec + "' is neither mnist, fashion-mnist nor an existing HDF5 data file");
+    return read_data_file(spec, samples, classes);
+}
+
+}  // namespace tdyn

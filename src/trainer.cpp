@@ -1,0 +1,94 @@
+#include "tdyn/trainer.hpp"
+
+#include "tdyn/run.hpp"
+
+#include <cmath>
+#include <random>
+
+namespace tdyn {
+
+bool StepStats::finite() const { return std::isfinite(loss) && std::isfinite(grad_norm); }
+
+Trainer::Trainer(const TrainConfig& config, std::shared_ptr<const Dataset> data)
+    : m_config(config), m_arch(config.architecture()), m_data(std::move(data)) {
+    if (!(config.lr > 0) || !std::isfinite(config.lr))
+        throw Error("--lr: the learning rate must be a positive number, found " + std::to_string(config.lr));
+    if (config.batch < 0 || config.batch > m_data->samples())
+        throw Error("--batch " + std::to_string(config.batch) + ": must be between 1 and the number of samples (" +
+                    std::to_string(m_data->samples()) + "), or 0 for full batch");
+    if (config.batch == 0) {
+        m_X = std::make_unique<InputMatrix>(m_data->X, config.x_path, config.precision);
+        m_eval = std::make_unique<Evaluation>(m_arch, *m_X, m_data->T);
+    }
+}
+
+std::vector<Index> Trainer::batch_rows(Index t) const {
+    const Index k = m_data->samples(), B = m_config.batch;
+    const Index per_epoch = k / B, epoch = t / per_epoch, pos = t % per_epoch;
+    std::vector<Index> perm(k);
+    for (Index i = 0; i < k; ++i) perm[i] = i;
+    std::mt19937_64 gen(m_config.seed * 0x9E3779B97F4A7C15ULL + std::uint64_t(epoch) + 1);
+    for (Index i = k - 1; i > 0; --i) {
+        // j uniform in [0, i] by 128-bit multiply-shift: the same on every platform.
+        const Index j = Index((static_cast<unsigned __int128>(gen()) * std::uint64_t(i + 1)) >> 64);
+        std::swap(perm[i], perm[j]);
+    }
+    return {perm.begin() + pos * B, perm.begin() + (pos + 1) * B};
+}
+
+Evaluation& Trainer::evaluation_for(Index t, const Vector& theta) {
+    if (m_config.batch == 0) {
+        m_eval->reset(theta);
+        return *m_eval;
+    }
+    const auto rows = batch_rows(t);
+    const Index B = Index(rows.size());
+    m_batch_X.resize(B, m_data->X.cols());
+    m_batch_T.resize(B, m_data->T.cols());
+    for (Index i = 0; i < B; ++i) {
+        m_batch_X.row(i) = m_data->X.row(rows[i]);
+        m_batch_T.row(i) = m_data->T.row(rows[i]);
+    }
+    // Mini-batches are small: the dense path, in the precision asked for.
+    m_batch_eval.reset();
+    m_batch_input = std::make_unique<InputMatrix>(m_batch_X, XPath::Dense, m_config.precision);
+    m_batch_eval = std::make_unique<Evaluation>(m_arch, *m_batch_input, m_batch_T, theta);
+    return *m_batch_eval;
+}
+
+StepStats Trainer::evaluate(Index t, const Vector& theta) {
+    Evaluation& e = evaluation_for(t, theta);
+    m_last = &e;
+    return {e.loss(), e.accuracy(), e.gradient().norm()};
+}
+
+StepStats Trainer::step(Index t, Vector& theta) {
+    const StepStats s = evaluate(t, theta);
+    if (!s.finite()) return s;
+    // theta_{t+1} = theta_t - alpha grad L(theta_t)
+    theta.noalias() -= m_config.lr * m_last->gradient();
+    return s;
+}
+
+Vector Trainer::replay(const Vector& theta_s, Index s, Index t) {
+    Vector theta = theta_s;
+    for (Index u = s; u < t; ++u) {
+        const StepStats st = step(u, theta);
+        if (!st.finite())
+            throw Error("replay: the loss is not finite at step " + std::to_string(u) + "; cannot regenerate step " +
+                        std::to_string(t));
+    }
+    return theta;
+}
+
+Vector initial_theta(const TrainConfig& config) {
+    const Architecture arch = config.architecture();
+    if (config.init.empty()) return init_params(arch, config.seed);
+    return read_params(config.init, arch);
+}
+
+Dataset load_config_data(const TrainConfig& config, const std::string& dir) {
+    return load_dataset(config.data, data_dir(dir), config.samples, config.architecture().outputs());
+}
+
+}  // namespace tdyn

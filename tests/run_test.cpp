@@ -1,0 +1,272 @@
+// Run files: contents against an in-memory run, deterministic replay, resume after SIGKILL,
+// params files from h5py, and bad input through the tdyn program.
+#include "tdyn/run.hpp"
+#include "test_support.hpp"
+
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <thread>
+#include <unistd.h>
+
+namespace tdyn {
+namespace {
+
+struct SmallRun {
+    std::string data_file;
+    TrainConfig config;
+    std::shared_ptr<const Dataset> data;
+};
+
+SmallRun small_run(const std::string& name, Index steps, Index batch = 0) {
+    SmallRun r;
+    r.data_file = test::temp_path(name + "-data.h5");
+    test::write_data_file(r.data_file, 300, 12, 4, 5);
+    r.config.data = r.data_file;
+    r.config.arch = "12-8-4";
+    r.config.activation = Activation::Tanh;
+    r.config.lr = 0.5;
+    r.config.steps = steps;
+    r.config.batch = batch;
+    r.config.seed = 3;
+    r.config.save_theta_every = 5;
+    r.data = std::make_shared<const Dataset>(load_config_data(r.config, ""));
+    return r;
+}
+
+/// The same trajectory computed in memory, without any file: theta_0..theta_steps and rows.
+struct Memory {
+    std::vector<Vector> theta;
+    std::vector<StepStats> rows;
+};
+Memory in_memory(const SmallRun& r) {
+    Trainer tr(r.config, r.data);
+    Memory m;
+    Vector theta = initial_theta(r.config);
+    for (Index t = 0; t <= r.config.steps; ++t) {
+        m.theta.push_back(theta);
+        m.rows.push_back(t < r.config.steps ? tr.step(t, theta) : tr.evaluate(t, theta));
+    }
+    return m;
+}
+
+TEST(RunFile, TwentyStepRunMatchesInMemoryRunBitForBit) {
+    for (Index batch : {0, 64}) {
+        const SmallRun r = small_run("twenty", 20, batch);
+        const std::string path = test::temp_path("twenty.h5");
+        check_output_path(path, false);
+        {
+            Trainer tr(r.config, r.data);
+            RunWriter w = RunWriter::create(path, r.config, "test");
+            EXPECT_EQ(train(tr, w, initial_theta(r.config), 0, 20).status, "completed");
+        }
+        const Memory m = in_memory(r);
+        RunReader rd(path);
+        const RunInfo& i = rd.info();
+        EXPECT_EQ(i.status, "completed");
+        EXPECT_EQ(i.rows, 21);
+        EXPECT_EQ(i.theta_steps, (std::vector<Index>{0, 5, 10, 15, 20}));
+        const Vector loss = rd.file().read_vector("/trajectory/loss"), acc = rd.file().read_vector("/trajectory/accuracy"),
+                     gn = rd.file().read_vector("/trajectory/grad_norm"), step = rd.file().read_vector("/trajectory/step");
+        for (Index t = 0; t <= 20; ++t) {
+            EXPECT_EQ(step[t], double(t));
+            EXPECT_EQ(loss[t], m.rows[t].loss) << "batch " << batch << " step " << t;
+            EXPECT_EQ(acc[t], m.rows[t].accuracy);
+            EXPECT_EQ(gn[t], m.rows[t].grad_norm);
+        }
+        for (Index t : i.theta_steps) EXPECT_EQ(rd.stored_theta(t), m.theta[t]) << "theta at step " << t;
+        EXPECT_EQ(rd.file().read_vector("/params/theta"), m.theta[20]);
+        EXPECT_LT(m.rows[20].loss, m.rows[0].loss) << "training makes progress";
+        EXPECT_EQ(i.config.lr, 0.5);
+        EXPECT_EQ(i.config.batch, batch);
+        EXPECT_EQ(i.config.activation, Activation::Tanh);
+    }
+}
+
+TEST(RunFile, ReplayReproducesStoredThetaBitForBit) {
+    for (Index batch : {0, 50}) {
+        const SmallRun r = small_run("replay", 20, batch);
+        const std::string path = test::temp_path("replay.h5");
+        {
+            Trainer tr(r.config, r.data);
+            RunWriter w = RunWriter::create(path, r.config, "test");
+            train(tr, w, initial_theta(r.config), 0, 20);
+        }
+        const Memory m = in_memory(r);
+        RunReader rd(path);
+        Trainer tr(r.config, r.data);
+        EXPECT_EQ(tr.replay(rd.stored_theta(0), 0, 20), rd.stored_theta(20));  // 20 updates replayed
+        for (Index t : {3, 7, 13, 19}) EXPECT_EQ(rd.theta(t, tr), m.theta[t]) << "replayed step " << t;
+        EXPECT_THROW(rd.theta(25, tr), Error);
+    }
+}
+
+TEST(Trainer, MiniBatchesPartitionEachEpoch) {
+    const SmallRun r = small_run("batches", 1, 70);
+    Trainer tr(r.config, r.data);
+    std::vector<int> seen(300, 0);
+    for (Index t = 0; t < 4; ++t)  // floor(300 / 70) = 4 batches per epoch
+        for (Index i : tr.batch_rows(t)) ++seen[i];
+    EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), 280);
+    EXPECT_NE(tr.batch_rows(0), tr.batch_rows(4)) << "a new shuffle each epoch";
+    EXPECT_EQ(tr.batch_rows(5), Trainer(r.config, r.data).batch_rows(5)) << "seeded";
+}
+
+TEST(RunFile, DivergedRunKeepsEverythingUpToTheStep) {
+    SmallRun r = small_run("diverge", 50);
+    r.config.lr = 1e6;
+    r.config.activation = Activation::Identity;
+    r.config.output = Output::IdentityMSE;
+    const std::string path = test::temp_path("diverge.h5");
+    TrainResult res;
+    {
+        Trainer tr(r.config, r.data);
+        RunWriter w = RunWriter::create(path, r.config, "test");
+        res = train(tr, w, initial_theta(r.config), 0, 50);
+    }
+    EXPECT_EQ(res.status, "diverged");
+    RunReader rd(path);
+    EXPECT_EQ(rd.info().status, "diverged");
+    EXPECT_EQ(rd.info().diverged_at, res.step);
+    EXPECT_EQ(rd.info().rows, res.step + 1);
+    const Vector loss = rd.file().read_vector("/trajectory/loss"), gn = rd.file().read_vector("/trajectory/grad_norm");
+    EXPECT_FALSE(std::isfinite(loss[res.step]) && std::isfinite(gn[res.step]));  // the gradient overflows first
+    EXPECT_TRUE(loss.head(res.step).allFinite());
+    EXPECT_TRUE(gn.head(res.step).allFinite());
+}
+
+// Kill a real `tdyn train` with SIGKILL mid-run, resume it, and compare with an uninterrupted run.
+TEST(RunFile, ResumeAfterSigkillIsBitIdentical) {
+    const std::string data = test::temp_path("kill-data.h5");
+    test::write_data_file(data, 2000, 40, 5, 9);
+    const std::string args = " --data " + data + " --arch 40-30-5 --lr 0.3 --steps 600 --save-theta-every 7 --quiet";
+    const std::string full = test::temp_path("kill-full.h5"), killed = test::temp_path("kill-resumed.h5");
+    ASSERT_EQ(test::run_tdyn("train" + args + " --out " + full).exit_code, 0);
+
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        execl(TDYN_BINARY, TDYN_BINARY, "train", "--data", data.c_str(), "--arch", "40-30-5", "--lr", "0.3", "--steps",
+              "600", "--save-theta-every", "7", "--quiet", "--out", killed.c_str(), (char*)nullptr);
+        _exit(127);
+    }
+    // Wait until the run is well under way, then kill it without warning.
+    Index rows = 0;
+    for (int i = 0; i < 2000 && rows < 100; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        try {
+            rows = RunReader(killed).info().rows;
+        } catch (const Error&) {
+        }
+    }
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "the run finished before it could be killed";
+    EXPECT_GT(rows, 0);
+    EXPECT_EQ(RunReader(killed).info().status, "running");
+
+    const auto resumed = test::run_tdyn("train --out " + killed + " --resume --quiet");
+    ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+    RunReader a(full), b(killed);
+    EXPECT_EQ(b.info().status, "completed");
+    EXPECT_EQ(a.stored_theta(600), b.stored_theta(600));
+    EXPECT_EQ(a.info().theta_steps, b.info().theta_steps);
+    for (const char* s : {"/trajectory/step", "/trajectory/loss", "/trajectory/accuracy", "/trajectory/grad_norm"})
+        EXPECT_EQ(a.file().read_vector(s), b.file().read_vector(s)) << s;
+}
+
+// The reference file was written by h5py: /params/theta with an integer arch attribute.
+TEST(ParamsFile, H5pyReferenceIsAcceptedByInitAndEval) {
+    TDYN_REQUIRE_REFERENCE();
+    TDYN_REQUIRE_MNIST();
+    const Vector theta = read_params(test::reference_file(), Architecture::parse("784-50-10"));
+    EXPECT_EQ(theta.size(), 39760);
+    const auto ev = test::run_tdyn("eval " + test::reference_file() + " --samples 1000 --json");
+    ASSERT_EQ(ev.exit_code, 0) << ev.err;
+    h5::File ref = h5::File::open_read(test::reference_file());
+    const double loss = ref.read_scalar("/loss");
+    const auto at = ev.out.find("\"loss\": ");
+    ASSERT_NE(at, std::string::npos) << ev.out;
+    EXPECT_LT(test::relative_error(std::stod(ev.out.substr(at + 8)), loss), 1e-10);
+    // --write: the whole gradient, to compare with the reference.
+    const std::string out = test::temp_path("eval-ref.h5");
+    ASSERT_EQ(test::run_tdyn("eval " + test::reference_file() + " --samples 1000 --write " + out).exit_code, 0);
+    h5::File w = h5::File::open_read(out);
+    EXPECT_LT(test::relative_error(w.read_vector("/gradient"), ref.read_vector("/gradient")), 1e-10);
+    // --init starts training from it: the first row is the reference loss.
+    const std::string run = test::temp_path("init-ref.h5");
+    const auto tr = test::run_tdyn("train --init " + test::reference_file() + " --samples 1000 --steps 1 --quiet --out " + run);
+    ASSERT_EQ(tr.exit_code, 0) << tr.err;
+    EXPECT_LT(test::relative_error(RunReader(run).file().read_vector("/trajectory/loss")[0], loss), 1e-10);
+}
+
+/// Every bad input: non-zero exit, one line on stderr naming the problem, no file touched.
+TEST(Cli, BadInputGivesOneLineAndTouchesNothing) {
+    const std::string data = test::temp_path("bad-data.h5");
+    test::write_data_file(data, 50, 6, 3, 1);
+    const std::string base = "train --data " + data + " --arch 6-4-3 --steps 2 --quiet";
+    const std::string existing = test::temp_path("existing.h5");
+    ASSERT_EQ(test::run_tdyn(base + " --out " + existing).exit_code, 0);
+    const std::string before = test::slurp(existing);
+
+    const std::string wrong_len = test::temp_path("wrong-len.h5"), nan_params = test::temp_path("nan.h5"),
+                      wrong_arch = test::temp_path("wrong-arch.h5");
+    write_params(wrong_arch, Vector::Zero(Architecture::parse("6-5-3").num_params()), Architecture::parse("6-5-3"));
+    {
+        h5::File f = h5::File::create(wrong_len);
+        f.write_vector("/params/theta", Vector::Zero(7));
+        h5::File g = h5::File::create(nan_params);
+        Vector t = Vector::Zero(Architecture::parse("6-4-3").num_params());
+        t[3] = std::nan("");
+        g.write_vector("/params/theta", t);
+    }
+    struct Case { std::string args, expect; };
+    const Case cases[] = {
+        {base + " --out " + existing, "file exists"},
+        {base + " --out " + test::temp_path("x.h5") + " --lr 0", "--lr"},
+        {base + " --out " + test::temp_path("x.h5") + " --lr -0.1", "--lr"},
+        {base + " --out " + test::temp_path("x.h5") + " --steps abc", "--steps"},
+        {base + " --out /nonexistent-dir/run.h5", "does not exist"},
+        {base + " --out " + test::temp_path("x.h5") + " --init " + wrong_len, "has 7 entries"},
+        {base + " --out " + test::temp_path("x.h5") + " --init " + nan_params, "NaN"},
+        {base + " --out " + test::temp_path("x.h5") + " --init " + wrong_arch, "6-5-3"},
+        {base + " --out " + test::temp_path("x.h5") + " --init " + test::temp_path("missing.h5"), "missing.h5"},
+        {base + " --out " + test::temp_path("x.h5") + " --arch 784--10", "--arch"},
+        {"train --data " + data + " --arch 7-4-3 --out " + test::temp_path("x.h5"), "input width 7"},
+        {"eval " + existing + " --write " + existing, "file exists"},
+        {"eval " + data, "not a params file"},
+        {"info " + data, "not a tdyn run file"},
+        {"info " + test::temp_path("nothing.h5"), "nothing.h5"},
+    };
+    for (const Case& c : cases) {
+        const auto r = test::run_tdyn(c.args);
+        EXPECT_NE(r.exit_code, 0) << c.args;
+        EXPECT_NE(r.err.find(c.expect), std::string::npos) << c.args << "\n" << r.err;
+        EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << c.args << "\n" << r.err;
+        EXPECT_FALSE(std::filesystem::exists(test::temp_path("x.h5"))) << c.args;
+    }
+    EXPECT_EQ(test::slurp(existing), before) << "the existing run file was touched";
+}
+
+TEST(Cli, InfoAndEvalDescribeARun) {
+    const std::string data = test::temp_path("info-data.h5");
+    test::write_data_file(data, 80, 6, 3, 2);
+    const std::string run = test::temp_path("info-run.h5");
+    ASSERT_EQ(test::run_tdyn("train --data " + data + " --arch 6-4-3 --steps 12 --save-theta-every 5 --quiet --out " + run).exit_code, 0);
+    const auto info = test::run_tdyn("info " + run + " --json");
+    ASSERT_EQ(info.exit_code, 0) << info.err;
+    for (const char* s : {"\"status\": \"completed\"", "\"rows\": 13", "\"theta_stored\": 4", "\"arch\": \"6-4-3\""})
+        EXPECT_NE(info.out.find(s), std::string::npos) << s << "\n" << info.out;
+    // eval at a step that is not stored replays it, and agrees with the row in the file.
+    const auto ev = test::run_tdyn("eval " + run + " --step 7 --json");
+    ASSERT_EQ(ev.exit_code, 0) << ev.err;
+    const double loss7 = RunReader(run).file().read_vector("/trajectory/loss")[7];
+    EXPECT_EQ(std::stod(ev.out.substr(ev.out.find("\"loss\": ") + 8)), loss7) << ev.out;
+    const auto help = test::run_tdyn("train --help");
+    EXPECT_EQ(help.exit_code, 0);
+    EXPECT_NE(help.out.find("--save-theta-every"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tdyn
