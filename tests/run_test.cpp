@@ -201,6 +201,36 @@ TEST(ParamsFile, H5pyReferenceIsAcceptedByInitAndEval) {
     EXPECT_LT(test::relative_error(RunReader(run).file().read_vector("/trajectory/loss")[0], loss), 1e-10);
 }
 
+// tdyn eval --vector writes H v (and J v with --lr): compared with PyTorch's H v.
+TEST(Cli, EvalVectorWritesHessianAndJacobianProducts) {
+    TDYN_REQUIRE_REFERENCE();
+    TDYN_REQUIRE_MNIST();
+    h5::File ref = h5::File::open_read(test::reference_file());
+    const Vector v = ref.read_vector("/vector"), hv = ref.read_vector("/hvp");
+    const std::string vf = test::temp_path("v.h5"), out = test::temp_path("hv.h5"), out2 = test::temp_path("hv2.h5");
+    {
+        h5::File f = h5::File::create(vf);
+        f.write_vector("/vector", v);
+    }
+    const auto r = test::run_tdyn("eval " + test::reference_file() + " --samples 1000 --vector " + vf + " --lr 0.1 --write " + out);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    h5::File w = h5::File::open_read(out);
+    EXPECT_LT(test::relative_error(w.read_vector("/hvp"), hv), 1e-10);
+    EXPECT_LT(test::relative_error(w.read_vector("/jvp"), Vector(v - 0.1 * hv)), 1e-10);
+    // Several vectors as /vectors [M x P]: one row each.
+    const std::string vf2 = test::temp_path("vs.h5");
+    {
+        h5::File f = h5::File::create(vf2);
+        RowMatrix V(2, v.size());
+        V.row(0) = v.transpose();
+        V.row(1) = 2 * v.transpose();
+        f.write_matrix("/vectors", V);
+    }
+    ASSERT_EQ(test::run_tdyn("eval " + test::reference_file() + " --samples 1000 --vector " + vf2 + " --write " + out2).exit_code, 0);
+    const RowMatrix HV = h5::File::open_read(out2).read_matrix("/hvp");
+    EXPECT_LT(test::relative_error(Vector(HV.row(1).transpose()), Vector(2 * hv)), 1e-10);
+}
+
 /// Every bad input: non-zero exit, one line on stderr naming the problem, no file touched.
 TEST(Cli, BadInputGivesOneLineAndTouchesNothing) {
     const std::string data = test::temp_path("bad-data.h5");

@@ -1,0 +1,74 @@
+// Eigenvalues of H and J = I - alpha H at one theta, matrix-free, with Spectra's Lanczos
+// solver on the HVP operator; plus the Hutchinson trace of H and its spectral density by
+// stochastic Lanczos quadrature. Results carry residuals, HVP counts and convergence.
+#pragma once
+
+#include "tdyn/hvp.hpp"
+
+#include <string>
+
+namespace tdyn {
+
+/// Which end of H's spectrum: largest algebraic (top) or smallest algebraic (bottom).
+enum class Which { Top, Bottom };
+
+struct EigenOptions {
+    Index eigs = 1;          ///< K
+    Index krylov = 0;        ///< Lanczos basis size (Spectra's ncv); 0 = max(2K + 1, 20), or max(2K + 1, 8) warm
+    double tol = 1e-6;       ///< relative: |residual estimate| < tol * |lambda| (Spectra's criterion)
+    Index max_iter = 1000;   ///< Lanczos restarts
+};
+
+/// K eigenpairs of H at one end of its spectrum.
+struct EigenResult {
+    Vector values;     ///< descending for Top, ascending for Bottom (only the converged ones)
+    Matrix vectors;    ///< P x (converged), orthonormal
+    Vector residuals;  ///< ||H u_i - lambda_i u_i||, computed by one block HVP after the solve
+    Index matvecs = 0; ///< HVPs used, the residual check included
+    bool converged = false;
+    std::string status;  ///< Spectra's CompInfo: Successful, NotConverging, NumericalIssue
+};
+
+/// K eigenpairs of H at the Evaluation's theta. `start` (P x m, e.g. the previous step's
+/// eigenvectors) warm-starts Lanczos from the sum of its columns.
+EigenResult hessian_eigs(Evaluation& e, Which which, const EigenOptions& options, const Matrix* start = nullptr);
+
+/// Eigenvalues of J = I - alpha H, mu = 1 - alpha lambda, with the largest |mu| among those
+/// implied by H's top and bottom eigenvalues (|1 - alpha lambda| is convex in lambda, so its
+/// largest values sit at the two ends of H's spectrum). Sorted by |mu| descending.
+Vector jacobian_extreme(const Vector& hessian_top, const Vector& hessian_bottom, double alpha, Index K);
+
+/// Is gradient descent stable at this theta? From the eigenvalues found.
+struct Stability {
+    double lambda_max = 0;     ///< largest eigenvalue of H (sharpness)
+    double two_over_alpha = 0; ///< the stability edge of lambda_max
+    Index unstable = 0;        ///< eigenvalues of J found with |mu| > 1 (lambda > 2/alpha or lambda < 0)
+    double max_abs_mu = 0;     ///< largest |eigenvalue of J| found
+};
+Stability stability(const Vector& hessian_top, const Vector& hessian_bottom, double alpha);
+
+/// Hutchinson: tr H ~ mean of z^T H z over Rademacher probes z, with its standard error.
+struct TraceEstimate {
+    double trace = 0, standard_error = 0;
+    Index probes = 0, matvecs = 0;
+};
+TraceEstimate hutchinson_trace(Evaluation& e, Index probes, std::uint64_t seed, Index block = 8);
+
+/// Spectral density of H by stochastic Lanczos quadrature: for each Rademacher probe z/|z|,
+/// m Lanczos steps (full reorthogonalisation) give nodes theta_j and weights tau_j (squared
+/// first components of T's eigenvectors); the density is the average over probes of
+/// sum_j tau_j N(t; theta_j, sigma^2) on a uniform grid covering all nodes +- 5 sigma.
+struct SpectralDensity {
+    Vector grid, density;   ///< density integrates to 1 (trapezoid rule on the grid)
+    Vector nodes, weights;  ///< all probes' nodes and weights / probes (weights sum to 1)
+    double sigma = 0;       ///< Gaussian broadening
+    Index probes = 0, steps = 0, matvecs = 0;
+};
+/// sigma <= 0 picks (largest node - smallest node) / 200.
+SpectralDensity lanczos_density(Evaluation& e, Index probes, Index steps, Index grid_points, double sigma,
+                                std::uint64_t seed);
+
+/// The Rademacher probes both estimators use: column j of probe block b is the same for a seed.
+Matrix rademacher(Index rows, Index cols, std::uint64_t seed);
+
+}  // namespace tdyn

@@ -1,0 +1,150 @@
+#include "tdyn/spectrum.hpp"
+
+#include <Eigen/Eigenvalues>
+#include <Spectra/SymEigsSolver.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+namespace tdyn {
+
+EigenResult hessian_eigs(Evaluation& e, Which which, const EigenOptions& o, const Matrix* start) {
+    HessianOp H(e);
+    const Index P = H.rows(), K = o.eigs;
+    if (K < 1 || K >= P)
+        throw Error("--eigs " + std::to_string(K) + ": must be between 1 and P - 1 = " + std::to_string(P - 1));
+    const bool warm = start && start->cols() > 0;
+    Index ncv = o.krylov > 0 ? o.krylov : std::max<Index>(2 * K + 1, warm ? 8 : 20);
+    ncv = std::min(ncv, P);
+    if (ncv <= K) throw Error("--krylov " + std::to_string(ncv) + ": must exceed --eigs " + std::to_string(K));
+    Spectra::SymEigsSolver<HessianOp> solver(H, K, ncv);
+    if (warm) {
+        const Vector v0 = start->rowwise().sum();
+        solver.init(v0.data());
+    } else {
+        solver.init();  // Spectra's fixed-seed random start: reproducible
+    }
+    const auto rule = which == Which::Top ? Spectra::SortRule::LargestAlge : Spectra::SortRule::SmallestAlge;
+    solver.compute(rule, o.max_iter, o.tol, rule);
+    EigenResult r;
+    r.status = solver.info() == Spectra::CompInfo::Successful      ? "Successful"
+               : solver.info() == Spectra::CompInfo::NotConverging ? "NotConverging"
+                                                                   : "NumericalIssue";
+    r.converged = solver.info() == Spectra::CompInfo::Successful;
+    r.values = solver.eigenvalues();
+    r.vectors = solver.eigenvectors();
+    if (r.values.size() > 0) {
+        // The residuals themselves, not Spectra's estimate: one block HVP.
+        const Matrix HU = H * r.vectors;
+        r.residuals = (HU - r.vectors * r.values.asDiagonal()).colwise().norm().transpose();
+    }
+    r.matvecs = H.products();
+    return r;
+}
+
+Vector jacobian_extreme(const Vector& top, const Vector& bottom, double alpha, Index K) {
+    std::vector<double> mu;
+    for (Index i = 0; i < top.size(); ++i) mu.push_back(1 - alpha * top[i]);
+    for (Index i = 0; i < bottom.size(); ++i) mu.push_back(1 - alpha * bottom[i]);
+    std::sort(mu.begin(), mu.end(), [](double a, double b) { return std::abs(a) > std::abs(b); });
+    // top and bottom overlap when P is small: drop repeated eigenvalues found from both ends
+    mu.erase(std::unique(mu.begin(), mu.end(), [](double a, double b) { return std::abs(a - b) <= 1e-12 * std::max(1.0, std::abs(a)); }), mu.end());
+    mu.resize(std::min<std::size_t>(mu.size(), std::size_t(K)));
+    return Eigen::Map<const Vector>(mu.data(), Index(mu.size()));
+}
+
+Stability stability(const Vector& top, const Vector& bottom, double alpha) {
+    Stability s;
+    s.two_over_alpha = 2 / alpha;
+    s.lambda_max = top.size() ? top.maxCoeff() : std::nan("");
+    const Vector mu = jacobian_extreme(top, bottom, alpha, top.size() + bottom.size());
+    for (Index i = 0; i < mu.size(); ++i) {
+        s.unstable += std::abs(mu[i]) > 1 ? 1 : 0;
+        s.max_abs_mu = std::max(s.max_abs_mu, std::abs(mu[i]));
+    }
+    return s;
+}
+
+Matrix rademacher(Index rows, Index cols, std::uint64_t seed) {
+    std::mt19937_64 gen(seed);
+    Matrix Z(rows, cols);
+    for (Index j = 0; j < cols; ++j)
+        for (Index i = 0; i < rows; ++i) Z(i, j) = (gen() >> 63) ? 1.0 : -1.0;
+    return Z;
+}
+
+TraceEstimate hutchinson_trace(Evaluation& e, Index probes, std::uint64_t seed, Index block) {
+    if (probes < 2) throw Error("--probes " + std::to_string(probes) + ": the trace needs at least 2 probes");
+    HessianOp H(e);
+    const Matrix Z = rademacher(H.rows(), probes, seed);
+    Vector q(probes);
+    for (Index j = 0; j < probes; j += block) {
+        const Index m = std::min(block, probes - j);
+        const Matrix HZ = H * Z.middleCols(j, m);
+        for (Index c = 0; c < m; ++c) q[j + c] = Z.col(j + c).dot(HZ.col(c));  // z^T H z
+    }
+    TraceEstimate t;
+    t.probes = probes;
+    t.trace = q.mean();
+    t.standard_error = std::sqrt((q.array() - t.trace).square().sum() / double(probes - 1) / double(probes));
+    t.matvecs = H.products();
+    return t;
+}
+
+SpectralDensity lanczos_density(Evaluation& e, Index probes, Index steps, Index grid_points, double sigma,
+                                std::uint64_t seed) {
+    HessianOp H(e);
+    const Index P = H.rows();
+    if (probes < 1) throw Error("--probes: at least 1 probe");
+    steps = std::min(steps, P);
+    if (steps < 2) throw Error("--lanczos-steps: at least 2 steps");
+    const Matrix Z = rademacher(P, probes, seed);
+    std::vector<double> nodes, weights;
+    Matrix Q(P, steps);
+    Vector w(P);
+    for (Index p = 0; p < probes; ++p) {
+        // m steps of Lanczos from z/|z| with full reorthogonalisation: T = Q^T H Q tridiagonal.
+        Vector alpha(steps), beta(steps);
+        Q.col(0) = Z.col(p) / Z.col(p).norm();
+        Index m = steps;
+        for (Index j = 0; j < steps; ++j) {
+            H.perform_op(Q.col(j).data(), w.data());
+            alpha[j] = Q.col(j).dot(w);
+            w -= Q.leftCols(j + 1) * (Q.leftCols(j + 1).transpose() * w);  // full reorthogonalisation
+            w -= Q.leftCols(j + 1) * (Q.leftCols(j + 1).transpose() * w);  // twice is enough
+            if (j + 1 == steps) break;
+            beta[j] = w.norm();
+            if (beta[j] <= 1e-12 * std::abs(alpha[j])) {  // invariant subspace: the quadrature is exact
+                m = j + 1;
+                break;
+            }
+            Q.col(j + 1) = w / beta[j];
+        }
+        Eigen::SelfAdjointEigenSolver<Matrix> T;
+        T.computeFromTridiagonal(alpha.head(m), beta.head(m - 1), Eigen::ComputeEigenvectors);
+        for (Index j = 0; j < m; ++j) {
+            nodes.push_back(T.eigenvalues()[j]);
+            weights.push_back(T.eigenvectors()(0, j) * T.eigenvectors()(0, j) / double(probes));
+        }
+    }
+    SpectralDensity d;
+    d.probes = probes;
+    d.steps = steps;
+    d.matvecs = H.products();
+    d.nodes = Eigen::Map<const Vector>(nodes.data(), Index(nodes.size()));
+    d.weights = Eigen::Map<const Vector>(weights.data(), Index(weights.size()));
+    const double lo = d.nodes.minCoeff(), hi = d.nodes.maxCoeff();
+    d.sigma = sigma > 0 ? sigma : std::max((hi - lo) / 200, 1e-12 * std::max(1.0, std::abs(hi)));
+    d.grid = Vector::LinSpaced(grid_points, lo - 5 * d.sigma, hi + 5 * d.sigma);
+    d.density = Vector::Zero(grid_points);
+    const double c = 1 / (d.sigma * std::sqrt(2 * M_PI));
+    for (Index i = 0; i < grid_points; ++i)
+        for (Index j = 0; j < d.nodes.size(); ++j) {
+            const double u = (d.grid[i] - d.nodes[j]) / d.sigma;
+            d.density[i] += d.weights[j] * c * std::exp(-0.5 * u * u);
+        }
+    return d;
+}
+
+}  // namespace tdyn

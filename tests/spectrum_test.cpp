@@ -1,0 +1,183 @@
+// Eigenvalues of H and J against Eigen's dense SelfAdjointEigenSolver on small networks, the
+// PyTorch + SciPy eigsh values in the reference file, and closed forms.
+#include "tdyn/spectrum.hpp"
+#include "test_support.hpp"
+
+#include <Eigen/Eigenvalues>
+#include <Spectra/SymEigsSolver.h>
+#include <gtest/gtest.h>
+
+namespace tdyn {
+namespace {
+
+using test::relative_error;
+
+struct Dense {
+    Vector values;  // ascending
+    Matrix H;
+};
+Dense dense_hessian(Evaluation& e) {
+    const Index P = e.num_params();
+    Dense d;
+    d.H = HessianOp(e) * Matrix::Identity(P, P);
+    d.H = 0.5 * (d.H + d.H.transpose()).eval();
+    d.values = Eigen::SelfAdjointEigenSolver<Matrix>(d.H, Eigen::EigenvaluesOnly).eigenvalues();
+    return d;
+}
+
+// P = 475: top and bottom 3 eigenvalues to 1e-8 relative (Lanczos at tol 1e-10: eigenvalue
+// errors are of the order of the squared residual), residuals equal ||H u - lambda u|| with
+// the dense H, and the vectors are orthonormal.
+TEST(Spectrum, TopAndBottomMatchDenseSolver) {
+    for (Output o : {Output::SoftmaxCE, Output::SigmoidMSE}) {
+        const auto p = test::random_problem(Architecture::parse("20-15-10", Activation::Sigmoid, o), 60, 4);
+        InputMatrix X(p.X, XPath::Dense);
+        Evaluation e(p.arch, X, p.T, p.theta);
+        const Dense d = dense_hessian(e);
+        const Index P = e.num_params();
+        EigenOptions opt;
+        opt.eigs = 3;
+        opt.tol = 1e-10;
+        const EigenResult top = hessian_eigs(e, Which::Top, opt), bottom = hessian_eigs(e, Which::Bottom, opt);
+        ASSERT_TRUE(top.converged) << top.status;
+        ASSERT_TRUE(bottom.converged) << bottom.status;
+        for (Index i = 0; i < 3; ++i) {
+            EXPECT_LT(relative_error(top.values[i], d.values[P - 1 - i]), 1e-8) << i;
+            EXPECT_LT(relative_error(bottom.values[i], d.values[i]), 1e-8) << i;
+            const Vector u = top.vectors.col(i);
+            EXPECT_NEAR(top.residuals[i], (d.H * u - top.values[i] * u).norm(), 1e-12 * d.values.cwiseAbs().maxCoeff());
+            EXPECT_LT(top.residuals[i], 1e-4 * std::abs(top.values[i]));
+        }
+        EXPECT_LT((top.vectors.transpose() * top.vectors - Matrix::Identity(3, 3)).norm(), 1e-10);
+        EXPECT_GT(top.matvecs, 3);
+    }
+}
+
+// Eigenvalues of J = I - alpha H are 1 - alpha lambda; those of largest magnitude, derived
+// from H's two ends, equal a direct Spectra solve on the J operator and the dense J.
+TEST(Spectrum, JacobianEigenvaluesFromHessianEnds) {
+    const auto p = test::random_problem(Architecture::parse("20-15-10"), 60, 4);
+    InputMatrix X(p.X, XPath::Dense);
+    Evaluation e(p.arch, X, p.T, p.theta);
+    const Dense d = dense_hessian(e);
+    EigenOptions opt;
+    opt.eigs = 4;
+    opt.tol = 1e-10;
+    const EigenResult top = hessian_eigs(e, Which::Top, opt), bottom = hessian_eigs(e, Which::Bottom, opt);
+    // alpha puts the top eigenvalues of H beyond 2/alpha: |mu| > 1 from the top end.
+    const double alpha = 3.0 / top.values[1];
+    const Vector mu = jacobian_extreme(top.values, bottom.values, alpha, 4);
+    std::vector<double> dense_mu;
+    for (Index i = 0; i < d.values.size(); ++i) dense_mu.push_back(1 - alpha * d.values[i]);
+    std::sort(dense_mu.begin(), dense_mu.end(), [](double a, double b) { return std::abs(a) > std::abs(b); });
+    for (Index i = 0; i < 4; ++i) EXPECT_LT(relative_error(mu[i], dense_mu[i]), 1e-8) << i;
+    HessianOp H(e);
+    JacobianOp J(H, alpha);
+    Spectra::SymEigsSolver<JacobianOp> direct(J, 4, 20);
+    direct.init();
+    direct.compute(Spectra::SortRule::LargestMagn, 1000, 1e-10, Spectra::SortRule::LargestMagn);
+    ASSERT_EQ(direct.info(), Spectra::CompInfo::Successful);
+    for (Index i = 0; i < 4; ++i) EXPECT_LT(relative_error(mu[i], direct.eigenvalues()[i]), 1e-8) << i;
+    const Stability s = stability(top.values, bottom.values, alpha);
+    EXPECT_EQ(s.two_over_alpha, 2 / alpha);
+    EXPECT_EQ(s.lambda_max, top.values[0]);
+    Index unstable = 0;
+    for (Index i = 0; i < d.values.size(); ++i) unstable += std::abs(1 - alpha * d.values[i]) > 1;
+    EXPECT_EQ(s.unstable, std::min<Index>(unstable, 8));
+    EXPECT_LT(relative_error(s.max_abs_mu, std::abs(dense_mu[0])), 1e-8);
+}
+
+// Linear regression: H = (1/k)[X 1]^T [X 1], whose eigenvalues are known from the dense Gram matrix.
+TEST(Spectrum, LinearRegressionEigenvaluesAreThoseOfTheGramMatrix) {
+    const auto p = test::random_problem(Architecture::parse("30-1", Activation::Identity, Output::IdentityMSE), 100, 3);
+    RowMatrix X1(100, 31);
+    X1 << p.X, RowMatrix::Ones(100, 1);
+    const Vector gram = Eigen::SelfAdjointEigenSolver<Matrix>(X1.transpose() * X1 / 100.0).eigenvalues();
+    InputMatrix X(p.X, XPath::Dense);
+    Evaluation e(p.arch, X, p.T, p.theta);
+    EigenOptions opt;
+    opt.eigs = 2;
+    opt.tol = 1e-12;
+    opt.krylov = 12;
+    const EigenResult top = hessian_eigs(e, Which::Top, opt), bottom = hessian_eigs(e, Which::Bottom, opt);
+    EXPECT_LT(relative_error(top.values[0], gram[30]), 1e-10);
+    EXPECT_LT(relative_error(top.values[1], gram[29]), 1e-10);
+    EXPECT_LT(relative_error(bottom.values[0], gram[0]), 1e-10);
+    EXPECT_LT(relative_error(bottom.values[1], gram[1]), 1e-10);
+}
+
+TEST(Spectrum, NonConvergenceIsReported) {
+    const auto p = test::random_problem(Architecture::parse("20-15-10"), 60, 4);
+    InputMatrix X(p.X, XPath::Dense);
+    Evaluation e(p.arch, X, p.T, p.theta);
+    EigenOptions opt;
+    opt.eigs = 5;
+    opt.tol = 1e-15;
+    opt.max_iter = 1;
+    opt.krylov = 11;
+    const EigenResult r = hessian_eigs(e, Which::Bottom, opt);
+    EXPECT_FALSE(r.converged);
+    EXPECT_EQ(r.status, "NotConverging");
+    EXPECT_LT(r.values.size(), 5);
+}
+
+// Warm start from the previous step's eigenvector: same eigenvalue, fewer HVPs.
+TEST(Spectrum, WarmStartNeedsFewerProducts) {
+    const auto p = test::random_problem(Architecture::parse("20-15-10"), 60, 4);
+    InputMatrix X(p.X, XPath::Dense);
+    Evaluation e(p.arch, X, p.T, p.theta);
+    EigenOptions opt;
+    const EigenResult before = hessian_eigs(e, Which::Top, opt);
+    e.reset(p.theta - 0.01 * e.gradient());
+    const EigenResult cold = hessian_eigs(e, Which::Top, opt), warm = hessian_eigs(e, Which::Top, opt, &before.vectors);
+    ASSERT_TRUE(cold.converged && warm.converged);
+    EXPECT_LT(relative_error(cold.values[0], warm.values[0]), 1e-5);
+    EXPECT_LT(warm.matvecs, cold.matvecs);
+}
+
+// Hutchinson's estimate lies within 3 standard errors of the exact trace; SLQ weights sum to
+// 1 (so the density integrates to 1) and the density's mean is the same probes' trace / P.
+TEST(Spectrum, TraceAndDensityAgreeWithExactTrace) {
+    const auto p = test::random_problem(Architecture::parse("20-15-10", Activation::Tanh, Output::SoftmaxCE), 60, 8);
+    InputMatrix X(p.X, XPath::Dense);
+    Evaluation e(p.arch, X, p.T, p.theta);
+    const Dense d = dense_hessian(e);
+    const double exact = d.values.sum();
+    const TraceEstimate t = hutchinson_trace(e, 200, 5);
+    EXPECT_LT(std::abs(t.trace - exact), 3 * t.standard_error) << t.trace << " vs " << exact << " +- " << t.standard_error;
+    EXPECT_GT(t.standard_error, 0);
+    const Index P = e.num_params();
+    const SpectralDensity s = lanczos_density(e, 10, 40, 800, 0, 5);
+    EXPECT_NEAR(s.weights.sum(), 1.0, 1e-12);
+    const double dx = s.grid[1] - s.grid[0];
+    EXPECT_NEAR(s.density.sum() * dx, 1.0, 1e-3);
+    // z^T H z / |z|^2 = sum_j tau_j theta_j exactly for each probe (|z|^2 = P for Rademacher z).
+    const TraceEstimate t10 = hutchinson_trace(e, 10, 5);
+    EXPECT_LT(relative_error(s.nodes.dot(s.weights), t10.trace / double(P)), 1e-10);
+    EXPECT_LE(s.nodes.maxCoeff(), d.values[P - 1] * (1 + 1e-10));
+    EXPECT_GE(s.nodes.minCoeff(), d.values[0] - 1e-10 * std::abs(d.values[0]));
+}
+
+// PyTorch + SciPy eigsh on the first 1000 MNIST images: 3 largest and 3 smallest to 1e-8.
+TEST(Reference, HessianEigenvaluesMatchScipyEigsh) {
+    TDYN_REQUIRE_REFERENCE();
+    TDYN_REQUIRE_MNIST();
+    h5::File ref = h5::File::open_read(test::reference_file());
+    const Architecture arch = Architecture::parse("784-50-10");
+    const Dataset ds = load_dataset("mnist", data_dir(""), 1000);
+    InputMatrix X(ds.X);
+    Evaluation e(arch, X, ds.T, ref.read_vector("/params/theta"));
+    EigenOptions opt;
+    opt.eigs = 3;
+    opt.tol = 1e-10;
+    const EigenResult top = hessian_eigs(e, Which::Top, opt), bottom = hessian_eigs(e, Which::Bottom, opt);
+    ASSERT_TRUE(top.converged && bottom.converged);
+    const Vector rt = ref.read_vector("/hessian_top"), rb = ref.read_vector("/hessian_bottom");
+    for (Index i = 0; i < 3; ++i) {
+        EXPECT_LT(relative_error(top.values[i], rt[i]), 1e-8) << i << ": " << top.values[i] << " vs " << rt[i];
+        EXPECT_LT(relative_error(bottom.values[i], rb[i]), 1e-8) << i << ": " << bottom.values[i] << " vs " << rb[i];
+    }
+}
+
+}  // namespace
+}  // namespace tdyn
