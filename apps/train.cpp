@@ -16,11 +16,12 @@ struct TrainOptions {
     ProblemFlags problem;
     ProblemOptions given;
     double lr = 0.1;
-    Index steps = 100, batch = 0, save_theta_every = 10;
+    Index steps = 100, batch = 0, save_theta_every = 10, spectrum_every = 0, eigs = 1;
+    std::string which = "both";
     std::uint64_t seed = 0;
     std::string init, out = "run.h5";
     bool resume = false, force = false, quiet = false;
-    CLI::Option *lr_opt, *steps_opt, *batch_opt, *seed_opt, *init_opt, *save_opt;
+    CLI::Option *lr_opt, *steps_opt, *batch_opt, *seed_opt, *init_opt, *save_opt, *spectrum_opt, *eigs_opt, *which_opt;
 };
 
 std::atomic<bool> g_stop{false};
@@ -36,7 +37,7 @@ int run_train(TrainOptions& o) {
     if (o.resume) {
         for (CLI::Option* opt : {o.given.data, o.given.samples, o.given.arch, o.given.activation, o.given.output,
                                  o.given.precision, o.given.x_path, o.lr_opt, o.batch_opt, o.seed_opt, o.init_opt,
-                                 o.save_opt})
+                                 o.save_opt, o.spectrum_opt, o.eigs_opt, o.which_opt})
             if (opt->count() > 0)
                 throw Error(opt->get_name() + ": --resume continues the run with its stored configuration; only "
                             "--steps (and --data-dir) may be given with it");
@@ -49,6 +50,16 @@ int run_train(TrainOptions& o) {
         config.seed = o.seed;
         config.init = o.init;
         config.save_theta_every = o.save_theta_every;
+        config.spectrum_every = o.spectrum_every;
+        config.eigs = o.eigs;
+        config.which = o.which;
+        if (config.which != "top" && config.which != "bottom" && config.which != "both")
+            throw Error("--which: expected top, bottom or both, found '" + config.which + "'");
+        if (config.spectrum_every > 0 && config.batch > 0)
+            throw Error("--spectrum-every: the in-line spectrum is of the full-batch loss; with --batch run tdyn spectrum on the run afterwards");
+        if (config.eigs < 1 || config.eigs >= config.architecture().num_params())
+            throw Error("--eigs " + std::to_string(config.eigs) + ": must be between 1 and P - 1 = " +
+                        std::to_string(config.architecture().num_params() - 1));
         check_output_path(o.out, o.force);
         if (!(config.lr > 0)) throw Error("--lr: the learning rate must be positive, found " + std::to_string(config.lr));
     }
@@ -116,6 +127,12 @@ void setup_train(CLI::App& app, int& exit_code) {
                       ->check(CLI::ExistingFile);
     o->save_opt = cmd->add_option("--save-theta-every", o->save_theta_every, "store theta every S steps (and at the last)")
                       ->check(CLI::PositiveNumber)->capture_default_str();
+    o->spectrum_opt = cmd->add_option("--spectrum-every", o->spectrum_every,
+                                      "eigenvalues of H (and J) every E steps, from the step's own evaluation (0 = never)")
+                          ->check(CLI::NonNegativeNumber)->capture_default_str();
+    o->eigs_opt = cmd->add_option("--eigs", o->eigs, "K eigenvalues at each end of H's spectrum")
+                      ->check(CLI::PositiveNumber)->capture_default_str();
+    o->which_opt = cmd->add_option("--which", o->which, "which end of H's spectrum: top, bottom or both")->capture_default_str();
     cmd->add_option("--out", o->out, "run file to write")->capture_default_str();
     cmd->add_flag("--resume", o->resume, "continue the run in --out from its last stored theta");
     cmd->add_flag("--force", o->force, "overwrite --out if it exists");

@@ -34,6 +34,9 @@ void write_config(h5::File& f, const TrainConfig& c) {
     f.set_attr("/", "save_theta_every", std::int64_t(c.save_theta_every));
     f.set_attr("/", "precision", std::string(c.precision == Precision::F32 ? "f32" : "f64"));
     f.set_attr("/", "x_path", std::string(c.x_path == XPath::Auto ? "auto" : c.x_path == XPath::Dense ? "dense" : "sparse"));
+    f.set_attr("/", "spectrum_every", std::int64_t(c.spectrum_every));
+    f.set_attr("/", "eigs", std::int64_t(c.eigs));
+    f.set_attr("/", "which", c.which);
 }
 
 TrainConfig read_config(h5::File& f) {
@@ -51,6 +54,9 @@ TrainConfig read_config(h5::File& f) {
     c.save_theta_every = f.attr_int("/", "save_theta_every");
     c.precision = parse_precision(f.attr_string("/", "precision"));
     c.x_path = parse_xpath(f.attr_string("/", "x_path"));
+    c.spectrum_every = f.attr_int("/", "spectrum_every");
+    c.eigs = f.attr_int("/", "eigs");
+    c.which = f.attr_string("/", "which");
     return c;
 }
 
@@ -64,6 +70,27 @@ h5::File open_for_reading(const std::string& path) {
 }
 
 const char* kSeries[] = {"/trajectory/step", "/trajectory/loss", "/trajectory/accuracy", "/trajectory/grad_norm"};
+
+/// Drops the rows of every analysis series (a group with a "step" series) at steps >= from:
+/// a resumed run recomputes them.
+void truncate_analyses(h5::File& f, Index from) {
+    for (const std::string group : {"/spectrum", "/spectrum/trace", "/spectrum/density", "/lyapunov"}) {
+        if (!f.exists(group + "/step")) continue;
+        const Vector steps = f.read_vector(group + "/step");
+        Index keep = 0;
+        while (keep < steps.size() && steps[keep] < double(from)) ++keep;
+        const hsize_t n = hsize_t(steps.size());
+        for (const std::string& child : f.children(group)) {
+            const std::string name = group + "/" + child;
+            if (f.exists(name + "/step")) continue;  // a sub-group, handled on its own
+            const auto dims = f.shape(name);
+            if (dims.empty()) continue;
+            // Row-per-step series have n rows; vectors_* have K rows per step.
+            if (dims[0] == n) f.truncate_rows(name, hsize_t(keep));
+            else if (n > 0 && dims[0] % n == 0) f.truncate_rows(name, hsize_t(keep) * (dims[0] / n));
+        }
+    }
+}
 
 }  // namespace
 
@@ -170,6 +197,7 @@ RunWriter RunWriter::create(const std::string& path, const TrainConfig& config, 
     for (const char* s : kSeries) f.create_series(s, 0);
     f.create_series("/trajectory/theta", hsize_t(P), 1);
     f.create_series("/trajectory/theta_step", 0);
+    if (config.spectrum_every > 0) create_spectrum_group(f, config.eigs, config.lr);
     f.flush();
     f.start_swmr();
     return w;
@@ -194,6 +222,7 @@ RunWriter RunWriter::resume(const std::string& path) {
     Index keep = 0;
     while (keep < steps.size() && steps[keep] < double(w.m_resume_step)) ++keep;
     for (const char* s : kSeries) f.truncate_rows(s, hsize_t(std::min<Index>(keep, Index(f.rows(s)))));
+    truncate_analyses(f, w.m_resume_step);
     f.set_attr("/", "status", std::string("running"));
     if (f.has_attr("/", "diverged_at")) f.set_attr("/", "diverged_at", std::int64_t(-1));
     f.flush();
@@ -206,6 +235,11 @@ void RunWriter::append(Index t, const StepStats& s) {
     m_file.append_scalar("/trajectory/loss", s.loss);
     m_file.append_scalar("/trajectory/accuracy", s.accuracy);
     m_file.append_scalar("/trajectory/grad_norm", s.grad_norm);
+    m_file.flush();
+}
+
+void RunWriter::append_spectrum(Index t, const SpectrumAnalysis& a) {
+    tdyn::append_spectrum(m_file, t, a);
     m_file.flush();
 }
 
@@ -228,9 +262,103 @@ void RunWriter::finish(const std::string& status, Index step, Index total_steps)
 
 // ---------------------------------------------------------------------------------------------
 
+namespace {
+/// Rows of a K-wide series: the values, NaN where fewer than K were found.
+Vector padded(const Vector& v, Index K) {
+    Vector r = Vector::Constant(K, std::nan(""));
+    r.head(std::min(K, v.size())) = v.head(std::min(K, v.size()));
+    return r;
+}
+}  // namespace
+
+void create_spectrum_group(h5::File& f, Index K, double alpha) {
+    if (f.exists("/spectrum/step")) {
+        const Index have = f.attr_int("/spectrum", "eigs");
+        if (have != K)
+            throw Error(f.path() + ": /spectrum holds K = " + std::to_string(have) + " eigenvalues per step; use --eigs " +
+                        std::to_string(have) + " to add to it");
+        return;
+    }
+    f.create_series("/spectrum/step", 0);
+    for (const char* s : {"/spectrum/hessian_top", "/spectrum/hessian_bottom", "/spectrum/residual_top",
+                          "/spectrum/residual_bottom", "/spectrum/jacobian"})
+        f.create_series(s, hsize_t(K));
+    for (const char* s : {"/spectrum/matvecs", "/spectrum/converged", "/spectrum/lambda_max", "/spectrum/two_over_alpha",
+                          "/spectrum/unstable", "/spectrum/max_abs_mu"})
+        f.create_series(s, 0);
+    f.set_attr("/spectrum", "eigs", std::int64_t(K));
+    f.set_attr("/spectrum", "alpha", alpha);
+}
+
+void append_spectrum(h5::File& f, Index step, const SpectrumAnalysis& a, bool vectors) {
+    const Index K = f.attr_int("/spectrum", "eigs");
+    f.append("/spectrum/hessian_top", padded(a.top.values, K));
+    f.append("/spectrum/hessian_bottom", padded(a.bottom.values, K));
+    f.append("/spectrum/residual_top", padded(a.top.residuals, K));
+    f.append("/spectrum/residual_bottom", padded(a.bottom.residuals, K));
+    f.append("/spectrum/jacobian", padded(a.jacobian, K));
+    f.append_scalar("/spectrum/matvecs", double(a.matvecs));
+    f.append_scalar("/spectrum/converged", a.converged ? 1.0 : 0.0);
+    f.append_scalar("/spectrum/lambda_max", a.stability.lambda_max);
+    f.append_scalar("/spectrum/two_over_alpha", a.stability.two_over_alpha);
+    f.append_scalar("/spectrum/unstable", double(a.stability.unstable));
+    f.append_scalar("/spectrum/max_abs_mu", a.stability.max_abs_mu);
+    if (vectors) {
+        for (const auto& [name, r] : {std::pair<const char*, const EigenResult*>{"/spectrum/vectors_top", &a.top},
+                                      {"/spectrum/vectors_bottom", &a.bottom}}) {
+            if (!f.exists(name)) {
+                if (f.rows("/spectrum/step") > 0)
+                    throw Error(f.path() + ": " + name + ": earlier steps stored no eigenvectors; cannot add them now");
+                f.create_series(name, hsize_t(f.read_vector("/params/theta").size()), 1);
+            }
+            for (Index i = 0; i < K; ++i)
+                f.append(name, i < r->vectors.cols() ? Vector(r->vectors.col(i))
+                                                     : Vector::Constant(f.shape(name)[1], std::nan("")));
+        }
+    }
+    if (a.trace.probes > 0) {
+        if (!f.exists("/spectrum/trace/step"))
+            for (const char* s : {"/spectrum/trace/step", "/spectrum/trace/trace", "/spectrum/trace/standard_error", "/spectrum/trace/probes"})
+                f.create_series(s, 0);
+        f.append_scalar("/spectrum/trace/step", double(step));
+        f.append_scalar("/spectrum/trace/trace", a.trace.trace);
+        f.append_scalar("/spectrum/trace/standard_error", a.trace.standard_error);
+        f.append_scalar("/spectrum/trace/probes", double(a.trace.probes));
+    }
+    if (a.density.probes > 0) {
+        const hsize_t G = hsize_t(a.density.grid.size());
+        if (!f.exists("/spectrum/density/step")) {
+            f.create_series("/spectrum/density/step", 0);
+            f.create_series("/spectrum/density/sigma", 0);
+            f.create_series("/spectrum/density/grid", G);
+            f.create_series("/spectrum/density/density", G);
+        } else if (f.shape("/spectrum/density/grid")[1] != G) {
+            throw Error(f.path() + ": /spectrum/density has " + std::to_string(f.shape("/spectrum/density/grid")[1]) +
+                        " grid points; use --grid with that number");
+        }
+        f.append_scalar("/spectrum/density/step", double(step));
+        f.append_scalar("/spectrum/density/sigma", a.density.sigma);
+        f.append("/spectrum/density/grid", a.density.grid);
+        f.append("/spectrum/density/density", a.density.density);
+    }
+    // The step goes last: a reader that sees it sees the whole row.
+    f.append_scalar("/spectrum/step", double(step));
+}
+
+SpectrumOptions inline_spectrum_options(const TrainConfig& c) {
+    SpectrumOptions o;
+    o.eig.eigs = c.eigs;
+    o.top = c.which != "bottom";
+    o.bottom = c.which != "top";
+    return o;
+}
+
 TrainResult train(Trainer& trainer, RunWriter& out, Vector theta, Index from, Index to,
                   const std::function<void(Index, const StepStats&)>& on_step, const std::atomic<bool>* stop) {
     const Index S = std::max<Index>(1, trainer.config().save_theta_every);
+    const Index E = trainer.config().spectrum_every;
+    const SpectrumOptions spectrum_options = inline_spectrum_options(trainer.config());
+    std::optional<SpectrumAnalysis> previous;
     const bool resumed_here = from == out.resume_step() && out.resume_theta().size() > 0;
     for (Index t = from; t <= to; ++t) {
         const bool already_stored = resumed_here && t == from;
@@ -243,6 +371,12 @@ TrainResult train(Trainer& trainer, RunWriter& out, Vector theta, Index from, In
         // Row t is L(theta_t); for t < to the same Evaluation gives the update to theta_{t+1}.
         const StepStats s = t < to ? trainer.step(t, theta) : trainer.evaluate(t, theta);
         out.append(t, s);
+        if (E > 0 && t % E == 0 && s.finite()) {
+            // The step's Evaluation still holds theta_t and its forward pass.
+            previous = analyse_spectrum(trainer.evaluation(), spectrum_options, trainer.config().lr,
+                                        previous ? &*previous : nullptr);
+            out.append_spectrum(t, *previous);
+        }
         if (on_step) on_step(t, s);
         if (!s.finite()) {
             out.finish("diverged", t, trainer.config().steps);

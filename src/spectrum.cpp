@@ -148,3 +148,27 @@ SpectralDensity lanczos_density(Evaluation& e, Index probes, Index steps, Index 
 }
 
 }  // namespace tdyn
+
+namespace tdyn {
+
+SpectrumAnalysis analyse_spectrum(Evaluation& e, const SpectrumOptions& o, double alpha, const SpectrumAnalysis* previous) {
+    SpectrumAnalysis a;
+    auto warm = [&](const EigenResult& r) { return previous && r.vectors.cols() > 0 ? &r.vectors : nullptr; };
+    if (o.top) a.top = hessian_eigs(e, Which::Top, o.eig, previous ? warm(previous->top) : nullptr);
+    if (o.bottom) a.bottom = hessian_eigs(e, Which::Bottom, o.eig, previous ? warm(previous->bottom) : nullptr);
+    a.matvecs = a.top.matvecs + a.bottom.matvecs;
+    a.converged = (!o.top || a.top.converged) && (!o.bottom || a.bottom.converged);
+    a.jacobian = jacobian_extreme(a.top.values, a.bottom.values, alpha, o.eig.eigs);
+    a.stability = stability(a.top.values, a.bottom.values, alpha);
+    if (o.trace) {
+        a.trace = hutchinson_trace(e, o.probes, o.seed);
+        a.matvecs += a.trace.matvecs;
+    }
+    if (o.density) {
+        a.density = lanczos_density(e, o.probes, o.lanczos_steps, o.grid, o.sigma, o.seed);
+        a.matvecs += a.density.matvecs;
+    }
+    return a;
+}
+
+}  // namespace tdyn

@@ -8,6 +8,7 @@
 #include "tdyn/network.hpp"
 
 #include <filesystem>
+#include <unistd.h>
 #include <fstream>
 #include <sys/wait.h>
 #include <gtest/gtest.h>
@@ -95,9 +96,10 @@ inline bool have_reference() { return std::filesystem::exists(reference_file());
 
 namespace tdyn::test {
 
-/// A fresh path in the test temp dir (removed if it exists).
+/// A fresh path in a temp dir of this test process (removed if it exists); ctest runs tests
+/// in parallel processes, so a shared directory would let them overwrite each other's files.
 inline std::string temp_path(const std::string& name) {
-    const std::string dir = ::testing::TempDir() + "tdyn_tests";
+    const std::string dir = ::testing::TempDir() + "tdyn_tests_" + std::to_string(::getpid());
     std::filesystem::create_directories(dir);
     const std::string p = dir + "/" + name;
     std::filesystem::remove_all(p);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "tdyn/h5.hpp"
+#include "tdyn/spectrum.hpp"
 #include "tdyn/trainer.hpp"
 
 #include <atomic>
@@ -69,6 +70,8 @@ public:
     const TrainConfig& config() const { return m_config; }
 
     void append(Index t, const StepStats& s);
+    /// Appends the spectrum analysis of step t (the /spectrum series exist when config.spectrum_every > 0).
+    void append_spectrum(Index t, const SpectrumAnalysis& a);
     void store_theta(Index t, const Vector& theta);
     /// Ends the run: closes the SWMR session and records status (and the step it refers to).
     void finish(const std::string& status, Index step, Index total_steps);
@@ -81,6 +84,15 @@ private:
     Vector m_resume_theta;
 };
 
+/// The /spectrum group (docs/FORMAT.md): eigenvalue series [n_e x K], created when absent;
+/// an existing group must have the same K. Not during SWMR writing.
+void create_spectrum_group(h5::File& f, Index K, double alpha);
+/// Appends one analysis; trace and density go to /spectrum/trace and /spectrum/density
+/// (created on first use), the eigenvectors to /spectrum/vectors_top|bottom when `vectors`.
+void append_spectrum(h5::File& f, Index step, const SpectrumAnalysis& a, bool vectors = false);
+/// SpectrumOptions from a config's in-line settings (--eigs, --which).
+SpectrumOptions inline_spectrum_options(const TrainConfig& c);
+
 struct TrainResult {
     std::string status;  ///< completed | diverged | interrupted
     Index step = 0;      ///< last step evaluated (the diverging step when diverged)
@@ -91,6 +103,8 @@ struct TrainResult {
 /// at multiples of S and at `to`. Stops early when the loss or gradient is not finite, or
 /// when *stop becomes true (then theta_t is stored so --resume continues from it).
 /// `on_step(t, stats)` is called after each row (progress).
+/// With config.spectrum_every = E > 0, the eigenvalues of H at every multiple of E are
+/// computed from the step's own Evaluation, warm-started from the previous analysis.
 TrainResult train(Trainer& trainer, RunWriter& out, Vector theta, Index from, Index to,
                   const std::function<void(Index, const StepStats&)>& on_step = {},
                   const std::atomic<bool>* stop = nullptr);

@@ -72,3 +72,33 @@ SpectralDensity lanczos_density(Evaluation& e, Index probes, Index steps, Index 
 Matrix rademacher(Index rows, Index cols, std::uint64_t seed);
 
 }  // namespace tdyn
+
+namespace tdyn {
+
+/// One spectral analysis at a theta: what `tdyn spectrum` and `tdyn train --spectrum-every` run.
+struct SpectrumOptions {
+    EigenOptions eig;
+    bool top = true, bottom = true;  ///< --which top|bottom|both
+    bool trace = false;              ///< Hutchinson trace
+    bool density = false;            ///< SLQ spectral density
+    Index probes = 30, lanczos_steps = 80, grid = 400;
+    double sigma = 0;
+    std::uint64_t seed = 0;
+};
+
+struct SpectrumAnalysis {
+    EigenResult top, bottom;  ///< empty when not asked for
+    Vector jacobian;          ///< eigenvalues of J with the largest |mu| (K of them)
+    Stability stability;
+    TraceEstimate trace;      ///< probes == 0 when not asked for
+    SpectralDensity density;  ///< probes == 0 when not asked for
+    Index matvecs = 0;
+    bool converged = true;
+};
+
+/// Runs the analysis at the Evaluation's theta; `previous` (same options, an earlier step)
+/// warm-starts the eigen-solves from its eigenvectors.
+SpectrumAnalysis analyse_spectrum(Evaluation& e, const SpectrumOptions& o, double alpha,
+                                  const SpectrumAnalysis* previous = nullptr);
+
+}  // namespace tdyn

@@ -30,6 +30,9 @@ struct TrainConfig {
     Index save_theta_every = 10; ///< S
     Precision precision = Precision::F64;
     XPath x_path = XPath::Auto;
+    Index spectrum_every = 0;    ///< E: eigenvalues of H every E steps in-line (0 = never)
+    Index eigs = 1;              ///< K for the in-line spectrum
+    std::string which = "both";  ///< top | bottom | both
 
     Architecture architecture() const { return Architecture::parse(arch, activation, output); }
 };

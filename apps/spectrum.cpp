@@ -1,0 +1,188 @@
+// tdyn spectrum: eigenvalues of H and J = I - alpha H (and the trace and spectral density of
+// H) at stored steps of a run, written to its /spectrum group, or at a params file's theta.
+#include "commands.hpp"
+#include "common.hpp"
+
+#include "tdyn/run.hpp"
+#include "tdyn/spectrum.hpp"
+
+#include <iostream>
+#include <set>
+
+namespace tdyn::cli {
+
+namespace {
+
+struct SpectrumCliOptions {
+    ProblemFlags problem;
+    ProblemOptions given;
+    std::string file, steps, which = "both";
+    Index eigs = 1, krylov = 0, max_iter = 1000, probes = 30, lanczos_steps = 80, grid = 400;
+    double tol = 1e-6, lr = 0.1, sigma = 0;
+    std::uint64_t seed = 0;
+    bool vectors = false, json = false, trace = false, density = false, quiet = false;
+    CLI::Option* lr_opt;
+};
+
+/// "stored" (every stored step), "last", or a list of steps and ranges "0,10,50:100:10".
+std::vector<Index> parse_steps(const std::string& text, const RunInfo& info) {
+    if (text.empty() || text == "last") return {info.theta_steps.back()};
+    if (text == "stored") return info.theta_steps;
+    std::vector<Index> steps;
+    std::size_t pos = 0;
+    auto bad = [&] { return Error("--steps: expected 'last', 'stored' or a list like 0,10,50:100:10 (first:last:stride), found '" + text + "'"); };
+    while (pos <= text.size()) {
+        const std::size_t comma = std::min(text.find(',', pos), text.size());
+        const std::string part = text.substr(pos, comma - pos);
+        std::vector<Index> nums;
+        std::size_t p = 0;
+        while (p <= part.size()) {
+            const std::size_t colon = std::min(part.find(':', p), part.size());
+            const std::string num = part.substr(p, colon - p);
+            if (num.empty() || num.find_first_not_of("0123456789") != std::string::npos || num.size() > 12) throw bad();
+            nums.push_back(std::stoll(num));
+            p = colon + 1;
+        }
+        if (nums.size() == 1) steps.push_back(nums[0]);
+        else if (nums.size() == 3 && nums[2] > 0 && nums[0] <= nums[1])
+            for (Index t = nums[0]; t <= nums[1]; t += nums[2]) steps.push_back(t);
+        else throw bad();
+        pos = comma + 1;
+    }
+    for (Index t : steps)
+        if (t > info.last_step)
+            throw Error("--steps: step " + std::to_string(t) + " is past the end of the run (last step " + std::to_string(info.last_step) + ")");
+    return steps;
+}
+
+void print_analysis(const std::string& file, Index step, const SpectrumAnalysis& a, double alpha, bool json) {
+    auto list = [&](const Vector& v) {
+        std::string s = "[";
+        for (Index i = 0; i < v.size(); ++i) s += (i ? ", " : "") + json_number(v[i]);
+        return s + "]";
+    };
+    if (json) {
+        std::cout << "{\"file\": " << json_string(file) << ", \"step\": " << step << ", \"alpha\": " << json_number(alpha)
+                  << ", \"hessian_top\": " << list(a.top.values) << ", \"hessian_bottom\": " << list(a.bottom.values)
+                  << ", \"residual_top\": " << list(a.top.residuals) << ", \"residual_bottom\": " << list(a.bottom.residuals)
+                  << ", \"jacobian\": " << list(a.jacobian) << ", \"lambda_max\": " << json_number(a.stability.lambda_max)
+                  << ", \"two_over_alpha\": " << json_number(a.stability.two_over_alpha)
+                  << ", \"unstable\": " << a.stability.unstable << ", \"max_abs_mu\": " << json_number(a.stability.max_abs_mu)
+                  << ", \"matvecs\": " << a.matvecs << ", \"converged\": " << (a.converged ? "true" : "false");
+        if (a.trace.probes) std::cout << ", \"trace\": " << json_number(a.trace.trace) << ", \"trace_standard_error\": " << json_number(a.trace.standard_error);
+        std::cout << "}\n";
+        return;
+    }
+    std::cout.precision(10);
+    std::cout << "step " << step << ":";
+    if (a.top.values.size()) std::cout << "\n  H top     " << a.top.values.transpose() << "   (residuals " << a.top.residuals.transpose() << ")";
+    if (a.bottom.values.size()) std::cout << "\n  H bottom  " << a.bottom.values.transpose() << "   (residuals " << a.bottom.residuals.transpose() << ")";
+    std::cout << "\n  J extreme " << a.jacobian.transpose() << "\n  stability lambda_max " << a.stability.lambda_max
+              << " vs 2/alpha " << a.stability.two_over_alpha << "; " << a.stability.unstable
+              << " eigenvalue(s) of J found outside the unit circle; max |mu| " << a.stability.max_abs_mu << "\n";
+    if (a.trace.probes) std::cout << "  trace     " << a.trace.trace << " +- " << a.trace.standard_error << " (" << a.trace.probes << " probes)\n";
+    if (a.density.probes) std::cout << "  density   " << a.density.grid.size() << " grid points, sigma " << a.density.sigma << "\n";
+    std::cout << "  " << a.matvecs << " HVPs" << (a.converged ? "" : ", NOT CONVERGED (" + a.top.status + "/" + a.bottom.status + ")") << "\n";
+}
+
+int run_spectrum(SpectrumCliOptions& o) {
+    if (o.which != "top" && o.which != "bottom" && o.which != "both")
+        throw Error("--which: expected top, bottom or both, found '" + o.which + "'");
+    if (!(o.tol > 0)) throw Error("--tol: must be positive");
+    if (!(o.lr > 0)) throw Error("--lr: must be positive, found " + std::to_string(o.lr));
+    SpectrumOptions so;
+    so.eig.eigs = o.eigs;
+    so.eig.krylov = o.krylov;
+    so.eig.tol = o.tol;
+    so.eig.max_iter = o.max_iter;
+    so.top = o.which != "bottom";
+    so.bottom = o.which != "top";
+    so.trace = o.trace;
+    so.density = o.density;
+    so.probes = o.probes;
+    so.lanczos_steps = o.lanczos_steps;
+    so.grid = o.grid;
+    so.sigma = o.sigma;
+    so.seed = o.seed;
+
+    const bool is_run = [&] {
+        h5::File f = h5::File::open_read(o.file, true);
+        return f.has_attr("/", "format") && f.attr_string("/", "format") == kRunFormat;
+    }();
+    if (!is_run) {
+        TrainConfig config;
+        apply_problem_flags(o.problem, o.given, config, false);
+        const Architecture arch = config.architecture();
+        if (o.eigs >= arch.num_params()) throw Error("--eigs " + std::to_string(o.eigs) + ": must be below P = " + std::to_string(arch.num_params()));
+        const Dataset data = load_dataset(config.data, data_dir(o.problem.data_dir), config.samples, arch.outputs());
+        InputMatrix X(data.X, config.x_path, config.precision);
+        Evaluation e(arch, X, data.T, read_params(o.file, arch));
+        print_analysis(o.file, -1, analyse_spectrum(e, so, o.lr, nullptr), o.lr, o.json);
+        return 0;
+    }
+
+    RunInfo info = RunReader(o.file).info();
+    if (o.given.data->count() || o.given.arch->count() || o.given.samples->count() || o.given.activation->count() || o.given.output->count())
+        throw Error("--data/--arch/--samples/--activation/--output: a run file's problem is its own; these flags are for params files");
+    const TrainConfig config = info.config;
+    const double alpha = o.lr_opt->count() ? o.lr : config.lr;
+    if (info.theta_steps.empty()) throw Error(o.file + ": the run stored no theta yet");
+    const std::vector<Index> steps = parse_steps(o.steps, info);
+    if (o.eigs >= config.architecture().num_params()) throw Error("--eigs: must be below P");
+    if (info.status == "running")
+        std::cerr << "tdyn: note: " << o.file << " has status running; if it is being written, writing the spectrum will fail\n";
+
+    auto data = std::make_shared<const Dataset>(load_config_data(config, o.problem.data_dir));
+    Trainer replay(config, data);  // regenerates theta at steps that are not stored
+    // The spectrum is of the full-batch loss, also for mini-batch runs.
+    InputMatrix X(data->X, config.x_path, config.precision);
+    Evaluation e(config.architecture(), X, data->T);
+    // Open for writing only after everything above succeeded: bad input changes nothing.
+    std::optional<SpectrumAnalysis> previous;
+    std::vector<std::pair<Index, SpectrumAnalysis>> results;
+    {
+        RunReader reader(o.file);  // closed before the file is opened for writing
+        for (Index t : steps) {
+            e.reset(reader.theta(t, replay));
+            previous = analyse_spectrum(e, so, alpha, previous ? &*previous : nullptr);
+            print_analysis(o.file, t, *previous, alpha, o.json);
+            results.emplace_back(t, *previous);
+        }
+    }
+    h5::File f = h5::File::open_write(o.file);
+    create_spectrum_group(f, o.eigs, alpha);
+    for (const auto& [t, a] : results) append_spectrum(f, t, a, o.vectors);
+    f.flush();
+    if (!o.json && !o.quiet) std::cerr << "wrote " << results.size() << " step(s) to " << o.file << ":/spectrum\n";
+    return 0;
+}
+
+}  // namespace
+
+void setup_spectrum(CLI::App& app, int& exit_code) {
+    auto o = std::make_shared<SpectrumCliOptions>();
+    CLI::App* cmd = app.add_subcommand("spectrum", "eigenvalues of H and J = I - alpha H (Spectra, Lanczos), trace and spectral density of H");
+    cmd->add_option("FILE", o->file, "run file (results go to its /spectrum group) or params file (problem from the flags)")
+        ->required()->check(CLI::ExistingFile);
+    o->given = add_problem_flags(cmd, o->problem);
+    cmd->add_option("--steps", o->steps, "run files: last (default), stored, or a list like 0,10,50:100:10; steps that are not stored are replayed");
+    cmd->add_option("--eigs", o->eigs, "K eigenvalues at each end")->check(CLI::PositiveNumber)->capture_default_str();
+    cmd->add_option("--which", o->which, "top, bottom or both ends of H's spectrum")->capture_default_str();
+    cmd->add_flag("--vectors", o->vectors, "also store the eigenvectors (/spectrum/vectors_top, vectors_bottom)");
+    cmd->add_option("--tol", o->tol, "relative tolerance of the eigenvalues")->capture_default_str();
+    cmd->add_option("--krylov", o->krylov, "Lanczos basis size (0 = max(2K+1, 20))")->check(CLI::NonNegativeNumber)->capture_default_str();
+    cmd->add_option("--max-iter", o->max_iter, "Lanczos restarts before giving up")->check(CLI::PositiveNumber)->capture_default_str();
+    o->lr_opt = cmd->add_option("--lr", o->lr, "alpha of J = I - alpha H (default: the run's; 0.1 for params files)");
+    cmd->add_flag("--trace", o->trace, "Hutchinson estimate of tr H with its standard error");
+    cmd->add_flag("--density", o->density, "spectral density of H by stochastic Lanczos quadrature");
+    cmd->add_option("--probes", o->probes, "Rademacher probes for --trace and --density")->check(CLI::PositiveNumber)->capture_default_str();
+    cmd->add_option("--lanczos-steps", o->lanczos_steps, "Lanczos steps per probe for --density")->check(CLI::PositiveNumber)->capture_default_str();
+    cmd->add_option("--grid", o->grid, "grid points of the density")->check(CLI::Range(2, 100000))->capture_default_str();
+    cmd->add_option("--sigma", o->sigma, "Gaussian broadening of the density (0 = range / 200)")->capture_default_str();
+    cmd->add_option("--seed", o->seed, "seed of the probes")->capture_default_str();
+    cmd->add_flag("--json", o->json, "one JSON object per step");
+    cmd->add_flag("--quiet", o->quiet, "no messages on stderr");
+    cmd->callback([o, &exit_code] { exit_code = run_spectrum(*o); });
+}
+
+}  // namespace tdyn::cli

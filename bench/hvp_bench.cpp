@@ -1,0 +1,110 @@
+// Hessian-vector products of the 784-50-10 sigmoid / softmax-ce network at a cached point
+// (the Evaluation is reset once, the gradient and the curvature terms are computed before
+// the timed loop), for blocks of M vectors, dense and sparse products with X, float64 and
+// float32. The yardstick is the dense float64 X-product of the same k (bench_support.hpp).
+//
+//   BM_HVP/k/path/precision/M    one call hessian_times(V, HV) with V, HV P x M
+//
+// Counters (median per call over the run's iterations):
+//   ms              one call (M vectors)
+//   ms_per_vec      ms / M
+//   x_units_per_vec ms_per_vec / yardstick ms
+//   hvps_per_s      M / seconds per call
+//   first_call_ms   the untimed first call (f', f'' terms and buffers allocated)
+//
+//   build-bench/hvp_bench [--k=1000,10000,60000] [--seconds=1.5] [benchmark flags]
+#include "bench_support.hpp"
+
+#include "tdyn/evaluation.hpp"
+#include "tdyn/hvp.hpp"
+
+#include <tuple>
+
+namespace {
+
+using namespace tdyn;
+using namespace tdyn::bench;
+
+const Architecture& arch() {
+    static const Architecture a = Architecture::parse("784-50-10");
+    return a;
+}
+
+/// The Evaluation at theta of one (k, path, precision), kept between the benchmarks that
+/// share it (one slot: the next configuration frees the previous one).
+struct Point {
+    std::tuple<Index, XPath, Precision> key;
+    std::unique_ptr<InputMatrix> X;
+    std::unique_ptr<Evaluation> eval;
+};
+
+Evaluation& point(Index k, XPath path, Precision prec) {
+    static Point p;
+    const auto key = std::make_tuple(k, path, prec);
+    if (!p.eval || p.key != key) {
+        p.eval.reset();
+        p.X.reset();
+        const Dataset& ds = mnist(k);
+        p.X = std::make_unique<InputMatrix>(ds.X, path, prec);
+        p.eval = std::make_unique<Evaluation>(arch(), *p.X, ds.T, init_params(arch(), 1));
+        p.eval->gradient();
+        p.key = key;
+    }
+    return *p.eval;
+}
+
+void BM_HVP(benchmark::State& state, Index k, XPath path, Precision prec, Index M) {
+    Evaluation& e = point(k, path, prec);
+    const Index P = e.num_params();
+    std::srand(7);
+    const Matrix V = Matrix::Random(P, M);
+    Matrix HV(P, M);
+    const auto t0 = Clock::now();
+    e.hessian_times(V, HV);  // curvature terms and buffers, outside the timed loop
+    const double first = seconds_since(t0);
+    Timer tm;
+    for (auto _ : state) {
+        tm.start();
+        e.hessian_times(V, HV);
+        benchmark::DoNotOptimize(HV.data());
+        benchmark::ClobberMemory();
+        tm.stop();
+    }
+    const double s = tm.median();
+    state.counters["ms"] = s * 1e3;
+    state.counters["ms_per_vec"] = s * 1e3 / double(M);
+    state.counters["x_units_per_vec"] = s / double(M) / x_unit(k);
+    state.counters["hvps_per_s"] = double(M) / s;
+    state.counters["first_call_ms"] = first * 1e3;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const Options opt = parse_options(argc, argv);
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    measure_x_units(opt);
+
+    const std::pair<XPath, const char*> paths[] = {{XPath::Dense, "dense"}, {XPath::Sparse, "sparse"}};
+    const std::pair<Precision, const char*> precs[] = {{Precision::F64, "f64"}, {Precision::F32, "f32"}};
+    const Index blocks[] = {1, 8, 32};
+    for (Index k : opt.ks) {
+        const double u = x_unit(k);
+        for (auto [path, pn] : paths)
+            for (auto [prec, qn] : precs)
+                for (Index M : blocks) {
+                    const std::string name = "BM_HVP/k:" + std::to_string(k) + "/" + pn + "/" + qn +
+                                             "/M:" + std::to_string(M);
+                    // about 2.5 X-units per vector, 1.6 per vector in a block: the budget per run
+                    const double est = (M == 1 ? 2.5 : 1.6 * double(M)) * u;
+                    benchmark::RegisterBenchmark(name.c_str(), BM_HVP, k, path, prec, M)
+                        ->Iterations(iterations_for(est, opt.seconds, M >= 32 ? 1 : 2))
+                        ->UseRealTime()
+                        ->Unit(benchmark::kMillisecond);
+                }
+    }
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}
