@@ -5,6 +5,7 @@
 #include "tdyn/run.hpp"
 
 #include <atomic>
+#include <cmath>
 #include <csignal>
 #include <iostream>
 
@@ -17,14 +18,31 @@ struct TrainOptions {
     ProblemOptions given;
     double lr = 0.1;
     Index steps = 100, batch = 0, save_theta_every = 10, spectrum_every = 0, eigs = 1;
+    Index lyapunov = 0, qr_every = 1, warmup = 0;
+    double perturbation = 0;
     std::string which = "both";
     std::uint64_t seed = 0;
     std::string init, out = "run.h5";
     bool resume = false, force = false, quiet = false;
-    CLI::Option *lr_opt, *steps_opt, *batch_opt, *seed_opt, *init_opt, *save_opt, *spectrum_opt, *eigs_opt, *which_opt;
+    CLI::Option *lr_opt, *steps_opt, *batch_opt, *seed_opt, *init_opt, *save_opt, *spectrum_opt, *eigs_opt, *which_opt,
+        *lyapunov_opt, *qr_opt, *warmup_opt, *perturbation_opt;
 };
 
 std::atomic<bool> g_stop{false};
+
+void check_lyapunov_flags(const TrainConfig& c) {
+    const Index P = c.architecture().num_params();
+    if (c.lyapunov < 0 || c.lyapunov > P)
+        throw Error("--lyapunov " + std::to_string(c.lyapunov) + ": M must be between 1 and P = " + std::to_string(P));
+    if (c.qr_every < 1) throw Error("--qr-every " + std::to_string(c.qr_every) + ": must be at least 1");
+    if (c.warmup < 0 || c.warmup % c.qr_every != 0)
+        throw Error("--warmup " + std::to_string(c.warmup) + ": must be a non-negative multiple of --qr-every (" +
+                    std::to_string(c.qr_every) + ")");
+    if (!(c.perturbation >= 0) || !std::isfinite(c.perturbation))
+        throw Error("--perturbation: EPS must be a positive number, found " + std::to_string(c.perturbation));
+    if (c.perturbation > 0 && c.lyapunov == 0)
+        throw Error("--perturbation: needs --lyapunov M (the perturbation starts along the first tangent vector)");
+}
 extern "C" void on_signal(int) {
     g_stop.store(true);
     std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C kills at once
@@ -37,7 +55,8 @@ int run_train(TrainOptions& o) {
     if (o.resume) {
         for (CLI::Option* opt : {o.given.data, o.given.samples, o.given.arch, o.given.activation, o.given.output,
                                  o.given.precision, o.given.x_path, o.lr_opt, o.batch_opt, o.seed_opt, o.init_opt,
-                                 o.save_opt, o.spectrum_opt, o.eigs_opt, o.which_opt})
+                                 o.save_opt, o.spectrum_opt, o.eigs_opt, o.which_opt,
+                                 o.lyapunov_opt, o.qr_opt, o.warmup_opt, o.perturbation_opt})
             if (opt->count() > 0)
                 throw Error(opt->get_name() + ": --resume continues the run with its stored configuration; only "
                             "--steps (and --data-dir) may be given with it");
@@ -60,6 +79,11 @@ int run_train(TrainOptions& o) {
         if (config.eigs < 1 || config.eigs >= config.architecture().num_params())
             throw Error("--eigs " + std::to_string(config.eigs) + ": must be between 1 and P - 1 = " +
                         std::to_string(config.architecture().num_params() - 1));
+        config.lyapunov = o.lyapunov;
+        config.qr_every = o.qr_every;
+        config.warmup = o.warmup;
+        config.perturbation = o.perturbation;
+        check_lyapunov_flags(config);
         check_output_path(o.out, o.force);
         if (!(config.lr > 0)) throw Error("--lr: the learning rate must be positive, found " + std::to_string(config.lr));
     }
@@ -133,6 +157,16 @@ void setup_train(CLI::App& app, int& exit_code) {
     o->eigs_opt = cmd->add_option("--eigs", o->eigs, "K eigenvalues at each end of H's spectrum")
                       ->check(CLI::PositiveNumber)->capture_default_str();
     o->which_opt = cmd->add_option("--which", o->which, "which end of H's spectrum: top, bottom or both")->capture_default_str();
+    o->lyapunov_opt = cmd->add_option("--lyapunov", o->lyapunov,
+                                      "carry M tangent vectors V_{t+1} = J(t) V_t for the top M Lyapunov exponents (0 = none)")
+                          ->check(CLI::NonNegativeNumber)->capture_default_str();
+    o->qr_opt = cmd->add_option("--qr-every", o->qr_every, "re-orthonormalise the tangent vectors (QR) every q steps")
+                    ->check(CLI::PositiveNumber)->capture_default_str();
+    o->warmup_opt = cmd->add_option("--warmup", o->warmup, "W steps that orthonormalise but do not count (multiple of q)")
+                        ->check(CLI::NonNegativeNumber)->capture_default_str();
+    o->perturbation_opt = cmd->add_option("--perturbation", o->perturbation,
+                                          "also run theta_0 + EPS v_1, renormalised every q steps (two-trajectory check; 0 = none)")
+                              ->capture_default_str();
     cmd->add_option("--out", o->out, "run file to write")->capture_default_str();
     cmd->add_flag("--resume", o->resume, "continue the run in --out from its last stored theta");
     cmd->add_flag("--force", o->force, "overwrite --out if it exists");

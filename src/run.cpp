@@ -37,6 +37,10 @@ void write_config(h5::File& f, const TrainConfig& c) {
     f.set_attr("/", "spectrum_every", std::int64_t(c.spectrum_every));
     f.set_attr("/", "eigs", std::int64_t(c.eigs));
     f.set_attr("/", "which", c.which);
+    f.set_attr("/", "lyapunov", std::int64_t(c.lyapunov));
+    f.set_attr("/", "qr_every", std::int64_t(c.qr_every));
+    f.set_attr("/", "warmup", std::int64_t(c.warmup));
+    f.set_attr("/", "perturbation", c.perturbation);
 }
 
 TrainConfig read_config(h5::File& f) {
@@ -57,7 +61,27 @@ TrainConfig read_config(h5::File& f) {
     c.spectrum_every = f.attr_int("/", "spectrum_every");
     c.eigs = f.attr_int("/", "eigs");
     c.which = f.attr_string("/", "which");
+    if (f.has_attr("/", "lyapunov")) {
+        c.lyapunov = f.attr_int("/", "lyapunov");
+        c.qr_every = f.attr_int("/", "qr_every");
+        c.warmup = f.attr_int("/", "warmup");
+        c.perturbation = f.attr_double("/", "perturbation");
+    }
     return c;
+}
+
+/// The /lyapunov settings of in-line training (tdyn train --lyapunov M): vectors from step 0,
+/// overlaps with the top eigenvectors when the spectrum's top end is computed.
+LyapunovSettings lyapunov_settings(const TrainConfig& c) {
+    LyapunovSettings s;
+    s.tangent.vectors = c.lyapunov;
+    s.tangent.qr_every = c.qr_every;
+    s.tangent.warmup = c.warmup;
+    s.tangent.seed = c.seed;
+    s.alpha = c.lr;
+    s.eps = c.perturbation;
+    s.overlap_eigs = c.spectrum_every > 0 && c.which != "bottom" ? c.eigs : 0;
+    return s;
 }
 
 /// Opens read-only, with SWMR when the file allows it (a run being written, or killed).
@@ -71,25 +95,41 @@ h5::File open_for_reading(const std::string& path) {
 
 const char* kSeries[] = {"/trajectory/step", "/trajectory/loss", "/trajectory/accuracy", "/trajectory/grad_norm"};
 
-/// Drops the rows of every analysis series (a group with a "step" series) at steps >= from:
-/// a resumed run recomputes them.
-void truncate_analyses(h5::File& f, Index from) {
-    for (const std::string group : {"/spectrum", "/spectrum/trace", "/spectrum/density", "/lyapunov"}) {
-        if (!f.exists(group + "/step")) continue;
-        const Vector steps = f.read_vector(group + "/step");
-        Index keep = 0;
-        while (keep < steps.size() && steps[keep] < double(from)) ++keep;
-        const hsize_t n = hsize_t(steps.size());
-        for (const std::string& child : f.children(group)) {
-            const std::string name = group + "/" + child;
-            if (f.exists(name + "/step")) continue;  // a sub-group, handled on its own
-            const auto dims = f.shape(name);
-            if (dims.empty()) continue;
-            // Row-per-step series have n rows; vectors_* have K rows per step.
-            if (dims[0] == n) f.truncate_rows(name, hsize_t(keep));
-            else if (n > 0 && dims[0] % n == 0) f.truncate_rows(name, hsize_t(keep) * (dims[0] / n));
-        }
+/// Rows of the series `names` whose index series `step` holds steps < from (the rest a
+/// resumed run recomputes); `per_step` rows per step (K for the stored eigenvectors).
+void truncate_indexed(h5::File& f, const std::string& step, const std::vector<std::string>& names, Index from) {
+    if (!f.exists(step)) return;
+    const Vector steps = f.read_vector(step);
+    Index keep = 0;
+    while (keep < steps.size() && steps[keep] < double(from)) ++keep;
+    for (const std::string& name : names) {
+        if (!f.exists(name)) continue;
+        // Eigenvectors are stored K rows per step; a killed writer may have left extra rows.
+        const bool vectors = name.find("/vectors_") != std::string::npos;
+        const hsize_t rows = f.rows(name), per_step = vectors ? hsize_t(f.attr_int("/spectrum", "eigs")) : 1;
+        f.truncate_rows(name, std::min<hsize_t>(rows, hsize_t(keep) * per_step));
     }
+    f.truncate_rows(step, hsize_t(keep));
+}
+
+void truncate_lyapunov(h5::File& f, Index from) {
+    truncate_indexed(f, "/lyapunov/step", {"/lyapunov/log_growth", "/lyapunov/exponents"}, from);
+    truncate_indexed(f, "/lyapunov/perturbation/step",
+                     {"/lyapunov/perturbation/log_growth", "/lyapunov/perturbation/exponent"}, from);
+    truncate_indexed(f, "/lyapunov/overlap_step", {"/lyapunov/overlap"}, from);
+}
+
+/// Drops every analysis row at steps >= from: a resumed run recomputes them.
+void truncate_analyses(h5::File& f, Index from) {
+    // /spectrum: every series beside step is one row per step, vectors_* K rows per step.
+    for (const std::string group : {"/spectrum", "/spectrum/trace", "/spectrum/density"}) {
+        if (!f.exists(group + "/step")) continue;
+        std::vector<std::string> names;
+        for (const std::string& child : f.children(group))
+            if (child != "step" && !f.exists(group + "/" + child + "/step")) names.push_back(group + "/" + child);
+        truncate_indexed(f, group + "/step", names, from);
+    }
+    truncate_lyapunov(f, from);
 }
 
 }  // namespace
@@ -198,6 +238,7 @@ RunWriter RunWriter::create(const std::string& path, const TrainConfig& config, 
     f.create_series("/trajectory/theta", hsize_t(P), 1);
     f.create_series("/trajectory/theta_step", 0);
     if (config.spectrum_every > 0) create_spectrum_group(f, config.eigs, config.lr);
+    if (config.lyapunov > 0) create_lyapunov_group(f, lyapunov_settings(config), P);
     f.flush();
     f.start_swmr();
     return w;
@@ -223,6 +264,11 @@ RunWriter RunWriter::resume(const std::string& path) {
     while (keep < steps.size() && steps[keep] < double(w.m_resume_step)) ++keep;
     for (const char* s : kSeries) f.truncate_rows(s, hsize_t(std::min<Index>(keep, Index(f.rows(s)))));
     truncate_analyses(f, w.m_resume_step);
+    if (w.m_config.lyapunov > 0) {
+        auto [tangent, perturbed] = read_lyapunov_state(f, w.m_resume_step);
+        w.m_resume_tangent.emplace(std::move(tangent));
+        w.m_resume_perturbed = std::move(perturbed);
+    }
     f.set_attr("/", "status", std::string("running"));
     if (f.has_attr("/", "diverged_at")) f.set_attr("/", "diverged_at", std::int64_t(-1));
     f.flush();
@@ -250,10 +296,16 @@ void RunWriter::store_theta(Index t, const Vector& theta) {
     m_file.flush();
 }
 
-void RunWriter::finish(const std::string& status, Index step, Index total_steps) {
+void RunWriter::store_lyapunov_checkpoint(Index t, const TangentPropagator& tangent, const PerturbedTrajectory* perturbed) {
+    append_lyapunov_checkpoint(m_file, t, tangent, perturbed);
+    m_file.flush();
+}
+
+void RunWriter::finish(const std::string& status, Index step, Index total_steps, const TangentPropagator* tangent) {
     // Attributes cannot change during SWMR writing: close, reopen, record the outcome.
     const std::string path = m_file.path();
     m_file = h5::File::open_write(path);
+    if (tangent) write_final_basis(m_file, tangent->steps()  /* training starts its vectors at step 0 */, tangent->basis());
     m_file.set_attr("/", "status", status);
     m_file.set_attr("/", "steps", std::int64_t(total_steps));
     m_file.set_attr("/", "diverged_at", std::int64_t(status == "diverged" ? step : -1));
@@ -353,38 +405,201 @@ SpectrumOptions inline_spectrum_options(const TrainConfig& c) {
     return o;
 }
 
+// ---------------------------------------------------------------------------------------------
+// /lyapunov (docs/FORMAT.md)
+
+void create_lyapunov_group(h5::File& f, const LyapunovSettings& s, Index P) {
+    if (f.exists("/lyapunov")) throw Error(f.path() + ": already holds a /lyapunov group");
+    const hsize_t M = hsize_t(s.tangent.vectors);
+    f.create_series("/lyapunov/step", 0);
+    f.create_series("/lyapunov/log_growth", M);
+    f.create_series("/lyapunov/exponents", M);
+    f.set_attr("/lyapunov", "vectors", std::int64_t(M));
+    f.set_attr("/lyapunov", "qr_every", std::int64_t(s.tangent.qr_every));
+    f.set_attr("/lyapunov", "warmup", std::int64_t(s.tangent.warmup));
+    f.set_attr("/lyapunov", "seed", std::int64_t(s.tangent.seed));
+    f.set_attr("/lyapunov", "alpha", s.alpha);
+    f.set_attr("/lyapunov", "from", std::int64_t(s.from));
+    f.set_attr("/lyapunov", "eps", s.eps);
+    f.set_attr("/lyapunov", "overlap_eigs", std::int64_t(s.overlap_eigs));
+    if (s.eps > 0) {
+        for (const char* n : {"/lyapunov/perturbation/step", "/lyapunov/perturbation/log_growth", "/lyapunov/perturbation/exponent"})
+            f.create_series(n, 0);
+        f.set_attr("/lyapunov/perturbation", "eps", s.eps);
+    }
+    if (s.overlap_eigs > 0) {
+        f.create_series("/lyapunov/overlap_step", 0);
+        f.create_series("/lyapunov/overlap", hsize_t(s.overlap_eigs));
+    }
+    // A row per checkpoint: the basis V (column after column) and the perturbed theta'.
+    f.create_series("/checkpoint/lyapunov_step", 0);
+    f.create_series("/checkpoint/lyapunov_basis", hsize_t(P) * M, 1);
+    if (s.eps > 0) f.create_series("/checkpoint/perturbation_theta", hsize_t(P), 1);
+}
+
+LyapunovSettings read_lyapunov_settings(h5::File& f) {
+    if (!f.exists("/lyapunov/step")) throw Error(f.path() + ": holds no /lyapunov group");
+    LyapunovSettings s;
+    s.tangent.vectors = f.attr_int("/lyapunov", "vectors");
+    s.tangent.qr_every = f.attr_int("/lyapunov", "qr_every");
+    s.tangent.warmup = f.attr_int("/lyapunov", "warmup");
+    s.tangent.seed = std::uint64_t(f.attr_int("/lyapunov", "seed"));
+    s.alpha = f.attr_double("/lyapunov", "alpha");
+    s.from = f.attr_int("/lyapunov", "from");
+    s.eps = f.attr_double("/lyapunov", "eps");
+    s.overlap_eigs = f.attr_int("/lyapunov", "overlap_eigs");
+    return s;
+}
+
+void append_lyapunov(h5::File& f, Index t, const TangentPropagator& tangent) {
+    f.append("/lyapunov/log_growth", tangent.log_growth());
+    f.append("/lyapunov/exponents", tangent.exponents());
+    f.append_scalar("/lyapunov/step", double(t));  // last: a reader that sees it sees the row
+}
+
+void append_perturbation(h5::File& f, Index t, const PerturbedTrajectory& p) {
+    f.append_scalar("/lyapunov/perturbation/log_growth", p.log_growth());
+    f.append_scalar("/lyapunov/perturbation/exponent", p.exponent());
+    f.append_scalar("/lyapunov/perturbation/step", double(t));
+}
+
+void append_overlap(h5::File& f, Index t, const Vector& overlap) {
+    f.append("/lyapunov/overlap", padded(overlap, f.attr_int("/lyapunov", "overlap_eigs")));
+    f.append_scalar("/lyapunov/overlap_step", double(t));
+}
+
+void append_lyapunov_checkpoint(h5::File& f, Index t, const TangentPropagator& tangent, const PerturbedTrajectory* p) {
+    const Matrix& V = tangent.basis();
+    f.append("/checkpoint/lyapunov_basis", V.data(), hsize_t(V.size()));
+    if (p) f.append("/checkpoint/perturbation_theta", p->theta());
+    f.append_scalar("/checkpoint/lyapunov_step", double(t));
+}
+
+std::pair<TangentPropagator, std::optional<PerturbedTrajectory>> read_lyapunov_state(h5::File& f, Index s) {
+    const LyapunovSettings set = read_lyapunov_settings(f);
+    const Index M = set.tangent.vectors;
+    // The checkpoint of step s: the last complete row (step written last) with that step.
+    const Vector csteps = f.read_vector("/checkpoint/lyapunov_step");
+    Index row = -1;
+    for (Index j = 0; j < csteps.size(); ++j)
+        if (csteps[j] == double(s)) row = j;
+    if (row < 0)
+        throw Error(f.path() + ": --resume: no Lyapunov checkpoint at step " + std::to_string(s) +
+                    " (the last stored theta); the tangent vectors cannot be continued");
+    const Vector flat = f.read_row("/checkpoint/lyapunov_basis", hsize_t(row));
+    const Index P = flat.size() / M;
+    const Matrix V = Eigen::Map<const Matrix>(flat.data(), P, M);
+    std::optional<Vector> theta_p;
+    if (set.eps > 0) theta_p = f.read_row("/checkpoint/perturbation_theta", hsize_t(row));
+    for (const char* n : {"/checkpoint/lyapunov_step", "/checkpoint/lyapunov_basis", "/checkpoint/perturbation_theta"})
+        if (f.exists(n)) f.truncate_rows(n, std::min<hsize_t>(f.rows(n), hsize_t(row + 1)));
+    truncate_lyapunov(f, s);
+
+    // Re-add the counted log growths in the order the run added them.
+    const Index t0 = set.from, W = set.tangent.warmup;
+    const Index n = Index(f.rows("/lyapunov/step"));
+    const Vector steps = n ? f.read_vector("/lyapunov/step") : Vector();
+    const RowMatrix growth = n ? f.read_rows("/lyapunov/log_growth", 0, hsize_t(n)) : RowMatrix(0, M);
+    Vector log_sum = Vector::Zero(M);
+    for (Index j = 0; j < n; ++j)
+        if (Index(steps[j]) - t0 + 1 > W) log_sum += growth.row(j).transpose();
+    TangentPropagator tangent(V, set.tangent, s - t0, log_sum);
+    std::optional<PerturbedTrajectory> perturbed;
+    if (theta_p) {
+        const Index np = Index(f.rows("/lyapunov/perturbation/step"));
+        const Vector psteps = np ? f.read_vector("/lyapunov/perturbation/step") : Vector();
+        const Vector pgrowth = np ? f.read_vector("/lyapunov/perturbation/log_growth") : Vector();
+        double psum = 0;
+        for (Index j = 0; j < np; ++j)
+            if (Index(psteps[j]) - t0 + 1 > W) psum += pgrowth[j];
+        perturbed.emplace(*theta_p, set.eps, set.tangent.qr_every, W, s - t0, psum);
+    }
+    return {std::move(tangent), std::move(perturbed)};
+}
+
+void write_final_basis(h5::File& f, Index t, const Matrix& V) {
+    if (f.exists("/lyapunov/basis")) f.remove("/lyapunov/basis");
+    f.write("/lyapunov/basis", RowMatrix(V));
+    f.set_attr("/lyapunov/basis", "step", std::int64_t(t));
+}
+
 TrainResult train(Trainer& trainer, RunWriter& out, Vector theta, Index from, Index to,
                   const std::function<void(Index, const StepStats&)>& on_step, const std::atomic<bool>* stop) {
-    const Index S = std::max<Index>(1, trainer.config().save_theta_every);
-    const Index E = trainer.config().spectrum_every;
-    const SpectrumOptions spectrum_options = inline_spectrum_options(trainer.config());
+    const TrainConfig& config = trainer.config();
+    const Index S = std::max<Index>(1, config.save_theta_every);
+    const Index E = config.spectrum_every;
+    const SpectrumOptions spectrum_options = inline_spectrum_options(config);
     std::optional<SpectrumAnalysis> previous;
     const bool resumed_here = from == out.resume_step() && out.resume_theta().size() > 0;
+
+    // Tangent vectors V_t and the perturbed trajectory theta'_t, started at step 0 or resumed.
+    std::optional<TangentPropagator> tangent;
+    std::optional<PerturbedTrajectory> perturbed;
+    if (config.lyapunov > 0) {
+        if (resumed_here) {
+            tangent = std::move(out.resume_tangent());
+            perturbed = std::move(out.resume_perturbed());
+        } else {
+            const LyapunovSettings ls = lyapunov_settings(config);
+            tangent.emplace(theta.size(), ls.tangent);
+            // theta'_0 = theta_0 + eps v_1: the perturbation starts along the first tangent vector.
+            if (ls.eps > 0) perturbed.emplace(theta, Vector(tangent->basis().col(0)), ls.eps, ls.tangent.qr_every, ls.tangent.warmup);
+        }
+    }
+    auto finish = [&](const std::string& status, Index t) {
+        out.finish(status, t, status == "completed" ? to : config.steps, tangent ? &*tangent : nullptr);
+        return TrainResult{status, t, theta};
+    };
+
     for (Index t = from; t <= to; ++t) {
         const bool already_stored = resumed_here && t == from;
+        const bool store = (t % S == 0 || t == to) && !already_stored;
         if (stop && stop->load() && t > from) {
-            if (!already_stored) out.store_theta(t, theta);
-            out.finish("interrupted", t, trainer.config().steps);
-            return {"interrupted", t, theta};
+            if (!already_stored) {
+                if (tangent) out.store_lyapunov_checkpoint(t, *tangent, perturbed ? &*perturbed : nullptr);
+                out.store_theta(t, theta);
+            }
+            return finish("interrupted", t);
         }
-        if ((t % S == 0 || t == to) && !already_stored) out.store_theta(t, theta);
+        if (store) {
+            // The checkpoint row goes first: every stored theta then has its tangent state.
+            if (tangent) out.store_lyapunov_checkpoint(t, *tangent, perturbed ? &*perturbed : nullptr);
+            out.store_theta(t, theta);
+        }
         // Row t is L(theta_t); for t < to the same Evaluation gives the update to theta_{t+1}.
         const StepStats s = t < to ? trainer.step(t, theta) : trainer.evaluate(t, theta);
         out.append(t, s);
+        bool analysed = false;
         if (E > 0 && t % E == 0 && s.finite()) {
             // The step's Evaluation still holds theta_t and its forward pass.
-            previous = analyse_spectrum(trainer.evaluation(), spectrum_options, trainer.config().lr,
-                                        previous ? &*previous : nullptr);
+            previous = analyse_spectrum(trainer.evaluation(), spectrum_options, config.lr, previous ? &*previous : nullptr);
             out.append_spectrum(t, *previous);
+            analysed = true;
+        }
+        if (tangent && t < to && s.finite()) {
+            if (analysed && previous->top.vectors.cols() > 0) {
+                append_overlap(out.file(), t, overlaps(tangent->basis().col(0), previous->top.vectors));
+            }
+            // V_{t+1} = J(t) V_t = V_t - alpha H(theta_t) V_t, same Evaluation as the update.
+            Evaluation& e = trainer.evaluation();
+            if (tangent->step([&](const Matrix& V, Matrix& JV) { apply_update_jacobian(e, config.lr, V, JV); }))
+                append_lyapunov(out.file(), t, *tangent);
+            if (perturbed) {
+                // theta'_{t+1} = theta'_t - alpha grad L_t(theta'_t), renormalised against theta_{t+1}.
+                bool finite = true;
+                const bool renormalised = perturbed->step(
+                    [&](Vector& tp) { finite = trainer.step(t, tp).finite(); }, theta);
+                if (!finite)
+                    throw Error("--perturbation: the perturbed trajectory's loss is not finite at step " +
+                                std::to_string(t) + "; use a smaller EPS");
+                if (renormalised) append_perturbation(out.file(), t, *perturbed);
+            }
+            out.file().flush();
         }
         if (on_step) on_step(t, s);
-        if (!s.finite()) {
-            out.finish("diverged", t, trainer.config().steps);
-            return {"diverged", t, theta};
-        }
+        if (!s.finite()) return finish("diverged", t);
     }
-    out.finish("completed", to, to);
-    return {"completed", to, theta};
+    return finish("completed", to);
 }
 
 }  // namespace tdyn

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "tdyn/h5.hpp"
+#include "tdyn/lyapunov.hpp"
 #include "tdyn/spectrum.hpp"
 #include "tdyn/trainer.hpp"
 
@@ -73,8 +74,16 @@ public:
     /// Appends the spectrum analysis of step t (the /spectrum series exist when config.spectrum_every > 0).
     void append_spectrum(Index t, const SpectrumAnalysis& a);
     void store_theta(Index t, const Vector& theta);
+    /// Lyapunov state at a step where theta is stored: appended just before theta's row, so
+    /// every stored theta has its basis (see read_lyapunov_state).
+    void store_lyapunov_checkpoint(Index t, const TangentPropagator& tangent, const PerturbedTrajectory* perturbed);
+    /// The tangent (and perturbed) state at resume_step(), when the run carries Lyapunov vectors.
+    std::optional<TangentPropagator>& resume_tangent() { return m_resume_tangent; }
+    std::optional<PerturbedTrajectory>& resume_perturbed() { return m_resume_perturbed; }
+    h5::File& file() { return m_file; }
     /// Ends the run: closes the SWMR session and records status (and the step it refers to).
-    void finish(const std::string& status, Index step, Index total_steps);
+    /// With `tangent`, also writes its basis to /lyapunov/basis.
+    void finish(const std::string& status, Index step, Index total_steps, const TangentPropagator* tangent = nullptr);
 
 private:
     explicit RunWriter(h5::File f) : m_file(std::move(f)) {}
@@ -82,6 +91,8 @@ private:
     TrainConfig m_config;
     Index m_resume_step = 0;
     Vector m_resume_theta;
+    std::optional<TangentPropagator> m_resume_tangent;
+    std::optional<PerturbedTrajectory> m_resume_perturbed;
 };
 
 /// The /spectrum group (docs/FORMAT.md): eigenvalue series [n_e x K], created when absent;
@@ -92,6 +103,30 @@ void create_spectrum_group(h5::File& f, Index K, double alpha);
 void append_spectrum(h5::File& f, Index step, const SpectrumAnalysis& a, bool vectors = false);
 /// SpectrumOptions from a config's in-line settings (--eigs, --which).
 SpectrumOptions inline_spectrum_options(const TrainConfig& c);
+
+/// How a /lyapunov group was made (its attributes, docs/FORMAT.md).
+struct LyapunovSettings {
+    TangentOptions tangent;
+    double alpha = 0.1;      ///< J(t) = I - alpha H(theta_t)
+    Index from = 0;          ///< t0: the tangent vectors start at theta_{t0}
+    double eps = 0;          ///< perturbation size of the two-trajectory check (0 = none)
+    Index overlap_eigs = 0;  ///< K of /lyapunov/overlap (0 = none)
+};
+/// The /lyapunov group and its /checkpoint series (not during SWMR writing). Fails if it exists.
+void create_lyapunov_group(h5::File& f, const LyapunovSettings& s, Index P);
+LyapunovSettings read_lyapunov_settings(h5::File& f);
+/// One QR row: step t (J(t) was the last map applied), log R_ii, running exponents.
+void append_lyapunov(h5::File& f, Index t, const TangentPropagator& tangent);
+void append_perturbation(h5::File& f, Index t, const PerturbedTrajectory& p);
+/// |cos| between the tangent vector v_1 at step t and the top eigenvectors of H(theta_t).
+void append_overlap(h5::File& f, Index t, const Vector& overlap);
+void append_lyapunov_checkpoint(h5::File& f, Index t, const TangentPropagator& tangent, const PerturbedTrajectory* p);
+/// The state at step s from the checkpoint row of step s, the log sums re-added from the
+/// stored /lyapunov rows in their order (so a resumed run is bit-identical). Drops the
+/// /lyapunov and /checkpoint rows at steps >= s, which the resumed run recomputes.
+std::pair<TangentPropagator, std::optional<PerturbedTrajectory>> read_lyapunov_state(h5::File& f, Index s);
+/// /lyapunov/basis [P x M] (replaced if present) and its step: the last basis, for users.
+void write_final_basis(h5::File& f, Index t, const Matrix& V);
 
 struct TrainResult {
     std::string status;  ///< completed | diverged | interrupted

@@ -33,6 +33,10 @@ struct TrainConfig {
     Index spectrum_every = 0;    ///< E: eigenvalues of H every E steps in-line (0 = never)
     Index eigs = 1;              ///< K for the in-line spectrum
     std::string which = "both";  ///< top | bottom | both
+    Index lyapunov = 0;          ///< M tangent vectors carried in-line (0 = none)
+    Index qr_every = 1;          ///< q: QR every q steps
+    Index warmup = 0;            ///< W: steps that orthonormalise but do not count
+    double perturbation = 0;     ///< EPS of the two-trajectory cross-check (0 = none)
 
     Architecture architecture() const { return Architecture::parse(arch, activation, output); }
 };

@@ -1,0 +1,94 @@
+// Lyapunov exponents by tangent propagation with QR (Benettin et al. 1980, Shimada and
+// Nagashima 1979), for any map x_{t+1} = f_t(x_t) that can apply its Jacobian to a block of
+// vectors; and, for gradient descent, the tangent map J(t) = I - alpha H(theta_t) applied
+// through the step's own Evaluation, plus the two-trajectory (finite perturbation) check.
+#pragma once
+
+#include "tdyn/evaluation.hpp"
+
+#include <cstdint>
+#include <functional>
+
+namespace tdyn {
+
+struct TangentOptions {
+    Index vectors = 4;       ///< M tangent vectors
+    Index qr_every = 1;      ///< q: re-orthonormalise every q map steps
+    Index warmup = 0;        ///< W: the first W map steps orthonormalise but do not count (multiple of q)
+    std::uint64_t seed = 0;  ///< the random initial basis
+};
+
+/// Carries M tangent vectors along a trajectory: V <- J_t V every step, and every q steps
+/// V = Q R (Householder), V <- Q with R_ii > 0, log R_ii accumulated once past the warm-up.
+/// The running exponents are (sum of log R_ii) / (map steps counted): natural log per map step.
+class TangentPropagator {
+public:
+    /// JV = J_t V for the current state of the map (V and JV are dim x M).
+    using ApplyJacobian = std::function<void(const Matrix& V, Matrix& JV)>;
+
+    /// Starts from a random orthonormal basis (seeded Gaussian, then QR).
+    TangentPropagator(Index dim, const TangentOptions& options);
+    /// Continues from a stored state (resume): the basis after `steps` map steps and the sums
+    /// of log R_ii over the counted QR steps. Given the same sums, bit-identical to going on.
+    TangentPropagator(const Matrix& basis, const TangentOptions& options, Index steps, const Vector& log_sum);
+
+    /// One map step: V <- J V, and the QR when steps() becomes a multiple of q.
+    /// Returns true when a QR happened (then log_growth() and counted() describe it).
+    bool step(const ApplyJacobian& apply);
+
+    const Matrix& basis() const { return m_V; }      ///< dim x M; orthonormal right after a QR
+    Index steps() const { return m_steps; }          ///< map steps done
+    Index counted_steps() const { return std::max<Index>(0, m_last_qr - m_options.warmup); }
+    const Vector& log_growth() const { return m_log_growth; }  ///< log R_ii of the last QR (M)
+    bool counted() const { return m_last_qr > m_options.warmup; }  ///< the last QR counts
+    const Vector& log_sum() const { return m_log_sum; }
+    /// Running exponents: log_sum / counted_steps (NaN while nothing is counted).
+    Vector exponents() const;
+    const TangentOptions& options() const { return m_options; }
+
+private:
+    void orthonormalise();
+
+    TangentOptions m_options;
+    Matrix m_V, m_JV;
+    Vector m_log_growth, m_log_sum;
+    Index m_steps = 0, m_last_qr = 0;
+};
+
+/// The tangent map of one gradient-descent step at the Evaluation's theta_t:
+/// JV = J(t) V = V - alpha H(theta_t) V (one block HVP, the Evaluation's forward pass reused).
+void apply_update_jacobian(Evaluation& e, double alpha, const Matrix& V, Matrix& JV);
+
+/// Two-trajectory Benettin: theta'_0 = theta_0 + eps u; both trajectories take the same
+/// update; every q steps d = theta' - theta gives log(|d| / eps), and theta' is pulled back to
+/// theta + eps d / |d|. Its running exponent estimates the top Lyapunov exponent where the
+/// map is smooth on the scale eps.
+class PerturbedTrajectory {
+public:
+    PerturbedTrajectory(const Vector& theta0, const Vector& u, double eps, Index qr_every, Index warmup);
+    /// Resume: theta' after `steps` steps, and the sum of counted log growths.
+    PerturbedTrajectory(const Vector& theta_p, double eps, Index qr_every, Index warmup, Index steps, double log_sum);
+
+    /// theta' <- update(theta'); then, every q steps, renormalise against the reference theta
+    /// (already updated to the same step). Returns true when a renormalisation happened.
+    bool step(const std::function<void(Vector&)>& update, const Vector& theta);
+
+    const Vector& theta() const { return m_theta; }
+    double eps() const { return m_eps; }
+    Index steps() const { return m_steps; }
+    double log_growth() const { return m_log_growth; }  ///< log(|d| / eps) of the last renormalisation
+    bool counted() const { return m_last > m_warmup; }
+    double log_sum() const { return m_log_sum; }
+    double exponent() const;  ///< log_sum / counted steps (NaN while nothing is counted)
+
+private:
+    Vector m_theta;
+    double m_eps;
+    Index m_q, m_warmup, m_steps = 0, m_last = 0;
+    double m_log_growth = 0, m_log_sum = 0;
+};
+
+/// |cos| of the angle between v and each column of U (orthonormal columns): |U^T v| / |v|.
+Vector overlaps(const Vector& v, const Matrix& U);
+
+}  // namespace tdyn

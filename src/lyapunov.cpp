@@ -1,0 +1,134 @@
+#include "tdyn/lyapunov.hpp"
+
+#include "tdyn/hvp.hpp"
+
+#include <Eigen/QR>
+#include <cmath>
+#include <limits>
+#include <random>
+
+namespace tdyn {
+
+namespace {
+
+void check(const TangentOptions& o, Index dim) {
+    if (o.vectors < 1 || o.vectors > dim)
+        throw Error("--vectors " + std::to_string(o.vectors) + ": must be between 1 and the dimension " +
+                    std::to_string(dim));
+    if (o.qr_every < 1) throw Error("--qr-every " + std::to_string(o.qr_every) + ": must be at least 1");
+    if (o.warmup < 0 || o.warmup % o.qr_every != 0)
+        throw Error("--warmup " + std::to_string(o.warmup) + ": must be a non-negative multiple of --qr-every " +
+                    std::to_string(o.qr_every));
+}
+
+/// Standard normal numbers by Box-Muller on mt19937_64 bits: the same on every platform
+/// (std::normal_distribution is not specified bit for bit).
+Matrix gaussian(Index rows, Index cols, std::uint64_t seed) {
+    std::mt19937_64 gen(seed ^ 0x5DEECE66DULL);
+    auto uniform = [&] { return (double(gen() >> 11) + 0.5) * 0x1.0p-53; };  // in (0, 1)
+    Matrix G(rows, cols);
+    for (Index j = 0; j < cols; ++j)
+        for (Index i = 0; i < rows; ++i)
+            G(i, j) = std::sqrt(-2 * std::log(uniform())) * std::cos(2 * M_PI * uniform());
+    return G;
+}
+
+}  // namespace
+
+TangentPropagator::TangentPropagator(Index dim, const TangentOptions& options) : m_options(options) {
+    check(options, dim);
+    m_V = gaussian(dim, options.vectors, options.seed);
+    m_log_sum = Vector::Zero(options.vectors);
+    orthonormalise();  // a starting basis, not a measurement
+    m_log_growth = Vector::Zero(options.vectors);
+}
+
+TangentPropagator::TangentPropagator(const Matrix& basis, const TangentOptions& options, Index steps,
+                                     const Vector& log_sum)
+    : m_options(options), m_V(basis), m_log_growth(Vector::Zero(basis.cols())), m_log_sum(log_sum), m_steps(steps) {
+    check(options, basis.rows());
+    if (basis.cols() != options.vectors || log_sum.size() != options.vectors)
+        throw Error("resume: the stored tangent basis has " + std::to_string(basis.cols()) + " vectors, expected " +
+                    std::to_string(options.vectors));
+    m_last_qr = steps - steps % options.qr_every;
+}
+
+void TangentPropagator::orthonormalise() {
+    // V = Q R (Householder); the thin Q with R_ii >= 0, so the basis is unique and continuous.
+    const Index M = m_V.cols();
+    Eigen::HouseholderQR<Matrix> qr(m_V);
+    const Matrix& QR = qr.matrixQR();
+    m_log_growth.resize(M);
+    Matrix Q = qr.householderQ() * Matrix::Identity(m_V.rows(), M);
+    for (Index i = 0; i < M; ++i) {
+        const double r = QR(i, i);
+        if (r < 0) Q.col(i) = -Q.col(i);
+        m_log_growth[i] = std::log(std::abs(r));  // -inf if J annihilated a direction
+    }
+    m_V = std::move(Q);
+}
+
+bool TangentPropagator::step(const ApplyJacobian& apply) {
+    m_JV.resize(m_V.rows(), m_V.cols());
+    apply(m_V, m_JV);
+    m_V.swap(m_JV);
+    ++m_steps;
+    if (m_steps % m_options.qr_every != 0) return false;
+    orthonormalise();
+    m_last_qr = m_steps;
+    // sum log R_ii, accumulated in order (a resumed run sums the stored rows in the same order)
+    if (counted()) m_log_sum += m_log_growth;
+    return true;
+}
+
+Vector TangentPropagator::exponents() const {
+    if (counted_steps() == 0) return Vector::Constant(m_V.cols(), std::numeric_limits<double>::quiet_NaN());
+    return m_log_sum / double(counted_steps());
+}
+
+void apply_update_jacobian(Evaluation& e, double alpha, const Matrix& V, Matrix& JV) {
+    // J(t) V = V - alpha H(theta_t) V
+    e.hessian_times(V, JV);
+    JV = V - alpha * JV;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+PerturbedTrajectory::PerturbedTrajectory(const Vector& theta0, const Vector& u, double eps, Index qr_every, Index warmup)
+    : m_eps(eps), m_q(qr_every), m_warmup(warmup) {
+    if (!(eps > 0) || !std::isfinite(eps)) throw Error("--perturbation " + std::to_string(eps) + ": must be positive");
+    // theta'_0 = theta_0 + eps u / |u|
+    m_theta = theta0 + eps * u.normalized();
+}
+
+PerturbedTrajectory::PerturbedTrajectory(const Vector& theta_p, double eps, Index qr_every, Index warmup, Index steps,
+                                         double log_sum)
+    : m_theta(theta_p), m_eps(eps), m_q(qr_every), m_warmup(warmup), m_steps(steps), m_log_sum(log_sum) {
+    m_last = steps - steps % qr_every;
+}
+
+bool PerturbedTrajectory::step(const std::function<void(Vector&)>& update, const Vector& theta) {
+    update(m_theta);
+    ++m_steps;
+    if (m_steps % m_q != 0) return false;
+    // d = theta' - theta; log growth log(|d| / eps); theta' <- theta + eps d / |d|
+    const Vector d = m_theta - theta;
+    const double norm = d.norm();
+    m_log_growth = std::log(norm / m_eps);
+    m_theta = theta + (m_eps / norm) * d;
+    m_last = m_steps;
+    if (counted()) m_log_sum += m_log_growth;
+    return true;
+}
+
+double PerturbedTrajectory::exponent() const {
+    const Index n = std::max<Index>(0, m_last - m_warmup);
+    return n == 0 ? std::numeric_limits<double>::quiet_NaN() : m_log_sum / double(n);
+}
+
+Vector overlaps(const Vector& v, const Matrix& U) {
+    // |cos angle(v, u_i)| = |u_i^T v| / |v|  (u_i unit vectors)
+    return (U.transpose() * v).cwiseAbs() / v.norm();
+}
+
+}  // namespace tdyn
