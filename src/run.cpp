@@ -237,7 +237,12 @@ RunWriter RunWriter::create(const std::string& path, const TrainConfig& config, 
     for (const char* s : kSeries) f.create_series(s, 0);
     f.create_series("/trajectory/theta", hsize_t(P), 1);
     f.create_series("/trajectory/theta_step", 0);
-    if (config.spectrum_every > 0) create_spectrum_group(f, config.eigs, config.lr);
+    if (config.spectrum_every > 0) {
+        create_spectrum_group(f, config.eigs, config.lr);
+        f.create_series("/checkpoint/spectrum_step", 0);
+        f.create_series("/checkpoint/spectrum_start_top", hsize_t(P), 1);
+        f.create_series("/checkpoint/spectrum_start_bottom", hsize_t(P), 1);
+    }
     if (config.lyapunov > 0) create_lyapunov_group(f, lyapunov_settings(config), P);
     f.flush();
     f.start_swmr();
@@ -264,6 +269,23 @@ RunWriter RunWriter::resume(const std::string& path) {
     while (keep < steps.size() && steps[keep] < double(w.m_resume_step)) ++keep;
     for (const char* s : kSeries) f.truncate_rows(s, hsize_t(std::min<Index>(keep, Index(f.rows(s)))));
     truncate_analyses(f, w.m_resume_step);
+    if (f.exists("/checkpoint/spectrum_step")) {
+        // The warm start stored with theta_s (NaN rows: there was no earlier analysis).
+        const Vector cs = f.read_vector("/checkpoint/spectrum_step");
+        Index row = -1;
+        for (Index j = 0; j < cs.size(); ++j)
+            if (cs[j] == double(w.m_resume_step)) row = j;
+        for (const char* n : {"/checkpoint/spectrum_step", "/checkpoint/spectrum_start_top", "/checkpoint/spectrum_start_bottom"})
+            f.truncate_rows(n, std::min<hsize_t>(f.rows(n), hsize_t(row + 1)));
+        if (row >= 0) {
+            SpectrumAnalysis warm;
+            const Vector top = f.read_row("/checkpoint/spectrum_start_top", hsize_t(row));
+            const Vector bottom = f.read_row("/checkpoint/spectrum_start_bottom", hsize_t(row));
+            if (top.allFinite()) warm.top.vectors = top;
+            if (bottom.allFinite()) warm.bottom.vectors = bottom;
+            if (top.allFinite() || bottom.allFinite()) w.m_resume_spectrum = std::move(warm);
+        }
+    }
     if (w.m_config.lyapunov > 0) {
         auto [tangent, perturbed] = read_lyapunov_state(f, w.m_resume_step);
         w.m_resume_tangent.emplace(std::move(tangent));
@@ -293,6 +315,16 @@ void RunWriter::store_theta(Index t, const Vector& theta) {
     m_file.append("/trajectory/theta", theta);
     m_file.append_scalar("/trajectory/theta_step", double(t));
     m_file.overwrite("/params/theta", theta);
+    m_file.flush();
+}
+
+void RunWriter::store_spectrum_checkpoint(Index t, const SpectrumAnalysis* previous) {
+    const Index P = m_file.shape("/checkpoint/spectrum_start_top")[1];
+    const Vector none = Vector::Constant(P, std::nan(""));
+    auto start = [&](const EigenResult& r) { return r.vectors.cols() > 0 ? Vector(r.vectors.rowwise().sum()) : none; };
+    m_file.append("/checkpoint/spectrum_start_top", previous ? start(previous->top) : none);
+    m_file.append("/checkpoint/spectrum_start_bottom", previous ? start(previous->bottom) : none);
+    m_file.append_scalar("/checkpoint/spectrum_step", double(t));
     m_file.flush();
 }
 
@@ -531,6 +563,7 @@ TrainResult train(Trainer& trainer, RunWriter& out, Vector theta, Index from, In
     const SpectrumOptions spectrum_options = inline_spectrum_options(config);
     std::optional<SpectrumAnalysis> previous;
     const bool resumed_here = from == out.resume_step() && out.resume_theta().size() > 0;
+    if (resumed_here) previous = std::move(out.resume_spectrum());
 
     // Tangent vectors V_t and the perturbed trajectory theta'_t, started at step 0 or resumed.
     std::optional<TangentPropagator> tangent;
@@ -556,13 +589,15 @@ TrainResult train(Trainer& trainer, RunWriter& out, Vector theta, Index from, In
         const bool store = (t % S == 0 || t == to) && !already_stored;
         if (stop && stop->load() && t > from) {
             if (!already_stored) {
+                if (E > 0) out.store_spectrum_checkpoint(t, previous ? &*previous : nullptr);
                 if (tangent) out.store_lyapunov_checkpoint(t, *tangent, perturbed ? &*perturbed : nullptr);
                 out.store_theta(t, theta);
             }
             return finish("interrupted", t);
         }
         if (store) {
-            // The checkpoint row goes first: every stored theta then has its tangent state.
+            // The checkpoint rows go first: every stored theta then has its tangent state.
+            if (E > 0) out.store_spectrum_checkpoint(t, previous ? &*previous : nullptr);
             if (tangent) out.store_lyapunov_checkpoint(t, *tangent, perturbed ? &*perturbed : nullptr);
             out.store_theta(t, theta);
         }

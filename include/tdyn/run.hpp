@@ -80,6 +80,11 @@ public:
     /// The tangent (and perturbed) state at resume_step(), when the run carries Lyapunov vectors.
     std::optional<TangentPropagator>& resume_tangent() { return m_resume_tangent; }
     std::optional<PerturbedTrajectory>& resume_perturbed() { return m_resume_perturbed; }
+    /// The warm start of the in-line spectrum: the start vector of each end (the sum of the
+    /// previous analysis's eigenvectors), appended before theta's row like the Lyapunov state.
+    void store_spectrum_checkpoint(Index t, const SpectrumAnalysis* previous);
+    /// The warm start at resume_step() (vectors only), when the run had one.
+    std::optional<SpectrumAnalysis>& resume_spectrum() { return m_resume_spectrum; }
     h5::File& file() { return m_file; }
     /// Ends the run: closes the SWMR session and records status (and the step it refers to).
     /// With `tangent`, also writes its basis to /lyapunov/basis.
@@ -93,6 +98,7 @@ private:
     Vector m_resume_theta;
     std::optional<TangentPropagator> m_resume_tangent;
     std::optional<PerturbedTrajectory> m_resume_perturbed;
+    std::optional<SpectrumAnalysis> m_resume_spectrum;
 };
 
 /// The /spectrum group (docs/FORMAT.md): eigenvalue series [n_e x K], created when absent;

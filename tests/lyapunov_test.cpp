@@ -1,0 +1,287 @@
+// Lyapunov exponents against known answers: linear maps (log |eigenvalue|), the Henon and
+// logistic maps (published values and the exact sum ln b), gradient descent on linear
+// regression (log |1 - alpha mu_i| with mu_i the eigenvalues of the Gram matrix), the
+// two-trajectory estimate on a small network, and bit-identical resume.
+#include "tdyn/lyapunov.hpp"
+#include "tdyn/run.hpp"
+
+#include "test_support.hpp"
+
+#include <Eigen/Eigenvalues>
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <thread>
+
+using namespace tdyn;
+
+namespace {
+
+/// Runs `steps` steps of a fixed linear map A and returns the running exponents.
+Vector linear_map_exponents(const Matrix& A, const TangentOptions& o, Index steps) {
+    TangentPropagator p(A.rows(), o);
+    for (Index t = 0; t < steps; ++t) p.step([&](const Matrix& V, Matrix& JV) { JV.noalias() = A * V; });
+    return p.exponents();
+}
+
+/// Bit-for-bit equality where NaN (warm-up rows) equals NaN.
+testing::AssertionResult same(const RowMatrix& a, const RowMatrix& b) {
+    if (a.rows() != b.rows() || a.cols() != b.cols()) return testing::AssertionFailure() << "shapes differ";
+    for (Index i = 0; i < a.size(); ++i)
+        if (!(a.data()[i] == b.data()[i] || (std::isnan(a.data()[i]) && std::isnan(b.data()[i]))))
+            return testing::AssertionFailure() << "element " << i << ": " << a.data()[i] << " vs " << b.data()[i];
+    return testing::AssertionSuccess();
+}
+
+}  // namespace
+
+// A = S D S^{-1}, non-normal, eigenvalues 3, -2, 1.1, 0.5, -0.25. QR iteration drives the
+// diagonal of R to the eigenvalues' moduli at the geometric rate |lambda_{i+1} / lambda_i|
+// (2/3 at worst here), so after 300 warm-up steps every log R_ii is log |lambda_i| to
+// rounding; 1e-10 leaves room for the 100 rounded terms of the mean.
+TEST(Lyapunov, LinearMapExponentsAreLogAbsEigenvalues) {
+    std::mt19937_64 gen(3);
+    std::uniform_real_distribution<double> u(-1, 1);
+    Matrix S(5, 5);
+    for (Index i = 0; i < S.size(); ++i) S.data()[i] = u(gen);
+    S += 3 * Matrix::Identity(5, 5);  // well conditioned
+    Vector d(5);
+    d << 3, -2, 1.1, 0.5, -0.25;
+    const Matrix A = S * d.asDiagonal() * S.inverse();
+    for (Index q : {1, 5}) {
+        TangentOptions o;
+        o.vectors = 3;
+        o.qr_every = q;
+        o.warmup = 300;
+        const Vector ex = linear_map_exponents(A, o, 400);
+        EXPECT_NEAR(ex[0], std::log(3.0), 1e-10) << "q = " << q;
+        EXPECT_NEAR(ex[1], std::log(2.0), 1e-10) << "q = " << q;
+        EXPECT_NEAR(ex[2], std::log(1.1), 1e-10) << "q = " << q;
+    }
+    // The full set: sum of exponents = log |det A| (exactly, at every QR step).
+    TangentOptions all;
+    all.vectors = 5;
+    const Vector ex = linear_map_exponents(A, all, 50);
+    EXPECT_NEAR(ex.sum(), std::log(std::abs(A.determinant())), 1e-12);
+}
+
+// Henon map x' = 1 - a x^2 + y, y' = b x with a = 1.4, b = 0.3. Published exponents
+// 0.41922 and -1.62319 (Sprott, Chaos and Time-Series Analysis, 2003); the finite-time
+// estimate over 2e5 steps fluctuates by ~1e-3, so 3e-3. Their sum is ln b exactly
+// (|det J| = b at every step), which holds to rounding: 1e-12.
+TEST(Lyapunov, HenonMapExponents) {
+    const double a = 1.4, b = 0.3;
+    double x = 0.1, y = 0.1;
+    for (int i = 0; i < 1000; ++i) std::tie(x, y) = std::pair{1 - a * x * x + y, b * x};  // onto the attractor
+    TangentOptions o;
+    o.vectors = 2;
+    o.warmup = 100;
+    TangentPropagator p(2, o);
+    Matrix J(2, 2);
+    for (int t = 0; t < 200000; ++t) {
+        J << -2 * a * x, 1, b, 0;  // Jacobian at (x_t, y_t)
+        p.step([&](const Matrix& V, Matrix& JV) { JV.noalias() = J * V; });
+        std::tie(x, y) = std::pair{1 - a * x * x + y, b * x};
+    }
+    const Vector ex = p.exponents();
+    EXPECT_NEAR(ex[0], 0.41922, 3e-3);
+    EXPECT_NEAR(ex[1], -1.62319, 3e-3);
+    EXPECT_NEAR(ex.sum(), std::log(b), 1e-12);
+}
+
+// Logistic map x' = 4 x (1 - x): exponent ln 2 (its invariant density is known in closed
+// form). Finite-time fluctuation over 1e6 steps ~1e-3.
+TEST(Lyapunov, LogisticMapExponentIsLn2) {
+    double x = 0.3;
+    TangentOptions o;
+    o.vectors = 1;
+    o.warmup = 100;
+    TangentPropagator p(1, o);
+    for (int t = 0; t < 1000000; ++t) {
+        const double slope = 4 - 8 * x;
+        p.step([&](const Matrix& V, Matrix& JV) { JV = slope * V; });
+        x = 4 * x * (1 - x);
+    }
+    EXPECT_NEAR(p.exponents()[0], std::log(2.0), 3e-3);
+}
+
+// Gradient descent on linear regression (identity output, squared error, no hidden layer):
+// H = (1/k) [X 1]^T [X 1] is constant, so J = I - alpha H and the M exponents are the M
+// largest log |1 - alpha mu_i|. Checked with alpha below and above 2 / mu_max, through the
+// real Evaluation (J V = V - alpha H V by the R-operator) along the real GD trajectory.
+TEST(Lyapunov, GradientDescentOnLinearRegressionMatchesGramEigenvalues) {
+    const Architecture arch = Architecture::parse("4-1", Activation::Identity, Output::IdentityMSE);
+    const Index k = 60;
+    std::mt19937_64 gen(11);
+    std::uniform_real_distribution<double> u(0, 1);
+    RowMatrix X(k, 4), T(k, 1);
+    const double scale[4] = {3, 1.6, 0.8, 0.3};  // spreads the spectrum of the Gram matrix
+    for (Index i = 0; i < k; ++i) {
+        for (Index j = 0; j < 4; ++j) X(i, j) = scale[j] * u(gen);
+        T(i, 0) = u(gen);
+    }
+    RowMatrix A1(k, 5);
+    A1 << X, RowMatrix::Ones(k, 1);
+    const Eigen::SelfAdjointEigenSolver<Matrix> eig(Matrix(A1.transpose() * A1) / double(k));
+    const Vector mu = eig.eigenvalues();
+    const InputMatrix input(X, XPath::Dense);
+    for (double c : {1.0, 2.3}) {  // alpha = c / mu_max: stable, then unstable
+        const double alpha = c / mu.maxCoeff();
+        std::vector<double> expected;
+        for (Index i = 0; i < mu.size(); ++i) expected.push_back(std::log(std::abs(1 - alpha * mu[i])));
+        std::sort(expected.rbegin(), expected.rend());
+        TangentOptions o;
+        o.vectors = 3;
+        o.warmup = 1500;  // the slowest ratio of consecutive |1 - alpha mu| here is ~0.96
+        TangentPropagator p(5, o);
+        Vector theta = init_params(arch, 5);
+        Evaluation e(arch, input, T, theta);
+        for (Index t = 0; t < 1600; ++t) {
+            p.step([&](const Matrix& V, Matrix& JV) { apply_update_jacobian(e, alpha, V, JV); });
+            theta -= alpha * e.gradient();
+            e.reset(theta);
+        }
+        const Vector ex = p.exponents();
+        for (Index i = 0; i < 3; ++i) EXPECT_NEAR(ex[i], expected[i], 1e-9) << "alpha = " << alpha << ", i = " << i;
+        if (c > 2) EXPECT_GT(ex[0], 0) << "above 2/mu_max the top exponent is positive";
+        else EXPECT_LT(ex[0], 0);
+    }
+}
+
+namespace {
+
+std::string small_run_args(const std::string& data) {
+    return " --data " + data + " --arch 10-8-3 --activation tanh --lr 0.2 --save-theta-every 10 --quiet";
+}
+
+}  // namespace
+
+// Where the map is smooth on the scale eps, the two-trajectory growth log(|d| / eps) equals the
+// tangent growth log |J v_1| up to O(eps) (second-order terms) and rounding O(1e-16 / eps):
+// with eps = 1e-7 both are ~1e-8, so every step agrees to 1e-6 and the exponents to 1e-6.
+TEST(Lyapunov, TangentAndPerturbationAgreeOnSmallNetwork) {
+    const std::string data = test::temp_path("lyap-data.h5"), run = test::temp_path("lyap-run.h5");
+    test::write_data_file(data, 200, 10, 3, 4);
+    const auto r = test::run_tdyn("train" + small_run_args(data) + " --steps 150 --lyapunov 2 --perturbation 1e-7 --out " + run);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    h5::File f = h5::File::open_read(run);
+    const RowMatrix growth = f.read_matrix("/lyapunov/log_growth");
+    const Vector pgrowth = f.read_vector("/lyapunov/perturbation/log_growth");
+    ASSERT_EQ(growth.rows(), 150);
+    ASSERT_EQ(pgrowth.size(), 150);
+    EXPECT_LT((growth.col(0) - pgrowth).cwiseAbs().maxCoeff(), 1e-6);
+    const double tangent = f.read_row("/lyapunov/exponents", 149)[0];
+    const double two = f.read_vector("/lyapunov/perturbation/exponent")[149];
+    EXPECT_NEAR(tangent, two, 1e-6);
+    EXPECT_NE(tangent, 0);
+    // The stored final basis is orthonormal.
+    const RowMatrix B = f.read_matrix("/lyapunov/basis");
+    EXPECT_LT((Matrix(B.transpose() * B) - Matrix::Identity(2, 2)).norm(), 1e-12);
+}
+
+// tdyn lyapunov on a stored run regenerates theta by replay and applies the same J(t) to the
+// same initial basis (seeded by the run's seed), so it equals the in-line analysis bit for bit.
+TEST(Lyapunov, AnalysisOfASavedRunEqualsInlineTraining) {
+    const std::string data = test::temp_path("lyap-data2.h5");
+    const std::string inline_run = test::temp_path("lyap-inline.h5"), plain = test::temp_path("lyap-plain.h5");
+    test::write_data_file(data, 200, 10, 3, 5);
+    ASSERT_EQ(test::run_tdyn("train" + small_run_args(data) + " --steps 40 --lyapunov 3 --perturbation 1e-6 --out " + inline_run).exit_code, 0);
+    ASSERT_EQ(test::run_tdyn("train" + small_run_args(data) + " --steps 40 --out " + plain).exit_code, 0);
+    const auto r = test::run_tdyn("lyapunov " + plain + " --vectors 3 --perturbation 1e-6 --quiet --json");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("\"exponents\": ["), std::string::npos) << r.out;
+    {
+        h5::File a = h5::File::open_read(inline_run), b = h5::File::open_read(plain);  // closed before the writes below
+        for (const char* s : {"/lyapunov/step", "/lyapunov/perturbation/log_growth", "/lyapunov/perturbation/exponent"})
+            EXPECT_EQ(a.read_vector(s), b.read_vector(s)) << s;
+        EXPECT_EQ(a.read_matrix("/lyapunov/log_growth"), b.read_matrix("/lyapunov/log_growth"));
+        EXPECT_EQ(a.read_matrix("/lyapunov/basis"), b.read_matrix("/lyapunov/basis"));
+    }
+
+    // A part of the run, --from 10 --to 30 with a warm-up, then resumed further: the same as
+    // one uninterrupted analysis over 10..40.
+    const std::string part = test::temp_path("lyap-part.h5");
+    std::filesystem::copy_file(plain, part);
+    ASSERT_EQ(test::run_tdyn("lyapunov " + part + " --force --vectors 2 --from 10 --to 30 --warmup 4 --checkpoint-every 5 --quiet").exit_code, 0);
+    const auto resumed = test::run_tdyn("lyapunov " + part + " --resume --to 40 --quiet");
+    ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+    ASSERT_EQ(test::run_tdyn("lyapunov " + plain + " --force --vectors 2 --from 10 --to 40 --warmup 4 --checkpoint-every 5 --quiet").exit_code, 0);
+    h5::File c = h5::File::open_read(part), d = h5::File::open_read(plain);
+    EXPECT_TRUE(same(c.read_matrix("/lyapunov/exponents"), d.read_matrix("/lyapunov/exponents")));
+    EXPECT_EQ(c.read_matrix("/lyapunov/basis"), d.read_matrix("/lyapunov/basis"));
+    EXPECT_EQ(c.read_vector("/lyapunov/step").size(), 30);
+}
+
+// Every bad request gets one line, a non-zero exit, and leaves the run file as it was.
+TEST(Lyapunov, BadInputGivesOneLineAndTouchesNothing) {
+    const std::string data = test::temp_path("lyap-data3.h5"), run = test::temp_path("lyap-bad.h5");
+    test::write_data_file(data, 100, 10, 3, 6);
+    ASSERT_EQ(test::run_tdyn("train" + small_run_args(data) + " --steps 20 --lyapunov 2 --out " + run).exit_code, 0);
+    const std::string before = test::slurp(run);
+    for (const std::string args : {"lyapunov " + run + " --vectors 2",              // exists, no --force
+                                   "lyapunov " + run + " --force --vectors 500",    // M > P = 115
+                                   "lyapunov " + run + " --force --warmup 3 --qr-every 2",
+                                   "lyapunov " + run + " --force --to 21",
+                                   "lyapunov " + run + " --force --from 20 --to 20",
+                                   "lyapunov " + run + " --force --perturbation -1",
+                                   "lyapunov " + run + " --resume --vectors 3"}) {
+        const auto r = test::run_tdyn(args);
+        EXPECT_NE(r.exit_code, 0) << args;
+        EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << args << ": " << r.err;
+        EXPECT_EQ(test::slurp(run), before) << args;
+    }
+    for (const std::string flags : {" --lyapunov 200", " --lyapunov 2 --warmup 3 --qr-every 2", " --perturbation 1e-6"}) {
+        const auto r = test::run_tdyn("train" + small_run_args(data) + " --steps 5 --out " + run + " --force" + flags);
+        EXPECT_NE(r.exit_code, 0) << flags;
+        EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << flags << ": " << r.err;
+        EXPECT_EQ(test::slurp(run), before) << flags;
+    }
+}
+
+// kill -9 in the middle of a run that carries tangent vectors, a perturbed trajectory and
+// in-line spectra; --resume continues from the last checkpoint, and every series, the final
+// theta and the final basis equal an uninterrupted run's bit for bit.
+TEST(Lyapunov, ResumeAfterSigkillIsBitIdentical) {
+    const std::string data = test::temp_path("lyap-kill-data.h5");
+    test::write_data_file(data, 1000, 40, 5, 9);
+    const std::vector<std::string> argv = {"train", "--data", data, "--arch", "40-30-5", "--lr", "0.3", "--steps", "200",
+                                           "--save-theta-every", "7", "--lyapunov", "3", "--perturbation", "1e-6",
+                                           "--spectrum-every", "5", "--eigs", "2", "--which", "top", "--quiet"};
+    std::string args;
+    for (std::size_t i = 1; i < argv.size(); ++i) args += " " + argv[i];
+    const std::string full = test::temp_path("lyap-kill-full.h5"), killed = test::temp_path("lyap-kill-resumed.h5");
+    ASSERT_EQ(test::run_tdyn("train" + args + " --out " + full).exit_code, 0);
+
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        std::vector<const char*> a = {TDYN_BINARY};
+        for (const auto& s : argv) a.push_back(s.c_str());
+        for (const char* s : {"--out", killed.c_str()}) a.push_back(s);
+        a.push_back(nullptr);
+        execv(TDYN_BINARY, const_cast<char* const*>(a.data()));
+        _exit(127);
+    }
+    Index rows = 0;
+    for (int i = 0; i < 4000 && rows < 50; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        try {
+            rows = RunReader(killed).info().rows;
+        } catch (const Error&) {
+        }
+    }
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "the run finished before it could be killed";
+    const auto resumed = test::run_tdyn("train --out " + killed + " --resume --quiet");
+    ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+    RunReader a(full), b(killed);
+    EXPECT_EQ(b.info().status, "completed");
+    EXPECT_EQ(a.stored_theta(200), b.stored_theta(200));
+    for (const char* s : {"/trajectory/loss", "/lyapunov/step", "/lyapunov/perturbation/log_growth",
+                          "/lyapunov/perturbation/exponent", "/lyapunov/overlap_step", "/spectrum/step", "/spectrum/lambda_max"})
+        EXPECT_EQ(a.file().read_vector(s), b.file().read_vector(s)) << s;
+    for (const char* s : {"/lyapunov/log_growth", "/lyapunov/exponents", "/lyapunov/overlap", "/lyapunov/basis", "/spectrum/hessian_top"})
+        EXPECT_TRUE(same(a.file().read_matrix(s), b.file().read_matrix(s))) << s;
+}
