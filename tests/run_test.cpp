@@ -3,6 +3,7 @@
 #include "tdyn/run.hpp"
 #include "test_support.hpp"
 
+#include <cstring>
 #include <gtest/gtest.h>
 
 #include <csignal>
@@ -300,3 +301,15 @@ TEST(Cli, InfoAndEvalDescribeARun) {
 
 }  // namespace
 }  // namespace tdyn
+
+// docs/CLI.md shows every subcommand's --help verbatim: a flag added without updating the
+// docs fails here.
+TEST(Cli, DocsShowTheSameHelpAsTheProgram) {
+    const std::string doc = tdyn::test::slurp(std::string(TDYN_SOURCE_DIR) + "/docs/CLI.md");
+    for (const std::string cmd : {"", "train", "eval", "info", "spectrum", "lyapunov"}) {
+        auto r = tdyn::test::run_tdyn(cmd + " --help");
+        EXPECT_EQ(r.exit_code, 0) << cmd;
+        for (std::size_t at; (at = r.out.find(TDYN_BINARY)) != std::string::npos;) r.out.replace(at, std::strlen(TDYN_BINARY), "tdyn");
+        EXPECT_NE(doc.find(r.out), std::string::npos) << "docs/CLI.md is out of date for 'tdyn " << cmd << " --help':\n" << r.out;
+    }
+}
