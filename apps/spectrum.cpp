@@ -129,6 +129,18 @@ int run_spectrum(SpectrumCliOptions& o) {
     if (info.theta_steps.empty()) throw Error(o.file + ": the run stored no theta yet");
     const std::vector<Index> steps = parse_steps(o.steps, info);
     if (o.eigs >= config.architecture().num_params()) throw Error("--eigs: must be below P");
+    {
+        // What appending to an existing /spectrum group needs, checked before any work.
+        h5::File f = h5::File::open_read(o.file, true);
+        if (f.exists("/spectrum/step")) {
+            const Index have = f.attr_int("/spectrum", "eigs");
+            if (have != o.eigs)
+                throw Error("--eigs " + std::to_string(o.eigs) + ": " + o.file + ":/spectrum holds K = " + std::to_string(have) +
+                            " eigenvalues per step; use --eigs " + std::to_string(have) + " to add to it");
+            if (o.vectors && !f.exists("/spectrum/vectors_top") && f.rows("/spectrum/step") > 0)
+                throw Error("--vectors: " + o.file + ":/spectrum has earlier rows without eigenvectors; cannot add them now");
+        }
+    }
     if (info.status == "running")
         std::cerr << "tdyn: note: " << o.file << " has status running; if it is being written, writing the spectrum will fail\n";
 

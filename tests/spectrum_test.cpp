@@ -181,3 +181,21 @@ TEST(Reference, HessianEigenvaluesMatchScipyEigsh) {
 
 }  // namespace
 }  // namespace tdyn
+
+// tdyn spectrum on a run: appending with another K, or eigenvectors to a group whose earlier
+// rows have none, is refused before any computation, in one line, leaving the file as it was.
+TEST(Spectrum, AppendingToAnIncompatibleGroupIsRefusedUpFront) {
+    const std::string data = tdyn::test::temp_path("spec-data.h5"), run = tdyn::test::temp_path("spec-run.h5");
+    tdyn::test::write_data_file(data, 100, 10, 3, 2);
+    const auto tr = tdyn::test::run_tdyn("train --data " + data + " --arch 10-6-3 --steps 4 --save-theta-every 2 --spectrum-every 2 --eigs 2 --quiet --out " + run);
+    ASSERT_EQ(tr.exit_code, 0) << tr.err;
+    const std::string before = tdyn::test::slurp(run);
+    for (const std::string flags : {" --eigs 3", " --eigs 2 --vectors"}) {
+        const auto r = tdyn::test::run_tdyn("spectrum " + run + flags);
+        EXPECT_EQ(r.exit_code, 1) << flags;
+        EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+        EXPECT_EQ(tdyn::test::slurp(run), before) << flags;
+    }
+    const auto ok = tdyn::test::run_tdyn("spectrum " + run + " --eigs 2 --steps stored --quiet");
+    EXPECT_EQ(ok.exit_code, 0) << ok.err;
+}
