@@ -289,11 +289,16 @@ def _mark_divergence(run, ax):
 
 
 def fig_config(run):
+    import textwrap
+
     plt = _plt()
-    lines = run.summary()
-    fig = plt.figure(figsize=(10, 0.32 * len(lines) + 0.6))
-    fig.text(0.01, 0.97, "\n".join(lines), family="monospace", fontsize=9, va="top", ha="left", wrap=True)
-    fig.suptitle(f"Run configuration - {os.path.basename(run.path)}", x=0.01, ha="left", fontsize=11)
+    lines = []
+    for line in run.summary():
+        lines += textwrap.wrap(line, 118, subsequent_indent=" " * 14) or [""]
+    h = 0.19 * len(lines) + 0.75
+    fig = plt.figure(figsize=(11, h))
+    fig.text(0.01, 1 - 0.22 / h, f"Run configuration - {os.path.basename(run.path)}", fontsize=11, va="top", ha="left")
+    fig.text(0.01, 1 - 0.55 / h, "\n".join(lines), family="monospace", fontsize=9, va="top", ha="left")
     return fig
 
 
@@ -356,7 +361,7 @@ def fig_sharpness(run):
         ax.plot(s.step, top[:, 0], color="C0", lw=2, marker=marker, ms=3, label="lambda_max(H)")
         for i in range(1, K):
             ax.plot(s.step, top[:, i], color="C0", lw=0.8, alpha=max(0.25, 0.8 - 0.1 * i),
-                    label=f"lambda_2..{K}" if i == 1 else None)
+                    label=(f"lambda_2..lambda_{K}" if K > 2 else "lambda_2") if i == 1 else None)
     ax.axhline(2.0 / alpha, color="red", ls="--", lw=1.5, label=f"2/alpha = {2.0 / alpha:g}")
     ax.set_ylabel("eigenvalue of H")
     ax.set_title(_title(run, "Sharpness against the stability limit 2/alpha"))
@@ -391,10 +396,11 @@ def fig_jacobian(run):
     ax.axhline(-1.0, color="black", lw=1, ls="--")
     steps = np.repeat(s.step[:, None], mu.shape[1], axis=1)
     outside = np.abs(mu) > 1
-    ax.scatter(steps[~outside], mu[~outside], s=14, color="C0", label="mu, |mu| <= 1")
+    inside = np.isfinite(mu) & ~outside
+    if inside.any():
+        ax.scatter(steps[inside], mu[inside], s=14, color="C0", label="mu, |mu| <= 1")
     if outside.any():
-        ax.scatter(steps[outside], mu[outside], s=18, color="red", marker="x", label="mu, |mu| > 1 (stretched)")
-    ax.plot(s.step, np.nanmax(np.abs(mu), axis=1), color="C1", lw=1, label="max |mu|")
+        ax.scatter(steps[outside], mu[outside], s=18, color="red", marker="x", label="mu, |mu| > 1 (stretched by a step)")
     lo, hi = np.nanmin(mu), np.nanmax(mu)
     ax.set_ylim(min(lo, -1.0) - 0.1, max(hi, 1.0) + 0.1)
     ax.set_xlabel("step t")
