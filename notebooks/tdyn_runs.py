@@ -525,7 +525,82 @@ def fig_trace(run):
     return fig
 
 
+def fig_overview(run):
+    """Four panels in one figure (the README figure): loss and accuracy, gradient norm, sharpness
+    against 2/alpha, and the Lyapunov exponents (or, without them, the eigenvalues of J)."""
+    t = run.trajectory()
+    if t is None:
+        raise NoData("/trajectory holds no rows yet")
+    plt = _plt()
+    alpha = run.alpha
+    fig, axes = plt.subplots(2, 2, figsize=(12, 7.5))
+    a = axes[0, 0]
+    unit = " (nats)" if run.config.get("output") == "softmax-ce" else ""
+    a.plot(t.step, t.loss, color="C0", label="loss")
+    a.set_ylabel(f"training loss{unit}", color="C0")
+    b = a.twinx()
+    b.plot(t.step, t.accuracy, color="C1", label="accuracy")
+    b.set_ylabel("training accuracy (fraction)", color="C1")
+    b.set_ylim(0, 1)
+    a.set_title("loss and accuracy")
+    a = axes[0, 1]
+    a.semilogy(t.step, np.where(t.grad_norm > 0, t.grad_norm, np.nan), color="C2")
+    a.set_ylabel("||grad L(theta_t)|| (log scale)")
+    a.set_title("gradient norm")
+    a = axes[1, 0]
+    s = run.spectrum()
+    if s is not None and np.isfinite(s.hessian_top[:, 0]).any():
+        a.plot(s.step, s.lambda_max, "o-", ms=3, color="C0", label="lambda_max(H)")
+        if "hessian_bottom" in s.names and np.isfinite(s.hessian_bottom[:, 0]).any():
+            a.plot(s.step, s.hessian_bottom[:, 0], "o-", ms=3, color="C4", label="lambda_min(H)")
+        a.axhline(2.0 / alpha, color="red", ls="--", lw=1.5, label=f"2/alpha = {2.0 / alpha:g}")
+        a.axhline(0.0, color="black", lw=0.6)
+        a.legend(fontsize=8, loc="best")
+    else:
+        a.text(0.5, 0.5, "no /spectrum in this file", ha="center", va="center", transform=a.transAxes, color="gray")
+    a.set_ylabel("eigenvalue of H")
+    a.set_title("sharpness against the stability limit 2/alpha")
+    a = axes[1, 1]
+    ly = run.lyapunov()
+    if ly is not None:
+        for i in range(ly.exponents.shape[1]):
+            a.plot(ly.step, ly.exponents[:, i], lw=1.5 if i == 0 else 1, label=f"lambda_{i + 1}")
+        a.axhline(0.0, color="gray", lw=0.8)
+        a.set_ylabel("exponent per GD step (nats)")
+        a.set_title("Lyapunov exponents (running)")
+        a.legend(fontsize=8, loc="best")
+    elif s is not None and "jacobian" in s.names and np.isfinite(s.jacobian).any():
+        a.axhspan(-1, 1, color="green", alpha=0.07)
+        for v in (1.0, -1.0):
+            a.axhline(v, color="black", lw=1, ls="--")
+        steps = np.repeat(s.step[:, None], s.jacobian.shape[1], axis=1)
+        a.scatter(steps, s.jacobian, s=12, color="C0")
+        lo, hi = np.nanmin(s.jacobian), np.nanmax(s.jacobian)
+        a.set_ylim(min(lo, -1.0) - 0.1, max(hi, 1.0) + 0.1)
+        a.set_ylabel("eigenvalue mu of J = I - alpha H")
+        a.set_title("eigenvalues of J of largest |mu| against +1 and -1")
+    else:
+        a.text(0.5, 0.5, "no /lyapunov or /spectrum in this file", ha="center", va="center", transform=a.transAxes,
+               color="gray")
+        a.set_title("Lyapunov exponents")
+    for a in axes.flat:
+        _mark_divergence(run, a)
+        a.set_xlabel("step t")
+        a.grid(alpha=0.3)
+    c = run.config
+    arch = "-".join(str(w) for w in c.get("arch", []))
+    samples = c.get("samples", 0)
+    fig.suptitle(f"{os.path.basename(run.path)}: {arch} {c.get('activation', '')}, {c.get('output', '')}, "
+                 f"alpha = {alpha:g}, {'all' if not samples else samples} samples of {c.get('data', '?')}, "
+                 f"{'full batch' if not c.get('batch') else 'batch ' + str(c['batch'])}"
+                 + (" (running)" if c.get("status") == "running" else ""))
+    fig.tight_layout()
+    return fig
+
+
 FIGURES = [
+    ("overview", fig_overview,
+     "Four views of one run: the loss falls, the gradient norm shrinks, lambda_max(H) stays below 2/alpha while training is stable, and the top Lyapunov exponent says whether nearby trajectories separate."),
     ("config", fig_config,
      "The configuration and state of the run; status 'running' means the file is still being written, so re-run to see new rows."),
     ("loss_accuracy", fig_loss_accuracy,
@@ -713,6 +788,9 @@ def plot_sweep(sweep):
             ax.axvline(unstable, color="orange", lw=1.5, ls=":", label=f"first unstable alpha = {unstable:g}" if ax is a1 else None)
         if np.nanmin(a) > 0 and np.nanmax(a) / np.nanmin(a) > 5:
             ax.set_xscale("log")
+            ax.set_xticks(a[np.isfinite(a)])
+            ax.set_xticklabels([f"{v:g}" for v in a[np.isfinite(a)]])
+            ax.minorticks_off()
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8, loc="best")
     fig.tight_layout()

@@ -3,6 +3,7 @@
 # (the seed network: 784-50-10, sigmoid, softmax + cross-entropy, alpha = 0.1, full batch
 # over all 60000 training images), stored in runs/default.h5.
 # Extra arguments go to `tdyn train` (e.g. --steps 200, --force).
+# Ends by writing the run's figures (scripts/plot_run.py) into runs/default_figures/.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/scripts/setup.sh"
@@ -15,3 +16,6 @@ else
   "$root/build/tdyn" train --steps 1000 --save-theta-every 50 --out "$out" "$@"
 fi
 "$root/build/tdyn" info "$out"
+figures="$root/runs/default_figures"
+/usr/bin/python3 "$root/scripts/plot_run.py" "$out" -o "$figures"
+echo "run.sh: figures of $out are in $figures (interactive: notebooks/explore_run.ipynb)"
