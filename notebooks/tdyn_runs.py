@@ -405,7 +405,11 @@ def fig_jacobian(run):
     ax.set_ylim(min(lo, -1.0) - 0.1, max(hi, 1.0) + 0.1)
     ax.set_xlabel("step t")
     ax.set_ylabel(f"eigenvalue mu of J = I - alpha H (alpha = {alpha:g})")
-    ax.set_title(_title(run, f"The {mu.shape[1]} eigenvalues of J of largest |mu|"))
+    title = _title(run, f"The {mu.shape[1]} eigenvalues of J of largest |mu|")
+    if "hessian_bottom" not in s.names or not np.isfinite(s.hessian_bottom).any():
+        # mu = 1 - alpha lambda: without the bottom of H's spectrum, mu > 1 (negative curvature) is unknown
+        title += "\nfrom the top of H only (--which top): mu = 1 - alpha lambda_min, possibly > 1, is not included"
+    ax.set_title(title, fontsize=11)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
@@ -515,7 +519,7 @@ def fig_trace(run):
     ax.errorbar(tr.step, tr.trace, yerr=tr.standard_error, fmt="o-", ms=4, capsize=3, label="tr H +- standard error")
     s = run.spectrum()
     if s is not None:
-        ax.plot(s.step, s.lambda_max, color="C0", alpha=0.5, lw=1, label="lambda_max(H)")
+        ax.plot(s.step, s.lambda_max, color="C3", alpha=0.7, lw=1, label="lambda_max(H), for scale")
     ax.set_xlabel("step t")
     ax.set_ylabel("trace of H (sum of eigenvalues)")
     ax.set_title(_title(run, "Trace of H (Hutchinson)"))
@@ -578,7 +582,8 @@ def fig_overview(run):
         lo, hi = np.nanmin(s.jacobian), np.nanmax(s.jacobian)
         a.set_ylim(min(lo, -1.0) - 0.1, max(hi, 1.0) + 0.1)
         a.set_ylabel("eigenvalue mu of J = I - alpha H")
-        a.set_title("eigenvalues of J of largest |mu| against +1 and -1")
+        top_only = "hessian_bottom" not in s.names or not np.isfinite(s.hessian_bottom).any()
+        a.set_title("eigenvalues of J of largest |mu| against +1 and -1" + ("\n(from the top of H only)" if top_only else ""))
     else:
         a.text(0.5, 0.5, "no /lyapunov or /spectrum in this file", ha="center", va="center", transform=a.transAxes,
                color="gray")
