@@ -288,6 +288,13 @@ def _mark_divergence(run, ax):
         ax.axvline(c["diverged_at"], color="red", lw=1, ls=":", label=f"diverged at t = {c['diverged_at']}")
 
 
+def _loss_scale(ax, loss):
+    """Log y when the loss spans more than three decades (a diverging run)."""
+    fin = loss[np.isfinite(loss) & (loss > 0)]
+    if len(fin) and fin.max() / fin.min() > 1e3:
+        ax.set_yscale("log")
+
+
 def fig_config(run):
     import textwrap
 
@@ -313,6 +320,7 @@ def fig_loss_accuracy(run):
     a1.plot(t.step, t.loss, color="C0")
     a1.set_xlabel("step t")
     a1.set_ylabel(f"training loss L(theta_t){unit}")
+    _loss_scale(a1, t.loss)
     a1.set_title(f"loss{batch}")
     a2.plot(t.step, t.accuracy, color="C1")
     a2.set_xlabel("step t")
@@ -542,6 +550,7 @@ def fig_overview(run):
     unit = " (nats)" if run.config.get("output") == "softmax-ce" else ""
     a.plot(t.step, t.loss, color="C0", label="loss")
     a.set_ylabel(f"training loss{unit}", color="C0")
+    _loss_scale(a, t.loss)
     b = a.twinx()
     b.plot(t.step, t.accuracy, color="C1", label="accuracy")
     b.set_ylabel("training accuracy (fraction)", color="C1")
@@ -652,7 +661,8 @@ def save_figures(run, folder, names=None, dpi=110, log=print):
                 log(f"skipped {name}: {e}")
             continue
         path = os.path.join(folder, f"{name}.png")
-        fig.savefig(path, dpi=dpi)
+        with np.errstate(over="ignore"):  # tick computation on log axes of a diverged run
+            fig.savefig(path, dpi=dpi)
         plt.close(fig)
         written.append(path)
         if log:
