@@ -715,7 +715,9 @@ def _num(text):
 
 def read_sweep(path):
     """sweep.csv -> Series of arrays sorted by alpha (numbers as float, NaN where missing); run_file
-    paths are made absolute relative to the CSV's folder."""
+    paths are made absolute relative to the CSV's folder. A folder means FOLDER/sweep.csv."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "sweep.csv")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     missing = [c for c in ("alpha", "status") if rows and c not in rows[0]]
