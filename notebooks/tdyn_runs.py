@@ -209,8 +209,12 @@ class RunFile:
         return self._group("/lyapunov", ["step", "log_growth", "exponents"])
 
     def perturbation(self):
-        """Finite-perturbation cross-check: step, log_growth, exponent [n_p]; attrs eps."""
-        return self._group("/lyapunov/perturbation", ["step", "log_growth", "exponent"])
+        """Finite-perturbation cross-check: step, log_growth, exponent [n_p]; attrs eps (from /lyapunov when
+        the subgroup has none)."""
+        p = self._group("/lyapunov/perturbation", ["step", "log_growth", "exponent"])
+        if p is not None and "eps" not in p.attrs and "eps" in self._file["/lyapunov"].attrs:
+            p.attrs["eps"] = _plain(self._file["/lyapunov"].attrs["eps"])
+        return p
 
     def overlap(self):
         """|cos| of the leading tangent vector with the top eigenvectors of H: step [n_o], overlap [n_o x K]."""
@@ -431,20 +435,21 @@ def fig_lyapunov(run):
     plt = _plt()
     q = max(1, int(ly.attrs.get("qr_every", 1)))
     warmup = int(ly.attrs.get("warmup", 0))
+    t0 = int(ly.attrs.get("from", 0))
     p = run.perturbation()
     M = ly.exponents.shape[1]
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(9, 7.5), sharex=True)
     for i in range(M):
         a1.plot(ly.step, ly.exponents[:, i], color=f"C{i % 10}", lw=1.8 if i == 0 else 1.1, label=f"lambda_{i + 1}")
     if p is not None:
-        a1.plot(p.step, p.exponent, color="black", ls="--", lw=1.2,
-                label=f"finite perturbation (eps = {p.attrs.get('eps', float('nan')):g})")
+        eps = p.attrs.get("eps", ly.attrs.get("eps", float("nan")))
+        a1.plot(p.step, p.exponent, color="black", ls="--", lw=1.2, label=f"finite perturbation (eps = {eps:g})")
     a1.axhline(0.0, color="gray", lw=0.8)
     a1.set_ylabel("exponent per GD step (nats)")
     a1.set_title(_title(run, f"Lyapunov exponents (running), M = {M}, QR every {q}"))
     # finite-time exponents: log |R_ii| of each QR step, per GD step
     ft = ly.log_growth / q
-    counted = ly.step > warmup if warmup > 0 else np.ones(len(ly), bool)
+    counted = ly.step - t0 + 1 > warmup  # docs/FORMAT.md: a QR row counts once t - t0 + 1 > W
     for i in range(M):
         vals = ft[counted, i]
         vals = vals[np.isfinite(vals)]
@@ -459,7 +464,7 @@ def fig_lyapunov(run):
     a2.set_title("finite-time exponents: log |R_ii| / q of each QR step (spread in the legend)")
     for a in (a1, a2):
         if warmup > 0:
-            a.axvspan(ly.step[0] - q, warmup, color="gray", alpha=0.12, label="warm-up" if a is a1 else None)
+            a.axvspan(t0, t0 + warmup - 1, color="gray", alpha=0.12, label="warm-up" if a is a1 else None)
         a.grid(alpha=0.3)
         a.legend(loc="best", fontsize=8)
     # the running values are what matters: do not let early transients set the scale
