@@ -771,9 +771,10 @@ def write_sweep(path, rows):
 
 
 def first_unstable_alpha(sweep):
-    """Smallest alpha whose run diverged, whose final lambda_max exceeds 2/alpha, or whose top exponent is
-    positive; NaN when none is."""
-    bad = (sweep.status == "diverged") | (sweep.lambda_max > sweep.two_over_alpha) | (sweep.top_exponent > 0)
+    """Smallest alpha whose run diverged or ended with lambda_max(H) > 2/alpha (a step overshoots along the
+    sharpest direction); NaN when none did. The top exponent is not used: small positive exponents also come
+    from negative curvature (J's eigenvalue 1 - alpha lambda_min > 1) in perfectly stable training."""
+    bad = (sweep.status == "diverged") | (sweep.lambda_max > sweep.two_over_alpha)
     return float(sweep.alpha[bad].min()) if bad.any() else math.nan
 
 
@@ -803,6 +804,9 @@ def plot_sweep(sweep):
     if div.any():
         a3.plot(a[div], np.where(np.isfinite(sweep.final_loss[div]), sweep.final_loss[div], np.nan), "x", color="red", ms=9, mew=2)
     a3.set_ylabel("final training loss")
+    fin = sweep.final_loss[np.isfinite(sweep.final_loss) & (sweep.final_loss > 0)]
+    if len(fin) and fin.max() / fin.min() > 30:
+        a3.set_yscale("log")
     a3.set_xlabel("learning rate alpha")
     unstable = first_unstable_alpha(sweep)
     for ax in (a1, a2, a3):
