@@ -67,18 +67,26 @@ if [ "$mode" = full ]; then
   plots "$tmp/run.h5" "$tmp/fig" "overview config loss_accuracy grad_norm sharpness jacobian lyapunov density trace"
   TDYN_RUN="$tmp/run.h5" execute explore_run.ipynb full 8
 
-  # A two-point learning-rate sweep: the run above and one at alpha = 4 (2/alpha = 0.5, below lambda_max).
-  "$tdyn" train --data-dir "$data" --samples 300 --steps 20 --lr 4 --spectrum-every 20 --which top --eigs 1 \
-    --lyapunov 3 --out "$tmp/run_4.h5" --quiet >"$tmp/tdyn.log" 2>&1 || { cat "$tmp/tdyn.log"; fail "tdyn train --lr 4"; }
-  "$py" - "$tmp" "$root" <<'PY' || fail "writing the sweep table"
+  # A two-point learning-rate sweep, alpha = 0.5 and 4 (2/alpha = 0.5, below lambda_max): with
+  # scripts/sweep_lr.sh when the tree has it (the producer of sweep.csv), else a table built from run files.
+  if [ -f "$root/scripts/sweep_lr.sh" ]; then
+    TDYN="$tdyn" bash "$root/scripts/sweep_lr.sh" -o "$tmp/sweep" --lrs "0.5 4" --steps 20 --samples 300 \
+      -- --data-dir "$data" >"$tmp/tdyn.log" 2>&1 || { cat "$tmp/tdyn.log"; fail "scripts/sweep_lr.sh"; }
+  else
+    mkdir -p "$tmp/sweep"
+    cp "$tmp/run.h5" "$tmp/sweep/lr_0.5.h5"
+    "$tdyn" train --data-dir "$data" --samples 300 --steps 20 --lr 4 --spectrum-every 20 --which top --eigs 1 \
+      --lyapunov 3 --out "$tmp/sweep/lr_4.h5" --quiet >"$tmp/tdyn.log" 2>&1 || { cat "$tmp/tdyn.log"; fail "tdyn train --lr 4"; }
+    "$py" - "$tmp/sweep" "$root" <<'PY' || fail "writing the sweep table"
 import os, sys
 sys.path.insert(0, os.path.join(sys.argv[2], "notebooks"))
 import tdyn_runs
-tmp = sys.argv[1]
-tdyn_runs.write_sweep(f"{tmp}/sweep.csv", tdyn_runs.sweep_rows([f"{tmp}/run.h5", f"{tmp}/run_4.h5"]))
+d = sys.argv[1]
+tdyn_runs.write_sweep(f"{d}/sweep.csv", tdyn_runs.sweep_rows([f"{d}/lr_0.5.h5", f"{d}/lr_4.h5"]))
 PY
-  cat "$tmp/sweep.csv"
-  TDYN_SWEEP="$tmp/sweep.csv" execute lr_sweep.ipynb sweep 3
+  fi
+  cat "$tmp/sweep/sweep.csv"
+  TDYN_SWEEP="$tmp/sweep/sweep.csv" execute lr_sweep.ipynb sweep 3
 elif [ "$mode" = bare ]; then
   "$tdyn" train --data-dir "$data" --samples 200 --steps 5 --out "$tmp/bare.h5" --quiet >"$tmp/tdyn.log" 2>&1 ||
     { cat "$tmp/tdyn.log"; fail "tdyn train"; }
