@@ -4,6 +4,7 @@
 # over all 60000 training images) with the sharpness every 50 steps and 3 tangent vectors
 # for the top Lyapunov exponents, stored in runs/default.h5.
 # Extra arguments go to `tdyn train` (e.g. --steps 200, --force).
+# Ends by writing the run's figures (scripts/plot_run.py) into runs/default_figures/.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/scripts/setup.sh"
@@ -17,3 +18,6 @@ else
     --lyapunov 3 --out "$out" "$@"
 fi
 "$root/build/tdyn" info "$out"
+figures="$root/runs/default_figures"
+/usr/bin/python3 "$root/scripts/plot_run.py" "$out" -o "$figures"
+echo "run.sh: figures of $out are in $figures (interactive: notebooks/explore_run.ipynb)"

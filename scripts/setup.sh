@@ -12,7 +12,8 @@ packages=(
   libeigen3-dev libspectra-dev libhdf5-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   npm dataset-fashion-mnist
-  python3 python3-numpy python3-h5py
+  python3 python3-numpy python3-h5py python3-matplotlib
+  python3-nbconvert python3-nbformat python3-nbclient python3-ipykernel python3-jupyter-client
 )
 missing=()
 for p in "${packages[@]}"; do
