@@ -20,7 +20,7 @@ struct InfoOptions {
 struct Analyses {
     Index spectrum_rows = 0, spectrum_step = -1, unstable = 0;
     double lambda_max = NAN, two_over_alpha = NAN, max_abs_mu = NAN;
-    bool converged = true;
+    bool converged = true, top_only = false;
     Index lyapunov_rows = 0, lyapunov_step = -1, lyapunov_from = 0, counted = 0;
     Vector exponents;
     double perturbation_exponent = NAN;
@@ -38,6 +38,7 @@ Analyses read_analyses(h5::File& f) {
         a.unstable = Index(f.read_row("/spectrum/unstable", j)[0]);
         a.max_abs_mu = f.read_row("/spectrum/max_abs_mu", j)[0];
         a.converged = f.read_row("/spectrum/converged", j)[0] != 0;
+        a.top_only = !f.read_row("/spectrum/hessian_bottom", j).array().isFinite().any();
     }
     if (f.exists("/lyapunov/step") && f.rows("/lyapunov/step") > 0) {
         const hsize_t n = f.rows("/lyapunov/step"), j = n - 1;
@@ -81,7 +82,8 @@ int run_info(const InfoOptions& o) {
             std::cout << ", \"spectrum\": {\"rows\": " << an.spectrum_rows << ", \"step\": " << an.spectrum_step
                       << ", \"lambda_max\": " << json_number(an.lambda_max) << ", \"two_over_alpha\": " << json_number(an.two_over_alpha)
                       << ", \"unstable\": " << an.unstable << ", \"max_abs_mu\": " << json_number(an.max_abs_mu)
-                      << ", \"converged\": " << (an.converged ? "true" : "false") << "}";
+                      << ", \"converged\": " << (an.converged ? "true" : "false")
+                      << ", \"bottom_computed\": " << (an.top_only ? "false" : "true") << "}";
         if (an.lyapunov_rows) {
             std::cout << ", \"lyapunov\": {\"rows\": " << an.lyapunov_rows << ", \"step\": " << an.lyapunov_step
                       << ", \"from\": " << an.lyapunov_from << ", \"counted_steps\": " << an.counted << ", \"exponents\": [";
@@ -113,7 +115,11 @@ int run_info(const InfoOptions& o) {
         std::cout << "  stability   at step " << an.spectrum_step << " (last of " << an.spectrum_rows << " analyses): lambda_max(H) "
                   << an.lambda_max << " vs 2/alpha " << an.two_over_alpha << "; " << an.unstable
                   << " eigenvalue(s) of J found outside the unit circle, max |mu| " << an.max_abs_mu
-                  << (an.converged ? "" : " (NOT converged)") << "\n";
+                  << (an.converged ? "" : " (NOT converged)")
+                  << (an.top_only ? " among those of the top of H only (bottom not computed: negative eigenvalues of H "
+                                    "also give |mu| > 1; tdyn spectrum --which both)"
+                                  : "")
+                  << "\n";
     if (an.lyapunov_rows) {
         std::cout << "  lyapunov    exponents per step over steps " << an.lyapunov_from << ".." << an.lyapunov_step + 1 << " ("
                   << an.counted << " counted" << (an.lyapunov_complete ? "" : ", incomplete") << "):";

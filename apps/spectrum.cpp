@@ -79,7 +79,8 @@ void print_analysis(const std::string& file, Index step, const SpectrumAnalysis&
     if (a.bottom.values.size()) std::cout << "\n  H bottom  " << a.bottom.values.transpose() << "   (residuals " << a.bottom.residuals.transpose() << ")";
     std::cout << "\n  J extreme " << a.jacobian.transpose() << "\n  stability lambda_max " << a.stability.lambda_max
               << " vs 2/alpha " << a.stability.two_over_alpha << "; " << a.stability.unstable
-              << " eigenvalue(s) of J found outside the unit circle; max |mu| " << a.stability.max_abs_mu << "\n";
+              << " eigenvalue(s) of J found outside the unit circle; max |mu| " << a.stability.max_abs_mu
+              << (a.bottom.values.size() ? "" : " (top of H only: negative eigenvalues of H also give |mu| > 1)") << "\n";
     if (a.trace.probes) std::cout << "  trace     " << a.trace.trace << " +- " << a.trace.standard_error << " (" << a.trace.probes << " probes)\n";
     if (a.density.probes) std::cout << "  density   " << a.density.grid.size() << " grid points, sigma " << a.density.sigma << "\n";
     std::cout << "  " << a.matvecs << " HVPs" << (a.converged ? "" : ", NOT CONVERGED (" + a.top.status + "/" + a.bottom.status + ")") << "\n";
