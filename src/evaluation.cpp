@@ -29,11 +29,18 @@ XPath parse_xpath(const std::string& name) {
 
 namespace {
 
+/// Below this many elements a pass runs on one thread: the fork/join costs more than it saves.
+constexpr Index kParallelElems = Index(1) << 16;
+
+/// Number of row chunks of the fixed-order reductions: one per OpenMP thread for large k, one
+/// for small k. Depends on k and the thread count only.
+Index thread_chunks(Index k) {
 #ifdef _OPENMP
-Index thread_chunks() { return std::max(1, omp_get_max_threads()); }
-#else
-Index thread_chunks() { return 1; }
+    if (k >= 2048) return std::max(1, omp_get_max_threads());
 #endif
+    (void)k;
+    return 1;
+}
 
 /// Row range [r0, r1) of chunk t of T over k rows: depends on k and T only, never on timing.
 inline Index chunk_begin(Index k, Index t, Index T) { return k * t / T; }
@@ -43,7 +50,7 @@ template <class Src, class Dst>
 void cast_rows(const Src& src, Dst& dst) {
     dst.resize(src.rows(), src.cols());
     const Index rows = src.rows();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (src.size() >= kParallelElems)
     for (Index i = 0; i < rows; ++i) dst.row(i) = src.row(i).template cast<typename Dst::Scalar>();
 }
 
@@ -51,7 +58,7 @@ void cast_rows(const Src& src, Dst& dst) {
 template <class M, class O>
 void reduce_in_order(const std::vector<M>& acc, Index T, O& out) {
     const Index rows = out.rows();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (T > 1 && out.size() >= kParallelElems)
     for (Index i = 0; i < rows; ++i) {
         out.row(i) = acc[0].row(i);
         for (Index t = 1; t < T; ++t) out.row(i) += acc[t].row(i);
@@ -99,7 +106,7 @@ void InputMatrix::transpose_product(const Eigen::Ref<const RowMatrixT<S>>& C, Ei
 template <class S>
 void InputMatrix::chunked_transpose_product(const Eigen::Ref<const RowMatrixT<S>>& C,
                                             Eigen::Ref<RowMatrixT<S>> out) const {
-    const Index k = rows(), d = cols(), n = C.cols(), T = thread_chunks();
+    const Index k = rows(), d = cols(), n = C.cols(), T = thread_chunks(k);
     auto& acc = [this]() -> auto& {
         if constexpr (std::is_same_v<S, float>) return m_acc32;
         else return m_acc64;
@@ -110,7 +117,7 @@ void InputMatrix::chunked_transpose_product(const Eigen::Ref<const RowMatrixT<S>
     // (784 x 256 doubles = 1.6 MB) stays in cache while the chunk's rows stream through.
     constexpr Index tile = std::is_same_v<S, float> ? 512 : 256;
     constexpr Index row_block = 256;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (T > 1)
     for (Index t = 0; t < T; ++t) {
         const Index r0 = chunk_begin(k, t, T), r1 = chunk_begin(k, t + 1, T);
         RowMatrixT<S>& a = acc[t];
@@ -275,7 +282,7 @@ void Evaluation::activate_rows(const RowMatrix& A, RowMatrix& Z) const {
     Z.resize(A.rows(), A.cols());
     const Index k = A.rows();
     const Activation f = m_arch.hidden;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (A.size() >= kParallelElems)
     for (Index r0 = 0; r0 < k; r0 += kRowTask) {
         const Index nr = std::min(kRowTask, k - r0);
         // Z = f(A)
@@ -287,7 +294,7 @@ void Evaluation::derivative_rows(const RowMatrix& A, const RowMatrix& Z, RowMatr
     const Index k = A.rows();
     D1.resize(A.rows(), A.cols());
     const Activation f = m_arch.hidden;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (A.size() >= kParallelElems)
     for (Index r0 = 0; r0 < k; r0 += kRowTask) {
         const Index nr = std::min(kRowTask, k - r0);
         const auto a = A.middleRows(r0, nr).array();
@@ -305,10 +312,10 @@ void Evaluation::derivative_rows(const RowMatrix& A, const RowMatrix& Z, RowMatr
 
 void Evaluation::chunked_at_b(const Eigen::Ref<const RowMatrix>& A, const Eigen::Ref<const RowMatrix>& B,
                               Eigen::Ref<RowMatrix> out) const {
-    const Index k = A.rows(), T = thread_chunks();
+    const Index k = A.rows(), T = thread_chunks(k);
     assert(B.rows() == k && out.rows() == A.cols() && out.cols() == B.cols());
     if (Index(m_acc.size()) < T) m_acc.resize(T);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (T > 1)
     for (Index t = 0; t < T; ++t) {
         const Index r0 = chunk_begin(k, t, T), r1 = chunk_begin(k, t + 1, T);
         // acc_t = A[r0:r1]^T B[r0:r1]
@@ -319,9 +326,9 @@ void Evaluation::chunked_at_b(const Eigen::Ref<const RowMatrix>& A, const Eigen:
 
 template <class S>
 void Evaluation::chunked_colsum(const Eigen::Ref<const RowMatrixT<S>>& B, double* out) const {
-    const Index k = B.rows(), n = B.cols(), T = thread_chunks();
+    const Index k = B.rows(), n = B.cols(), T = thread_chunks(k);
     if (Index(m_acc.size()) < T) m_acc.resize(T);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (T > 1)
     for (Index t = 0; t < T; ++t) {
         const Index r0 = chunk_begin(k, t, T), r1 = chunk_begin(k, t + 1, T);
         // acc_t = 1^T B[r0:r1], in double
@@ -350,7 +357,7 @@ void Evaluation::forward() {
         Z.resize(A.rows(), A.cols());
         const auto b = bias(m_arch, m_theta, l - 1).transpose();
         const Activation f = m_arch.hidden;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (A.size() >= kParallelElems)
         for (Index r0 = 0; r0 < k; r0 += kRowTask) {
             const Index nr = std::min(kRowTask, k - r0);
             A.middleRows(r0, nr).rowwise() += b;
@@ -367,7 +374,7 @@ void Evaluation::forward() {
     m_sample_loss.resize(k);
     Index correct = 0;
     const Output out = m_arch.output;
-#pragma omp parallel for schedule(static) reduction(+ : correct)
+#pragma omp parallel for schedule(static) reduction(+ : correct) if (AL.size() >= kParallelElems)
     for (Index i = 0; i < k; ++i) {
         double* a = AL.data() + i * c;
         for (Index j = 0; j < c; ++j) a[j] += bL[j];
@@ -409,7 +416,7 @@ void Evaluation::backward() {
     dL.resize(k, c);
     const double inv_k = 1.0 / double(k);
     const Output out = m_arch.output;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (dL.size() >= kParallelElems)
     for (Index i = 0; i < k; ++i) {
         const double* y = m_Y.data() + i * c;
         const double* t = m_T.data() + i * m_T.outerStride();
@@ -448,7 +455,7 @@ void Evaluation::backward() {
             const Activation f = m_arch.hidden;
             const RowMatrix& A = m_A[l - 2];
             const RowMatrix& Z = m_Z[l - 2];
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (A.size() >= kParallelElems)
             for (Index r0 = 0; r0 < k; r0 += kRowTask) {
                 const Index nr = std::min(kRowTask, k - r0);
                 times_d1_array(f, A.middleRows(r0, nr).array(), Z.middleRows(r0, nr).array(),

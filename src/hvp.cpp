@@ -26,6 +26,9 @@ namespace tdyn {
 
 namespace {
 
+/// Below this many elements a pass runs on one thread: the fork/join costs more than it saves.
+constexpr Index kParallelElems = Index(1) << 16;
+
 /// Vectors per chunk of a block: the wide buffers (k x n_1 M, a few of them) stay near
 /// 200 MB each, so a block of any size fits in memory and pages stay warm between chunks.
 /// Depends on k and the widths only, so results are reproducible.
@@ -34,6 +37,10 @@ Index chunk_size(Index k, Index widest, Index M) {
     const Index cap = std::clamp<Index>(Index(budget / (8.0 * double(k) * double(widest))), 1, 16);
     const Index chunks = (M + cap - 1) / cap;
     return (M + chunks - 1) / chunks;  // even split: 32 -> 8 x 4, not 10 + 10 + 10 + 2
+}
+
+Index widest_hidden(const Architecture& arch) {
+    return *std::max_element(arch.widths.begin() + 1, arch.widths.end());
 }
 
 }  // namespace
@@ -62,7 +69,7 @@ void Evaluation::block_product(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Mat
         }
         m_have_curvature = true;
     }
-    const Index widest = *std::max_element(m_arch.widths.begin() + 1, m_arch.widths.end());
+    const Index widest = widest_hidden(m_arch);
     const Index mc = chunk_size(k, widest, M);
     for (Index m0 = 0; m0 < M; m0 += mc) {
         const Index n = std::min(mc, M - m0);
@@ -119,6 +126,7 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
             m_VWTcat[l].middleCols(m * w[l - 1], w[l - 1]) = VW(m, l).transpose();
         }
     }
+    const Index wide = k * widest_hidden(m_arch) * M;  // elements of the widest k x n M block
     auto rows_view = [&](RowMatrix& B, Index width) { return RowMap(B.data(), k * M, width); };
 
     // ---- forward R-pass
@@ -132,7 +140,7 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
         RZ.resize(k, nh * M);
         const RowMatrix& f1 = m_fd1[h - 1];
         const Eigen::RowVectorXd& b1cat = m_bcat[1];
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (wide >= kParallelElems)
         for (Index i = 0; i < k; ++i) {
             for (Index m = 0; m < M; ++m) {
                 auto rz = RZ.row(i).segment(m * nh, nh).array();
@@ -149,7 +157,7 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
         rows_view(RA, w[l]).noalias() = rows_view(RZ, nh) * weight(m_arch, m_theta, l);
         RA.noalias() += m_Z[h - 1] * m_VWcat[l];
         const Eigen::RowVectorXd& blcat = m_bcat[l];
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (wide >= kParallelElems)
         for (Index i = 0; i < k; ++i) RA.row(i) += blcat;
     }
 
@@ -163,10 +171,10 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
             // no hidden layer: R{A_L} = R{A_1} + 1 V_b1^T, in float64
             m_RA[1].resize(k, c * M);
             const Eigen::RowVectorXd& b1cat = m_bcat[1];
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (wide >= kParallelElems)
             for (Index i = 0; i < k; ++i) m_RA[1].row(i) = RA1.row(i).template cast<double>() + b1cat;
         }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (wide >= kParallelElems)
         for (Index i = 0; i < k; ++i) {
             const double* y = m_Y.data() + i * c;
             const double* t = m_T.data() + i * m_T.outerStride();
@@ -228,7 +236,7 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
         const RowMatrix& f1 = m_fd1[h - 1];
         const RowMatrix& f2 = m_fd2[h - 1];
         const Eigen::RowVectorXd& b1cat = m_bcat[1];
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (wide >= kParallelElems)
         for (Index i = 0; i < k; ++i) {
             for (Index m = 0; m < M; ++m) {
                 auto p = RZ.row(i).segment(m * nh, nh).array();
@@ -250,7 +258,7 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
     }
     if (L == 1) {
         // no hidden layer: R{delta_1} = R{delta_L}, into the wide S block for X^T
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (wide >= kParallelElems)
         for (Index i = 0; i < k; ++i) RA1.row(i) = Rd.row(i).template cast<S>();
     }
     // layer 1: R{db_1} = column sums of R{delta_1};  R{dW_1} = X^T R{delta_1}, one wide product
