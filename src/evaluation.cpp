@@ -278,6 +278,31 @@ void d2_array(Activation f, const A& a, const Z& z, D&& d2) {
 
 }  // namespace
 
+// Small problems (mini-batches, tests) run on one thread: OpenMP fork/join and Eigen's parallel
+// GEMM, whose threads spin-wait for each other, cost more than they save there, and on a
+// shared machine a descheduled partner turns each spin into lost time slices (measured with
+// k = 2000, 40-30-5 under load: 600 steps took 66 s on 2 threads, 0.36 s on one).
+// omp_set_num_threads changes only the calling thread's ICV; Eigen reads it via
+// omp_get_max_threads() (tdyn never calls Eigen::setNbThreads).
+Evaluation::SerialIfSmall::SerialIfSmall(const Evaluation& e) {
+#ifdef _OPENMP
+    constexpr double kSmallWork = 5e7;  // k P; 784-50-10 (P = 39760): k < 1258
+    if (double(e.samples()) * double(e.num_params()) < kSmallWork && omp_get_max_threads() > 1 &&
+        !omp_in_parallel()) {
+        m_saved = omp_get_max_threads();
+        omp_set_num_threads(1);
+    }
+#else
+    (void)e;
+#endif
+}
+
+Evaluation::SerialIfSmall::~SerialIfSmall() {
+#ifdef _OPENMP
+    if (m_saved > 0) omp_set_num_threads(m_saved);
+#endif
+}
+
 void Evaluation::activate_rows(const RowMatrix& A, RowMatrix& Z) const {
     Z.resize(A.rows(), A.cols());
     const Index k = A.rows();
@@ -345,6 +370,7 @@ template void Evaluation::chunked_colsum<double>(const Eigen::Ref<const RowMatri
 template void Evaluation::chunked_colsum<float>(const Eigen::Ref<const RowMatrixF>&, double*) const;
 
 void Evaluation::forward() {
+    const SerialIfSmall serial(*this);
     const Index L = m_arch.layers(), k = samples(), c = m_arch.outputs();
     // A_1 = X W_1  (b_1 is added below, in the pass that applies f)
     m_A[0].resize(k, m_arch.widths[1]);
@@ -407,6 +433,7 @@ void Evaluation::forward() {
 }
 
 void Evaluation::backward() {
+    const SerialIfSmall serial(*this);
     const Index L = m_arch.layers(), k = samples(), c = m_arch.outputs();
     // delta_L = dL/dA_L:
     //   softmax-ce:  (y sum_j t_j - t) / k        (= (Y - T)/k for one-hot targets)

@@ -59,6 +59,7 @@ void Evaluation::block_product(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Mat
     assert(V.rows() == P && out.rows() == P && out.cols() == M);
     (void)P;
     gradient();  // delta_l, l = 1..L
+    const SerialIfSmall serial(*this);
     if (!m_have_curvature) {
         // f'(A_l) and (delta_{l+1} W_{l+1}^T) .* f''(A_l) for the hidden layers: the same for every v.
         m_fd1.resize(L - 1);

@@ -146,6 +146,19 @@ private:
     template <class S>
     void chunked_colsum(const Eigen::Ref<const RowMatrixT<S>>& B, double* out) const;
     mutable std::vector<RowMatrix> m_acc;  // per-chunk accumulators of chunked_at_b / chunked_colsum
+    /// Runs a pass on the calling thread alone when the problem is small (k P below a fixed
+    /// bound): sets the thread's own OpenMP thread count, which Eigen's GEMM also reads, to 1,
+    /// and restores it on scope exit (evaluation.cpp).
+    class SerialIfSmall {
+    public:
+        explicit SerialIfSmall(const Evaluation& e);
+        ~SerialIfSmall();
+        SerialIfSmall(const SerialIfSmall&) = delete;
+        SerialIfSmall& operator=(const SerialIfSmall&) = delete;
+
+    private:
+        int m_saved = 0;
+    };
     // Wide R-operator scratch for a chunk of at most m_chunk vectors, kept between products:
     //   m_RA1_64/32 = X [V_W1^(1) ...] (k x n_1 m), then R{delta_1} in place (the X path's scalar)
     //   m_RA[l], m_RZ[l], m_Rd[l]: R{A_l}, R{Z_l}, R{delta_l} of layers l >= 2 / hidden layers
