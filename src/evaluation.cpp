@@ -410,11 +410,12 @@ void Evaluation::forward() {
         if (out == Output::SoftmaxCE) {
             double m = a[0];
             for (Index j = 1; j < c; ++j) m = std::max(m, a[j]);
+            // e_j = exp(a_j - max a), s = sum e_j:  y_j = e_j / s,  log y_j = a_j - (max a + log s)
             double s = 0;
-            for (Index j = 0; j < c; ++j) s += std::exp(a[j] - m);
-            const double lse = m + std::log(s);
+            for (Index j = 0; j < c; ++j) s += (y[j] = std::exp(a[j] - m));
+            const double lse = m + std::log(s), inv_s = 1.0 / s;
             for (Index j = 0; j < c; ++j) {
-                y[j] = std::exp(a[j] - lse);
+                y[j] *= inv_s;
                 if (t[j] != 0) li -= t[j] * (a[j] - lse);
             }
         } else {
