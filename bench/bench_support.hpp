@@ -147,4 +147,27 @@ struct Timer {
     double median() const { return bench::median(t); }
 };
 
+/// The yardstick re-timed next to every iteration of a benchmark (untimed for the operation):
+/// on a shared machine whose load changes within a run, the median of the per-iteration
+/// ratios (operation time / adjacent yardstick time) is steadier than a ratio to the
+/// yardstick measured once at program start. Counter `x_units_adj` (per call) uses it.
+struct AdjacentYardstick {
+    const RowMatrix& X;
+    RowMatrix W, out;
+    std::vector<double> ratio;
+    explicit AdjacentYardstick(Index k)
+        : X(mnist(k).X), W(RowMatrix::Random(X.cols(), 50) * 0.05), out(X.rows(), 50) {
+        out.noalias() = X * W;  // warm-up
+    }
+    /// Times one yardstick product and records t_op / t_yardstick.
+    void record(double t_op) {
+        const auto t0 = Clock::now();
+        out.noalias() = X * W;
+        benchmark::DoNotOptimize(out.data());
+        benchmark::ClobberMemory();
+        ratio.push_back(t_op / seconds_since(t0));
+    }
+    double median_ratio() const { return bench::median(ratio); }
+};
+
 }  // namespace tdyn::bench

@@ -7,7 +7,8 @@
 //   BM_Step/k/path/p       one gradient-descent step theta -= 0.1 grad (reset + gradient + axpy)
 //
 // path: 0 = dense, 1 = sparse (CSR);  p: 64 = float64, 32 = float32 products with X.
-// Counters: ms (median per call), x_units = ms / yardstick ms of the same k.
+// Counters: ms (median per call), x_units = ms / yardstick ms of the same k; BM_Gradient also
+// x_units_adj = median over iterations of (call time / yardstick timed right after it).
 //
 //   build-bench/evaluation_bench [--k=1000,10000,60000] [--seconds=1.5] [benchmark flags]
 #include "bench_support.hpp"
@@ -24,10 +25,11 @@ const Architecture& arch() {
     return a;
 }
 
-void set_counters(benchmark::State& state, Index k, const Timer& tm) {
+void set_counters(benchmark::State& state, Index k, const Timer& tm, const AdjacentYardstick* adj = nullptr) {
     const double s = tm.median();
     state.counters["ms"] = s * 1e3;
     state.counters["x_units"] = s / x_unit(k);
+    if (adj) state.counters["x_units_adj"] = adj->median_ratio();
 }
 
 void BM_XProduct(benchmark::State& state, Index k) {
@@ -53,14 +55,18 @@ void BM_Gradient(benchmark::State& state, Index k, XPath path, Precision prec) {
     Evaluation e(arch(), X, ds.T, theta);
     e.gradient();  // warm-up: buffers allocated
     Timer tm;
+    AdjacentYardstick adj(k);
     for (auto _ : state) {
         tm.start();
         e.reset(theta);
         const Vector& g = e.gradient();
         benchmark::DoNotOptimize(g.data());
         tm.stop();
+        state.PauseTiming();
+        adj.record(tm.t.back());
+        state.ResumeTiming();
     }
-    set_counters(state, k, tm);
+    set_counters(state, k, tm, &adj);
     state.counters["loss"] = e.loss();
 }
 

@@ -11,6 +11,8 @@
 //   x_units_per_vec ms_per_vec / yardstick ms
 //   hvps_per_s      M / seconds per call
 //   first_call_ms   the untimed first call (f', f'' terms and buffers allocated)
+//   x_units_adj_per_vec  median over iterations of (call time / yardstick timed right after it) / M:
+//                   steadier than x_units_per_vec when the machine's load changes within a run
 //
 //   build-bench/hvp_bench [--k=1000,10000,60000] [--seconds=1.5] [benchmark flags]
 #include "bench_support.hpp"
@@ -63,12 +65,16 @@ void BM_HVP(benchmark::State& state, Index k, XPath path, Precision prec, Index 
     e.hessian_times(V, HV);  // curvature terms and buffers, outside the timed loop
     const double first = seconds_since(t0);
     Timer tm;
+    AdjacentYardstick adj(k);
     for (auto _ : state) {
         tm.start();
         e.hessian_times(V, HV);
         benchmark::DoNotOptimize(HV.data());
         benchmark::ClobberMemory();
         tm.stop();
+        state.PauseTiming();
+        adj.record(tm.t.back());
+        state.ResumeTiming();
     }
     const double s = tm.median();
     state.counters["ms"] = s * 1e3;
@@ -76,6 +82,7 @@ void BM_HVP(benchmark::State& state, Index k, XPath path, Precision prec, Index 
     state.counters["x_units_per_vec"] = s / double(M) / x_unit(k);
     state.counters["hvps_per_s"] = double(M) / s;
     state.counters["first_call_ms"] = first * 1e3;
+    state.counters["x_units_adj_per_vec"] = adj.median_ratio() / double(M);
 }
 
 }  // namespace

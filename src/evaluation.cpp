@@ -1,7 +1,13 @@
 #include "tdyn/evaluation.hpp"
 
+#include <algorithm>
 #include <cassert>
 #include <cmath>
+#include <type_traits>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace tdyn {
 
@@ -21,6 +27,46 @@ XPath parse_xpath(const std::string& name) {
 // ---------------------------------------------------------------------------------------------
 // InputMatrix
 
+namespace {
+
+/// Below this many elements a pass runs on one thread: the fork/join costs more than it saves.
+constexpr Index kParallelElems = Index(1) << 16;
+
+/// Number of row chunks of the fixed-order reductions: one per OpenMP thread for large k, one
+/// for small k. Depends on k and the thread count only.
+Index thread_chunks(Index k) {
+#ifdef _OPENMP
+    if (k >= 2048) return std::max(1, omp_get_max_threads());
+#endif
+    (void)k;
+    return 1;
+}
+
+/// Row range [r0, r1) of chunk t of T over k rows: depends on k and T only, never on timing.
+inline Index chunk_begin(Index k, Index t, Index T) { return k * t / T; }
+
+/// dst = src cast to dst's scalar, row-parallel; dst is resized to src's shape.
+template <class Src, class Dst>
+void cast_rows(const Src& src, Dst& dst) {
+    dst.resize(src.rows(), src.cols());
+    const Index rows = src.rows();
+#pragma omp parallel for schedule(static) if (src.size() >= kParallelElems)
+    for (Index i = 0; i < rows; ++i) dst.row(i) = src.row(i).template cast<typename Dst::Scalar>();
+}
+
+/// out = sum_t acc[t] in the fixed order t = 0, 1, ..., parallel over the rows of out.
+template <class M, class O>
+void reduce_in_order(const std::vector<M>& acc, Index T, O& out) {
+    const Index rows = out.rows();
+#pragma omp parallel for schedule(static) if (T > 1 && out.size() >= kParallelElems)
+    for (Index i = 0; i < rows; ++i) {
+        out.row(i) = acc[0].row(i);
+        for (Index t = 1; t < T; ++t) out.row(i) += acc[t].row(i);
+    }
+}
+
+}  // namespace
+
 InputMatrix::InputMatrix(const Eigen::Ref<const RowMatrix>& X, XPath path, Precision precision,
                          double sparse_threshold)
     : m_X(X), m_precision(precision) {
@@ -28,46 +74,113 @@ InputMatrix::InputMatrix(const Eigen::Ref<const RowMatrix>& X, XPath path, Preci
     m_density = n > 0 ? double((X.array() != 0.0).count()) / n : 1.0;
     m_sparse = path == XPath::Sparse || (path == XPath::Auto && m_density < sparse_threshold);
     if (m_sparse) {
-        m_Xs = X.sparseView();
-        m_XsT = X.transpose().sparseView();
-        if (precision == Precision::F32) {
-            m_Xs32 = m_Xs.cast<float>();
-            m_XsT32 = m_XsT.cast<float>();
-            m_Xs.resize(0, 0);
-            m_XsT.resize(0, 0);
-        }
+        // One CSR of X serves both products: X B row by row, X^T C by scattering rows of C.
+        if (precision == Precision::F32) m_Xs32 = X.cast<float>().sparseView();
+        else m_Xs = X.sparseView();
     } else if (precision == Precision::F32) {
         m_X32 = X.cast<float>();
     }
 }
 
+template <class S>
+void InputMatrix::product(const Eigen::Ref<const RowMatrixT<S>>& B, Eigen::Ref<RowMatrixT<S>> out) const {
+    assert(B.rows() == cols() && out.rows() == rows() && out.cols() == B.cols());
+    if constexpr (std::is_same_v<S, float>) {
+        assert(m_precision == Precision::F32);
+        // out = X B in float: Eigen's row-parallel CSR product, or its GEMM
+        if (m_sparse) out.noalias() = m_Xs32 * B;
+        else out.noalias() = m_X32 * B;
+    } else {
+        assert(m_precision == Precision::F64);
+        if (m_sparse) out.noalias() = m_Xs * B;
+        else out.noalias() = m_X * B;
+    }
+}
+
+template <class S>
+void InputMatrix::transpose_product(const Eigen::Ref<const RowMatrixT<S>>& C, Eigen::Ref<RowMatrixT<S>> out) const {
+    assert(C.rows() == rows() && out.rows() == cols() && out.cols() == C.cols());
+    chunked_transpose_product<S>(C, out);
+}
+
+template <class S>
+void InputMatrix::chunked_transpose_product(const Eigen::Ref<const RowMatrixT<S>>& C,
+                                            Eigen::Ref<RowMatrixT<S>> out) const {
+    const Index k = rows(), d = cols(), n = C.cols(), T = thread_chunks(k);
+    auto& acc = [this]() -> auto& {
+        if constexpr (std::is_same_v<S, float>) return m_acc32;
+        else return m_acc64;
+    }();
+    if (Index(acc.size()) < T) acc.resize(T);
+    for (Index t = 0; t < T; ++t) acc[t].resize(d, n);
+    // Columns of C per pass of the sparse scatter: a d x tile slice of the accumulator
+    // (784 x 256 doubles = 1.6 MB) stays in cache while the chunk's rows stream through.
+    constexpr Index tile = std::is_same_v<S, float> ? 512 : 256;
+    constexpr Index row_block = 256;
+#pragma omp parallel for schedule(static) if (T > 1)
+    for (Index t = 0; t < T; ++t) {
+        const Index r0 = chunk_begin(k, t, T), r1 = chunk_begin(k, t + 1, T);
+        RowMatrixT<S>& a = acc[t];
+        if (!m_sparse) {
+            // acc_t = X[r0:r1]^T C[r0:r1]  (Eigen GEMM, single-threaded inside the parallel region)
+            if constexpr (std::is_same_v<S, float>)
+                a.noalias() = m_X32.middleRows(r0, r1 - r0).transpose() * C.middleRows(r0, r1 - r0);
+            else
+                a.noalias() = m_X.middleRows(r0, r1 - r0).transpose() * C.middleRows(r0, r1 - r0);
+            continue;
+        }
+        // acc_t = sum_{i in chunk} x_i^T c_i: for each non-zero x_ij, row j of acc += x_ij c_i
+        a.setZero();
+        const auto& Xs = [this]() -> const auto& {
+            if constexpr (std::is_same_v<S, float>) return m_Xs32;
+            else return m_Xs;
+        }();
+        const auto* outer = Xs.outerIndexPtr();
+        const auto* inner = Xs.innerIndexPtr();
+        const S* val = Xs.valuePtr();
+        for (Index b0 = r0; b0 < r1; b0 += row_block) {
+            const Index b1 = std::min(r1, b0 + row_block);
+            for (Index c0 = 0; c0 < n; c0 += tile) {
+                const Index w = std::min(tile, n - c0);
+                for (Index i = b0; i < b1; ++i) {
+                    const auto ci = C.row(i).segment(c0, w);
+                    for (auto p = outer[i]; p < outer[i + 1]; ++p)
+                        a.row(inner[p]).segment(c0, w) += val[p] * ci;
+                }
+            }
+        }
+    }
+    // out = acc_0 + acc_1 + ... in chunk order
+    reduce_in_order(acc, T, out);
+}
+
+template void InputMatrix::product<double>(const Eigen::Ref<const RowMatrix>&, Eigen::Ref<RowMatrix>) const;
+template void InputMatrix::product<float>(const Eigen::Ref<const RowMatrixF>&, Eigen::Ref<RowMatrixF>) const;
+template void InputMatrix::transpose_product<double>(const Eigen::Ref<const RowMatrix>&, Eigen::Ref<RowMatrix>) const;
+template void InputMatrix::transpose_product<float>(const Eigen::Ref<const RowMatrixF>&, Eigen::Ref<RowMatrixF>) const;
+
 void InputMatrix::times(const Eigen::Ref<const RowMatrix>& B, RowMatrix& out) const {
     out.resize(m_X.rows(), B.cols());
     if (m_precision == Precision::F32) {
-        const RowMatrixF B32 = B.cast<float>();
-        RowMatrixF out32(m_X.rows(), B.cols());
-        if (m_sparse) out32.noalias() = m_Xs32 * B32;
-        else out32.noalias() = m_X32 * B32;
-        out = out32.cast<double>();
-    } else if (m_sparse) {
-        out.noalias() = m_Xs * B;
+        // float copies of B and of the result live in mutable scratch: no allocation once grown
+        cast_rows(B, m_in32);
+        m_out32.resize(m_X.rows(), B.cols());
+        product<float>(m_in32, m_out32);
+        cast_rows(m_out32, out);
     } else {
-        out.noalias() = m_X * B;
+        product<double>(B, out);
     }
 }
 
 void InputMatrix::transpose_times(const Eigen::Ref<const RowMatrix>& C, RowMatrix& out) const {
     out.resize(m_X.cols(), C.cols());
     if (m_precision == Precision::F32) {
-        const RowMatrixF C32 = C.cast<float>();
-        RowMatrixF out32(m_X.cols(), C.cols());
-        if (m_sparse) out32.noalias() = m_XsT32 * C32;
-        else out32.noalias() = m_X32.transpose() * C32;
-        out = out32.cast<double>();
-    } else if (m_sparse) {
-        out.noalias() = m_XsT * C;
+        cast_rows(C, m_in32);
+        m_out32.resize(m_X.cols(), C.cols());
+        transpose_product<float>(m_in32, m_out32);
+        out = m_out32.cast<double>();
     } else {
-        out.noalias() = m_X.transpose() * C;
+        transpose_product<double>(C, out);
     }
 }
 
@@ -112,17 +225,6 @@ void Evaluation::reset(const Vector& theta) {
 
 namespace {
 
-/// out = in, element-wise f, in parallel over rows.
-template <class F>
-void apply_rows(const RowMatrix& in, RowMatrix& out, F f) {
-    out.resize(in.rows(), in.cols());
-    const Index n = in.size();
-    const double* src = in.data();
-    double* dst = out.data();
-#pragma omp parallel for schedule(static)
-    for (Index i = 0; i < n; ++i) dst[i] = f(src[i]);
-}
-
 Index argmax(const double* row, Index n) {
     Index best = 0;
     for (Index j = 1; j < n; ++j)
@@ -130,42 +232,190 @@ Index argmax(const double* row, Index n) {
     return best;
 }
 
+/// Rows per task of the element-wise passes (their results do not depend on the split).
+constexpr Index kRowTask = 64;
+
+/// z = f(a) on array expressions: Eigen's vectorised exp instead of a per-element switch.
+template <class A, class Z>
+void activation_array(Activation f, const A& a, Z&& z) {
+    switch (f) {
+        case Activation::Sigmoid: z = (1.0 + (-a).exp()).inverse(); break;
+        case Activation::Tanh: z = a.tanh(); break;
+        case Activation::Relu: z = a.max(0.0); break;
+        // log(1 + e^a) = max(a, 0) + log(1 + e^-|a|), without overflow
+        case Activation::Softplus: z = a.max(0.0) + (-a.abs()).exp().log1p(); break;
+        case Activation::Identity: z = a; break;
+    }
+}
+
+/// o .*= f'(a), with z = f(a) already known: sigmoid f' = z(1 - z), tanh f' = 1 - z^2.
+template <class A, class Z, class O>
+void times_d1_array(Activation f, const A& a, const Z& z, O&& o) {
+    switch (f) {
+        case Activation::Sigmoid: o *= z * (1.0 - z); break;
+        case Activation::Tanh: o *= 1.0 - z.square(); break;
+        case Activation::Relu: o = (a > 0.0).select(o, 0.0); break;  // f'(0) = 0, as seed 003
+        case Activation::Softplus: o *= (1.0 + (-a).exp()).inverse(); break;
+        case Activation::Identity: break;
+    }
+}
+
+/// d2 = f''(a), with z = f(a): sigmoid z(1-z)(1-2z), tanh -2z(1-z^2), softplus s(1-s), s = sigmoid(a).
+template <class A, class Z, class D>
+void d2_array(Activation f, const A& a, const Z& z, D&& d2) {
+    switch (f) {
+        case Activation::Sigmoid: d2 = z * (1.0 - z) * (1.0 - 2.0 * z); break;
+        case Activation::Tanh: d2 = -2.0 * z * (1.0 - z.square()); break;
+        case Activation::Softplus: {
+            const auto s = (1.0 + (-a).exp()).inverse();
+            d2 = s * (1.0 - s);
+            break;
+        }
+        case Activation::Relu:
+        case Activation::Identity: d2.setZero(); break;
+    }
+}
+
 }  // namespace
 
-void Evaluation::forward() {
-    const Index L = m_arch.layers(), k = samples(), c = m_arch.outputs();
-    // A_1 = X W_1 + b_1
-    m_X.times(weight(m_arch, m_theta, 1), m_A[0]);
-    m_A[0].rowwise() += bias(m_arch, m_theta, 1).transpose();
-    for (Index l = 2; l <= L; ++l) {
-        // Z_{l-1} = f(A_{l-1});  A_l = Z_{l-1} W_l + b_l
-        const Activation f = m_arch.hidden;
-        apply_rows(m_A[l - 2], m_Z[l - 2], [f](double a) { return activate(f, a); });
-        m_A[l - 1].noalias() = m_Z[l - 2] * weight(m_arch, m_theta, l);
-        m_A[l - 1].rowwise() += bias(m_arch, m_theta, l).transpose();
+// Small problems (mini-batches, tests) run on one thread: OpenMP fork/join and Eigen's parallel
+// GEMM, whose threads spin-wait for each other, cost more than they save there, and on a
+// shared machine a descheduled partner turns each spin into lost time slices (measured with
+// k = 2000, 40-30-5 under load: 600 steps took 66 s on 2 threads, 0.36 s on one).
+// omp_set_num_threads changes only the calling thread's ICV; Eigen reads it via
+// omp_get_max_threads() (tdyn never calls Eigen::setNbThreads).
+Evaluation::SerialIfSmall::SerialIfSmall(const Evaluation& e) {
+#ifdef _OPENMP
+    constexpr double kSmallWork = 5e7;  // k P; 784-50-10 (P = 39760): k < 1258
+    if (double(e.samples()) * double(e.num_params()) < kSmallWork && omp_get_max_threads() > 1 &&
+        !omp_in_parallel()) {
+        m_saved = omp_get_max_threads();
+        omp_set_num_threads(1);
     }
-    // Y = g(A_L) and the per-sample loss; softmax uses log y = a - logsumexp(a) for stability.
-    const RowMatrix& AL = m_A[L - 1];
+#else
+    (void)e;
+#endif
+}
+
+Evaluation::SerialIfSmall::~SerialIfSmall() {
+#ifdef _OPENMP
+    if (m_saved > 0) omp_set_num_threads(m_saved);
+#endif
+}
+
+void Evaluation::activate_rows(const RowMatrix& A, RowMatrix& Z) const {
+    Z.resize(A.rows(), A.cols());
+    const Index k = A.rows();
+    const Activation f = m_arch.hidden;
+#pragma omp parallel for schedule(static) if (A.size() >= kParallelElems)
+    for (Index r0 = 0; r0 < k; r0 += kRowTask) {
+        const Index nr = std::min(kRowTask, k - r0);
+        // Z = f(A)
+        activation_array(f, A.middleRows(r0, nr).array(), Z.middleRows(r0, nr).array());
+    }
+}
+
+void Evaluation::derivative_rows(const RowMatrix& A, const RowMatrix& Z, RowMatrix& D1, RowMatrix* D2) const {
+    const Index k = A.rows();
+    D1.resize(A.rows(), A.cols());
+    const Activation f = m_arch.hidden;
+#pragma omp parallel for schedule(static) if (A.size() >= kParallelElems)
+    for (Index r0 = 0; r0 < k; r0 += kRowTask) {
+        const Index nr = std::min(kRowTask, k - r0);
+        const auto a = A.middleRows(r0, nr).array();
+        const auto z = Z.middleRows(r0, nr).array();
+        // D2 .*= f''(A) (D2 holds dL/dZ on entry), D1 = f'(A)
+        auto d1 = D1.middleRows(r0, nr).array();
+        if (D2) {
+            d2_array(f, a, z, d1);  // f''(A), parked in D1
+            D2->middleRows(r0, nr).array() *= d1;
+        }
+        d1.setOnes();
+        times_d1_array(f, a, z, d1);
+    }
+}
+
+void Evaluation::chunked_at_b(const Eigen::Ref<const RowMatrix>& A, const Eigen::Ref<const RowMatrix>& B,
+                              Eigen::Ref<RowMatrix> out) const {
+    const Index k = A.rows(), T = thread_chunks(k);
+    assert(B.rows() == k && out.rows() == A.cols() && out.cols() == B.cols());
+    if (Index(m_acc.size()) < T) m_acc.resize(T);
+#pragma omp parallel for schedule(static) if (T > 1)
+    for (Index t = 0; t < T; ++t) {
+        const Index r0 = chunk_begin(k, t, T), r1 = chunk_begin(k, t + 1, T);
+        // acc_t = A[r0:r1]^T B[r0:r1]
+        m_acc[t].noalias() = A.middleRows(r0, r1 - r0).transpose() * B.middleRows(r0, r1 - r0);
+    }
+    reduce_in_order(m_acc, T, out);
+}
+
+template <class S>
+void Evaluation::chunked_colsum(const Eigen::Ref<const RowMatrixT<S>>& B, double* out) const {
+    const Index k = B.rows(), n = B.cols(), T = thread_chunks(k);
+    if (Index(m_acc.size()) < T) m_acc.resize(T);
+#pragma omp parallel for schedule(static) if (T > 1)
+    for (Index t = 0; t < T; ++t) {
+        const Index r0 = chunk_begin(k, t, T), r1 = chunk_begin(k, t + 1, T);
+        // acc_t = 1^T B[r0:r1], in double
+        RowMatrix& a = m_acc[t];
+        a.setZero(1, n);
+        for (Index i = r0; i < r1; ++i) a.row(0) += B.row(i).template cast<double>();
+    }
+    Eigen::Map<Eigen::RowVectorXd> o(out, n);
+    o = m_acc[0].row(0);
+    for (Index t = 1; t < T; ++t) o += m_acc[t].row(0);
+}
+
+template void Evaluation::chunked_colsum<double>(const Eigen::Ref<const RowMatrix>&, double*) const;
+template void Evaluation::chunked_colsum<float>(const Eigen::Ref<const RowMatrixF>&, double*) const;
+
+void Evaluation::forward() {
+    const SerialIfSmall serial(*this);
+    const Index L = m_arch.layers(), k = samples(), c = m_arch.outputs();
+    // A_1 = X W_1  (b_1 is added below, in the pass that applies f)
+    m_A[0].resize(k, m_arch.widths[1]);
+    if (m_X.precision() == Precision::F64) m_X.product<double>(weight(m_arch, m_theta, 1), m_A[0]);
+    else m_X.times(weight(m_arch, m_theta, 1), m_A[0]);
+    for (Index l = 2; l <= L; ++l) {
+        // A_{l-1} += b_{l-1};  Z_{l-1} = f(A_{l-1});  A_l = Z_{l-1} W_l  (+ b_l in the next pass)
+        RowMatrix& A = m_A[l - 2];
+        RowMatrix& Z = m_Z[l - 2];
+        Z.resize(A.rows(), A.cols());
+        const auto b = bias(m_arch, m_theta, l - 1).transpose();
+        const Activation f = m_arch.hidden;
+#pragma omp parallel for schedule(static) if (A.size() >= kParallelElems)
+        for (Index r0 = 0; r0 < k; r0 += kRowTask) {
+            const Index nr = std::min(kRowTask, k - r0);
+            A.middleRows(r0, nr).rowwise() += b;
+            activation_array(f, A.middleRows(r0, nr).array(), Z.middleRows(r0, nr).array());
+        }
+        m_A[l - 1].noalias() = Z * weight(m_arch, m_theta, l);
+    }
+    // A_L += b_L;  Y = g(A_L) and the per-sample loss; softmax uses log y = a - logsumexp(a).
+    RowMatrix& AL = m_A[L - 1];
+    const double* bL = bias(m_arch, m_theta, L).data();
     m_Y.resize(k, c);
     // Per-sample losses summed serially afterwards: an OpenMP float reduction combines partial
     // sums in thread-arrival order, and resume/replay promise bit-identical series.
-    Vector sample_loss(k);
+    m_sample_loss.resize(k);
     Index correct = 0;
     const Output out = m_arch.output;
-#pragma omp parallel for schedule(static) reduction(+ : correct)
+#pragma omp parallel for schedule(static) reduction(+ : correct) if (AL.size() >= kParallelElems)
     for (Index i = 0; i < k; ++i) {
-        const double* a = AL.data() + i * c;
+        double* a = AL.data() + i * c;
+        for (Index j = 0; j < c; ++j) a[j] += bL[j];
         const double* t = m_T.data() + i * m_T.outerStride();
         double* y = m_Y.data() + i * c;
         double li = 0;
         if (out == Output::SoftmaxCE) {
             double m = a[0];
             for (Index j = 1; j < c; ++j) m = std::max(m, a[j]);
+            // e_j = exp(a_j - max a), s = sum e_j:  y_j = e_j / s,  log y_j = a_j - (max a + log s)
             double s = 0;
-            for (Index j = 0; j < c; ++j) s += std::exp(a[j] - m);
-            const double lse = m + std::log(s);
+            for (Index j = 0; j < c; ++j) s += (y[j] = std::exp(a[j] - m));
+            const double lse = m + std::log(s), inv_s = 1.0 / s;
             for (Index j = 0; j < c; ++j) {
-                y[j] = std::exp(a[j] - lse);
+                y[j] *= inv_s;
                 if (t[j] != 0) li -= t[j] * (a[j] - lse);
             }
         } else {
@@ -174,16 +424,17 @@ void Evaluation::forward() {
                 li += 0.5 * (y[j] - t[j]) * (y[j] - t[j]);
             }
         }
-        sample_loss[i] = li;
+        m_sample_loss[i] = li;
         // c = 1 (a single output): correct when |y - t| < 0.5, i.e. rounding y gives t.
         const bool ok = c == 1 ? std::abs(y[0] - t[0]) < 0.5 : argmax(y, c) == argmax(t, c);
         correct += ok ? 1 : 0;
     }
-    m_loss = sample_loss.sum() / double(k);
+    m_loss = m_sample_loss.sum() / double(k);
     m_accuracy = double(correct) / double(k);
 }
 
 void Evaluation::backward() {
+    const SerialIfSmall serial(*this);
     const Index L = m_arch.layers(), k = samples(), c = m_arch.outputs();
     // delta_L = dL/dA_L:
     //   softmax-ce:  (y sum_j t_j - t) / k        (= (Y - T)/k for one-hot targets)
@@ -193,7 +444,7 @@ void Evaluation::backward() {
     dL.resize(k, c);
     const double inv_k = 1.0 / double(k);
     const Output out = m_arch.output;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (dL.size() >= kParallelElems)
     for (Index i = 0; i < k; ++i) {
         const double* y = m_Y.data() + i * c;
         const double* t = m_T.data() + i * m_T.outerStride();
@@ -212,25 +463,32 @@ void Evaluation::backward() {
     for (Index l = L; l >= 1; --l) {
         const RowMatrix& delta = m_delta[l - 1];
         RowMap gW(m_grad.data() + m_arch.weight_offset(l), m_arch.widths[l - 1], m_arch.widths[l]);
-        Eigen::Map<Vector> gb(m_grad.data() + m_arch.bias_offset(l), m_arch.widths[l]);
-        // dL/dW_l = Z_{l-1}^T delta_l  (Z_0 = X);  dL/db_l = column sums of delta_l
+        // dL/dW_l = Z_{l-1}^T delta_l  (Z_0 = X), as fixed-order sums over row chunks
         if (l == 1) {
-            RowMatrix tmp;
-            m_X.transpose_times(delta, tmp);
-            gW = tmp;
+            if (m_X.precision() == Precision::F64) {
+                m_X.transpose_product<double>(delta, gW);
+            } else {
+                m_X.transpose_times(delta, m_XtR_64);
+                gW = m_XtR_64;
+            }
         } else {
-            gW.noalias() = m_Z[l - 2].transpose() * delta;
+            chunked_at_b(m_Z[l - 2], delta, gW);
         }
-        gb = delta.colwise().sum().transpose();
+        // dL/db_l = column sums of delta_l
+        chunked_colsum<double>(delta, m_grad.data() + m_arch.bias_offset(l));
         if (l > 1) {
             // delta_{l-1} = (delta_l W_l^T) .* f'(A_{l-1})
             RowMatrix& prev = m_delta[l - 2];
             prev.noalias() = delta * weight(m_arch, m_theta, l).transpose();
             const Activation f = m_arch.hidden;
             const RowMatrix& A = m_A[l - 2];
-            const Index n = prev.size();
-#pragma omp parallel for schedule(static)
-            for (Index i = 0; i < n; ++i) prev.data()[i] *= activate_d1(f, A.data()[i]);
+            const RowMatrix& Z = m_Z[l - 2];
+#pragma omp parallel for schedule(static) if (A.size() >= kParallelElems)
+            for (Index r0 = 0; r0 < k; r0 += kRowTask) {
+                const Index nr = std::min(kRowTask, k - r0);
+                times_d1_array(f, A.middleRows(r0, nr).array(), Z.middleRows(r0, nr).array(),
+                               prev.middleRows(r0, nr).array());
+            }
         }
     }
     m_have_gradient = true;

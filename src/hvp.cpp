@@ -18,17 +18,29 @@
 #include "tdyn/evaluation.hpp"
 #include "tdyn/hvp.hpp"
 
+#include <algorithm>
 #include <cassert>
+#include <type_traits>
 
 namespace tdyn {
 
 namespace {
 
-/// Runs body(i) for every row i in [0, rows), split over the OpenMP threads.
-template <class Body>
-void for_rows(Index rows, Body body) {
-#pragma omp parallel for schedule(static)
-    for (Index i = 0; i < rows; ++i) body(i);
+/// Below this many elements a pass runs on one thread: the fork/join costs more than it saves.
+constexpr Index kParallelElems = Index(1) << 16;
+
+/// Vectors per chunk of a block: the wide buffers (k x n_1 M, a few of them) stay near
+/// 200 MB each, so a block of any size fits in memory and pages stay warm between chunks.
+/// Depends on k and the widths only, so results are reproducible.
+Index chunk_size(Index k, Index widest, Index M) {
+    const double budget = 200e6;  // bytes per wide float64 buffer
+    const Index cap = std::clamp<Index>(Index(budget / (8.0 * double(k) * double(widest))), 1, 16);
+    const Index chunks = (M + cap - 1) / cap;
+    return (M + chunks - 1) / chunks;  // even split: 32 -> 8 x 4, not 10 + 10 + 10 + 2
+}
+
+Index widest_hidden(const Architecture& arch) {
+    return *std::max_element(arch.widths.begin() + 1, arch.widths.end());
 }
 
 }  // namespace
@@ -44,114 +56,222 @@ void Evaluation::gauss_newton_times(const Eigen::Ref<const Matrix>& V, Eigen::Re
 void Evaluation::block_product(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> out,
                                bool gauss_newton) {
     const Index L = m_arch.layers(), k = samples(), P = num_params(), M = V.cols();
-    const Index d = m_arch.widths[0], n1 = m_arch.widths[1], c = m_arch.outputs();
     assert(V.rows() == P && out.rows() == P && out.cols() == M);
     (void)P;
     gradient();  // delta_l, l = 1..L
+    const SerialIfSmall serial(*this);
     if (!m_have_curvature) {
         // f'(A_l) and (delta_{l+1} W_{l+1}^T) .* f''(A_l) for the hidden layers: the same for every v.
         m_fd1.resize(L - 1);
         m_fd2.resize(L - 1);
         for (Index l = 1; l < L; ++l) {
-            const RowMatrix& A = m_A[l - 1];
-            RowMatrix& d1 = m_fd1[l - 1];
-            RowMatrix& d2 = m_fd2[l - 1];
-            d2.noalias() = m_delta[l] * weight(m_arch, m_theta, l + 1).transpose();  // dL/dZ_l
-            d1.resize(A.rows(), A.cols());
-            const Activation f = m_arch.hidden;
-            const Index n = A.size();
-#pragma omp parallel for schedule(static)
-            for (Index i = 0; i < n; ++i) {
-                d1.data()[i] = activate_d1(f, A.data()[i]);
-                d2.data()[i] *= activate_d2(f, A.data()[i]);
-            }
+            m_fd2[l - 1].noalias() = m_delta[l] * weight(m_arch, m_theta, l + 1).transpose();  // dL/dZ_l
+            derivative_rows(m_A[l - 1], m_Z[l - 1], m_fd1[l - 1], &m_fd2[l - 1]);
         }
         m_have_curvature = true;
     }
+    const Index widest = widest_hidden(m_arch);
+    const Index mc = chunk_size(k, widest, M);
+    for (Index m0 = 0; m0 < M; m0 += mc) {
+        const Index n = std::min(mc, M - m0);
+        if (m_X.precision() == Precision::F32)
+            block_chunk<float>(V.middleCols(m0, n), out.middleCols(m0, n), gauss_newton);
+        else
+            block_chunk<double>(V.middleCols(m0, n), out.middleCols(m0, n), gauss_newton);
+    }
+}
 
-    // R{A_1} for all vectors: one wide product X [V_W1^(1) ... V_W1^(M)].
-    m_wide_in.resize(d, n1 * M);
-    for (Index m = 0; m < M; ++m)
-        m_wide_in.middleCols(m * n1, n1) = ConstRowMap(V.col(m).data(), d, n1);
-    m_X.times(m_wide_in, m_RA1);
+// One chunk of M vectors, every step wide over the chunk. Layout: a wide k x n_l M row-major
+// block holds R{A_l}^(1..M) side by side, so row i is [R{a_l}^(1)_i ... R{a_l}^(M)_i]; seen
+// as a (k M) x n_l row-major matrix (same memory) its rows are the per-vector rows, and a
+// product with W_l acts on every vector at once:  R{Z} W_l  ==  view(R{Z}) * W_l.
+template <class S>
+void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> out, bool gauss_newton) {
+    using WideS = RowMatrixT<S>;
+    const Index L = m_arch.layers(), k = samples(), M = V.cols();
+    const Index d = m_arch.widths[0], n1 = m_arch.widths[1], c = m_arch.outputs();
+    const auto& w = m_arch.widths;
+    WideS& RA1 = [this]() -> WideS& {
+        if constexpr (std::is_same_v<S, float>) return m_RA1_32;
+        else return m_RA1_64;
+    }();
+    WideS& VW1 = [this]() -> WideS& {
+        if constexpr (std::is_same_v<S, float>) return m_VW1_32;
+        else return m_VW1_64;
+    }();
+    WideS& XtR = [this]() -> WideS& {
+        if constexpr (std::is_same_v<S, float>) return m_XtR_32;
+        else return m_XtR_64;
+    }();
+    m_RA.resize(L + 1);
+    m_RZ.resize(L + 1);
+    m_VWcat.resize(L + 1);
+    m_VWTcat.resize(L + 1);
+    m_bcat.resize(L + 1);
+    auto VW = [&](Index m, Index l) { return ConstRowMap(V.col(m).data() + m_arch.weight_offset(l), w[l - 1], w[l]); };
+    auto Vb = [&](Index m, Index l) { return Eigen::Map<const Eigen::RowVectorXd>(V.col(m).data() + m_arch.bias_offset(l), w[l]); };
 
-    std::vector<RowMatrix> RA(L), RZ(L > 1 ? L - 1 : 0);
-    RowMatrix Rdelta, Rprev;
-    const double inv_k = 1.0 / double(k);
-    for (Index m = 0; m < M; ++m) {
-        const double* v = V.col(m).data();
-        double* o = out.col(m).data();
-        auto VW = [&](Index l) { return ConstRowMap(v + m_arch.weight_offset(l), m_arch.widths[l - 1], m_arch.widths[l]); };
-        auto Vb = [&](Index l) { return Eigen::Map<const Vector>(v + m_arch.bias_offset(l), m_arch.widths[l]); };
-
-        // forward R-pass
-        RA[0] = m_RA1.middleCols(m * n1, n1);
-        RA[0].rowwise() += Vb(1).transpose();
-        for (Index l = 2; l <= L; ++l) {
-            RowMatrix& rz = RZ[l - 2];
-            rz.resize(k, m_arch.widths[l - 1]);
-            const RowMatrix& ra = RA[l - 2];
-            const RowMatrix& f1 = m_fd1[l - 2];
-            for_rows(k, [&](Index i) { rz.row(i) = f1.row(i).cwiseProduct(ra.row(i)); });
-            RA[l - 1].noalias() = rz * weight(m_arch, m_theta, l);
-            RA[l - 1].noalias() += m_Z[l - 2] * VW(l);
-            RA[l - 1].rowwise() += Vb(l).transpose();
+    // The small right-hand sides, side by side:
+    //   VW1 = [V_W1^(1) ... V_W1^(M)] (d x n_1 M, scalar S);  bcat_l = [V_bl^(1) ... V_bl^(M)]
+    //   VWcat_l = [V_Wl^(1) ...] (n_{l-1} x n_l M);  VWTcat_l = [V_Wl^(1)T ...] (n_l x n_{l-1} M)
+    VW1.resize(d, n1 * M);
+    for (Index m = 0; m < M; ++m) VW1.middleCols(m * n1, n1) = VW(m, 1).template cast<S>();
+    for (Index l = 1; l <= L; ++l) {
+        m_bcat[l].resize(w[l] * M);
+        for (Index m = 0; m < M; ++m) m_bcat[l].segment(m * w[l], w[l]) = Vb(m, l);
+        if (l == 1) continue;
+        m_VWcat[l].resize(w[l - 1], w[l] * M);
+        m_VWTcat[l].resize(w[l], w[l - 1] * M);
+        for (Index m = 0; m < M; ++m) {
+            m_VWcat[l].middleCols(m * w[l], w[l]) = VW(m, l);
+            m_VWTcat[l].middleCols(m * w[l - 1], w[l - 1]) = VW(m, l).transpose();
         }
+    }
+    const Index wide = k * widest_hidden(m_arch) * M;  // elements of the widest k x n M block
+    auto rows_view = [&](RowMatrix& B, Index width) { return RowMap(B.data(), k * M, width); };
 
-        // output: R{delta_L} = (d delta_L / dA_L) R{A_L}
-        const RowMatrix& RAL = RA[L - 1];
-        Rdelta.resize(k, c);
+    // ---- forward R-pass
+    // R{A_1} = X V_W1 + 1 V_b1^T: one wide product; the bias is added where R{A_1} is read.
+    RA1.resize(k, n1 * M);
+    m_X.product<S>(VW1, RA1);
+    for (Index l = 2; l <= L; ++l) {
+        const Index h = l - 1, nh = w[h];
+        // R{Z_h} = f'(A_h) .* R{A_h}   (R{A_1} + 1 V_b1^T for h = 1)
+        RowMatrix& RZ = m_RZ[h];
+        RZ.resize(k, nh * M);
+        const RowMatrix& f1 = m_fd1[h - 1];
+        const Eigen::RowVectorXd& b1cat = m_bcat[1];
+#pragma omp parallel for schedule(static) if (wide >= kParallelElems)
+        for (Index i = 0; i < k; ++i) {
+            for (Index m = 0; m < M; ++m) {
+                auto rz = RZ.row(i).segment(m * nh, nh).array();
+                if (h == 1)
+                    rz = f1.row(i).array() *
+                         (RA1.row(i).segment(m * nh, nh).template cast<double>().array() + b1cat.segment(m * nh, nh).array());
+                else
+                    rz = f1.row(i).array() * m_RA[h].row(i).segment(m * nh, nh).array();
+            }
+        }
+        // R{A_l} = R{Z_h} W_l + Z_h V_Wl + 1 V_bl^T:  view(R{Z_h}) W_l for all vectors, Z_h [V_Wl^(m)]
+        RowMatrix& RA = m_RA[l];
+        RA.resize(k, w[l] * M);
+        rows_view(RA, w[l]).noalias() = rows_view(RZ, nh) * weight(m_arch, m_theta, l);
+        RA.noalias() += m_Z[h - 1] * m_VWcat[l];
+        const Eigen::RowVectorXd& blcat = m_bcat[l];
+#pragma omp parallel for schedule(static) if (wide >= kParallelElems)
+        for (Index i = 0; i < k; ++i) RA.row(i) += blcat;
+    }
+
+    // ---- output: R{delta_L} = (d delta_L / d A_L) R{A_L}, per sample and vector
+    RowMatrix& Rd = m_RA[0];  // R{delta_L}, k x c M
+    Rd.resize(k, c * M);
+    {
+        const double inv_k = 1.0 / double(k);
         const Output outk = m_arch.output;
-        for_rows(k, [&](Index i) {
+        if (L == 1) {
+            // no hidden layer: R{A_L} = R{A_1} + 1 V_b1^T, in float64
+            m_RA[1].resize(k, c * M);
+            const Eigen::RowVectorXd& b1cat = m_bcat[1];
+#pragma omp parallel for schedule(static) if (wide >= kParallelElems)
+            for (Index i = 0; i < k; ++i) m_RA[1].row(i) = RA1.row(i).template cast<double>() + b1cat;
+        }
+#pragma omp parallel for schedule(static) if (wide >= kParallelElems)
+        for (Index i = 0; i < k; ++i) {
             const double* y = m_Y.data() + i * c;
             const double* t = m_T.data() + i * m_T.outerStride();
-            const double* ra = RAL.data() + i * c;
-            double* rd = Rdelta.data() + i * c;
-            if (outk == Output::SoftmaxCE) {
-                // delta = (y sum t - t)/k;  R{y} = y .* (R{a} - y . R{a})
-                double st = 0, yra = 0;
-                for (Index j = 0; j < c; ++j) { st += t[j]; yra += y[j] * ra[j]; }
-                for (Index j = 0; j < c; ++j) rd[j] = st * y[j] * (ra[j] - yra) * inv_k;
-            } else if (outk == Output::SigmoidMSE) {
-                // delta = (y - t) s'/k with s' = y(1 - y):  d delta/da = s'^2 + (y - t)(1 - 2y) s'
-                for (Index j = 0; j < c; ++j) {
-                    const double s1 = y[j] * (1 - y[j]);
-                    const double h = gauss_newton ? s1 * s1 : s1 * s1 + (y[j] - t[j]) * (1 - 2 * y[j]) * s1;
-                    rd[j] = h * ra[j] * inv_k;
+            double st = 0;
+            for (Index j = 0; j < c; ++j) st += t[j];
+            for (Index m = 0; m < M; ++m) {
+                const double* ra = m_RA[L].data() + i * c * M + m * c;  // R{a_L} of sample i, vector m
+                double* rd = Rd.data() + i * c * M + m * c;
+                if (outk == Output::SoftmaxCE) {
+                    // delta = (y sum t - t)/k;  R{y} = y .* (R{a} - y . R{a})
+                    double yra = 0;
+                    for (Index j = 0; j < c; ++j) yra += y[j] * ra[j];
+                    for (Index j = 0; j < c; ++j) rd[j] = st * y[j] * (ra[j] - yra) * inv_k;
+                } else if (outk == Output::SigmoidMSE) {
+                    // delta = (y - t) s'/k with s' = y(1 - y):  d delta/da = s'^2 + (y - t)(1 - 2y) s'
+                    for (Index j = 0; j < c; ++j) {
+                        const double s1 = y[j] * (1 - y[j]);
+                        const double hj = gauss_newton ? s1 * s1 : s1 * s1 + (y[j] - t[j]) * (1 - 2 * y[j]) * s1;
+                        rd[j] = hj * ra[j] * inv_k;
+                    }
+                } else {
+                    for (Index j = 0; j < c; ++j) rd[j] = ra[j] * inv_k;
                 }
-            } else {
-                for (Index j = 0; j < c; ++j) rd[j] = ra[j] * inv_k;
             }
-        });
-
-        // backward R-pass
-        for (Index l = L; l >= 2; --l) {
-            RowMap RgW(o + m_arch.weight_offset(l), m_arch.widths[l - 1], m_arch.widths[l]);
-            Eigen::Map<Vector> Rgb(o + m_arch.bias_offset(l), m_arch.widths[l]);
-            const auto W = weight(m_arch, m_theta, l);
-            // R{dW_l} = R{Z_{l-1}}^T delta_l + Z_{l-1}^T R{delta_l};  R{db_l} = colsum R{delta_l}
-            RgW.noalias() = m_Z[l - 2].transpose() * Rdelta;
-            if (!gauss_newton) RgW.noalias() += RZ[l - 2].transpose() * m_delta[l - 1];
-            Rgb = Rdelta.colwise().sum().transpose();
-            // R{delta_{l-1}} = (R{delta_l} W_l^T + delta_l V_Wl^T) .* f' + (delta_l W_l^T) .* f'' .* R{A_{l-1}}
-            Rprev.noalias() = Rdelta * W.transpose();
-            if (!gauss_newton) Rprev.noalias() += m_delta[l - 1] * VW(l).transpose();
-            const RowMatrix& f1 = m_fd1[l - 2];
-            const RowMatrix& f2 = m_fd2[l - 2];
-            const RowMatrix& ra = RA[l - 2];
-            for_rows(k, [&](Index i) {
-                if (gauss_newton) Rprev.row(i) = Rprev.row(i).cwiseProduct(f1.row(i));
-                else Rprev.row(i) = Rprev.row(i).cwiseProduct(f1.row(i)) + f2.row(i).cwiseProduct(ra.row(i));
-            });
-            std::swap(Rdelta, Rprev);
         }
-        // layer 1: R{db_1} now; R{dW_1} = X^T R{delta_1} after the loop, for all vectors at once.
-        Eigen::Map<Vector>(o + m_arch.bias_offset(1), n1) = Rdelta.colwise().sum().transpose();
-        m_RA1.middleCols(m * n1, n1) = Rdelta;
     }
-    m_X.transpose_times(m_RA1, m_wide_out);
-    for (Index m = 0; m < M; ++m)
-        RowMap(out.col(m).data(), d, n1) = m_wide_out.middleCols(m * n1, n1);
+
+    // ---- backward R-pass; R{delta_l} of hidden layers is built in place in m_RZ[l] (R{Z_l} is
+    // last used by R{dW_{l+1}}), and R{delta_1} in place in RA1 (scalar S, for X^T).
+    m_small.resize(3);
+    RowMatrix& G1 = m_small[0];
+    RowMatrix& G2 = m_small[1];
+    for (Index l = L; l >= 2; --l) {
+        const Index h = l - 1, nh = w[h], nl = w[l];
+        RowMatrix& Rdl = l == L ? Rd : m_RZ[l];
+        RowMatrix& RZ = m_RZ[h];
+        // R{dW_l} = Z_h^T R{delta_l} + R{Z_h}^T delta_l:  G1 = Z_h^T [R{delta_l}^(m)],
+        // G2 = delta_l^T [R{Z_h}^(m)] (each n x n M, fixed-order chunked sums)
+        G1.resize(nh, nl * M);
+        chunked_at_b(m_Z[h - 1], Rdl, G1);
+        if (!gauss_newton) {
+            G2.resize(nl, nh * M);
+            chunked_at_b(m_delta[l - 1], RZ, G2);
+        }
+        // R{db_l} = column sums of R{delta_l}
+        m_small[2].resize(1, nl * M);
+        chunked_colsum<double>(Rdl, m_small[2].data());
+        for (Index m = 0; m < M; ++m) {
+            double* o = out.col(m).data();
+            RowMap RgW(o + m_arch.weight_offset(l), nh, nl);
+            RgW = G1.middleCols(m * nl, nl);
+            if (!gauss_newton) RgW += G2.middleCols(m * nh, nh).transpose();
+            Eigen::Map<Eigen::RowVectorXd>(o + m_arch.bias_offset(l), nl) = m_small[2].row(0).segment(m * nl, nl);
+        }
+        // R{delta_h} = (R{delta_l} W_l^T + delta_l V_Wl^T) .* f'(A_h) + (delta_l W_l^T) .* f''(A_h) .* R{A_h}
+        // first P = view(R{delta_l}) W_l^T + delta_l [V_Wl^(m)T], into RZ's storage
+        rows_view(RZ, nh).noalias() = rows_view(Rdl, nl) * weight(m_arch, m_theta, l).transpose();
+        if (!gauss_newton) RZ.noalias() += m_delta[l - 1] * m_VWTcat[l];
+        const RowMatrix& f1 = m_fd1[h - 1];
+        const RowMatrix& f2 = m_fd2[h - 1];
+        const Eigen::RowVectorXd& b1cat = m_bcat[1];
+#pragma omp parallel for schedule(static) if (wide >= kParallelElems)
+        for (Index i = 0; i < k; ++i) {
+            for (Index m = 0; m < M; ++m) {
+                auto p = RZ.row(i).segment(m * nh, nh).array();
+                if (h == 1) {
+                    auto ra = RA1.row(i).segment(m * nh, nh).array();
+                    if (gauss_newton)
+                        ra = (p * f1.row(i).array()).template cast<S>();
+                    else
+                        ra = (p * f1.row(i).array() +
+                              f2.row(i).array() * (ra.template cast<double>().array() + b1cat.segment(m * nh, nh).array()))
+                                 .template cast<S>();
+                } else if (gauss_newton) {
+                    p *= f1.row(i).array();
+                } else {
+                    p = p * f1.row(i).array() + f2.row(i).array() * m_RA[h].row(i).segment(m * nh, nh).array();
+                }
+            }
+        }
+    }
+    if (L == 1) {
+        // no hidden layer: R{delta_1} = R{delta_L}, into the wide S block for X^T
+#pragma omp parallel for schedule(static) if (wide >= kParallelElems)
+        for (Index i = 0; i < k; ++i) RA1.row(i) = Rd.row(i).template cast<S>();
+    }
+    // layer 1: R{db_1} = column sums of R{delta_1};  R{dW_1} = X^T R{delta_1}, one wide product
+    m_small[2].resize(1, n1 * M);
+    chunked_colsum<S>(RA1, m_small[2].data());
+    XtR.resize(d, n1 * M);
+    m_X.transpose_product<S>(RA1, XtR);
+    for (Index m = 0; m < M; ++m) {
+        double* o = out.col(m).data();
+        RowMap(o + m_arch.weight_offset(1), d, n1) = XtR.middleCols(m * n1, n1).template cast<double>();
+        Eigen::Map<Eigen::RowVectorXd>(o + m_arch.bias_offset(1), n1) = m_small[2].row(0).segment(m * n1, n1);
+    }
 }
 
 }  // namespace tdyn

@@ -9,6 +9,7 @@
 
 #include <Eigen/SparseCore>
 #include <memory>
+#include <vector>
 
 namespace tdyn {
 
@@ -40,14 +41,35 @@ public:
     void transpose_times(const Eigen::Ref<const RowMatrix>& C, RowMatrix& out) const;
 
 private:
+    friend class Evaluation;
+    template <class S>
+    using RowMatrixT = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    /// out = X B and out = X^T C in the path's own scalar S (double for F64, float for F32),
+    /// into caller-owned storage of the right size: no casts, no allocation once the
+    /// scratch has grown. The Evaluation keeps its wide R-operator blocks in S.
+    template <class S>
+    void product(const Eigen::Ref<const RowMatrixT<S>>& B, Eigen::Ref<RowMatrixT<S>> out) const;
+    template <class S>
+    void transpose_product(const Eigen::Ref<const RowMatrixT<S>>& C, Eigen::Ref<RowMatrixT<S>> out) const;
+    /// X^T C as sum over fixed row chunks of X_chunk^T C_chunk, one chunk per OpenMP thread,
+    /// each into its own d x n accumulator, then summed in chunk order: deterministic for a
+    /// given k and thread count. Dense chunks use Eigen's GEMM, sparse ones scatter the
+    /// rows of C through X's own CSR.
+    template <class S>
+    void chunked_transpose_product(const Eigen::Ref<const RowMatrixT<S>>& C, Eigen::Ref<RowMatrixT<S>> out) const;
+
     Eigen::Ref<const RowMatrix> m_X;
     double m_density = 1;
     bool m_sparse = false;
     Precision m_precision = Precision::F64;
-    Eigen::SparseMatrix<double, Eigen::RowMajor> m_Xs;   // X in CSR
-    Eigen::SparseMatrix<double, Eigen::RowMajor> m_XsT;  // X^T in CSR, so both products are row-parallel
-    Eigen::SparseMatrix<float, Eigen::RowMajor> m_Xs32, m_XsT32;
-    RowMatrixF m_X32;
+    Eigen::SparseMatrix<double, Eigen::RowMajor> m_Xs;  // X in CSR (F64 sparse path)
+    Eigen::SparseMatrix<float, Eigen::RowMajor> m_Xs32;  // X in CSR (F32 sparse path)
+    RowMatrixF m_X32;                                    // X in float (F32 dense path)
+    // Scratch, grown on demand and kept: the float casts of the public times/transpose_times
+    // on the F32 path, and the per-chunk d x n accumulators of X^T C.
+    mutable RowMatrixF m_in32, m_out32;
+    mutable std::vector<RowMatrix> m_acc64;
+    mutable std::vector<RowMatrixF> m_acc32;
 };
 
 /// Forward pass, loss and derivatives of the network at theta on the data (X, T).
@@ -107,7 +129,46 @@ private:
     // HVP scratch (hvp.cpp): f'(A_l), f''(A_l) of hidden layers, and the wide R-operator blocks.
     std::vector<RowMatrix> m_fd1, m_fd2;
     bool m_have_curvature = false;
-    RowMatrix m_wide_in, m_wide_out, m_RA1;
+    /// The block product in the wide scalar S of the X path (hvp.cpp), on chunks of vectors.
+    template <class S>
+    void block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> out, bool gauss_newton);
+    /// Element-wise passes over the hidden layers (evaluation.cpp), vectorised and row-parallel:
+    /// Z = f(A); D1 = f'(A) (from Z where f' is a function of f); D2 = f''(A).
+    void activate_rows(const RowMatrix& A, RowMatrix& Z) const;
+    void derivative_rows(const RowMatrix& A, const RowMatrix& Z, RowMatrix& D1, RowMatrix* D2) const;
+    template <class S>
+    using RowMatrixT = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    /// out = A^T B (A k x p, B k x q) as fixed-order sums over row chunks (one per thread):
+    /// deterministic for a given k and thread count.
+    void chunked_at_b(const Eigen::Ref<const RowMatrix>& A, const Eigen::Ref<const RowMatrix>& B,
+                      Eigen::Ref<RowMatrix> out) const;
+    /// out[0:n) = column sums of B (k x n), fixed-order over row chunks, accumulated in double.
+    template <class S>
+    void chunked_colsum(const Eigen::Ref<const RowMatrixT<S>>& B, double* out) const;
+    mutable std::vector<RowMatrix> m_acc;  // per-chunk accumulators of chunked_at_b / chunked_colsum
+    /// Runs a pass on the calling thread alone when the problem is small (k P below a fixed
+    /// bound): sets the thread's own OpenMP thread count, which Eigen's GEMM also reads, to 1,
+    /// and restores it on scope exit (evaluation.cpp).
+    class SerialIfSmall {
+    public:
+        explicit SerialIfSmall(const Evaluation& e);
+        ~SerialIfSmall();
+        SerialIfSmall(const SerialIfSmall&) = delete;
+        SerialIfSmall& operator=(const SerialIfSmall&) = delete;
+
+    private:
+        int m_saved = 0;
+    };
+    // Wide R-operator scratch for a chunk of at most m_chunk vectors, kept between products:
+    //   m_RA1_64/32 = X [V_W1^(1) ...] (k x n_1 m), then R{delta_1} in place (the X path's scalar)
+    //   m_RA[l], m_RZ[l], m_Rd[l]: R{A_l}, R{Z_l}, R{delta_l} of layers l >= 2 / hidden layers
+    //   m_VW1_64/32 = [V_W1^(1) ...] (d x n_1 m), m_XtR_64/32 = X^T R{delta_1} (d x n_1 m)
+    //   m_VWcat[l] = [V_Wl^(1) ...], m_VWTcat[l] = [V_Wl^(1)T ...], m_bcat[l] = [V_bl^(1) ...]
+    RowMatrix m_RA1_64, m_VW1_64, m_XtR_64;
+    RowMatrixF m_RA1_32, m_VW1_32, m_XtR_32;
+    std::vector<RowMatrix> m_RA, m_RZ, m_Rd, m_VWcat, m_VWTcat, m_small;
+    std::vector<Eigen::RowVectorXd> m_bcat;
+    Vector m_sample_loss;
 };
 
 }  // namespace tdyn
