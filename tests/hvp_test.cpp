@@ -148,6 +148,34 @@ TEST(HessianVector, BlockEqualsSingleProducts) {
     EXPECT_EQ(H.products(), 2 * M);
 }
 
+// A block wider than one chunk (at most 16 vectors per chunk, hvp.cpp) is split into equal
+// chunks; every path still gives M single products to rounding (1e-14; float32 paths 1e-6,
+// since the block and the single product round the float32 sums in different orders).
+TEST(HessianVector, BlockOfSeveralChunksEqualsSingleProducts) {
+    auto p = test::random_problem(Architecture::parse("12-7-5-3", Activation::Tanh, Output::SoftmaxCE), 50, 4);
+    for (Index i = 0; i < p.X.size(); ++i)
+        if (i % 4 != 0) p.X.data()[i] = 0.0;
+    const Index P = p.theta.size(), M = 20;
+    Matrix V(P, M);
+    for (Index m = 0; m < M; ++m) V.col(m) = random_vector(P, 300 + m);
+    for (XPath path : {XPath::Dense, XPath::Sparse})
+        for (Precision prec : {Precision::F64, Precision::F32}) {
+            InputMatrix X(p.X, path, prec);
+            Evaluation e(p.arch, X, p.T, p.theta);
+            Matrix HV(P, M), GV(P, M);
+            e.hessian_times(V, HV);
+            e.gauss_newton_times(V, GV);
+            const double tol = prec == Precision::F32 ? 1e-6 : 1e-14;
+            for (Index m = 0; m < M; ++m) {
+                Matrix h(P, 1), g(P, 1);
+                e.hessian_times(V.col(m), h);
+                e.gauss_newton_times(V.col(m), g);
+                EXPECT_LT(relative_error(Vector(HV.col(m)), Vector(h.col(0))), tol) << m;
+                EXPECT_LT(relative_error(Vector(GV.col(m)), Vector(g.col(0))), tol) << m;
+            }
+        }
+}
+
 // J V = V - alpha H V, checked against the dense I - alpha H.
 TEST(JacobianVector, EqualsIdentityMinusAlphaHessian) {
     const auto p = test::random_problem(Architecture::parse("5-4-3"), 10, 2);
