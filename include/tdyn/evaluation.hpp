@@ -66,7 +66,9 @@ private:
     Eigen::SparseMatrix<float, Eigen::RowMajor> m_Xs32;  // X in CSR (F32 sparse path)
     RowMatrixF m_X32;                                    // X in float (F32 dense path)
     // Scratch, grown on demand and kept: the float casts of the public times/transpose_times
-    // on the F32 path, and the per-chunk d x n accumulators of X^T C.
+    // on the F32 path, and the per-chunk d x n accumulators of X^T C. Because of it, one
+    // InputMatrix must not serve two products at the same time from different threads
+    // (tdyn runs one Evaluation at a time; give each concurrent Evaluation its own InputMatrix).
     mutable RowMatrixF m_in32, m_out32;
     mutable std::vector<RowMatrix> m_acc64;
     mutable std::vector<RowMatrixF> m_acc32;
