@@ -42,7 +42,7 @@ public:
     using Base = Spectra::DavidsonSymEigsSolver<DiagonalHessianOp>;
     using Base::Base;
 
-    Spectra::CompInfo solve(const Matrix& V0, Spectra::SortRule rule, Index max_iter, double tol) {
+    Spectra::CompInfo solve(const tdyn::Matrix& V0, Spectra::SortRule rule, tdyn::Index max_iter, double tol) {
         const double floor = std::pow(Eigen::NumTraits<double>::epsilon(), 2.0 / 3.0);
         m_search_space.initialize_search_space(V0);
         for (niter_ = 0; niter_ < max_iter; ++niter_) {
@@ -52,8 +52,8 @@ public:
             if (m_ritz_pairs.compute_eigen_pairs(m_search_space) != Eigen::Success)
                 return Spectra::CompInfo::NumericalIssue;
             m_ritz_pairs.sort(rule);
-            const Vector theta = m_ritz_pairs.ritz_values().head(m_number_eigenvalues);
-            const Vector r = m_ritz_pairs.residues().leftCols(m_number_eigenvalues).colwise().norm().transpose();
+            const tdyn::Vector theta = m_ritz_pairs.ritz_values().head(m_number_eigenvalues);
+            const tdyn::Vector r = m_ritz_pairs.residues().leftCols(m_number_eigenvalues).colwise().norm().transpose();
             if ((r.array() < tol * theta.array().abs().max(floor)).all()) return Spectra::CompInfo::Successful;
             m_search_space.extend_basis(calculate_correction_vector());  // (D - theta I)^{-1} r
         }
