@@ -21,11 +21,12 @@ scipy.sparse.linalg.eigsh(k=5, which='LA', tol=1e-6) on a LinearOperator whose m
 the double-backward HVP above (one HVP per matvec, counted). theta comes from a tdyn params
 file (/params/theta, flat layout W1 row-major 784 x 50, b1, W2 row-major 50 x 10, b2; read with
 h5py). With --tdyn BUILD_DIR, BUILD_DIR/spectrum_bench first writes that file (theta_20 of its
-benchmarks, with its tol-1e-10 reference eigenvalues) and times tdyn's top-5 solves, then the
+benchmarks, with its tol-1e-9 reference eigenvalues) and times tdyn's top-5 solves, then the
 peer runs on the same theta; the ratio is plain wall time, the two programs one after the other.
 
     /usr/bin/python3 bench/peer_torch.py --k 60000 --eigsh --tdyn build
     /usr/bin/python3 bench/peer_torch.py --k 60000 --eigsh --theta theta.h5
+    /usr/bin/python3 bench/peer_torch.py --k 60000 --eigsh --theta theta.h5 --tdyn-json spectrum_bench.json
 
 With --tdyn BUILD_DIR the script also runs BUILD_DIR/evaluation_bench and BUILD_DIR/hvp_bench
 (--benchmark_format=json, only this k, float64) and prints tdyn's numbers next to PyTorch's:
@@ -211,15 +212,24 @@ def measure_eigsh(k, data_dir, theta_path, nev=5, tol=1e-6, seed=0):
     return out
 
 
-def run_tdyn_spectrum(build_dir, k, theta_path):
-    """tdyn's top-5 solves at theta_20 from spectrum_bench (JSON); it also writes theta_path."""
-    exe = os.path.join(build_dir, "spectrum_bench")
-    cmd = [exe, f"--k={k}", f"--theta-out={theta_path}", "--benchmark_filter=^BM_Top5/",
-           "--benchmark_format=json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    sys.stderr.write(proc.stderr)
+def run_tdyn_spectrum(build_dir, k, theta_path, json_path=None):
+    """tdyn's top-5 solves at theta_20 from spectrum_bench (JSON); it also writes theta_path.
+    With json_path, the results of an earlier `spectrum_bench --theta-out=theta_path
+    --benchmark_out=json_path --benchmark_out_format=json` run are read instead."""
+    if json_path:
+        with open(json_path) as f:
+            out = json.load(f)
+    else:
+        exe = os.path.join(build_dir, "spectrum_bench")
+        cmd = [exe, f"--k={k}", f"--theta-out={theta_path}", "--benchmark_filter=^BM_Top5/",
+               "--benchmark_format=json"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        sys.stderr.write(proc.stderr)
+        out = json.loads(proc.stdout)
     res = {}
-    for b in json.loads(proc.stdout)["benchmarks"]:
+    for b in out["benchmarks"]:
+        if not b["name"].startswith("BM_Top5/"):
+            continue
         name = b["name"].split("/iterations")[0]
         res[name] = {key: b[key] for key in b if key in ("hvps", "ms", "x_units", "rel_res", "rel_err", "converged")
                      or key.startswith("lambda")}
@@ -269,6 +279,8 @@ def main():
     ap.add_argument("--tdyn", metavar="BUILD_DIR", help="also run tdyn's bench programs from here")
     ap.add_argument("--eigsh", action="store_true", help="top 5 eigenvalues of H by scipy eigsh instead")
     ap.add_argument("--theta", metavar="PARAMS.h5", help="--eigsh: theta (default: written by spectrum_bench)")
+    ap.add_argument("--tdyn-json", metavar="FILE", help="--eigsh: tdyn's results from an earlier spectrum_bench "
+                    "--benchmark_out (with --theta: the file it wrote) instead of running it")
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -304,7 +316,9 @@ def main():
 def main_eigsh(a):
     theta = a.theta
     tdyn = None
-    if a.tdyn:
+    if a.tdyn_json:
+        tdyn = run_tdyn_spectrum(None, a.k, theta, a.tdyn_json)
+    elif a.tdyn:
         theta = theta or os.path.join(a.tdyn, f"spectrum_bench_theta_k{a.k}.h5")
         tdyn = run_tdyn_spectrum(a.tdyn, a.k, theta)
     if not theta:
@@ -324,7 +338,7 @@ def main_eigsh(a):
     print("values:  " + " ".join(f"{v:.12g}" for v in r["values"]))
     print("rel_res: " + " ".join(f"{v:.1e}" for v in r["rel_res"]))
     if "reference" in r:
-        print("tdyn ref (tol 1e-10): " + " ".join(f"{v:.12g}" for v in r["reference"][:5]))
+        print("tdyn ref (tol 1e-9): " + " ".join(f"{v:.12g}" for v in r["reference"][:5]))
         print(f"max rel. difference eigsh vs reference: {r['rel_err_vs_reference']:.2e}")
     if tdyn:
         print(f"\n{'tdyn solver':<28}{'HVPs':>6}{'ms':>10}{'rel_err':>10}{'torch/tdyn':>12}")
