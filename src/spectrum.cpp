@@ -1,6 +1,8 @@
 #include "tdyn/spectrum.hpp"
 
 #include <Eigen/Eigenvalues>
+#include <Eigen/QR>
+#include <Spectra/DavidsonSymEigsSolver.h>
 #include <Spectra/SymEigsSolver.h>
 
 #include <algorithm>
@@ -9,7 +11,115 @@
 
 namespace tdyn {
 
+namespace {
+
+/// H with a diagonal D held beside it, the operator Spectra's DavidsonSymEigsSolver asks for:
+/// op(i, i) = D_i (read once, for the DPR correction) and the block product H V.
+class DiagonalHessianOp {
+public:
+    using Scalar = double;
+    DiagonalHessianOp(const HessianOp& H, const Vector& D) : m_H(H), m_D(D) {}
+    Index rows() const { return m_H.rows(); }
+    Index cols() const { return m_H.cols(); }
+    /// D_i on the diagonal; Davidson reads nothing else.
+    Scalar operator()(Index i, Index j) const { return i == j ? m_D[i] : 0.0; }
+    /// y = H x
+    void perform_op(const Scalar* x_in, Scalar* y_out) const { m_H.perform_op(x_in, y_out); }
+    /// H V, one wide pass
+    Matrix operator*(const Eigen::Ref<const Matrix>& V) const { return m_H * V; }
+
+private:
+    const HessianOp& m_H;
+    const Vector& m_D;
+};
+
+/// Spectra's Davidson loop (JDSymEigsBase::compute_with_guess) with Lanczos' convergence test
+/// on the Ritz residuals, ||H u_i - theta_i u_i|| < tol max(|theta_i|, eps^(2/3)) for the K
+/// wanted pairs, instead of Spectra's absolute ||r_i|| < tol: both solvers then stop on the same
+/// relative criterion.
+class RelativeDavidson : public Spectra::DavidsonSymEigsSolver<DiagonalHessianOp> {
+public:
+    using Base = Spectra::DavidsonSymEigsSolver<DiagonalHessianOp>;
+    using Base::Base;
+
+    Spectra::CompInfo solve(const tdyn::Matrix& V0, Spectra::SortRule rule, tdyn::Index max_iter, double tol) {
+        const double floor = std::pow(Eigen::NumTraits<double>::epsilon(), 2.0 / 3.0);
+        m_search_space.initialize_search_space(V0);
+        for (niter_ = 0; niter_ < max_iter; ++niter_) {
+            if (m_search_space.size() > m_max_search_space_size)
+                m_search_space.restart(m_ritz_pairs, m_initial_search_space_size);
+            m_search_space.update_operator_basis_product(m_matrix_operator);  // H V_new: one block HVP
+            if (m_ritz_pairs.compute_eigen_pairs(m_search_space) != Eigen::Success)
+                return Spectra::CompInfo::NumericalIssue;
+            m_ritz_pairs.sort(rule);
+            const tdyn::Vector theta = m_ritz_pairs.ritz_values().head(m_number_eigenvalues);
+            const tdyn::Vector r = m_ritz_pairs.residues().leftCols(m_number_eigenvalues).colwise().norm().transpose();
+            if ((r.array() < tol * theta.array().abs().max(floor)).all()) return Spectra::CompInfo::Successful;
+            m_search_space.extend_basis(calculate_correction_vector());  // (D - theta I)^{-1} r
+        }
+        return Spectra::CompInfo::NotConverging;
+    }
+};
+
+std::string to_string(Spectra::CompInfo i) {
+    return i == Spectra::CompInfo::Successful      ? "Successful"
+           : i == Spectra::CompInfo::NotConverging ? "NotConverging"
+                                                   : "NumericalIssue";
+}
+
+/// Davidson on H: D from Hutchinson (or 0), start block = the warm vectors (or random),
+/// orthonormalised and filled with random columns up to 2K.
+EigenResult davidson_eigs(Evaluation& e, Which which, const EigenOptions& o, const Matrix* start) {
+    HessianOp H(e);
+    const Index P = H.rows(), K = o.eigs;
+    Index diag_hvps = 0;
+    const Vector D = o.diagonal_probes > 0 ? hutchinson_diagonal(e, o.diagonal_probes, 17, &diag_hvps)
+                                           : Vector(Vector::Zero(P));
+    const Index nvec_init = std::min<Index>(2 * K, P / 3);
+    const Index nvec_max = std::min<Index>(o.krylov > 0 ? o.krylov : 10 * K, P);
+    if (nvec_max < nvec_init + K)
+        throw Error("--krylov " + std::to_string(nvec_max) + ": Davidson needs at least 3 K = " + std::to_string(3 * K));
+    DiagonalHessianOp op(H, D);
+    RelativeDavidson solver(op, K, nvec_init, nvec_max);
+    Matrix V0 = rademacher(P, nvec_init, 23);
+    if (start && start->cols() > 0) {
+        const Index m = std::min(start->cols(), nvec_init);
+        V0.leftCols(m) = start->leftCols(m);
+    }
+    V0 = Eigen::HouseholderQR<Matrix>(V0).householderQ() * Matrix::Identity(P, nvec_init);
+    const auto rule = which == Which::Top ? Spectra::SortRule::LargestAlge : Spectra::SortRule::SmallestAlge;
+    const Spectra::CompInfo info = solver.solve(V0, rule, o.max_iter, o.tol);
+    EigenResult r;
+    r.status = to_string(info);
+    r.converged = info == Spectra::CompInfo::Successful;
+    r.values = solver.eigenvalues();
+    r.vectors = solver.eigenvectors();
+    // Ritz values come sorted by the rule: descending for Top, ascending for Bottom.
+    const Matrix HU = H * r.vectors;
+    r.residuals = (HU - r.vectors * r.values.asDiagonal()).colwise().norm().transpose();
+    r.matvecs = H.products() + diag_hvps;
+    return r;
+}
+
+}  // namespace
+
+Vector hutchinson_diagonal(Evaluation& e, Index probes, std::uint64_t seed, Index* matvecs) {
+    if (probes < 1) throw Error("--diagonal-probes " + std::to_string(probes) + ": at least 1 probe");
+    HessianOp H(e);
+    const Matrix Z = rademacher(H.rows(), probes, seed);
+    const Matrix HZ = H * Z;
+    if (matvecs) *matvecs += H.products();
+    // diag H ~ (1/m) sum_j z_j .* (H z_j)
+    return Z.cwiseProduct(HZ).rowwise().mean();
+}
+
 EigenResult hessian_eigs(Evaluation& e, Which which, const EigenOptions& o, const Matrix* start) {
+    if (o.solver == EigenSolver::Davidson) {
+        if (o.eigs < 1 || o.eigs >= e.num_params())
+            throw Error("--eigs " + std::to_string(o.eigs) + ": must be between 1 and P - 1 = " +
+                        std::to_string(e.num_params() - 1));
+        return davidson_eigs(e, which, o, start);
+    }
     HessianOp H(e);
     const Index P = H.rows(), K = o.eigs;
     if (K < 1 || K >= P)

@@ -12,11 +12,23 @@ namespace tdyn {
 /// Which end of H's spectrum: largest algebraic (top) or smallest algebraic (bottom).
 enum class Which { Top, Bottom };
 
+/// Which Spectra solver: SymEigsSolver (implicitly restarted Lanczos, one HVP at a time) or
+/// DavidsonSymEigsSolver (block Davidson with the DPR correction (D - theta I)^{-1} r, one block
+/// HVP of K vectors per iteration; D an estimated diagonal of H). Lanczos is the default:
+/// docs/SPECTRUM_BENCH.md has the comparison.
+enum class EigenSolver { Lanczos, Davidson };
+
 struct EigenOptions {
     Index eigs = 1;          ///< K
     Index krylov = 0;        ///< Lanczos basis size (Spectra's ncv); 0 = max(2K + 1, 20), or max(2K + 1, 8) warm
-    double tol = 1e-6;       ///< relative: |residual estimate| < tol * |lambda| (Spectra's criterion)
-    Index max_iter = 1000;   ///< Lanczos restarts
+                             ///< Davidson: largest search space; 0 = 10 K
+    double tol = 1e-6;       ///< relative: |residual estimate| < tol * |lambda| (Spectra's criterion;
+                             ///< for Davidson tdyn applies the same test to the Ritz residuals)
+    Index max_iter = 1000;   ///< Lanczos restarts / Davidson iterations
+    EigenSolver solver = EigenSolver::Lanczos;
+    /// Davidson only: Rademacher probes of the Hutchinson diagonal, diag H ~ mean of z .* (H z)
+    /// (counted in matvecs); 0 = no diagonal (D = 0: the corrections are the residuals).
+    Index diagonal_probes = 0;
 };
 
 /// K eigenpairs of H at one end of its spectrum.
@@ -30,7 +42,7 @@ struct EigenResult {
 };
 
 /// K eigenpairs of H at the Evaluation's theta. `start` (P x m, e.g. the previous step's
-/// eigenvectors) warm-starts Lanczos from the sum of its columns.
+/// eigenvectors) warm-starts Lanczos from the sum of its columns, Davidson from its columns.
 EigenResult hessian_eigs(Evaluation& e, Which which, const EigenOptions& options, const Matrix* start = nullptr);
 
 /// Eigenvalues of J = I - alpha H, mu = 1 - alpha lambda, with the largest |mu| among those
@@ -67,6 +79,10 @@ struct SpectralDensity {
 /// sigma <= 0 picks (largest node - smallest node) / 200.
 SpectralDensity lanczos_density(Evaluation& e, Index probes, Index steps, Index grid_points, double sigma,
                                 std::uint64_t seed);
+
+/// Hutchinson's diagonal: diag H ~ (1/m) sum_j z_j .* (H z_j) over m Rademacher probes (one
+/// block HVP of m). `matvecs` (optional) is increased by m.
+Vector hutchinson_diagonal(Evaluation& e, Index probes, std::uint64_t seed, Index* matvecs = nullptr);
 
 /// The Rademacher probes both estimators use: column j of probe block b is the same for a seed.
 Matrix rademacher(Index rows, Index cols, std::uint64_t seed);
