@@ -14,6 +14,9 @@ packages=(
   npm dataset-fashion-mnist
   python3 python3-numpy python3-h5py python3-matplotlib
   python3-nbconvert python3-nbformat python3-nbclient python3-ipykernel python3-jupyter-client
+  # The PyTorch peer benchmark (bench/peer_torch.py). Debian's torch calls the system
+  # libblas.so.3; OpenBLAS makes it a fair peer (reference BLAS is ~10x slower).
+  python3-torch python3-scipy libopenblas0-openmp
 )
 missing=()
 for p in "${packages[@]}"; do
