@@ -34,6 +34,9 @@ int main(int argc, char** argv) {
     } catch (const std::bad_alloc&) {
         std::cerr << "tdyn: out of memory\n";
         return kExitError;
+    } catch (const std::exception& e) {  // not expected: still one line and a non-zero exit, never a core dump
+        std::cerr << "tdyn: internal error: " << e.what() << "\n";
+        return kExitError;
     }
     return exit_code;
 }

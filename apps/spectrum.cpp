@@ -84,9 +84,10 @@ int run_spectrum(SpectrumCliOptions& o) {
         apply_problem_flags(o.problem, o.given, config, false);
         const Architecture arch = config.architecture();
         if (o.eigs >= arch.num_params()) throw Error("--eigs " + std::to_string(o.eigs) + ": must be below P = " + std::to_string(arch.num_params()));
+        const Vector theta = read_params(o.file, arch);  // before the data: a bad file fails fast
         const Dataset data = load_dataset(config.data, data_dir(o.problem.data_dir), config.samples, arch.outputs());
         InputMatrix X(data.X, config.x_path, config.precision);
-        Evaluation e(arch, X, data.T, read_params(o.file, arch));
+        Evaluation e(arch, X, data.T, theta);
         print_analysis(o.file, -1, analyse_spectrum(e, so, o.lr, nullptr), o.lr, o.json);
         return 0;
     }

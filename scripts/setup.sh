@@ -13,6 +13,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   npm dataset-fashion-mnist
   python3 python3-numpy python3-h5py
+  clang libclang-rt-14-dev libomp-14-dev  # scripts/fuzz.sh: libFuzzer, and OpenMP for clang
 )
 missing=()
 for p in "${packages[@]}"; do

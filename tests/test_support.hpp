@@ -6,6 +6,11 @@
 #include "tdyn/data.hpp"
 #include "tdyn/evaluation.hpp"
 #include "tdyn/network.hpp"
+#include "tdyn/run.hpp"
+
+#include <chrono>
+#include <csignal>
+#include <thread>
 
 #include <filesystem>
 #include <unistd.h>
@@ -145,6 +150,41 @@ inline void write_data_file(const std::string& path, Index k, Index d, Index cla
     h5::File f = h5::File::create(path);
     f.write_matrix("/X", X);
     f.write_ints("/labels", labels);
+}
+
+/// Starts `tdyn ARGS...` as a child process and returns its pid (the caller kills or waits).
+inline pid_t spawn_tdyn(const std::vector<std::string>& args) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+        std::vector<const char*> a = {TDYN_BINARY};
+        for (const auto& s : args) a.push_back(s.c_str());
+        a.push_back(nullptr);
+        execv(TDYN_BINARY, const_cast<char* const*>(a.data()));
+        _exit(127);
+    }
+    return pid;
+}
+
+/// Polls a run file that is being written (SWMR) until /trajectory holds at least `rows` rows
+/// or about 20 s have passed; returns the rows last seen.
+inline Index wait_for_rows(const std::string& run, Index rows) {
+    Index seen = 0;
+    for (int i = 0; i < 4000 && seen < rows; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        try {
+            seen = RunReader(run).info().rows;
+        } catch (const Error&) {  // not created yet
+        }
+    }
+    return seen;
+}
+
+/// Sends `sig` to a child and waits for it; returns the wait status.
+inline int signal_and_wait(pid_t pid, int sig) {
+    kill(pid, sig);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return status;
 }
 
 }  // namespace tdyn::test
