@@ -179,6 +179,23 @@ inline Index wait_for_rows(const std::string& run, Index rows) {
     return seen;
 }
 
+/// Expects the run file `b` (interrupted and resumed) to equal the uninterrupted run `a`: status
+/// completed, theta at step `last`, and each named 1-d and 2-d series bit for bit (NaN == NaN).
+/// (A run stopped by SIGINT/SIGTERM also stores theta at the step it stopped, so the stored
+/// thetas are compared only where the caller names /trajectory/theta.)
+inline void expect_same_run(const std::string& a, const std::string& b, Index last, std::initializer_list<const char*> series,
+                            std::initializer_list<const char*> matrices = {}) {
+    RunReader x(a), y(b);
+    EXPECT_EQ(y.info().status, "completed");
+    EXPECT_EQ(x.stored_theta(last), y.stored_theta(last));
+    for (const char* s : series) EXPECT_EQ(x.file().read_vector(s), y.file().read_vector(s)) << s;
+    for (const char* s : matrices) {
+        const RowMatrix p = x.file().read_matrix(s), q = y.file().read_matrix(s);
+        EXPECT_TRUE(p.rows() == q.rows() && p.cols() == q.cols() && (p.array() == q.array() || (p.array().isNaN() && q.array().isNaN())).all())
+            << s;
+    }
+}
+
 /// Sends `sig` to a child and waits for it; returns the wait status.
 inline int signal_and_wait(pid_t pid, int sig) {
     kill(pid, sig);
