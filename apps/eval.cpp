@@ -43,10 +43,11 @@ int run_eval(EvalOptions& o) {
         apply_problem_flags(o.problem, o.given, config, false);
     }
     const Architecture arch = config.architecture();
+    Vector theta;
+    if (!is_run) theta = read_params(o.file, arch);  // before the data: a bad file fails fast
     auto data = std::make_shared<const Dataset>(
         load_dataset(config.data, data_dir(o.problem.data_dir), config.samples, arch.outputs(), o.split == "test"));
 
-    Vector theta;
     Index step = -1;
     if (is_run) {
         const auto& steps = run->info().theta_steps;
@@ -61,8 +62,6 @@ int run_eval(EvalOptions& o) {
             Trainer replayer(replay_config, replay_data);
             theta = run->theta(step, replayer);
         }
-    } else {
-        theta = read_params(o.file, arch);
     }
 
     InputMatrix X(data->X, config.x_path, config.precision);

@@ -2,6 +2,7 @@
 // H) at stored steps of a run, written to its /spectrum group, or at a params file's theta.
 #include "commands.hpp"
 #include "common.hpp"
+#include "values.hpp"
 
 #include "tdyn/run.hpp"
 #include "tdyn/spectrum.hpp"
@@ -23,37 +24,6 @@ struct SpectrumCliOptions {
     bool vectors = false, json = false, trace = false, density = false, quiet = false;
     CLI::Option* lr_opt;
 };
-
-/// "stored" (every stored step), "last", or a list of steps and ranges "0,10,50:100:10".
-std::vector<Index> parse_steps(const std::string& text, const RunInfo& info) {
-    if (text.empty() || text == "last") return {info.theta_steps.back()};
-    if (text == "stored") return info.theta_steps;
-    std::vector<Index> steps;
-    std::size_t pos = 0;
-    auto bad = [&] { return Error("--steps: expected 'last', 'stored' or a list like 0,10,50:100:10 (first:last:stride), found '" + text + "'"); };
-    while (pos <= text.size()) {
-        const std::size_t comma = std::min(text.find(',', pos), text.size());
-        const std::string part = text.substr(pos, comma - pos);
-        std::vector<Index> nums;
-        std::size_t p = 0;
-        while (p <= part.size()) {
-            const std::size_t colon = std::min(part.find(':', p), part.size());
-            const std::string num = part.substr(p, colon - p);
-            if (num.empty() || num.find_first_not_of("0123456789") != std::string::npos || num.size() > 12) throw bad();
-            nums.push_back(std::stoll(num));
-            p = colon + 1;
-        }
-        if (nums.size() == 1) steps.push_back(nums[0]);
-        else if (nums.size() == 3 && nums[2] > 0 && nums[0] <= nums[1])
-            for (Index t = nums[0]; t <= nums[1]; t += nums[2]) steps.push_back(t);
-        else throw bad();
-        pos = comma + 1;
-    }
-    for (Index t : steps)
-        if (t > info.last_step)
-            throw Error("--steps: step " + std::to_string(t) + " is past the end of the run (last step " + std::to_string(info.last_step) + ")");
-    return steps;
-}
 
 void print_analysis(const std::string& file, Index step, const SpectrumAnalysis& a, double alpha, bool json) {
     auto list = [&](const Vector& v) {
@@ -115,9 +85,10 @@ int run_spectrum(SpectrumCliOptions& o) {
         apply_problem_flags(o.problem, o.given, config, false);
         const Architecture arch = config.architecture();
         if (o.eigs >= arch.num_params()) throw Error("--eigs " + std::to_string(o.eigs) + ": must be below P = " + std::to_string(arch.num_params()));
+        const Vector theta = read_params(o.file, arch);  // before the data: a bad file fails fast
         const Dataset data = load_dataset(config.data, data_dir(o.problem.data_dir), config.samples, arch.outputs());
         InputMatrix X(data.X, config.x_path, config.precision);
-        Evaluation e(arch, X, data.T, read_params(o.file, arch));
+        Evaluation e(arch, X, data.T, theta);
         print_analysis(o.file, -1, analyse_spectrum(e, so, o.lr, nullptr), o.lr, o.json);
         return 0;
     }
@@ -128,7 +99,7 @@ int run_spectrum(SpectrumCliOptions& o) {
     const TrainConfig config = info.config;
     const double alpha = o.lr_opt->count() ? o.lr : config.lr;
     if (info.theta_steps.empty()) throw Error(o.file + ": the run stored no theta yet");
-    const std::vector<Index> steps = parse_steps(o.steps, info);
+    const std::vector<Index> steps = parse_steps(o.steps, info.theta_steps, info.last_step);
     if (o.eigs >= config.architecture().num_params()) throw Error("--eigs: must be below P");
     {
         // What appending to an existing /spectrum group needs, checked before any work.

@@ -17,6 +17,7 @@ packages=(
   # The PyTorch peer benchmark (bench/peer_torch.py). Debian's torch calls the system
   # libblas.so.3; OpenBLAS makes it a fair peer (reference BLAS is ~10x slower).
   python3-torch python3-scipy libopenblas0-openmp
+  clang libclang-rt-14-dev libomp-14-dev  # scripts/fuzz.sh: libFuzzer, and OpenMP for clang
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -152,8 +152,16 @@ Dataset read_data_file(const std::string& path, Index samples, Index classes) {
             throw Error(path + ": /labels has " + std::to_string(labels.size()) + " entries but /X has " +
                         std::to_string(available) + " rows");
         Index c = classes;
-        if (c == 0)
-            for (Index i = 0; i < k; ++i) c = std::max<Index>(c, Index(labels[i]) + 1);
+        if (c == 0) {
+            // Classes from the largest label, bounded so that a corrupt label cannot ask for terabytes.
+            constexpr Index kMaxClasses = Index(1) << 20;
+            for (Index i = 0; i < k; ++i) {
+                if (labels[i] >= kMaxClasses)
+                    throw Error(path + ": /labels: label " + std::to_string(labels[i]) + " of sample " + std::to_string(i) +
+                                " is not a class index (at most " + std::to_string(kMaxClasses) + " classes)");
+                c = std::max<Index>(c, Index(labels[i]) + 1);
+            }
+        }
         ds.T = RowMatrix::Zero(k, std::max<Index>(c, 1));
         for (Index i = 0; i < k; ++i) one_hot(ds.T, i, labels[i], c, path + ": /labels");
     } else {

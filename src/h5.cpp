@@ -14,6 +14,27 @@ void silence_hdf5() {
     (void)done;
 }
 
+/// The system-level reason HDF5 recorded for the call that just failed (a truncated file, a
+/// write() that failed with errno ...), as " (HDF5: ...)", or "" when there is none: the
+/// innermost entry of its error stack, whose printing silence_hdf5() turned off.
+std::string io_cause() {
+    std::string cause;
+    H5Ewalk2(
+        H5E_DEFAULT, H5E_WALK_UPWARD,
+        [](unsigned n, const H5E_error2_t* e, void* out) -> herr_t {
+            auto& s = *static_cast<std::string*>(out);
+            if (s.empty() && e->desc) {
+                const std::string d = e->desc;
+                if (d.find("truncated") != std::string::npos || d.find("errno") != std::string::npos) s = d;
+            }
+            return 0;
+        },
+        &cause);
+    for (char& c : cause)
+        if (c == '\n') c = ' ';
+    return cause.empty() ? "" : " (HDF5: " + cause + ")";
+}
+
 /// "1-d [100]", "2-d [3 x 4]" or "a scalar", for messages.
 std::string describe(const std::vector<hsize_t>& dims) {
     if (dims.empty()) return "a scalar";
@@ -101,7 +122,7 @@ void File::fail(const std::string& object, std::string_view what) const {
 }
 
 std::int64_t File::check(std::int64_t ret, const std::string& object, std::string_view what) const {
-    if (ret < 0) fail(object, what);
+    if (ret < 0) fail(object, std::string(what) + io_cause());
     return ret;
 }
 
@@ -121,9 +142,13 @@ File File::open_read(const std::string& path, bool swmr) {
     if (!std::filesystem::is_regular_file(path, ec)) throw Error(path + ": no such file");
     if (H5Fis_hdf5(path.c_str()) <= 0) throw Error(path + ": not an HDF5 file");
     Handle f(H5Fopen(path.c_str(), H5F_ACC_RDONLY | (swmr ? H5F_ACC_SWMR_READ : 0u), H5P_DEFAULT));
-    if (!f)
+    if (!f) {
+        // A truncated file is the likely cause; say so rather than guess.
+        if (const std::string cause = io_cause(); !cause.empty())
+            throw Error(path + ": cannot open the HDF5 file, it is damaged" + cause);
         throw Error(path + (swmr ? ": cannot open the HDF5 file for SWMR reading (was it written with SWMR?)"
                                  : ": cannot open the HDF5 file for reading (is a writer still running? use SWMR)"));
+    }
     return File(std::move(f), path, swmr);
 }
 
@@ -139,7 +164,11 @@ File File::open_write(const std::string& path) {
     hbool_t clear = true;
     H5Pset(fapl.id(), "clear_status_flags", &clear);  // best effort: absent in other versions
     Handle f(H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl.id()));
-    if (!f) throw Error(path + ": cannot open the HDF5 file for writing (is another program writing it?)");
+    if (!f) {
+        if (const std::string cause = io_cause(); !cause.empty())
+            throw Error(path + ": cannot open the HDF5 file, it is damaged" + cause);
+        throw Error(path + ": cannot open the HDF5 file for writing (is another program writing it?)");
+    }
     return File(std::move(f), path, false);
 }
 

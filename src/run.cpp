@@ -142,6 +142,10 @@ Vector read_params(const std::string& path, const Architecture& arch) {
         if (w != widths_of(arch))
             throw Error(path + ": params are for arch " + arch_text(w) + ", but the run uses " + arch.to_string());
     }
+    const auto dims = f.shape("/params/theta");  // checked before reading: a huge dataset is not read
+    if (dims.size() == 1 && Index(dims[0]) != arch.num_params())
+        throw Error(path + ": /params/theta has " + std::to_string(dims[0]) + " entries; arch " +
+                    arch.to_string() + " needs " + std::to_string(arch.num_params()));
     const Vector theta = f.read_vector("/params/theta");
     if (theta.size() != arch.num_params())
         throw Error(path + ": /params/theta has " + std::to_string(theta.size()) + " entries; arch " +

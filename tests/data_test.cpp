@@ -148,6 +148,13 @@ TEST(DataFile, RejectsWrongShapesAndValues) {
         f.write_matrix("/X", RowMatrix::Ones(2, 2));
     }
     expect_error([&] { read_data_file(p4, 0); }, {p4, "/labels"});
+    const std::string p5 = temp_path("huge-label.h5");
+    {
+        h5::File f = h5::File::create(p5);
+        f.write_matrix("/X", RowMatrix::Ones(2, 2));
+        f.write_ints("/labels", std::vector<std::int64_t>{0, std::int64_t(1) << 40});  // would be 2^40 one-hot columns
+    }
+    expect_error([&] { read_data_file(p5, 0); }, {p5, "label 1099511627776 of sample 1", "not a class index"});
     expect_error([&] { load_dataset("mnits", "/nonexistent", 0); }, {"--data", "mnits"});
     expect_error([&] { load_dataset("mnist", "/nonexistent", 0); }, {"/nonexistent/mnist/train-images-idx3-ubyte", "setup.sh"});
 }

@@ -144,37 +144,58 @@ TEST(RunFile, ResumeAfterSigkillIsBitIdentical) {
     const std::string full = test::temp_path("kill-full.h5"), killed = test::temp_path("kill-resumed.h5");
     ASSERT_EQ(test::run_tdyn("train" + args + " --out " + full).exit_code, 0);
 
-    const pid_t pid = fork();
+    const pid_t pid = test::spawn_tdyn({"train", "--data", data, "--arch", "40-30-5", "--lr", "0.3", "--steps", "600",
+                                        "--save-theta-every", "7", "--quiet", "--out", killed});
     ASSERT_GE(pid, 0);
-    if (pid == 0) {
-        execl(TDYN_BINARY, TDYN_BINARY, "train", "--data", data.c_str(), "--arch", "40-30-5", "--lr", "0.3", "--steps",
-              "600", "--save-theta-every", "7", "--quiet", "--out", killed.c_str(), (char*)nullptr);
-        _exit(127);
-    }
     // Wait until the run is well under way, then kill it without warning.
-    Index rows = 0;
-    for (int i = 0; i < 2000 && rows < 100; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-        try {
-            rows = RunReader(killed).info().rows;
-        } catch (const Error&) {
-        }
-    }
-    kill(pid, SIGKILL);
-    int status = 0;
-    waitpid(pid, &status, 0);
+    const Index rows = test::wait_for_rows(killed, 100);
+    const int status = test::signal_and_wait(pid, SIGKILL);
     ASSERT_TRUE(WIFSIGNALED(status)) << "the run finished before it could be killed";
     EXPECT_GT(rows, 0);
     EXPECT_EQ(RunReader(killed).info().status, "running");
 
     const auto resumed = test::run_tdyn("train --out " + killed + " --resume --quiet");
     ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
-    RunReader a(full), b(killed);
-    EXPECT_EQ(b.info().status, "completed");
-    EXPECT_EQ(a.stored_theta(600), b.stored_theta(600));
-    EXPECT_EQ(a.info().theta_steps, b.info().theta_steps);
-    for (const char* s : {"/trajectory/step", "/trajectory/loss", "/trajectory/accuracy", "/trajectory/grad_norm"})
-        EXPECT_EQ(a.file().read_vector(s), b.file().read_vector(s)) << s;
+    test::expect_same_run(full, killed, 600, {"/trajectory/step", "/trajectory/loss", "/trajectory/accuracy", "/trajectory/grad_norm",
+                                              "/trajectory/theta_step"}, {"/trajectory/theta"});
+}
+
+// SIGTERM and SIGINT stop a run at the end of the current step: exit 130, one line saying how
+// to continue, status interrupted, every series of equal length, and --resume completes it
+// bit-identically to an uninterrupted run.
+TEST(RunFile, SigtermAndSigintStopCleanlyAndResume) {
+    const std::string data = test::temp_path("term-data.h5");
+    test::write_data_file(data, 500, 40, 5, 9);
+    const std::vector<std::string> args = {"train", "--data", data, "--arch", "40-30-5", "--lr", "0.3", "--steps", "300",
+                                           "--save-theta-every", "7", "--lyapunov", "2", "--quiet", "--out"};
+    const std::string full = test::temp_path("term-full.h5");
+    std::string line;
+    for (std::size_t i = 1; i < args.size(); ++i) line += " " + args[i];
+    ASSERT_EQ(test::run_tdyn("train" + line + " " + full).exit_code, 0);
+    for (int sig : {SIGTERM, SIGINT}) {
+        SCOPED_TRACE(sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        const std::string run = test::temp_path(std::string("term-") + std::to_string(sig) + ".h5");
+        std::vector<std::string> a = args;
+        a.push_back(run);
+        const pid_t pid = test::spawn_tdyn(a);
+        ASSERT_GE(pid, 0);
+        test::wait_for_rows(run, 50);
+        const int status = test::signal_and_wait(pid, sig);
+        ASSERT_TRUE(WIFEXITED(status)) << "killed by the signal instead of stopping at a step";
+        EXPECT_EQ(WEXITSTATUS(status), 130);
+        {
+            RunReader r(run);
+            EXPECT_EQ(r.info().status, "interrupted");
+            const Index rows = r.info().rows;
+            for (const char* s : {"/trajectory/step", "/trajectory/loss", "/trajectory/accuracy", "/trajectory/grad_norm"})
+                EXPECT_EQ(Index(r.file().rows(s)), rows) << s;
+            EXPECT_GE(rows, 50);
+        }
+        const auto resumed = test::run_tdyn("train --out " + run + " --resume --quiet");
+        ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+        test::expect_same_run(full, run, 300, {"/trajectory/step", "/trajectory/loss", "/lyapunov/step"},
+                              {"/lyapunov/log_growth", "/lyapunov/exponents"});
+    }
 }
 
 // The reference file was written by h5py: /params/theta with an integer arch attribute.

@@ -6,6 +6,11 @@
 #include "tdyn/data.hpp"
 #include "tdyn/evaluation.hpp"
 #include "tdyn/network.hpp"
+#include "tdyn/run.hpp"
+
+#include <chrono>
+#include <csignal>
+#include <thread>
 
 #include <filesystem>
 #include <unistd.h>
@@ -145,6 +150,58 @@ inline void write_data_file(const std::string& path, Index k, Index d, Index cla
     h5::File f = h5::File::create(path);
     f.write_matrix("/X", X);
     f.write_ints("/labels", labels);
+}
+
+/// Starts `tdyn ARGS...` as a child process and returns its pid (the caller kills or waits).
+inline pid_t spawn_tdyn(const std::vector<std::string>& args) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+        std::vector<const char*> a = {TDYN_BINARY};
+        for (const auto& s : args) a.push_back(s.c_str());
+        a.push_back(nullptr);
+        execv(TDYN_BINARY, const_cast<char* const*>(a.data()));
+        _exit(127);
+    }
+    return pid;
+}
+
+/// Polls a run file that is being written (SWMR) until /trajectory holds at least `rows` rows
+/// or about 20 s have passed; returns the rows last seen.
+inline Index wait_for_rows(const std::string& run, Index rows) {
+    Index seen = 0;
+    for (int i = 0; i < 4000 && seen < rows; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        try {
+            seen = RunReader(run).info().rows;
+        } catch (const Error&) {  // not created yet
+        }
+    }
+    return seen;
+}
+
+/// Expects the run file `b` (interrupted and resumed) to equal the uninterrupted run `a`: status
+/// completed, theta at step `last`, and each named 1-d and 2-d series bit for bit (NaN == NaN).
+/// (A run stopped by SIGINT/SIGTERM also stores theta at the step it stopped, so the stored
+/// thetas are compared only where the caller names /trajectory/theta.)
+inline void expect_same_run(const std::string& a, const std::string& b, Index last, std::initializer_list<const char*> series,
+                            std::initializer_list<const char*> matrices = {}) {
+    RunReader x(a), y(b);
+    EXPECT_EQ(y.info().status, "completed");
+    EXPECT_EQ(x.stored_theta(last), y.stored_theta(last));
+    for (const char* s : series) EXPECT_EQ(x.file().read_vector(s), y.file().read_vector(s)) << s;
+    for (const char* s : matrices) {
+        const RowMatrix p = x.file().read_matrix(s), q = y.file().read_matrix(s);
+        EXPECT_TRUE(p.rows() == q.rows() && p.cols() == q.cols() && (p.array() == q.array() || (p.array().isNaN() && q.array().isNaN())).all())
+            << s;
+    }
+}
+
+/// Sends `sig` to a child and waits for it; returns the wait status.
+inline int signal_and_wait(pid_t pid, int sig) {
+    kill(pid, sig);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return status;
 }
 
 }  // namespace tdyn::test
