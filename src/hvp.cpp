@@ -58,6 +58,7 @@ void Evaluation::block_product(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Mat
     const Index L = m_arch.layers(), k = samples(), P = num_params(), M = V.cols();
     assert(V.rows() == P && out.rows() == P && out.cols() == M);
     (void)P;
+    if (M == 0) return;  // an empty block (block solvers ask for one): nothing to multiply
     gradient();  // delta_l, l = 1..L
     const SerialIfSmall serial(*this);
     if (!m_have_curvature) {

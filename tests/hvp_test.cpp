@@ -286,3 +286,15 @@ TEST(Reference, HessianVectorMatchesPyTorch) {
 
 }  // namespace
 }  // namespace tdyn
+
+// Block solvers may ask for H times a block of no vectors: an empty product, not a crash
+// (the chunked block code divided by M).
+TEST(HessianVector, EmptyBlockGivesAnEmptyProduct) {
+    const auto p = tdyn::test::random_problem(tdyn::Architecture::parse("5-4-3"), 20, 1);
+    const tdyn::InputMatrix X(p.X);
+    tdyn::Evaluation e(p.arch, X, p.T, p.theta);
+    const tdyn::Matrix V(e.num_params(), 0);
+    tdyn::Matrix HV(e.num_params(), 0);
+    e.hessian_times(V, HV);
+    EXPECT_EQ(tdyn::HessianOp(e) * V, tdyn::Matrix(e.num_params(), 0));
+}
