@@ -163,7 +163,8 @@ int run_lyapunov(LyapunovCliOptions& o) {
     }
     progress.done();
     // Close the SWMR session; record the final basis and how far the analysis went.
-    f = h5::File::open_write(o.file);
+    f = h5::File();  // close the SWMR session first
+    f = h5::File::open_write(o.file, 10);
     write_final_basis(f, to, tangent->basis());
     f.set_attr("/lyapunov", "to", std::int64_t(to));
     f.flush();

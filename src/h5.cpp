@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <chrono>
 #include <filesystem>
+#include <thread>
 
 namespace tdyn::h5 {
 
@@ -152,7 +154,7 @@ File File::open_read(const std::string& path, bool swmr) {
     return File(std::move(f), path, swmr);
 }
 
-File File::open_write(const std::string& path) {
+File File::open_write(const std::string& path, double wait_seconds) {
     silence_hdf5();
     std::error_code ec;
     if (!std::filesystem::is_regular_file(path, ec)) throw Error(path + ": no such file");
@@ -163,13 +165,23 @@ File File::open_write(const std::string& path) {
     // registered file-access property is what the h5clear tool sets to lift the mark.
     hbool_t clear = true;
     H5Pset(fapl.id(), "clear_status_flags", &clear);  // best effort: absent in other versions
-    Handle f(H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl.id()));
-    if (!f) {
-        if (const std::string cause = io_cause(); !cause.empty())
-            throw Error(path + ": cannot open the HDF5 file, it is damaged" + cause);
+    // A reader (a notebook watching the run) holds a lock; it usually lets go within moments.
+    const auto t0 = std::chrono::steady_clock::now();
+    for (;;) {
+        Handle f(H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl.id()));
+        if (f) return File(std::move(f), path, false);
+        const std::string cause = io_cause();
+        const bool locked = cause.find("lock") != std::string::npos;
+        const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (locked && waited < wait_seconds) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            continue;
+        }
+        if (locked)
+            throw Error(path + ": cannot open the HDF5 file for writing: another program has it open (file lock)");
+        if (!cause.empty()) throw Error(path + ": cannot open the HDF5 file, it is damaged" + cause);
         throw Error(path + ": cannot open the HDF5 file for writing (is another program writing it?)");
     }
-    return File(std::move(f), path, false);
 }
 
 void File::start_swmr() { check(H5Fstart_swmr_write(m_file.id()), "", "cannot start SWMR writing"); }

@@ -340,7 +340,14 @@ void RunWriter::store_lyapunov_checkpoint(Index t, const TangentPropagator& tang
 void RunWriter::finish(const std::string& status, Index step, Index total_steps, const TangentPropagator* tangent) {
     // Attributes cannot change during SWMR writing: close, reopen, record the outcome.
     const std::string path = m_file.path();
-    m_file = h5::File::open_write(path);
+    m_file = h5::File();  // closed: every row is already flushed
+    try {
+        m_file = h5::File::open_write(path, 10);
+    } catch (const Error& e) {
+        throw Error(std::string(e.what()) + "; every step up to " + std::to_string(step) +
+                    " is written, but the run could not be marked " + status +
+                    " (close the other program, then tdyn train --out " + path + " --resume marks it)");
+    }
     if (tangent) write_final_basis(m_file, tangent->steps()  /* training starts its vectors at step 0 */, tangent->basis());
     m_file.set_attr("/", "status", status);
     m_file.set_attr("/", "steps", std::int64_t(total_steps));

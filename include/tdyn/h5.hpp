@@ -39,6 +39,7 @@ private:
 /// "FILE: OBJECT: what went wrong". Movable, not copyable; closing is automatic.
 class File {
 public:
+    File() = default;  ///< no file (closed); assign an opened one to use it
     enum class Type { Float, Integer, Other };
 
     /// A new file; fails if it exists (never clobbers). Latest format, so SWMR is possible.
@@ -47,7 +48,8 @@ public:
     /// and rows() refreshes the dataset first, so appended rows become visible.
     static File open_read(const std::string& path, bool swmr = false);
     /// Read-write (resume). Clears the "open for writing" mark a killed SWMR writer leaves.
-    static File open_write(const std::string& path);
+    /// Waits up to wait_seconds while another program's lock (a reader) keeps it from opening.
+    static File open_write(const std::string& path, double wait_seconds = 0);
 
     const std::string& path() const { return m_path; }
     /// Starts SWMR writing. Every dataset and attribute must exist before: from here on
