@@ -109,6 +109,11 @@ Dataset dataset_from_idx(const IdxArray& images, const IdxArray& labels, const s
         throw Error(labels_path + ": holds " + std::to_string(labels.dims[0]) + " labels but " + images_path +
                     " holds " + std::to_string(images.dims[0]) + " images");
     const Index k = take(images.dims[0], samples, images_path);
+    // With zero images no size check bounds rows x cols; an empty data set is no data set.
+    if (k == 0) throw Error(images_path + ": holds no images");
+    if (images.dims[1] == 0 || images.dims[2] == 0 || images.dims[1] * std::uint64_t(images.dims[2]) > (1u << 24))
+        throw Error(images_path + ": images of " + std::to_string(images.dims[1]) + " x " + std::to_string(images.dims[2]) +
+                    " pixels: expected between 1 and 2^24 pixels each");
     const Index d = Index(images.dims[1]) * Index(images.dims[2]);
     Dataset ds;
     ds.X.resize(k, d);

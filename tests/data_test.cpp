@@ -161,3 +161,18 @@ TEST(DataFile, RejectsWrongShapesAndValues) {
 
 }  // namespace
 }  // namespace tdyn
+
+// Found by the fuzzer: a header of 0 images of 134283264 x 134414336 pixels passed the size
+// check (0 bytes needed) and made a 0 x 1.8e16 matrix that Eigen then scanned column by column.
+TEST(Idx, ZeroImagesOrAbsurdImageSizesAreRejected) {
+    tdyn::IdxArray labels;
+    labels.dims = {0};
+    tdyn::IdxArray images;
+    images.dims = {0, 134283264u, 134414336u};
+    EXPECT_THROW(tdyn::dataset_from_idx(images, labels, "images", "labels", 0, 10), tdyn::Error);
+    images.dims = {1, 65536u, 65536u};
+    images.data.assign(1, 0);
+    labels.dims = {1};
+    labels.data.assign(1, 0);
+    EXPECT_THROW(tdyn::dataset_from_idx(images, labels, "images", "labels", 0, 10), tdyn::Error);
+}
