@@ -27,6 +27,9 @@ int main(int argc, char** argv) {
     app.require_subcommand(1, 1);
     app.set_version_flag("--version", std::string(TDYN_VERSION));
     int exit_code = 0;
+    // A flag given twice takes its last value, as in git: scripts/run.sh --steps 200 overrides
+    // the script's own --steps. Subcommands inherit this default when they are created.
+    app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
     setup_train(app, exit_code);
     setup_eval(app, exit_code);
     setup_info(app, exit_code);
