@@ -49,7 +49,7 @@ public:
     static File open_read(const std::string& path, bool swmr = false);
     /// Read-write (resume). Clears the "open for writing" mark a killed SWMR writer leaves.
     /// Waits up to wait_seconds while another program's lock (a reader) keeps it from opening.
-    static File open_write(const std::string& path, double wait_seconds = 0);
+    static File open_write(const std::string& path, double wait_seconds = 10);
 
     const std::string& path() const { return m_path; }
     /// Starts SWMR writing. Every dataset and attribute must exist before: from here on
