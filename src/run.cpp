@@ -95,6 +95,16 @@ h5::File open_for_reading(const std::string& path) {
 
 const char* kSeries[] = {"/trajectory/step", "/trajectory/loss", "/trajectory/accuracy", "/trajectory/grad_norm"};
 
+/// The last row of a /checkpoint step series holding step s (rows are complete once their step
+/// is written, which is last), or -1.
+Index checkpoint_row(h5::File& f, const std::string& steps_name, Index s) {
+    const Vector steps = f.read_vector(steps_name);
+    Index row = -1;
+    for (Index j = 0; j < steps.size(); ++j)
+        if (steps[j] == double(s)) row = j;
+    return row;
+}
+
 /// Rows of the series `names` whose index series `step` holds steps < from (the rest a
 /// resumed run recomputes); `per_step` rows per step (K for the stored eigenvectors).
 void truncate_indexed(h5::File& f, const std::string& step, const std::vector<std::string>& names, Index from) {
@@ -275,10 +285,7 @@ RunWriter RunWriter::resume(const std::string& path) {
     truncate_analyses(f, w.m_resume_step);
     if (f.exists("/checkpoint/spectrum_step")) {
         // The warm start stored with theta_s (NaN rows: there was no earlier analysis).
-        const Vector cs = f.read_vector("/checkpoint/spectrum_step");
-        Index row = -1;
-        for (Index j = 0; j < cs.size(); ++j)
-            if (cs[j] == double(w.m_resume_step)) row = j;
+        const Index row = checkpoint_row(f, "/checkpoint/spectrum_step", w.m_resume_step);
         for (const char* n : {"/checkpoint/spectrum_step", "/checkpoint/spectrum_start_top", "/checkpoint/spectrum_start_bottom"})
             f.truncate_rows(n, std::min<hsize_t>(f.rows(n), hsize_t(row + 1)));
         if (row >= 0) {
@@ -521,11 +528,7 @@ void append_lyapunov_checkpoint(h5::File& f, Index t, const TangentPropagator& t
 std::pair<TangentPropagator, std::optional<PerturbedTrajectory>> read_lyapunov_state(h5::File& f, Index s) {
     const LyapunovSettings set = read_lyapunov_settings(f);
     const Index M = set.tangent.vectors;
-    // The checkpoint of step s: the last complete row (step written last) with that step.
-    const Vector csteps = f.read_vector("/checkpoint/lyapunov_step");
-    Index row = -1;
-    for (Index j = 0; j < csteps.size(); ++j)
-        if (csteps[j] == double(s)) row = j;
+    const Index row = checkpoint_row(f, "/checkpoint/lyapunov_step", s);
     if (row < 0)
         throw Error(f.path() + ": --resume: no Lyapunov checkpoint at step " + std::to_string(s) +
                     " (the last stored theta); the tangent vectors cannot be continued");
