@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: set-up, build, and the default analysis run on MNIST
 # (the seed network: 784-50-10, sigmoid, softmax + cross-entropy, alpha = 0.1, full batch
-# over all 60000 training images) with the sharpness every 50 steps and 2 tangent vectors
+# over all 60000 training images) with the sharpness every 50 steps and 3 tangent vectors
 # for the top Lyapunov exponents, stored in runs/default.h5.
 # Extra arguments go to `tdyn train` (e.g. --steps 200, --force).
 # Ends by writing the run's figures (scripts/plot_run.py) into runs/default_figures/.
@@ -15,7 +15,7 @@ if [ -e "$out" ] && [[ " $* " != *" --force "* ]]; then
   echo "run.sh: $out exists; showing it (pass --force to train it again)"
 else
   "$root/build/tdyn" train --steps 1000 --save-theta-every 50 --spectrum-every 50 --eigs 1 --which top \
-    --lyapunov 2 --out "$out" "$@"
+    --lyapunov 3 --out "$out" "$@"
 fi
 "$root/build/tdyn" info "$out"
 figures="$root/runs/default_figures"
