@@ -39,6 +39,9 @@ void set_command_line(int argc, char** argv);
 class Progress {
 public:
     Progress(Index first, Index last, bool quiet);
+    ~Progress() { done(); }  // an error mid-run then starts its message on a line of its own
+    Progress(const Progress&) = delete;
+    Progress& operator=(const Progress&) = delete;
     void update(Index t, double loss, double accuracy);
     void done();
 

@@ -136,30 +136,34 @@ int run_lyapunov(LyapunovCliOptions& o) {
                   << to << (set.eps > 0 ? ", with the two-trajectory check" : "") << "\n";
     Progress progress(start, to - 1, o.quiet || o.json);
     Index mismatched = -1;
-    for (Index t = start; t < to; ++t) {
-        if ((t - set.from) % C == 0 && !(o.resume && t == start)) {
-            append_lyapunov_checkpoint(f, t, *tangent, perturbed ? &*perturbed : nullptr);
+    try {
+        for (Index t = start; t < to; ++t) {
+            if ((t - set.from) % C == 0 && !(o.resume && t == start)) {
+                append_lyapunov_checkpoint(f, t, *tangent, perturbed ? &*perturbed : nullptr);
+                f.flush();
+            }
+            // The update at theta_t gives theta_{t+1}; its Evaluation gives J(t) V_t.
+            const StepStats s = trainer.step(t, theta);
+            if (!s.finite())
+                throw Error(o.file + ": the loss is not finite at step " + std::to_string(t) + "; the trajectory ends there");
+            Evaluation& e = trainer.evaluation();
+            if (tangent->step([&](const Matrix& V, Matrix& JV) { apply_update_jacobian(e, set.alpha, V, JV); }))
+                append_lyapunov(f, t, *tangent);
+            if (perturbed) {
+                bool finite = true;
+                if (perturbed->step([&](Vector& tp) { finite = trainer.step(t, tp).finite(); }, theta))
+                    append_perturbation(f, t, *perturbed);
+                if (!finite) throw Error("--perturbation: the perturbed trajectory's loss is not finite at step " + std::to_string(t));
+            }
             f.flush();
+            // The replay must land on the stored theta bit for bit (same build, same thread count).
+            const auto at = std::find(stored.begin(), stored.end(), t + 1);
+            if (mismatched < 0 && at != stored.end() && f.read_row("/trajectory/theta", hsize_t(at - stored.begin())) != theta)
+                mismatched = t + 1;
+            progress.update(t, s.loss, s.accuracy);
         }
-        // The update at theta_t gives theta_{t+1}; its Evaluation gives J(t) V_t.
-        const StepStats s = trainer.step(t, theta);
-        if (!s.finite())
-            throw Error(o.file + ": the loss is not finite at step " + std::to_string(t) + "; the trajectory ends there");
-        Evaluation& e = trainer.evaluation();
-        if (tangent->step([&](const Matrix& V, Matrix& JV) { apply_update_jacobian(e, set.alpha, V, JV); }))
-            append_lyapunov(f, t, *tangent);
-        if (perturbed) {
-            bool finite = true;
-            if (perturbed->step([&](Vector& tp) { finite = trainer.step(t, tp).finite(); }, theta))
-                append_perturbation(f, t, *perturbed);
-            if (!finite) throw Error("--perturbation: the perturbed trajectory's loss is not finite at step " + std::to_string(t));
-        }
-        f.flush();
-        // The replay must land on the stored theta bit for bit (same build, same thread count).
-        const auto at = std::find(stored.begin(), stored.end(), t + 1);
-        if (mismatched < 0 && at != stored.end() && f.read_row("/trajectory/theta", hsize_t(at - stored.begin())) != theta)
-            mismatched = t + 1;
-        progress.update(t, s.loss, s.accuracy);
+    } catch (const h5::DiskFull& e) {  // the rows before are flushed: the analysis resumes from its last checkpoint
+        throw Error(std::string(e.what()) + "; make room, then continue with: tdyn lyapunov " + o.file + " --resume");
     }
     progress.done();
     // Close the SWMR session; record the final basis and how far the analysis went.

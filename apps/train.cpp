@@ -116,8 +116,13 @@ int run_train(TrainOptions& o) {
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     Progress progress(from, config.steps, o.quiet);
-    const TrainResult r = train(trainer, *writer, theta, from, config.steps,
-                                [&](Index t, const StepStats& s) { progress.update(t, s.loss, s.accuracy); }, &g_stop);
+    TrainResult r;
+    try {
+        r = train(trainer, *writer, theta, from, config.steps,
+                  [&](Index t, const StepStats& s) { progress.update(t, s.loss, s.accuracy); }, &g_stop);
+    } catch (const h5::DiskFull& e) {  // every step before is flushed: the file is as a kill leaves it
+        throw Error(std::string(e.what()) + "; make room, then continue with: tdyn train --out " + o.out + " --resume");
+    }
     progress.done();
     if (r.status == "diverged") {
         std::cerr << "tdyn: training diverged at step " << r.step << ": the loss or gradient is not finite; "

@@ -1,6 +1,11 @@
 #include "tdyn/h5.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <chrono>
 #include <filesystem>
@@ -87,6 +92,51 @@ hid_t latest_format_fapl() {
     return fapl;
 }
 
+/// The POSIX descriptor of an open file (HDF5's default sec2 driver), or -1 for other drivers.
+int descriptor(hid_t file) {
+    hid_t driver = H5Pget_driver(Handle(H5Fget_access_plist(file)).id());
+    void* handle = nullptr;
+    if (driver != H5FD_SEC2 || H5Fget_vfd_handle(file, H5P_DEFAULT, &handle) < 0 || !handle) return -1;
+    return *static_cast<int*>(handle);
+}
+
+/// HDF5's end of allocated space: every byte it has written or will write is below it (while
+/// writing, the driver's own idea of the end of file never exceeds it).
+std::uint64_t end_of_allocation(hid_t file) {
+    hsize_t n = 0;
+    return H5Fget_filesize(file, &n) < 0 ? 0 : n;
+}
+
+/// Gives back the disk blocks File::reserve_space() kept beyond HDF5's end of file. Flushes
+/// first, so that space HDF5 allocates while flushing comes from the reserve, then cuts the
+/// file to HDF5's end; the close that follows writes only in place.
+void give_back_reserve(hid_t file) {
+    unsigned intent = 0;
+    if (H5Fget_intent(file, &intent) < 0 || !(intent & H5F_ACC_RDWR)) return;
+    const int fd = descriptor(file);
+    if (fd < 0 || H5Fflush(file, H5F_SCOPE_LOCAL) < 0) return;  // a failed flush keeps the reserve for the close
+    struct stat st {};
+    const std::uint64_t end = end_of_allocation(file);
+    if (end > 0 && fstat(fd, &st) == 0 && std::uint64_t(st.st_size) > end) (void)!ftruncate(fd, off_t(end));
+}
+
+/// One chunk of every chunked dataset in the file: what the appends between two flushes can
+/// allocate at most (each series crosses into at most one new chunk per step).
+herr_t add_chunk_bytes(hid_t loc, const char* name, const H5L_info_t* link, void* out) {
+    if (link->type != H5L_TYPE_HARD) return 0;
+    H5O_info_t info;
+    if (H5Oget_info_by_name2(loc, name, &info, H5O_INFO_BASIC, H5P_DEFAULT) < 0 || info.type != H5O_TYPE_DATASET) return 0;
+    Handle d(H5Dopen2(loc, name, H5P_DEFAULT));
+    Handle dcpl(d ? H5Dget_create_plist(d.id()) : H5I_INVALID_HID), type(d ? H5Dget_type(d.id()) : H5I_INVALID_HID);
+    if (!dcpl || !type || H5Pget_layout(dcpl.id()) != H5D_CHUNKED) return 0;
+    hsize_t dims[H5S_MAX_RANK];
+    const int rank = H5Pget_chunk(dcpl.id(), H5S_MAX_RANK, dims);
+    std::uint64_t bytes = H5Tget_size(type.id());
+    for (int i = 0; i < rank; ++i) bytes *= dims[i];
+    *static_cast<std::uint64_t*>(out) += bytes;
+    return 0;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -104,7 +154,10 @@ Handle& Handle::operator=(Handle&& o) noexcept {
 void Handle::close() noexcept {
     if (m_id < 0) return;
     switch (H5Iget_type(m_id)) {
-        case H5I_FILE: H5Fclose(m_id); break;
+        case H5I_FILE:
+            give_back_reserve(m_id);
+            H5Fclose(m_id);
+            break;
         case H5I_GROUP: H5Gclose(m_id); break;
         case H5I_DATASET: H5Dclose(m_id); break;
         case H5I_DATASPACE: H5Sclose(m_id); break;
@@ -135,7 +188,9 @@ File File::create(const std::string& path) {
     Handle fapl(latest_format_fapl());
     Handle f(H5Fcreate(path.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, fapl.id()));
     if (!fapl || !f) throw Error(path + ": cannot create the file (does the directory exist and is it writable?)");
-    return File(std::move(f), path, false);
+    File file(std::move(f), path, false, true);
+    file.reserve_space();
+    return file;
 }
 
 File File::open_read(const std::string& path, bool swmr) {
@@ -151,7 +206,7 @@ File File::open_read(const std::string& path, bool swmr) {
         throw Error(path + (swmr ? ": cannot open the HDF5 file for SWMR reading (was it written with SWMR?)"
                                  : ": cannot open the HDF5 file for reading (is a writer still running? use SWMR)"));
     }
-    return File(std::move(f), path, swmr);
+    return File(std::move(f), path, swmr, false);
 }
 
 File File::open_write(const std::string& path, double wait_seconds) {
@@ -169,7 +224,11 @@ File File::open_write(const std::string& path, double wait_seconds) {
     const auto t0 = std::chrono::steady_clock::now();
     for (;;) {
         Handle f(H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl.id()));
-        if (f) return File(std::move(f), path, false);
+        if (f) {
+            File file(std::move(f), path, false, true);
+            file.reserve_space();
+            return file;
+        }
         const std::string cause = io_cause();
         const bool locked = cause.find("lock") != std::string::npos;
         const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -186,7 +245,34 @@ File File::open_write(const std::string& path, double wait_seconds) {
 
 void File::start_swmr() { check(H5Fstart_swmr_write(m_file.id()), "", "cannot start SWMR writing"); }
 
-void File::flush() { check(H5Fflush(m_file.id(), H5F_SCOPE_GLOBAL), "", "cannot flush to disk (disk full?)"); }
+void File::flush() {
+    check(H5Fflush(m_file.id(), H5F_SCOPE_GLOBAL), "", "cannot flush to disk (disk full?)");
+    reserve_space();
+}
+
+void File::reserve_space(std::uint64_t extra) {
+    if (m_fd == -2) m_fd = m_writable ? descriptor(m_file.id()) : -1;
+    const int fd = m_fd;
+    if (fd < 0) return;
+    if (m_series_changed) {
+        m_series_bytes = 0;
+        check(H5Lvisit(m_file.id(), H5_INDEX_NAME, H5_ITER_NATIVE, add_chunk_bytes, &m_series_bytes), "",
+              "cannot list the datasets");
+        m_series_changed = false;
+    }
+    const std::uint64_t margin = m_series_bytes + (std::uint64_t(1) << 20) + extra;  // + 1 MiB of metadata
+    const std::uint64_t end = end_of_allocation(m_file.id());
+    struct stat st {};
+    if (end == 0 || (fstat(fd, &st) == 0 && std::uint64_t(st.st_size) >= end + margin)) return;
+    // Twice the margin, so most flushes find enough and make no system call; the bare margin
+    // is what must be had.
+    int err = posix_fallocate(fd, off_t(end), off_t(2 * margin));
+    if (err != 0 && err != EINVAL && err != EOPNOTSUPP) err = posix_fallocate(fd, off_t(end), off_t(margin));
+    if (err == EINVAL || err == EOPNOTSUPP) return;  // a file system that cannot reserve: write as before
+    if (err != 0)
+        throw DiskFull(m_path + ": no room for the next writes (" + std::strerror(err) + ", " +
+                       std::to_string((margin + (1 << 20) - 1) >> 20) + " MiB needed); what was written so far is intact");
+}
 
 bool File::exists(const std::string& object) const {
     // H5Lexists on "/a/b" fails if "/a" is missing, so walk the path one link at a time.
@@ -243,6 +329,7 @@ Handle File::select_rows(hid_t space, const std::string& name, hsize_t first, hs
 void File::write_array(const std::string& name, hid_t mem_type, hid_t file_type, const std::vector<hsize_t>& dims,
                        const void* data) {
     if (exists(name)) fail(name, "dataset exists");
+    reserve_space(count_of(dims) * H5Tget_size(file_type));
     Handle space(check(dims.empty() ? H5Screate(H5S_SCALAR) : H5Screate_simple(int(dims.size()), dims.data(), nullptr),
                        name, "cannot create a dataspace"));
     Handle lcpl(check(intermediate_groups(), name, "cannot create dataset"));
@@ -502,6 +589,7 @@ void File::create_series(const std::string& name, hsize_t width, hsize_t chunk_r
     Handle lcpl(check(intermediate_groups(), name, "cannot create series"));
     Handle d(check(H5Dcreate2(m_file.id(), name.c_str(), H5T_IEEE_F64LE, space.id(), lcpl.id(), dcpl.id(), H5P_DEFAULT), name,
                    "cannot create series"));
+    m_series_changed = true;
 }
 
 void File::create_series_int(const std::string& name) {
@@ -513,6 +601,7 @@ void File::create_series_int(const std::string& name) {
     Handle lcpl(check(intermediate_groups(), name, "cannot create series"));
     Handle d(check(H5Dcreate2(m_file.id(), name.c_str(), H5T_STD_I64LE, space.id(), lcpl.id(), dcpl.id(), H5P_DEFAULT), name,
                    "cannot create series"));
+    m_series_changed = true;
 }
 
 void File::append_row(const std::string& name, hid_t mem_type, const void* row, hsize_t width) {

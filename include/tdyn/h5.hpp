@@ -55,7 +55,8 @@ public:
     /// Starts SWMR writing. Every dataset and attribute must exist before: from here on
     /// only appends, truncations and overwrites of existing datasets are allowed.
     void start_swmr();
-    /// Makes everything written so far visible to readers (and survive a crash).
+    /// Makes everything written so far visible to readers (and survive a crash), then
+    /// reserves disk space for the next writes (see reserve_space()).
     void flush();
 
     /// True if every link on the path exists (missing intermediate groups are fine).
@@ -131,7 +132,8 @@ public:
     std::vector<std::string> children(const std::string& group) const;
 
 private:
-    File(Handle h, std::string path, bool swmr_read) : m_file(std::move(h)), m_path(std::move(path)), m_swmr_read(swmr_read) {}
+    File(Handle h, std::string path, bool swmr_read, bool writable)
+        : m_file(std::move(h)), m_path(std::move(path)), m_swmr_read(swmr_read), m_writable(writable) {}
     Handle open_dataset(const std::string& name) const;
     Handle open_object(const std::string& obj) const;
     Handle open_attr(const std::string& obj, const std::string& name) const;
@@ -143,10 +145,29 @@ private:
     /// The one check of a C return value: HDF5 reports failure as a negative id or status.
     std::int64_t check(std::int64_t ret, const std::string& object, std::string_view what) const;
     [[noreturn]] void fail(const std::string& object, std::string_view what) const;
+    /// A full disk must not damage the file. HDF5 records the new end of file in the superblock
+    /// before it writes the data there, so a write that fails with ENOSPC (or EFBIG) leaves a
+    /// file it refuses as truncated. A writable file therefore keeps disk blocks allocated
+    /// (fallocate) beyond HDF5's end of file: at least one chunk of every series, 1 MiB of
+    /// metadata and `extra` bytes, so the writes until the next flush cannot run out of space.
+    /// When the blocks cannot be had, this throws DiskFull before anything more is written:
+    /// the file is as a kill at that point would leave it, and resumes. The spare blocks are
+    /// given back when the file is closed (Handle::close).
+    void reserve_space(std::uint64_t extra = 0);
 
     Handle m_file;
     std::string m_path;
     bool m_swmr_read = false;
+    bool m_writable = false;
+    int m_fd = -2;                     ///< the POSIX descriptor reserve_space() uses (-1: none, -2: not looked up)
+    std::uint64_t m_series_bytes = 0;  ///< one chunk of every chunked dataset (reserve_space)
+    bool m_series_changed = true;      ///< m_series_bytes must be recounted
+};
+
+/// The disk (or a file-size limit) has no room for the next writes; the file is intact.
+class DiskFull : public Error {
+public:
+    using Error::Error;
 };
 
 }  // namespace tdyn::h5
