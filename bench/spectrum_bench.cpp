@@ -141,7 +141,7 @@ double rel_err(const Vector& values, const Vector& ref) {
     double m = 0;
     for (Index i = 0; i < std::min(values.size(), ref.size()); ++i)
         m = std::max(m, std::abs(values[i] - ref[i]) / std::abs(ref[i]));
-    return values.size() ? m : std::nan("");
+    return values.size() && ref.size() ? m : std::nan("");  // NaN: no reference (bottom end)
 }
 
 double rel_res(const EigenResult& r) {
@@ -164,17 +164,19 @@ void report(benchmark::State& state, const EigenResult& r, double seconds, const
 }
 
 /// A cold solve at theta_20.
-void BM_Cold(benchmark::State& state, EigenOptions o) {
+void cold(benchmark::State& state, EigenOptions o, Which which) {
     Setup& s = setup();
     for (auto _ : state) {
         s.eval->reset(s.theta);
         s.eval->gradient();  // a training step has it; the curvature terms are inside the timing
         const auto t0 = Clock::now();
-        const EigenResult r = hessian_eigs(*s.eval, Which::Top, o);
-        report(state, r, seconds_since(t0), s.reference);
+        const EigenResult r = hessian_eigs(*s.eval, which, o);
+        report(state, r, seconds_since(t0), which == Which::Top ? s.reference : Vector());
         if (o.eigs == 1 && o.krylov == 0 && o.solver == EigenSolver::Lanczos) s.cold_top1 = r;
     }
 }
+void BM_Cold(benchmark::State& state, EigenOptions o) { cold(state, o, Which::Top); }
+void BM_ColdBottom(benchmark::State& state, EigenOptions o) { cold(state, o, Which::Bottom); }
 
 /// Tracking during training: BM_TopCold's solve at theta_20 (not counted), then kTrackSteps GD steps
 /// with a warm-started solve every E steps.
@@ -258,7 +260,7 @@ int main(int argc, char** argv) {
         }
     EigenOptions top5;
     top5.eigs = 5;
-    for (Index ncv : {20}) {
+    for (Index ncv : {20, 30, 40}) {
         EigenOptions o = top5;
         o.krylov = ncv;
         add("BM_Top5/lanczos/ncv:" + std::to_string(ncv), BM_Cold, o);
@@ -268,6 +270,18 @@ int main(int argc, char** argv) {
         o.solver = EigenSolver::Davidson;
         o.diagonal_probes = m;
         add("BM_Top5/davidson/diag:" + std::to_string(m), BM_Cold, o);
+    }
+    for (Index nmax : {20, 30, 80}) {  // the largest search space (default 10 K = 50)
+        EigenOptions o = top5;
+        o.solver = EigenSolver::Davidson;
+        o.krylov = nmax;
+        add("BM_Top5/davidson/diag:0/max:" + std::to_string(nmax), BM_Cold, o);
+    }
+    // The bottom end (smallest algebraic; rel_err is NaN: no reference there).
+    for (const EigenSolver solver : {EigenSolver::Lanczos, EigenSolver::Davidson}) {
+        EigenOptions o = top5;
+        o.solver = solver;
+        add(solver == EigenSolver::Lanczos ? "BM_Bottom5/lanczos/ncv:20" : "BM_Bottom5/davidson/diag:0", BM_ColdBottom, o);
     }
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();

@@ -7,6 +7,8 @@
 #include <Spectra/SymEigsSolver.h>
 #include <gtest/gtest.h>
 
+#include <sstream>
+
 namespace tdyn {
 namespace {
 
@@ -196,15 +198,20 @@ TEST(Reference, HessianEigenvaluesMatchScipyEigsh) {
     const Dataset ds = load_dataset("mnist", data_dir(""), 1000);
     InputMatrix X(ds.X);
     Evaluation e(arch, X, ds.T, ref.read_vector("/params/theta"));
-    EigenOptions opt;
-    opt.eigs = 3;
-    opt.tol = 1e-10;
-    const EigenResult top = hessian_eigs(e, Which::Top, opt), bottom = hessian_eigs(e, Which::Bottom, opt);
-    ASSERT_TRUE(top.converged && bottom.converged);
     const Vector rt = ref.read_vector("/hessian_top"), rb = ref.read_vector("/hessian_bottom");
-    for (Index i = 0; i < 3; ++i) {
-        EXPECT_LT(relative_error(top.values[i], rt[i]), 1e-8) << i << ": " << top.values[i] << " vs " << rt[i];
-        EXPECT_LT(relative_error(bottom.values[i], rb[i]), 1e-8) << i << ": " << bottom.values[i] << " vs " << rb[i];
+    // Both solvers: Lanczos, and block Davidson (what tdyn spectrum uses for K >= 2).
+    for (const EigenSolver solver : {EigenSolver::Lanczos, EigenSolver::Davidson}) {
+        EigenOptions opt;
+        opt.eigs = 3;
+        opt.tol = 1e-10;
+        opt.solver = solver;
+        const EigenResult top = hessian_eigs(e, Which::Top, opt), bottom = hessian_eigs(e, Which::Bottom, opt);
+        const char* name = solver == EigenSolver::Lanczos ? "lanczos" : "davidson";
+        ASSERT_TRUE(top.converged && bottom.converged) << name;
+        for (Index i = 0; i < 3; ++i) {
+            EXPECT_LT(relative_error(top.values[i], rt[i]), 1e-8) << name << " " << i << ": " << top.values[i] << " vs " << rt[i];
+            EXPECT_LT(relative_error(bottom.values[i], rb[i]), 1e-8) << name << " " << i << ": " << bottom.values[i] << " vs " << rb[i];
+        }
     }
 }
 
@@ -227,4 +234,42 @@ TEST(Spectrum, AppendingToAnIncompatibleGroupIsRefusedUpFront) {
     }
     const auto ok = tdyn::test::run_tdyn("spectrum " + run + " --eigs 2 --steps stored --quiet");
     EXPECT_EQ(ok.exit_code, 0) << ok.err;
+}
+
+// tdyn spectrum --solver: auto (Davidson for K >= 2), lanczos and davidson give the same
+// eigenvalues at both ends to the tolerance (1e-10 relative residuals: eigenvalue errors are
+// far below 1e-8); a wrong name is one line.
+TEST(Spectrum, AppSolversAgree) {
+    const std::string data = tdyn::test::temp_path("solver-data.h5"), params = tdyn::test::temp_path("solver-params.h5");
+    tdyn::test::write_data_file(data, 200, 12, 4, 5);
+    const tdyn::Architecture arch = tdyn::Architecture::parse("12-9-4");
+    tdyn::write_params(params, tdyn::init_params(arch, 3), arch);
+    auto values = [&](const std::string& solver) {
+        const auto r = tdyn::test::run_tdyn("spectrum " + params + " --data " + data + " --arch 12-9-4 --eigs 3 --tol 1e-10 --json" + solver);
+        EXPECT_EQ(r.exit_code, 0) << solver << r.err;
+        return r.out;
+    };
+    auto numbers = [](const std::string& json, const std::string& key) {
+        const auto at = json.find("\"" + key + "\": [");
+        std::vector<double> v;
+        if (at == std::string::npos) return v;
+        std::istringstream in(json.substr(json.find('[', at) + 1));
+        for (double x; in >> x;) {
+            v.push_back(x);
+            if (in.peek() == ']') break;
+            in.ignore(2);
+        }
+        return v;
+    };
+    const std::string a = values(""), l = values(" --solver lanczos"), d = values(" --solver davidson");
+    EXPECT_EQ(a, d);  // auto is Davidson for K = 3
+    for (const std::string key : {"hessian_top", "hessian_bottom"}) {
+        const auto x = numbers(l, key), y = numbers(d, key);
+        ASSERT_EQ(x.size(), 3u) << l;
+        ASSERT_EQ(y.size(), 3u) << d;
+        for (std::size_t i = 0; i < 3; ++i) EXPECT_NEAR(x[i], y[i], 1e-8 * std::abs(x[i])) << key << " " << i;
+    }
+    const auto bad = tdyn::test::run_tdyn("spectrum " + params + " --data " + data + " --arch 12-9-4 --solver arnoldi");
+    EXPECT_EQ(bad.exit_code, 1);
+    EXPECT_NE(bad.err.find("--solver: expected auto, lanczos or davidson, found 'arnoldi'"), std::string::npos) << bad.err;
 }

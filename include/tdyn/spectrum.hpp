@@ -14,8 +14,9 @@ enum class Which { Top, Bottom };
 
 /// Which Spectra solver: SymEigsSolver (implicitly restarted Lanczos, one HVP at a time) or
 /// DavidsonSymEigsSolver (block Davidson with the DPR correction (D - theta I)^{-1} r, one block
-/// HVP of K vectors per iteration; D an estimated diagonal of H). Lanczos is the default:
-/// docs/SPECTRUM_BENCH.md has the comparison.
+/// HVP of K vectors per iteration; D an estimated diagonal of H). Lanczos is the library's default
+/// (and the in-line spectrum's, whose warm start is one vector); `tdyn spectrum` uses Davidson for
+/// K >= 2, where its block HVPs made it faster: docs/SPECTRUM_BENCH.md has the comparison.
 enum class EigenSolver { Lanczos, Davidson };
 
 struct EigenOptions {
@@ -35,8 +36,9 @@ struct EigenOptions {
 struct EigenResult {
     Vector values;     ///< descending for Top, ascending for Bottom (only the converged ones)
     Matrix vectors;    ///< P x (converged), orthonormal
-    Vector residuals;  ///< ||H u_i - lambda_i u_i||, computed by one block HVP after the solve
-    Index matvecs = 0; ///< HVPs used, the residual check included
+    Vector residuals;  ///< ||H u_i - lambda_i u_i||: Lanczos, by one block HVP after the solve;
+                       ///< Davidson, from the search space's own products H V
+    Index matvecs = 0; ///< HVPs used, Lanczos' residual check included
     bool converged = false;
     std::string status;  ///< Spectra's CompInfo: Successful, NotConverging, NumericalIssue
 };
