@@ -98,9 +98,7 @@ int run_lyapunov(LyapunovCliOptions& o) {
     if (to > info.last_step)
         throw Error("--to " + std::to_string(to) + ": " + o.file + " ends at step " + std::to_string(info.last_step));
     if (start > to) throw Error("--to " + std::to_string(to) + ": the stored Lyapunov analysis is already at step " + std::to_string(start));
-    if (set.tangent.qr_every < 1 || set.tangent.warmup < 0 || set.tangent.warmup % set.tangent.qr_every != 0)
-        throw Error("--warmup " + std::to_string(set.tangent.warmup) + ": must be a non-negative multiple of --qr-every " +
-                    std::to_string(set.tangent.qr_every));
+    check_qr_schedule(set.tangent.qr_every, set.tangent.warmup);
     if (!(set.eps >= 0) || !std::isfinite(set.eps)) throw Error("--perturbation: EPS must be a positive number");
     const Index C = o.checkpoint_every > 0 ? o.checkpoint_every : std::max<Index>(1, config.save_theta_every);
 

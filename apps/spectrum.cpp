@@ -57,8 +57,7 @@ void print_analysis(const std::string& file, Index step, const SpectrumAnalysis&
 }
 
 int run_spectrum(SpectrumCliOptions& o) {
-    if (o.which != "top" && o.which != "bottom" && o.which != "both")
-        throw Error("--which: expected top, bottom or both, found '" + o.which + "'");
+    check_which(o.which);
     if (o.solver != "auto" && o.solver != "lanczos" && o.solver != "davidson")
         throw Error("--solver: expected auto, lanczos or davidson, found '" + o.solver + "'");
     if (!(o.tol > 0)) throw Error("--tol: must be positive");
@@ -89,7 +88,7 @@ int run_spectrum(SpectrumCliOptions& o) {
         TrainConfig config;
         apply_problem_flags(o.problem, o.given, config, false);
         const Architecture arch = config.architecture();
-        if (o.eigs >= arch.num_params()) throw Error("--eigs " + std::to_string(o.eigs) + ": must be below P = " + std::to_string(arch.num_params()));
+        check_eigs(o.eigs, arch.num_params());
         const Vector theta = read_params(o.file, arch);  // before the data: a bad file fails fast
         const Dataset data = load_dataset(config.data, data_dir(o.problem.data_dir), config.samples, arch.outputs());
         InputMatrix X(data.X, config.x_path, config.precision);
@@ -105,7 +104,7 @@ int run_spectrum(SpectrumCliOptions& o) {
     const double alpha = o.lr_opt->count() ? o.lr : config.lr;
     if (info.theta_steps.empty()) throw Error(o.file + ": the run stored no theta yet");
     const std::vector<Index> steps = parse_steps(o.steps, info.theta_steps, info.last_step);
-    if (o.eigs >= config.architecture().num_params()) throw Error("--eigs: must be below P");
+    check_eigs(o.eigs, config.architecture().num_params());
     {
         // What appending to an existing /spectrum group needs, checked before any work.
         h5::File f = h5::File::open_read(o.file, true);

@@ -1,6 +1,7 @@
 // tdyn train: gradient descent on a network, stored in a run file as it goes.
 #include "commands.hpp"
 #include "common.hpp"
+#include "values.hpp"
 
 #include "tdyn/run.hpp"
 
@@ -34,10 +35,7 @@ void check_lyapunov_flags(const TrainConfig& c) {
     const Index P = c.architecture().num_params();
     if (c.lyapunov < 0 || c.lyapunov > P)
         throw Error("--lyapunov " + std::to_string(c.lyapunov) + ": M must be between 1 and P = " + std::to_string(P));
-    if (c.qr_every < 1) throw Error("--qr-every " + std::to_string(c.qr_every) + ": must be at least 1");
-    if (c.warmup < 0 || c.warmup % c.qr_every != 0)
-        throw Error("--warmup " + std::to_string(c.warmup) + ": must be a non-negative multiple of --qr-every (" +
-                    std::to_string(c.qr_every) + ")");
+    check_qr_schedule(c.qr_every, c.warmup);
     if (!(c.perturbation >= 0) || !std::isfinite(c.perturbation))
         throw Error("--perturbation: EPS must be a positive number, found " + std::to_string(c.perturbation));
     if (c.perturbation > 0 && c.lyapunov == 0)
@@ -72,13 +70,10 @@ int run_train(TrainOptions& o) {
         config.spectrum_every = o.spectrum_every;
         config.eigs = o.eigs;
         config.which = o.which;
-        if (config.which != "top" && config.which != "bottom" && config.which != "both")
-            throw Error("--which: expected top, bottom or both, found '" + config.which + "'");
+        check_which(config.which);
         if (config.spectrum_every > 0 && config.batch > 0)
             throw Error("--spectrum-every: the in-line spectrum is of the full-batch loss; with --batch run tdyn spectrum on the run afterwards");
-        if (config.eigs < 1 || config.eigs >= config.architecture().num_params())
-            throw Error("--eigs " + std::to_string(config.eigs) + ": must be between 1 and P - 1 = " +
-                        std::to_string(config.architecture().num_params() - 1));
+        check_eigs(config.eigs, config.architecture().num_params());
         config.lyapunov = o.lyapunov;
         config.qr_every = o.qr_every;
         config.warmup = o.warmup;

@@ -2,6 +2,11 @@
 
 namespace tdyn::cli {
 
+void check_which(const std::string& which) {
+    if (which != "top" && which != "bottom" && which != "both")
+        throw Error("--which: expected top, bottom or both, found '" + which + "'");
+}
+
 std::vector<Index> parse_steps(const std::string& text, const std::vector<Index>& stored, Index last_step) {
     if (stored.empty()) throw Error("--steps: the run stored no theta yet");
     if (text.empty() || text == "last") return {stored.back()};

@@ -15,4 +15,8 @@ namespace tdyn::cli {
 /// filling memory. Throws Error naming --steps.
 std::vector<Index> parse_steps(const std::string& text, const std::vector<Index>& stored, Index last_step);
 
+/// `--which`: top, bottom or both (tdyn train's in-line spectrum and tdyn spectrum). Throws
+/// Error naming --which.
+void check_which(const std::string& which);
+
 }  // namespace tdyn::cli

@@ -48,6 +48,12 @@ inline double median(std::vector<double> v) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+/// The seed network, 784-50-10.
+inline const Architecture& arch() {
+    static const Architecture a = Architecture::parse("784-50-10");
+    return a;
+}
+
 /// The first k MNIST training images (pixel / 255) and one-hot labels, loaded once per k.
 inline const Dataset& mnist(Index k) {
     static std::map<Index, std::unique_ptr<Dataset>> cache;

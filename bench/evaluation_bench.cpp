@@ -20,11 +20,6 @@ namespace {
 using namespace tdyn;
 using namespace tdyn::bench;
 
-const Architecture& arch() {
-    static const Architecture a = Architecture::parse("784-50-10");
-    return a;
-}
-
 void set_counters(benchmark::State& state, Index k, const Timer& tm, const AdjacentYardstick* adj = nullptr) {
     const double s = tm.median();
     state.counters["ms"] = s * 1e3;

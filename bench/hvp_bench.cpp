@@ -27,11 +27,6 @@ namespace {
 using namespace tdyn;
 using namespace tdyn::bench;
 
-const Architecture& arch() {
-    static const Architecture a = Architecture::parse("784-50-10");
-    return a;
-}
-
 /// The Evaluation at theta of one (k, path, precision), kept between the benchmarks that
 /// share it (one slot: the next configuration frees the previous one).
 struct Point {

@@ -23,11 +23,6 @@ namespace {
 using namespace tdyn;
 using namespace tdyn::bench;
 
-const Architecture& arch() {
-    static const Architecture a = Architecture::parse("784-50-10");
-    return a;
-}
-
 void BM_StepWithTangents(benchmark::State& state, Index k, Index M) {
     const Dataset& ds = mnist(k);
     const InputMatrix X(ds.X, XPath::Dense, Precision::F64);

@@ -9,16 +9,20 @@
 
 namespace tdyn {
 
+void check_qr_schedule(Index qr_every, Index warmup) {
+    if (qr_every < 1) throw Error("--qr-every " + std::to_string(qr_every) + ": must be at least 1");
+    if (warmup < 0 || warmup % qr_every != 0)
+        throw Error("--warmup " + std::to_string(warmup) + ": must be a non-negative multiple of --qr-every " +
+                    std::to_string(qr_every));
+}
+
 namespace {
 
 void check(const TangentOptions& o, Index dim) {
     if (o.vectors < 1 || o.vectors > dim)
         throw Error("--vectors " + std::to_string(o.vectors) + ": must be between 1 and the dimension " +
                     std::to_string(dim));
-    if (o.qr_every < 1) throw Error("--qr-every " + std::to_string(o.qr_every) + ": must be at least 1");
-    if (o.warmup < 0 || o.warmup % o.qr_every != 0)
-        throw Error("--warmup " + std::to_string(o.warmup) + ": must be a non-negative multiple of --qr-every " +
-                    std::to_string(o.qr_every));
+    check_qr_schedule(o.qr_every, o.warmup);
 }
 
 /// Standard normal numbers by Box-Muller on mt19937_64 bits: the same on every platform

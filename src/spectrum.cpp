@@ -125,17 +125,15 @@ Vector hutchinson_diagonal(Evaluation& e, Index probes, std::uint64_t seed, Inde
     return Z.cwiseProduct(HZ).rowwise().mean();
 }
 
+void check_eigs(Index K, Index P) {
+    if (K < 1 || K >= P) throw Error("--eigs " + std::to_string(K) + ": must be between 1 and P - 1 = " + std::to_string(P - 1));
+}
+
 EigenResult hessian_eigs(Evaluation& e, Which which, const EigenOptions& o, const Matrix* start) {
-    if (o.solver == EigenSolver::Davidson) {
-        if (o.eigs < 1 || o.eigs >= e.num_params())
-            throw Error("--eigs " + std::to_string(o.eigs) + ": must be between 1 and P - 1 = " +
-                        std::to_string(e.num_params() - 1));
-        return davidson_eigs(e, which, o, start);
-    }
+    check_eigs(o.eigs, e.num_params());
+    if (o.solver == EigenSolver::Davidson) return davidson_eigs(e, which, o, start);
     HessianOp H(e);
     const Index P = H.rows(), K = o.eigs;
-    if (K < 1 || K >= P)
-        throw Error("--eigs " + std::to_string(K) + ": must be between 1 and P - 1 = " + std::to_string(P - 1));
     const bool warm = start && start->cols() > 0;
     Index ncv = o.krylov > 0 ? o.krylov : std::max<Index>(2 * K + 1, warm ? 8 : 20);
     ncv = std::min(ncv, P);

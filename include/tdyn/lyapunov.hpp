@@ -11,6 +11,10 @@
 
 namespace tdyn {
 
+/// The QR schedule: q >= 1 and W a non-negative multiple of q. Throws Error naming --qr-every
+/// or --warmup (the flags of tdyn train and tdyn lyapunov).
+void check_qr_schedule(Index qr_every, Index warmup);
+
 struct TangentOptions {
     Index vectors = 4;       ///< M tangent vectors
     Index qr_every = 1;      ///< q: re-orthonormalise every q map steps

@@ -32,6 +32,9 @@ struct EigenOptions {
     Index diagonal_probes = 0;
 };
 
+/// K must be between 1 and P - 1 (Spectra's solvers need K < P). Throws Error naming --eigs.
+void check_eigs(Index K, Index P);
+
 /// K eigenpairs of H at one end of its spectrum.
 struct EigenResult {
     Vector values;     ///< descending for Top, ascending for Bottom (only the converged ones)
