@@ -55,14 +55,14 @@ public:
             const tdyn::Vector theta = m_ritz_pairs.ritz_values().head(m_number_eigenvalues);
             const tdyn::Vector r = m_ritz_pairs.residues().leftCols(m_number_eigenvalues).colwise().norm().transpose();
             residual_norms = r;
-            if ((r.array() < tol * theta.array().abs().max(floor)).all()) return Spectra::CompInfo::Successful;
+            const Eigen::Array<bool, Eigen::Dynamic, 1> converged = r.array() < tol * theta.array().abs().max(floor);
+            if (converged.all()) return Spectra::CompInfo::Successful;
             // (D - theta I)^{-1} r for the pairs not yet converged only: the correction of a
             // converged pair would cost an HVP and add nothing.
-            const tdyn::Matrix correction = calculate_correction_vector();
             std::vector<tdyn::Index> open;
             for (tdyn::Index i = 0; i < r.size(); ++i)
-                if (!(r[i] < tol * std::max(std::abs(theta[i]), floor))) open.push_back(i);
-            m_search_space.extend_basis(correction(Eigen::all, open));
+                if (!converged[i]) open.push_back(i);
+            m_search_space.extend_basis(calculate_correction_vector()(Eigen::all, open));
         }
         return Spectra::CompInfo::NotConverging;
     }
@@ -109,6 +109,11 @@ EigenResult davidson_eigs(Evaluation& e, Which which, const EigenOptions& o, con
     // residuals come from the search space's own H V (tests/spectrum_test.cpp checks them
     // against H u - lambda u computed afresh).
     r.residuals = solver.residual_norms;
+    if (info == Spectra::CompInfo::NumericalIssue || r.residuals.size() != r.values.size()) {
+        // The last Ritz pairs did not come with residuals of their own: compute them.
+        const Matrix HU = H * r.vectors;
+        r.residuals = (HU - r.vectors * r.values.asDiagonal()).colwise().norm().transpose();
+    }
     r.matvecs = H.products() + diag_hvps;
     return r;
 }
