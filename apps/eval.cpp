@@ -53,6 +53,8 @@ int run_eval(EvalOptions& o) {
         const auto& steps = run->info().theta_steps;
         if (steps.empty()) throw Error(o.file + ": the run stored no theta yet");
         step = o.step >= 0 ? o.step : steps.back();
+        const Index last = std::max(run->info().last_step, steps.back());
+        if (step > last) throw Error("--step " + std::to_string(step) + ": " + o.file + " ends at step " + std::to_string(last));
         if (std::find(steps.begin(), steps.end(), step) != steps.end()) {
             theta = run->stored_theta(step);
         } else {

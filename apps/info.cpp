@@ -65,7 +65,7 @@ int run_info(const InfoOptions& o) {
     if (o.json) {
         std::cout << "{\"file\": " << json_string(o.file) << ", \"format_version\": " << i.format_version
                   << ", \"tool_version\": " << json_string(i.tool_version)
-                  << ", \"command_line\": " << json_string(i.command_line) << ", \"status\": " << json_string(i.status)
+                  << ", \"command_line\": " << json_string(i.command_line) << ", \"status\": " << json_string(to_string(i.status))
                   << ", \"diverged_at\": " << i.diverged_at << ", \"config\": {\"data\": " << json_string(c.data)
                   << ", \"samples\": " << c.samples << ", \"arch\": " << json_string(c.arch)
                   << ", \"parameters\": " << arch.num_params() << ", \"activation\": " << json_string(to_string(c.activation))
@@ -96,9 +96,9 @@ int run_info(const InfoOptions& o) {
     }
     std::cout << o.file << ": tdyn run (format " << i.format_version << ", written by tdyn " << i.tool_version << ")\n"
               << "  command     " << i.command_line << "\n"
-              << "  status      " << i.status;
-    if (i.status == "diverged") std::cout << " at step " << i.diverged_at;
-    if (i.status == "running") std::cout << " (still being written, or killed: resume with tdyn train --out " << o.file << " --resume)";
+              << "  status      " << to_string(i.status);
+    if (i.status == RunStatus::Diverged) std::cout << " at step " << i.diverged_at;
+    if (i.status == RunStatus::Running) std::cout << " (still being written, or killed: resume with tdyn train --out " << o.file << " --resume)";
     std::cout << "\n  network     " << c.arch << " (" << arch.num_params() << " parameters), " << to_string(c.activation)
               << " hidden, " << to_string(c.output) << "\n"
               << "  data        " << c.data << ", " << (c.samples ? std::to_string(c.samples) : std::string("all")) << " samples, "

@@ -4,9 +4,14 @@
 #include "commands.hpp"
 #include "common.hpp"
 
+#include "tdyn/lyapunov_plugin.hpp"
+#include "tdyn/perturbation_plugin.hpp"
 #include "tdyn/run.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <csignal>
+#include <tuple>
 #include <cmath>
 #include <iostream>
 
@@ -24,6 +29,14 @@ struct LyapunovCliOptions {
     bool force = false, resume = false, quiet = false, json = false;
     CLI::Option *seed_opt, *vectors_opt, *from_opt, *warmup_opt, *qr_opt, *perturbation_opt, *checkpoint_opt;
 };
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void on_lyapunov_signal(int) {
+    g_stop.store(true);
+    std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C kills at once
+    std::signal(SIGTERM, SIG_DFL);
+}
 
 void remove_lyapunov(h5::File& f) {
     for (const char* n : {"/lyapunov", "/checkpoint/lyapunov_step", "/checkpoint/lyapunov_basis",
@@ -57,12 +70,13 @@ int run_lyapunov(LyapunovCliOptions& o) {
     RunInfo info = RunReader(o.file).info();
     const TrainConfig config = info.config;
     if (info.theta_steps.empty()) throw Error(o.file + ": the run stored no theta yet");
-    if (info.status == "running")
+    if (info.status == RunStatus::Running)
         throw Error(o.file + ": status running (being written, or killed: finish it with tdyn train --resume first)");
     const Index P = config.architecture().num_params();
 
     // What to compute: new settings from the flags, or the stored ones for --resume.
     LyapunovSettings set;
+    double eps = o.perturbation;
     Index start = o.from;
     bool have_group = false;
     {
@@ -70,10 +84,23 @@ int run_lyapunov(LyapunovCliOptions& o) {
         have_group = f.exists("/lyapunov");
         if (o.resume) {
             if (!have_group) throw Error("--resume: " + o.file + " holds no /lyapunov group to continue");
-            for (CLI::Option* opt : {o.vectors_opt, o.from_opt, o.warmup_opt, o.qr_opt, o.perturbation_opt, o.seed_opt})
-                if (opt->count() > 0)
-                    throw Error(opt->get_name() + ": --resume continues with the stored settings; only --to may be given");
             set = read_lyapunov_settings(f);
+            eps = f.attr_double("/lyapunov", "eps");
+            // Flags equal to the stored settings are accepted; each one that differs is named.
+            auto integer = [](Index x) { return std::to_string(x); };
+            const std::vector<std::tuple<CLI::Option*, std::string, std::string>> table = {
+                {o.vectors_opt, integer(o.vectors), integer(set.tangent.vectors)},
+                {o.from_opt, integer(o.from), integer(set.from)},
+                {o.warmup_opt, integer(o.warmup), integer(set.tangent.warmup)},
+                {o.qr_opt, integer(o.qr_every), integer(set.tangent.qr_every)},
+                {o.perturbation_opt, format_number(o.perturbation), format_number(eps)},
+                {o.seed_opt, std::to_string(o.seed), std::to_string(set.tangent.seed)},
+            };
+            std::string diff;
+            for (const auto& [opt, given, stored] : table)
+                if (opt->count() > 0 && given != stored)
+                    diff += (diff.empty() ? "" : "; ") + opt->get_name() + " " + given + " differs from the stored analysis' " + stored;
+            if (!diff.empty()) throw Error("--resume: " + o.file + ":/lyapunov: " + diff + " (only --to may change)");
             const Vector cs = f.read_vector("/checkpoint/lyapunov_step");
             if (cs.size() == 0) throw Error("--resume: " + o.file + ": no Lyapunov checkpoint stored");
             start = Index(cs[cs.size() - 1]);
@@ -88,7 +115,6 @@ int run_lyapunov(LyapunovCliOptions& o) {
         set.tangent.seed = o.seed_opt->count() ? o.seed : config.seed;
         set.alpha = config.lr;
         set.from = o.from;
-        set.eps = o.perturbation;
     }
     const Index to = o.to < 0 ? info.last_step : o.to;
     if (set.tangent.vectors < 1 || set.tangent.vectors > P)
@@ -99,81 +125,63 @@ int run_lyapunov(LyapunovCliOptions& o) {
         throw Error("--to " + std::to_string(to) + ": " + o.file + " ends at step " + std::to_string(info.last_step));
     if (start > to) throw Error("--to " + std::to_string(to) + ": the stored Lyapunov analysis is already at step " + std::to_string(start));
     check_qr_schedule(set.tangent.qr_every, set.tangent.warmup);
-    if (!(set.eps >= 0) || !std::isfinite(set.eps)) throw Error("--perturbation: EPS must be a positive number");
+    if (!(eps >= 0) || !std::isfinite(eps)) throw Error("--perturbation: EPS must be a positive number, found " + format_number(eps));
     const Index C = o.checkpoint_every > 0 ? o.checkpoint_every : std::max<Index>(1, config.save_theta_every);
 
     auto data = std::make_shared<const Dataset>(load_config_data(config, o.problem.data_dir));
     Trainer trainer(config, data);
     Vector theta;
-    std::vector<Index> stored;
     {
         RunReader reader(o.file);  // closed before the file is opened for writing
         theta = reader.theta(start, trainer);  // replayed from the nearest stored theta
-        stored = reader.info().theta_steps;
     }
+    LyapunovPlugin tangent(set);
+    PerturbationSettings ps;
+    ps.eps = eps;
+    ps.tangent = set.tangent;
+    ps.from = set.from;
+    std::optional<PerturbationPlugin> perturbed;
+    if (eps > 0) perturbed.emplace(ps);
+    std::vector<Analysis*> analyses{&tangent};
+    if (perturbed) analyses.push_back(&*perturbed);
 
     // Everything is checked: only now is the file opened for writing.
-    std::optional<TangentPropagator> tangent;
-    std::optional<PerturbedTrajectory> perturbed;
     h5::File f = h5::File::open_write(o.file);
-    if (o.resume) {
-        auto [tg, pt] = read_lyapunov_state(f, start);
-        tangent.emplace(std::move(tg));
-        perturbed = std::move(pt);
-    } else {
-        if (have_group) remove_lyapunov(f);  // --force
-        create_lyapunov_group(f, set, P);
-        tangent.emplace(P, set.tangent);
-        if (set.eps > 0) perturbed.emplace(theta, Vector(tangent->basis().col(0)), set.eps, set.tangent.qr_every, set.tangent.warmup);
-    }
-    f.flush();
-    f.start_swmr();  // readers (notebooks) can watch it grow
+    if (have_group && !o.resume) remove_lyapunov(f);  // --force
+    begin_analyses(f, analyses, start, theta, o.resume);
 
     if (!o.quiet && !o.json)
         std::cerr << "lyapunov: " << set.tangent.vectors << " tangent vectors along " << o.file << ", steps " << start << ".."
-                  << to << (set.eps > 0 ? ", with the two-trajectory check" : "") << "\n";
+                  << to << (eps > 0 ? ", with the two-trajectory check" : "") << "\n";
+    std::signal(SIGINT, on_lyapunov_signal);
+    std::signal(SIGTERM, on_lyapunov_signal);
     Progress progress(start, to - 1, o.quiet || o.json);
-    Index mismatched = -1;
+    DriveOptions d;
+    d.from = start;
+    d.to = to;
+    d.resumed = o.resume;
+    d.checkpoint_every = C;
+    d.stored = info.theta_steps;
+    d.evaluate_last = false;
+    d.stop = &g_stop;
+    d.on_step = [&](Index t, const StepStats& s) { progress.update(t, s.loss, s.accuracy); };
+    DriveResult r;
     try {
-        for (Index t = start; t < to; ++t) {
-            if ((t - set.from) % C == 0 && !(o.resume && t == start)) {
-                append_lyapunov_checkpoint(f, t, *tangent, perturbed ? &*perturbed : nullptr);
-                f.flush();
-            }
-            // The update at theta_t gives theta_{t+1}; its Evaluation gives J(t) V_t.
-            const StepStats s = trainer.step(t, theta);
-            if (!s.finite())
-                throw Error(o.file + ": the loss is not finite at step " + std::to_string(t) + "; the trajectory ends there");
-            Evaluation& e = trainer.evaluation();
-            if (tangent->step([&](const Matrix& V, Matrix& JV) { apply_update_jacobian(e, set.alpha, V, JV); }))
-                append_lyapunov(f, t, *tangent);
-            if (perturbed) {
-                bool finite = true;
-                if (perturbed->step([&](Vector& tp) { finite = trainer.step(t, tp).finite(); }, theta))
-                    append_perturbation(f, t, *perturbed);
-                if (!finite) throw Error("--perturbation: the perturbed trajectory's loss is not finite at step " + std::to_string(t));
-            }
-            f.flush();
-            // The replay must land on the stored theta bit for bit (same build, same thread count).
-            const auto at = std::find(stored.begin(), stored.end(), t + 1);
-            if (mismatched < 0 && at != stored.end() && f.read_row("/trajectory/theta", hsize_t(at - stored.begin())) != theta)
-                mismatched = t + 1;
-            progress.update(t, s.loss, s.accuracy);
-        }
+        r = drive(trainer, f, analyses, theta, d);
     } catch (const h5::DiskFull& e) {  // the rows before are flushed: the analysis resumes from its last checkpoint
         throw Error(std::string(e.what()) + "; make room, then continue with: tdyn lyapunov " + o.file + " --resume");
     }
     progress.done();
-    // Close the SWMR session; record the final basis and how far the analysis went.
-    f = h5::File();  // close the SWMR session first
-    f = h5::File::open_write(o.file, 10);
-    write_final_basis(f, to, tangent->basis());
-    f.set_attr("/lyapunov", "to", std::int64_t(to));
-    f.flush();
-    if (mismatched >= 0)
-        std::cerr << "tdyn: warning: the replayed theta at step " << mismatched << " differs from the stored one "
+    f = h5::File();
+    if (r.status == RunStatus::Interrupted) {
+        std::cerr << "tdyn: interrupted at step " << r.step << "; " << o.file
+                  << " is closed and valid; continue with: tdyn lyapunov " << o.file << " --resume\n";
+        return kExitInterrupted;
+    }
+    if (r.mismatched >= 0)
+        std::cerr << "tdyn: warning: the replayed theta at step " << r.mismatched << " differs from the stored one "
                   << "(a different build or thread count?); exponents are of the replayed trajectory\n";
-    print_result(o.file, set.from, to, *tangent, perturbed ? &*perturbed : nullptr, o.json);
+    print_result(o.file, set.from, to, tangent.tangent(), perturbed ? &perturbed->perturbed() : nullptr, o.json);
     return 0;
 }
 
@@ -201,7 +209,7 @@ void setup_lyapunov(CLI::App& app, int& exit_code) {
                                         "store the tangent basis every C steps for --resume (default: the run's S)")
                             ->check(CLI::NonNegativeNumber);
     cmd->add_flag("--force", o->force, "replace an existing /lyapunov group");
-    cmd->add_flag("--resume", o->resume, "continue the stored /lyapunov analysis from its last checkpoint (to --to)");
+    cmd->add_flag("--resume", o->resume, "continue the stored /lyapunov analysis from its last checkpoint (to --to; other flags given must equal the stored settings)");
     cmd->add_flag("--json", o->json, "print the result as one JSON object");
     cmd->add_flag("--quiet", o->quiet, "no progress output");
     cmd->callback([o, &exit_code] { exit_code = run_lyapunov(*o); });

@@ -6,7 +6,9 @@
 
 #include "tdyn/run.hpp"
 #include "tdyn/spectrum.hpp"
+#include "tdyn/spectrum_plugin.hpp"
 
+#include <algorithm>
 #include <iostream>
 #include <set>
 
@@ -105,43 +107,45 @@ int run_spectrum(SpectrumCliOptions& o) {
     if (info.theta_steps.empty()) throw Error(o.file + ": the run stored no theta yet");
     const std::vector<Index> steps = parse_steps(o.steps, info.theta_steps, info.last_step);
     check_eigs(o.eigs, config.architecture().num_params());
+    if (steps.empty()) throw Error("--steps '" + o.steps + "': no step to analyse");
+    SpectrumSettings settings;
+    settings.steps = steps;
+    settings.options = so;
+    settings.alpha = alpha;
+    settings.vectors = o.vectors;
+    std::string group;
     {
-        // What appending to an existing /spectrum group needs, checked before any work.
+        // The group of this configuration (K, which), and what appending to it needs, checked
+        // before any work: bad input leaves the file as it was.
         h5::File f = h5::File::open_read(o.file, true);
-        if (f.exists("/spectrum/step")) {
-            const Index have = f.attr_int("/spectrum", "eigs");
-            if (have != o.eigs)
-                throw Error("--eigs " + std::to_string(o.eigs) + ": " + o.file + ":/spectrum holds K = " + std::to_string(have) +
-                            " eigenvalues per step; use --eigs " + std::to_string(have) + " to add to it");
-            if (o.vectors && !f.exists("/spectrum/vectors_top") && f.rows("/spectrum/step") > 0)
-                throw Error("--vectors: " + o.file + ":/spectrum has earlier rows without eigenvectors; cannot add them now");
-        }
+        group = spectrum_group(f, o.eigs, o.which);
+        SpectrumPlugin(settings, group).check(f);
     }
-    if (info.status == "running")
+    if (info.status == RunStatus::Running)
         std::cerr << "tdyn: note: " << o.file << " has status running; if it is being written, writing the spectrum will fail\n";
 
     auto data = std::make_shared<const Dataset>(load_config_data(config, o.problem.data_dir));
-    Trainer replay(config, data);  // regenerates theta at steps that are not stored
-    // The spectrum is of the full-batch loss, also for mini-batch runs.
-    InputMatrix X(data->X, config.x_path, config.precision);
-    Evaluation e(config.architecture(), X, data->T);
-    // Open for writing only after everything above succeeded: bad input changes nothing.
-    std::optional<SpectrumAnalysis> previous;
-    std::vector<std::pair<Index, SpectrumAnalysis>> results;
+    Trainer trainer(config, data);  // regenerates theta at steps that are not stored
+    Vector theta;
     {
         RunReader reader(o.file);  // closed before the file is opened for writing
-        for (Index t : steps) {
-            e.reset(reader.theta(t, replay));
-            previous = analyse_spectrum(e, so, alpha, previous ? &*previous : nullptr);
-            print_analysis(o.file, t, *previous, alpha, o.json);
-            results.emplace_back(t, *previous);
-        }
+        theta = reader.theta(*std::min_element(steps.begin(), steps.end()), trainer);
     }
+    Index written = 0;
+    SpectrumPlugin spectrum(settings, group, [&](Index t, const SpectrumAnalysis& a) {
+        print_analysis(o.file, t, a, alpha, o.json);
+        ++written;
+    });
+    // The spectrum is of the full-batch loss, also for mini-batch runs (Trainer::full_batch_evaluation).
     h5::File f = h5::File::open_write(o.file);
-    create_spectrum_group(f, o.eigs, alpha);
-    for (const auto& [t, a] : results) append_spectrum(f, t, a, o.vectors);
-    f.flush();
-    if (!o.json && !o.quiet) std::cerr << "wrote " << results.size() << " step(s) to " << o.file << ":/spectrum\n";
+    begin_analyses(f, {&spectrum}, 0, theta, false);
+    DriveOptions d;
+    d.from = *std::min_element(steps.begin(), steps.end());
+    d.to = *std::max_element(steps.begin(), steps.end());
+    d.stored = info.theta_steps;
+    drive(trainer, f, {&spectrum}, theta, d);
+    f = h5::File();
+    if (!o.json && !o.quiet) std::cerr << "wrote " << written << " step(s) to " << o.file << ":" << group << "\n";
     return 0;
 }
 

@@ -3,12 +3,14 @@
 #include "common.hpp"
 #include "values.hpp"
 
+#include "tdyn/analyses.hpp"
 #include "tdyn/run.hpp"
 
 #include <atomic>
 #include <cmath>
 #include <csignal>
 #include <iostream>
+#include <tuple>
 
 namespace tdyn::cli {
 
@@ -17,7 +19,7 @@ namespace {
 struct TrainOptions {
     ProblemFlags problem;
     ProblemOptions given;
-    double lr = 0.1;
+    double lr = 0.1, weight_decay = 0;
     Index steps = 100, batch = 0, save_theta_every = 10, spectrum_every = 0, eigs = 1;
     Index lyapunov = 0, qr_every = 1, warmup = 0;
     double perturbation = 0;
@@ -25,70 +27,122 @@ struct TrainOptions {
     std::uint64_t seed = 0;
     std::string init, out = "run.h5";
     bool resume = false, force = false, quiet = false;
-    CLI::Option *lr_opt, *steps_opt, *batch_opt, *seed_opt, *init_opt, *save_opt, *spectrum_opt, *eigs_opt, *which_opt,
+    CLI::Option *lr_opt, *weight_decay_opt, *steps_opt, *batch_opt, *seed_opt, *init_opt, *save_opt, *spectrum_opt, *eigs_opt, *which_opt,
         *lyapunov_opt, *qr_opt, *warmup_opt, *perturbation_opt;
 };
 
 std::atomic<bool> g_stop{false};
 
-void check_lyapunov_flags(const TrainConfig& c) {
-    const Index P = c.architecture().num_params();
-    if (c.lyapunov < 0 || c.lyapunov > P)
-        throw Error("--lyapunov " + std::to_string(c.lyapunov) + ": M must be between 1 and P = " + std::to_string(P));
-    check_qr_schedule(c.qr_every, c.warmup);
-    if (!(c.perturbation >= 0) || !std::isfinite(c.perturbation))
-        throw Error("--perturbation: EPS must be a positive number, found " + std::to_string(c.perturbation));
-    if (c.perturbation > 0 && c.lyapunov == 0)
-        throw Error("--perturbation: needs --lyapunov M (the perturbation starts along the first tangent vector)");
-}
 extern "C" void on_signal(int) {
     g_stop.store(true);
     std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C kills at once
     std::signal(SIGTERM, SIG_DFL);
 }
 
+/// The run's configuration and in-line analyses as the flags give them (all flags, defaults
+/// included), checked.
+std::pair<TrainConfig, InlineAnalyses> from_flags(const TrainOptions& o) {
+    TrainConfig config;
+    apply_problem_flags(o.problem, o.given, config, false);
+    config.lr = o.lr;
+    config.weight_decay = o.weight_decay;
+    config.steps = o.steps;
+    config.batch = o.batch;
+    config.seed = o.seed;
+    config.init = o.init;
+    config.save_theta_every = o.save_theta_every;
+    InlineAnalyses a;
+    a.spectrum.every = o.spectrum_every;
+    a.spectrum.options.eig.eigs = o.eigs;
+    check_which(o.which);
+    a.spectrum.options.top = o.which != "bottom";
+    a.spectrum.options.bottom = o.which != "top";
+    a.lyapunov.tangent.vectors = o.lyapunov;
+    a.lyapunov.tangent.qr_every = o.qr_every;
+    a.lyapunov.tangent.warmup = o.warmup;
+    a.perturbation.eps = o.perturbation;
+    link_inline_analyses(a, config);
+    return {config, a};
+}
+
+void check_flags(const TrainConfig& c, const InlineAnalyses& a) {
+    if (!(c.lr > 0) || !std::isfinite(c.lr)) throw Error("--lr: the learning rate must be a positive number, found " + format_number(c.lr));
+    if (!(c.weight_decay >= 0) || !std::isfinite(c.weight_decay))
+        throw Error("--weight-decay: lambda must be a finite number >= 0, found " + format_number(c.weight_decay));
+    const Index P = c.architecture().num_params();
+    if (a.spectrum.every > 0 && c.batch > 0)
+        throw Error("--spectrum-every: the in-line spectrum is of the full-batch loss; with --batch run tdyn spectrum on the run afterwards");
+    check_eigs(a.spectrum.options.eig.eigs, P);
+    const Index M = a.lyapunov.tangent.vectors;
+    if (M < 0 || M > P) throw Error("--lyapunov " + std::to_string(M) + ": M must be between 1 and P = " + std::to_string(P));
+    check_qr_schedule(a.lyapunov.tangent.qr_every, a.lyapunov.tangent.warmup);
+    const double eps = a.perturbation.eps;
+    if (!(eps >= 0) || !std::isfinite(eps)) throw Error("--perturbation: EPS must be a positive number, found " + format_number(eps));
+    if (eps > 0 && M == 0)
+        throw Error("--perturbation: needs --lyapunov M (the perturbation starts along the first tangent vector)");
+}
+
+/// --resume with flags: each given flag must equal the stored run's setting; every difference
+/// is named ("--lr 0.2 differs from the run's 0.1"). --steps and --data-dir may change.
+void check_resume_flags(const TrainOptions& o, const TrainConfig& run, const InlineAnalyses& run_a) {
+    const auto [flags, flags_a] = from_flags(o);
+    auto num = [](double x) { return format_number(x); };
+    auto integer = [](Index x) { return std::to_string(x); };
+    const std::vector<std::tuple<CLI::Option*, std::string, std::string>> table = {
+        {o.given.data, flags.data, run.data},
+        {o.given.samples, integer(flags.samples), integer(run.samples)},
+        {o.given.arch, flags.architecture().to_string(), run.architecture().to_string()},
+        {o.given.activation, to_string(flags.activation), to_string(run.activation)},
+        {o.given.output, to_string(flags.output), to_string(run.output)},
+        {o.given.precision, o.problem.precision, run.precision == Precision::F32 ? "f32" : "f64"},
+        {o.given.x_path, o.problem.x_path, run.x_path == XPath::Auto ? "auto" : run.x_path == XPath::Dense ? "dense" : "sparse"},
+        {o.lr_opt, num(flags.lr), num(run.lr)},
+        {o.weight_decay_opt, num(flags.weight_decay), num(run.weight_decay)},
+        {o.batch_opt, integer(flags.batch), integer(run.batch)},
+        {o.seed_opt, std::to_string(flags.seed), std::to_string(run.seed)},
+        {o.init_opt, flags.init, run.init},
+        {o.save_opt, integer(flags.save_theta_every), integer(run.save_theta_every)},
+        {o.spectrum_opt, integer(flags_a.spectrum.every), integer(run_a.spectrum.every)},
+        {o.eigs_opt, integer(flags_a.spectrum.options.eig.eigs), integer(run_a.spectrum.options.eig.eigs)},
+        {o.which_opt, which_text(flags_a.spectrum.options), which_text(run_a.spectrum.options)},
+        {o.lyapunov_opt, integer(flags_a.lyapunov.tangent.vectors), integer(run_a.lyapunov.tangent.vectors)},
+        {o.qr_opt, integer(flags_a.lyapunov.tangent.qr_every), integer(run_a.lyapunov.tangent.qr_every)},
+        {o.warmup_opt, integer(flags_a.lyapunov.tangent.warmup), integer(run_a.lyapunov.tangent.warmup)},
+        {o.perturbation_opt, num(flags_a.perturbation.eps), num(run_a.perturbation.eps)},
+    };
+    std::string diff;
+    for (const auto& [opt, given, stored] : table)
+        if (opt->count() > 0 && given != stored)
+            diff += (diff.empty() ? "" : "; ") + opt->get_name() + " " + given + " differs from the run's " + stored;
+    if (!diff.empty())
+        throw Error("--resume: " + o.out + ": " + diff + " (a resumed run keeps its configuration; only --steps may change)");
+}
+
 int run_train(TrainOptions& o) {
     TrainConfig config;
+    InlineAnalyses inline_a;
     const bool fresh = !o.resume;
     if (o.resume) {
-        for (CLI::Option* opt : {o.given.data, o.given.samples, o.given.arch, o.given.activation, o.given.output,
-                                 o.given.precision, o.given.x_path, o.lr_opt, o.batch_opt, o.seed_opt, o.init_opt,
-                                 o.save_opt, o.spectrum_opt, o.eigs_opt, o.which_opt,
-                                 o.lyapunov_opt, o.qr_opt, o.warmup_opt, o.perturbation_opt})
-            if (opt->count() > 0)
-                throw Error(opt->get_name() + ": --resume continues the run with its stored configuration; only "
-                            "--steps (and --data-dir) may be given with it");
         if (o.force) throw Error("--force: cannot be combined with --resume (it would discard the run)");
     } else {
-        apply_problem_flags(o.problem, o.given, config, false);
-        config.lr = o.lr;
-        config.steps = o.steps;
-        config.batch = o.batch;
-        config.seed = o.seed;
-        config.init = o.init;
-        config.save_theta_every = o.save_theta_every;
-        config.spectrum_every = o.spectrum_every;
-        config.eigs = o.eigs;
-        config.which = o.which;
-        check_which(config.which);
-        if (config.spectrum_every > 0 && config.batch > 0)
-            throw Error("--spectrum-every: the in-line spectrum is of the full-batch loss; with --batch run tdyn spectrum on the run afterwards");
-        check_eigs(config.eigs, config.architecture().num_params());
-        config.lyapunov = o.lyapunov;
-        config.qr_every = o.qr_every;
-        config.warmup = o.warmup;
-        config.perturbation = o.perturbation;
-        check_lyapunov_flags(config);
+        std::tie(config, inline_a) = from_flags(o);
+        check_flags(config, inline_a);
         check_output_path(o.out, o.force);
-        if (!(config.lr > 0)) throw Error("--lr: the learning rate must be positive, found " + std::to_string(config.lr));
     }
 
     std::optional<RunWriter> writer;
     Vector theta;
     Index from = 0;
     if (o.resume) {
+        {
+            // Compare the given flags with the stored run before the file is opened for writing.
+            RunReader r(o.out);
+            config = r.info().config;
+            check_resume_flags(o, config, read_inline_settings(r.file(), config));
+        }
         writer.emplace(RunWriter::resume(o.out));
         config = writer->config();
+        inline_a = read_inline_settings(writer->file(), config);
         if (o.steps_opt->count() > 0) config.steps = o.steps;
         from = writer->resume_step();
         theta = writer->resume_theta();
@@ -100,8 +154,11 @@ int run_train(TrainOptions& o) {
     Trainer trainer(config, data);
     if (fresh) {
         theta = initial_theta(config);
-        writer.emplace(RunWriter::create(o.out, config, command_line()));
+        writer.emplace(RunWriter::create(o.out, config, command_line(),
+                                         [&](h5::File& f) { write_inline_settings(f, inline_a); }));
     }
+    const auto analyses = make_inline_analyses(inline_a);
+    writer->begin(pointers(analyses), theta);
     if (!o.quiet)
         std::cerr << (fresh ? "training " : "resuming ") << config.arch << " (" << to_string(config.activation) << ", "
                   << to_string(config.output) << ") on " << data->samples() << " samples of " << config.data
@@ -111,24 +168,31 @@ int run_train(TrainOptions& o) {
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     Progress progress(from, config.steps, o.quiet);
-    TrainResult r;
+    DriveOptions d;
+    d.from = from;
+    d.to = config.steps;
+    d.resumed = !fresh;
+    d.save_theta_every = config.save_theta_every;
+    d.stop = &g_stop;
+    d.on_step = [&](Index t, const StepStats& s) { progress.update(t, s.loss, s.accuracy); };
+    DriveResult r;
     try {
-        r = train(trainer, *writer, theta, from, config.steps,
-                  [&](Index t, const StepStats& s) { progress.update(t, s.loss, s.accuracy); }, &g_stop);
+        r = drive(trainer, writer->file(), pointers(analyses), theta, d, &*writer);
     } catch (const h5::DiskFull& e) {  // every step before is flushed: the file is as a kill leaves it
         throw Error(std::string(e.what()) + "; make room, then continue with: tdyn train --out " + o.out + " --resume");
     }
     progress.done();
-    if (r.status == "diverged") {
+    if (r.status == RunStatus::Diverged) {
         std::cerr << "tdyn: training diverged at step " << r.step << ": the loss or gradient is not finite; "
                   << o.out << " holds the run up to that step (status diverged)\n";
         return kExitDiverged;
     }
-    if (r.status == "interrupted") {
+    if (r.status == RunStatus::Interrupted) {
         std::cerr << "tdyn: interrupted at step " << r.step << "; " << o.out
                   << " is closed and valid; continue with: tdyn train --out " << o.out << " --resume\n";
         return kExitInterrupted;
     }
+    writer.reset();
     RunReader done(o.out);
     std::cout << o.out << ": " << config.steps << " steps, final loss " << done.info().last_loss << ", accuracy "
               << done.info().last_accuracy << "\n";
@@ -142,6 +206,9 @@ void setup_train(CLI::App& app, int& exit_code) {
     CLI::App* cmd = app.add_subcommand("train", "gradient descent on a network, stored in a run file (HDF5) as it goes");
     o->given = add_problem_flags(cmd, o->problem);
     o->lr_opt = cmd->add_option("--lr", o->lr, "learning rate alpha")->capture_default_str();
+    o->weight_decay_opt = cmd->add_option("--weight-decay", o->weight_decay,
+                                          "lambda: gradient descent on L + lambda/2 |theta|^2 (also in H and J)")
+                              ->capture_default_str();
     o->steps_opt = cmd->add_option("--steps", o->steps, "number of updates; theta_0 .. theta_steps are evaluated")
                        ->check(CLI::NonNegativeNumber)->capture_default_str();
     o->batch_opt = cmd->add_option("--batch", o->batch, "mini-batch size B for SGD with seeded shuffling (0 = full batch)")
@@ -168,7 +235,7 @@ void setup_train(CLI::App& app, int& exit_code) {
                                           "also run theta_0 + EPS v_1, renormalised every q steps (two-trajectory check; 0 = none)")
                               ->capture_default_str();
     cmd->add_option("--out", o->out, "run file to write")->capture_default_str();
-    cmd->add_flag("--resume", o->resume, "continue the run in --out from its last stored theta");
+    cmd->add_flag("--resume", o->resume, "continue the run in --out from its last stored theta (flags given with it must equal the run's)");
     cmd->add_flag("--force", o->force, "overwrite --out if it exists");
     cmd->add_flag("--quiet", o->quiet, "no progress output");
     cmd->callback([o, &exit_code] { exit_code = run_train(*o); });

@@ -9,7 +9,7 @@ data="${TDYN_DATA:-$root/data}"
 
 packages=(
   build-essential cmake ninja-build pkg-config
-  libeigen3-dev libspectra-dev libhdf5-dev libcli11-dev
+  libeigen3-dev libspectra-dev libhdf5-dev libcli11-dev libfmt-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   npm dataset-fashion-mnist
   python3 python3-numpy python3-h5py python3-matplotlib

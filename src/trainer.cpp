@@ -1,6 +1,6 @@
 #include "tdyn/trainer.hpp"
 
-#include "tdyn/run.hpp"
+#include "tdyn/params.hpp"
 
 #include <cmath>
 #include <random>
@@ -13,6 +13,8 @@ Trainer::Trainer(const TrainConfig& config, std::shared_ptr<const Dataset> data)
     : m_config(config), m_arch(config.architecture()), m_data(std::move(data)) {
     if (!(config.lr > 0) || !std::isfinite(config.lr))
         throw Error("--lr: the learning rate must be a positive number, found " + std::to_string(config.lr));
+    if (config.weight_decay != 0)  // TODO(weight decay in Evaluation): until then refuse rather than ignore it
+        throw Error("--weight-decay: not supported yet by this build");
     if (config.batch < 0 || config.batch > m_data->samples())
         throw Error("--batch " + std::to_string(config.batch) + ": must be between 1 and the number of samples (" +
                     std::to_string(m_data->samples()) + "), or 0 for full batch");
@@ -56,6 +58,17 @@ Evaluation& Trainer::evaluation_for(Index t, const Vector& theta) {
     return *m_batch_eval;
 }
 
+Evaluation& Trainer::full_batch_evaluation(const Vector& theta) {
+    if (!m_eval) {
+        m_X = std::make_unique<InputMatrix>(m_data->X, m_config.x_path, m_config.precision);
+        m_eval = std::make_unique<Evaluation>(m_arch, *m_X, m_data->T);
+    }
+    if (m_last == m_eval.get() && m_eval->theta() == theta) return *m_eval;
+    if (m_last == m_eval.get()) m_last = nullptr;  // the step's Evaluation no longer holds its theta
+    m_eval->reset(theta);
+    return *m_eval;
+}
+
 StepStats Trainer::evaluate(Index t, const Vector& theta) {
     Evaluation& e = evaluation_for(t, theta);
     m_last = &e;
@@ -70,14 +83,16 @@ StepStats Trainer::step(Index t, Vector& theta) {
     return s;
 }
 
-Vector Trainer::replay(const Vector& theta_s, Index s, Index t) {
+Vector Trainer::replay(const Vector& theta_s, Index s, Index t, const std::function<void(Index, const Vector&)>& visit) {
     Vector theta = theta_s;
     for (Index u = s; u < t; ++u) {
+        if (visit) visit(u, theta);
         const StepStats st = step(u, theta);
         if (!st.finite())
             throw Error("replay: the loss is not finite at step " + std::to_string(u) + "; cannot regenerate step " +
                         std::to_string(t));
     }
+    if (visit) visit(t, theta);
     return theta;
 }
 

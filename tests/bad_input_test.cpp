@@ -273,7 +273,7 @@ void expect_write_failure_then_resume(const std::string& name, const std::functi
     // It opens, says it was cut short, and stopped well into the run (not at its start).
     {
         RunReader before(cut);  // closed before the resume opens the file for writing
-        EXPECT_EQ(before.info().status, "running");
+        EXPECT_EQ(to_string(before.info().status), "running");
         EXPECT_GT(before.info().rows, 20);
         EXPECT_LT(before.info().rows, 121);
     }

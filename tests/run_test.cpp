@@ -35,6 +35,16 @@ SmallRun small_run(const std::string& name, Index steps, Index batch = 0) {
     return r;
 }
 
+/// A run with no analyses: the driver's training pass over steps from .. to.
+DriveResult train(Trainer& tr, RunWriter& w, const Vector& theta, Index from, Index to) {
+    w.begin({}, theta);
+    DriveOptions d;
+    d.from = from;
+    d.to = to;
+    d.save_theta_every = tr.config().save_theta_every;
+    return drive(tr, w.file(), {}, theta, d, &w);
+}
+
 /// The same trajectory computed in memory, without any file: theta_0..theta_steps and rows.
 struct Memory {
     std::vector<Vector> theta;
@@ -59,12 +69,12 @@ TEST(RunFile, TwentyStepRunMatchesInMemoryRunBitForBit) {
         {
             Trainer tr(r.config, r.data);
             RunWriter w = RunWriter::create(path, r.config, "test");
-            EXPECT_EQ(train(tr, w, initial_theta(r.config), 0, 20).status, "completed");
+            EXPECT_EQ(to_string(train(tr, w, initial_theta(r.config), 0, 20).status), "completed");
         }
         const Memory m = in_memory(r);
         RunReader rd(path);
         const RunInfo& i = rd.info();
-        EXPECT_EQ(i.status, "completed");
+        EXPECT_EQ(to_string(i.status), "completed");
         EXPECT_EQ(i.rows, 21);
         EXPECT_EQ(i.theta_steps, (std::vector<Index>{0, 5, 10, 15, 20}));
         const Vector loss = rd.file().read_vector("/trajectory/loss"), acc = rd.file().read_vector("/trajectory/accuracy"),
@@ -119,15 +129,15 @@ TEST(RunFile, DivergedRunKeepsEverythingUpToTheStep) {
     r.config.activation = Activation::Identity;
     r.config.output = Output::IdentityMSE;
     const std::string path = test::temp_path("diverge.h5");
-    TrainResult res;
+    DriveResult res;
     {
         Trainer tr(r.config, r.data);
         RunWriter w = RunWriter::create(path, r.config, "test");
         res = train(tr, w, initial_theta(r.config), 0, 50);
     }
-    EXPECT_EQ(res.status, "diverged");
+    EXPECT_EQ(to_string(res.status), "diverged");
     RunReader rd(path);
-    EXPECT_EQ(rd.info().status, "diverged");
+    EXPECT_EQ(to_string(rd.info().status), "diverged");
     EXPECT_EQ(rd.info().diverged_at, res.step);
     EXPECT_EQ(rd.info().rows, res.step + 1);
     const Vector loss = rd.file().read_vector("/trajectory/loss"), gn = rd.file().read_vector("/trajectory/grad_norm");
@@ -152,7 +162,7 @@ TEST(RunFile, ResumeAfterSigkillIsBitIdentical) {
     const int status = test::signal_and_wait(pid, SIGKILL);
     ASSERT_TRUE(WIFSIGNALED(status)) << "the run finished before it could be killed";
     EXPECT_GT(rows, 0);
-    EXPECT_EQ(RunReader(killed).info().status, "running");
+    EXPECT_EQ(to_string(RunReader(killed).info().status), "running");
 
     const auto resumed = test::run_tdyn("train --out " + killed + " --resume --quiet");
     ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
@@ -185,7 +195,7 @@ TEST(RunFile, SigtermAndSigintStopCleanlyAndResume) {
         EXPECT_EQ(WEXITSTATUS(status), 130);
         {
             RunReader r(run);
-            EXPECT_EQ(r.info().status, "interrupted");
+            EXPECT_EQ(to_string(r.info().status), "interrupted");
             const Index rows = r.info().rows;
             for (const char* s : {"/trajectory/step", "/trajectory/loss", "/trajectory/accuracy", "/trajectory/grad_norm"})
                 EXPECT_EQ(Index(r.file().rows(s)), rows) << s;

@@ -7,6 +7,8 @@
 #include <Spectra/SymEigsSolver.h>
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include <sstream>
 
 namespace tdyn {
@@ -220,20 +222,48 @@ TEST(Reference, HessianEigenvaluesMatchScipyEigsh) {
 
 // tdyn spectrum on a run: appending with another K, or eigenvectors to a group whose earlier
 // rows have none, is refused before any computation, in one line, leaving the file as it was.
-TEST(Spectrum, AppendingToAnIncompatibleGroupIsRefusedUpFront) {
+// A run's /spectrum holds one configuration (K, which); tdyn spectrum with another K or another
+// end adds a group of its own (/spectrum_k{K}_{which}) and leaves /spectrum as it was; what a
+// group cannot take (eigenvectors where earlier rows have none) is refused before any work,
+// with one line and the file untouched. The new group's top eigenvalues agree with the in-line
+// ones at the same steps to 1e-5 relative (both solves stop at a relative tolerance of 1e-6).
+TEST(Spectrum, OtherConfigurationsGetTheirOwnGroupAndIncompatibleOnesAreRefusedUpFront) {
     const std::string data = tdyn::test::temp_path("spec-data.h5"), run = tdyn::test::temp_path("spec-run.h5");
     tdyn::test::write_data_file(data, 100, 10, 3, 2);
     const auto tr = tdyn::test::run_tdyn("train --data " + data + " --arch 10-6-3 --steps 4 --save-theta-every 2 --spectrum-every 2 --eigs 2 --quiet --out " + run);
     ASSERT_EQ(tr.exit_code, 0) << tr.err;
     const std::string before = tdyn::test::slurp(run);
-    for (const std::string flags : {" --eigs 3", " --eigs 2 --vectors"}) {
-        const auto r = tdyn::test::run_tdyn("spectrum " + run + flags);
-        EXPECT_EQ(r.exit_code, 1) << flags;
+    {
+        const auto r = tdyn::test::run_tdyn("spectrum " + run + " --eigs 2 --vectors");
+        EXPECT_EQ(r.exit_code, 1);
         EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-        EXPECT_EQ(tdyn::test::slurp(run), before) << flags;
+        EXPECT_EQ(tdyn::test::slurp(run), before);
     }
-    const auto ok = tdyn::test::run_tdyn("spectrum " + run + " --eigs 2 --steps stored --quiet");
-    EXPECT_EQ(ok.exit_code, 0) << ok.err;
+    tdyn::RowMatrix inline_top;
+    {
+        tdyn::h5::File f = tdyn::h5::File::open_read(run);
+        inline_top = f.read_matrix("/spectrum/hessian_top");
+    }
+    for (const std::string flags : {" --eigs 3", " --eigs 2 --which top"}) {
+        const auto r = tdyn::test::run_tdyn("spectrum " + run + flags + " --steps stored --quiet");
+        EXPECT_EQ(r.exit_code, 0) << flags << r.err;
+    }
+    tdyn::h5::File f = tdyn::h5::File::open_read(run);
+    EXPECT_EQ(f.read_matrix("/spectrum/hessian_top"), inline_top) << "/spectrum is left as it was";
+    EXPECT_EQ(f.rows("/spectrum/step"), 3u);
+    for (const auto& [group, K, which] : {std::tuple<std::string, tdyn::Index, std::string>{"/spectrum_k3_both", 3, "both"},
+                                          {"/spectrum_k2_top", 2, "top"}}) {
+        ASSERT_TRUE(f.exists(group + "/step")) << group;
+        EXPECT_EQ(f.attr_int(group, "eigs"), K);
+        EXPECT_EQ(f.attr_string(group, "which"), which);
+        EXPECT_EQ(f.read_vector(group + "/step"), (tdyn::Vector(3) << 0, 2, 4).finished()) << group;
+        const tdyn::RowMatrix top = f.read_matrix(group + "/hessian_top");
+        ASSERT_EQ(top.cols(), K);
+        for (tdyn::Index i = 0; i < 3; ++i)
+            for (tdyn::Index j = 0; j < 2; ++j)
+                EXPECT_NEAR(top(i, j), inline_top(i, j), 1e-5 * std::abs(inline_top(i, j))) << group << " row " << i;
+        if (which == "top") EXPECT_TRUE(f.read_matrix(group + "/hessian_bottom").array().isNaN().all());
+    }
 }
 
 // tdyn spectrum --solver: auto (Davidson for K >= 2), lanczos and davidson each give the 3

@@ -186,7 +186,7 @@ inline Index wait_for_rows(const std::string& run, Index rows) {
 inline void expect_same_run(const std::string& a, const std::string& b, Index last, std::initializer_list<const char*> series,
                             std::initializer_list<const char*> matrices = {}) {
     RunReader x(a), y(b);
-    EXPECT_EQ(y.info().status, "completed");
+    EXPECT_EQ(to_string(y.info().status), "completed");
     EXPECT_EQ(x.stored_theta(last), y.stored_theta(last));
     for (const char* s : series) EXPECT_EQ(x.file().read_vector(s), y.file().read_vector(s)) << s;
     for (const char* s : matrices) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <fmt/format.h>
 #include <stdexcept>
 #include <string>
 
@@ -22,5 +23,9 @@ class Error : public std::runtime_error {
 public:
     using std::runtime_error::runtime_error;
 };
+
+/// A number in a message: the shortest text that reads back as the same double ("0.1",
+/// "-1e-09"), never "-0.000000" as std::to_string gives.
+inline std::string format_number(double x) { return fmt::format("{}", x); }
 
 }  // namespace tdyn
