@@ -69,7 +69,7 @@ std::vector<SpectrumGroup> read_spectrum_groups(const h5::File& f) {
     for (const std::string& child : f.children("/")) {
         std::smatch m;
         if (child == "spectrum") names.push_back({{-1, ""}, "/" + child});
-        else if (std::regex_match(child, m, sibling)) names.push_back({{std::stoll(m[1]), m[2]}, "/" + child});
+        else if (std::regex_match(child, m, sibling)) names.push_back({{std::stoll(m[1].str()), m[2].str()}, "/" + child});
     }
     std::sort(names.begin(), names.end());
     std::vector<SpectrumGroup> out;
@@ -215,14 +215,20 @@ int run_info(const InfoOptions& o) {
         if (s.density_rows) std::cout << "; density " << s.density_rows << " rows";
         std::cout << "\n";
     }
+    // the bottom end of H, when /spectrum lacks it, may be in another group
+    std::string bottom_in;
+    for (const SpectrumGroup& s : spectra)
+        if (s.name != "/spectrum" && s.which != "top" && bottom_in.empty()) bottom_in = s.name;
     if (an.spectrum_rows)
         std::cout << "  stability   at step " << an.spectrum_step << " (last of " << an.spectrum_rows << " analyses in /spectrum): lambda_max(H) "
                   << an.lambda_max << " vs 2/alpha " << an.two_over_alpha << "; " << an.unstable
                   << " eigenvalue(s) of J found outside the unit circle, max |mu| " << an.max_abs_mu
                   << (an.converged ? "" : " (NOT converged)")
-                  << (an.top_only ? " among those of the top of H only (bottom not computed: negative eigenvalues of H "
-                                    "also give |mu| > 1; tdyn spectrum --which both)"
-                                  : "")
+                  << (!an.top_only ? ""
+                      : bottom_in.empty() ? " among those of the top of H only (bottom not computed: negative eigenvalues of H "
+                                            "also give |mu| > 1; tdyn spectrum --which both)"
+                                          : " among those of the top of H only (negative eigenvalues of H also give |mu| > 1: "
+                                            "see " + bottom_in + " for the bottom end)")
                   << "\n";
     if (an.lyapunov_rows) {
         std::cout << "  lyapunov    exponents per step over steps " << an.lyapunov_from << ".." << an.lyapunov_step + 1 << " ("

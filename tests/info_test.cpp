@@ -132,7 +132,7 @@ TEST(Info, ListsEverySpectrumGroup) {
     ASSERT_EQ(text.exit_code, 0) << text.err;
     for (const std::string s : {"\n  spectrum    /spectrum: K = 2, which top", "\n  spectrum    /spectrum_k3_both: K = 3, which both, "
                                 "2 step(s) (t = 4..8, 3 rows), lambda_max(H) 7.25 at t = 8, NOT all converged; trace 1 rows\n",
-                                "\n  stability   at step "})
+                                "\n  stability   at step ", "see /spectrum_k3_both for the bottom end"})
         EXPECT_NE(text.out.find(s), std::string::npos) << s << "\n" << text.out;
     EXPECT_EQ(text.out.find("spectrum_extra"), std::string::npos) << text.out;
     EXPECT_EQ(text.out.find("spectrum_k2_top"), std::string::npos) << text.out;
