@@ -108,12 +108,12 @@ TEST(Info, ListsEverySpectrumGroup) {
     ASSERT_EQ(js.exit_code, 0) << js.err;
     EXPECT_EQ(spectra_names(js.out), (std::vector<std::string>{"/spectrum", "/spectrum_k3_both"})) << js.out;
     // the keys the output always had
-    for (const std::string s : {"\"has_spectrum\": true", "\"spectrum\": {\"rows\": " + std::to_string(step.size()),
+    for (const std::string& s : std::vector<std::string>{"\"has_spectrum\": true", "\"spectrum\": {\"rows\": " + std::to_string(step.size()),
                                 "\"bottom_computed\": false", "\"status\": \"completed\""})
         EXPECT_NE(js.out.find(s), std::string::npos) << s << "\n" << js.out;
 
     const std::string d = spectra_entry(js.out, "/spectrum");
-    for (const std::string s : {"\"eigs\": 2", "\"which\": \"top\"", "\"alpha\": 0.5", "\"rows\": " + std::to_string(step.size()),
+    for (const std::string& s : std::vector<std::string>{"\"eigs\": 2", "\"which\": \"top\"", "\"alpha\": 0.5", "\"rows\": " + std::to_string(step.size()),
                                 "\"steps\": " + std::to_string(step.size()),
                                 "\"first_step\": " + std::to_string(Index(step.minCoeff())),
                                 "\"last_step\": " + std::to_string(Index(step.maxCoeff())), "\"converged\": true",
@@ -130,7 +130,7 @@ TEST(Info, ListsEverySpectrumGroup) {
 
     const auto text = test::run_tdyn("info " + run);
     ASSERT_EQ(text.exit_code, 0) << text.err;
-    for (const std::string s : {"\n  spectrum    /spectrum: K = 2, which top", "\n  spectrum    /spectrum_k3_both: K = 3, which both, "
+    for (const std::string& s : std::vector<std::string>{"\n  spectrum    /spectrum: K = 2, which top", "\n  spectrum    /spectrum_k3_both: K = 3, which both, "
                                 "2 step(s) (t = 4..8, 3 rows), lambda_max(H) 7.25 at t = 8, NOT all converged; trace 1 rows\n",
                                 "\n  stability   at step ", "see /spectrum_k3_both for the bottom end"})
         EXPECT_NE(text.out.find(s), std::string::npos) << s << "\n" << text.out;
