@@ -4,8 +4,14 @@
 
 #include "tdyn/run.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <iostream>
+#include <regex>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace tdyn::cli {
 
@@ -26,6 +32,83 @@ struct Analyses {
     double perturbation_exponent = NAN;
     bool lyapunov_complete = false;
 };
+
+/// One spectrum group (docs/FORMAT.md): /spectrum, or /spectrum_k{K}_{which} for a further (K, which).
+struct SpectrumGroup {
+    std::string name;             ///< "/spectrum", "/spectrum_k3_top", ...
+    Index eigs = 0;               ///< attribute eigs (else the width of hessian_top)
+    std::string which;            ///< attribute which, else inferred from the data (which_inferred)
+    bool which_inferred = false;
+    double alpha = NAN;
+    Index rows = 0, steps = 0;    ///< rows in the file; distinct steps analysed
+    double first_step = NAN, last_step = NAN;  ///< smallest and largest step analysed
+    double lambda_max = NAN;      ///< at last_step (its newest row), as tdyn_runs.py shows it
+    bool converged = true;        ///< every row converged
+    Index trace_rows = 0, density_rows = 0;
+};
+
+/// Rows of a group that are complete: `step` is written last, so its length counts them.
+Index complete_rows(const h5::File& f, const std::string& group) {
+    return f.exists(group + "/step") ? Index(f.rows(group + "/step")) : 0;
+}
+
+/// "top" when the bottom end is all NaN (and the top is not), "bottom" likewise, else "both": for files
+/// written before spectrum groups had a `which` attribute.
+std::string infer_which(const h5::File& f, const std::string& g, Index n) {
+    auto any_finite = [&](const std::string& name) {
+        return f.exists(name) && n > 0 && f.read_rows(name, 0, hsize_t(n)).array().isFinite().any();
+    };
+    const bool top = any_finite(g + "/hessian_top"), bottom = any_finite(g + "/hessian_bottom");
+    return top && !bottom ? "top" : bottom && !top ? "bottom" : "both";
+}
+
+/// The spectrum groups of a run file: /spectrum first, then /spectrum_k{K}_{which} by K and which.
+std::vector<SpectrumGroup> read_spectrum_groups(const h5::File& f) {
+    static const std::regex sibling("spectrum_k([0-9]+)_(top|bottom|both)");
+    std::vector<std::pair<std::pair<Index, std::string>, std::string>> names;
+    for (const std::string& child : f.children("/")) {
+        std::smatch m;
+        if (child == "spectrum") names.push_back({{-1, ""}, "/" + child});
+        else if (std::regex_match(child, m, sibling)) names.push_back({{std::stoll(m[1].str()), m[2].str()}, "/" + child});
+    }
+    std::sort(names.begin(), names.end());
+    std::vector<SpectrumGroup> out;
+    for (const auto& [key, g] : names) {
+        const Index n = complete_rows(f, g);
+        if (n == 0) continue;
+        SpectrumGroup s;
+        s.name = g;
+        s.rows = n;
+        s.eigs = f.has_attr(g, "eigs") ? Index(f.attr_int(g, "eigs"))
+                 : f.exists(g + "/hessian_top") && f.shape(g + "/hessian_top").size() == 2 ? Index(f.shape(g + "/hessian_top")[1])
+                                                                                           : 0;
+        if (f.has_attr(g, "which")) s.which = f.attr_string(g, "which");
+        else {
+            s.which = infer_which(f, g, n);
+            s.which_inferred = true;
+        }
+        if (f.has_attr(g, "alpha")) s.alpha = f.attr_double(g, "alpha");
+        const Vector step = f.read_vector(g + "/step").head(n);
+        const Vector lmax = f.exists(g + "/lambda_max") ? f.read_vector(g + "/lambda_max") : Vector();
+        const Vector conv = f.exists(g + "/converged") ? f.read_vector(g + "/converged") : Vector();
+        std::set<double> distinct;
+        for (Index j = 0; j < n; ++j) {
+            distinct.insert(step[j]);
+            // the newest row of the largest step (rows are in the order the analyses were made)
+            if (std::isnan(s.last_step) || step[j] >= s.last_step) {
+                s.last_step = step[j];
+                s.lambda_max = j < lmax.size() ? lmax[j] : NAN;
+            }
+            if (j < conv.size() && conv[j] == 0) s.converged = false;
+        }
+        s.steps = Index(distinct.size());
+        s.first_step = *distinct.begin();
+        s.trace_rows = complete_rows(f, g + "/trace");
+        s.density_rows = complete_rows(f, g + "/density");
+        out.push_back(s);
+    }
+    return out;
+}
 
 Analyses read_analyses(h5::File& f) {
     Analyses a;
@@ -57,6 +140,7 @@ Analyses read_analyses(h5::File& f) {
 int run_info(const InfoOptions& o) {
     RunReader r(o.file);
     const Analyses an = read_analyses(r.file());
+    const std::vector<SpectrumGroup> spectra = read_spectrum_groups(r.file());
     const RunInfo& i = r.info();
     const TrainConfig& c = i.config;
     const Architecture arch = c.architecture();
@@ -84,6 +168,17 @@ int run_info(const InfoOptions& o) {
                       << ", \"unstable\": " << an.unstable << ", \"max_abs_mu\": " << json_number(an.max_abs_mu)
                       << ", \"converged\": " << (an.converged ? "true" : "false")
                       << ", \"bottom_computed\": " << (an.top_only ? "false" : "true") << "}";
+        std::cout << ", \"spectra\": [";
+        for (std::size_t k = 0; k < spectra.size(); ++k) {
+            const SpectrumGroup& s = spectra[k];
+            std::cout << (k ? ", " : "") << "{\"name\": " << json_string(s.name) << ", \"eigs\": " << s.eigs
+                      << ", \"which\": " << json_string(s.which) << ", \"which_inferred\": " << (s.which_inferred ? "true" : "false")
+                      << ", \"alpha\": " << json_number(s.alpha) << ", \"rows\": " << s.rows << ", \"steps\": " << s.steps
+                      << ", \"first_step\": " << Index(s.first_step) << ", \"last_step\": " << Index(s.last_step)
+                      << ", \"lambda_max\": " << json_number(s.lambda_max) << ", \"converged\": " << (s.converged ? "true" : "false")
+                      << ", \"trace_rows\": " << s.trace_rows << ", \"density_rows\": " << s.density_rows << "}";
+        }
+        std::cout << "]";
         if (an.lyapunov_rows) {
             std::cout << ", \"lyapunov\": {\"rows\": " << an.lyapunov_rows << ", \"step\": " << an.lyapunov_step
                       << ", \"from\": " << an.lyapunov_from << ", \"counted_steps\": " << an.counted << ", \"exponents\": [";
@@ -111,14 +206,29 @@ int run_info(const InfoOptions& o) {
     if (!i.theta_steps.empty()) std::cout << " (steps " << first_theta << ".." << last_theta << ", every " << c.save_theta_every << ")";
     std::cout << "\n  analyses    spectrum: " << (i.has_spectrum ? "yes" : "no") << ", lyapunov: " << (i.has_lyapunov ? "yes" : "no")
               << "\n";
+    for (const SpectrumGroup& s : spectra) {
+        std::cout << "  spectrum    " << s.name << ": K = " << s.eigs << ", which " << s.which
+                  << (s.which_inferred ? " (no attribute; from the data)" : "") << ", " << s.steps << " step(s) (t = "
+                  << s.first_step << ".." << s.last_step << ", " << s.rows << " rows), lambda_max(H) " << s.lambda_max
+                  << " at t = " << s.last_step << (s.converged ? "" : ", NOT all converged");
+        if (s.trace_rows) std::cout << "; trace " << s.trace_rows << " rows";
+        if (s.density_rows) std::cout << "; density " << s.density_rows << " rows";
+        std::cout << "\n";
+    }
+    // the bottom end of H, when /spectrum lacks it, may be in another group
+    std::string bottom_in;
+    for (const SpectrumGroup& s : spectra)
+        if (s.name != "/spectrum" && s.which != "top" && bottom_in.empty()) bottom_in = s.name;
     if (an.spectrum_rows)
-        std::cout << "  stability   at step " << an.spectrum_step << " (last of " << an.spectrum_rows << " analyses): lambda_max(H) "
+        std::cout << "  stability   at step " << an.spectrum_step << " (last of " << an.spectrum_rows << " analyses in /spectrum): lambda_max(H) "
                   << an.lambda_max << " vs 2/alpha " << an.two_over_alpha << "; " << an.unstable
                   << " eigenvalue(s) of J found outside the unit circle, max |mu| " << an.max_abs_mu
                   << (an.converged ? "" : " (NOT converged)")
-                  << (an.top_only ? " among those of the top of H only (bottom not computed: negative eigenvalues of H "
-                                    "also give |mu| > 1; tdyn spectrum --which both)"
-                                  : "")
+                  << (!an.top_only ? ""
+                      : bottom_in.empty() ? " among those of the top of H only (bottom not computed: negative eigenvalues of H "
+                                            "also give |mu| > 1; tdyn spectrum --which both)"
+                                          : " among those of the top of H only (negative eigenvalues of H also give |mu| > 1: "
+                                            "see " + bottom_in + " for the bottom end)")
                   << "\n";
     if (an.lyapunov_rows) {
         std::cout << "  lyapunov    exponents per step over steps " << an.lyapunov_from << ".." << an.lyapunov_step + 1 << " ("

@@ -9,8 +9,9 @@ Reading
     run = RunFile("runs/default.h5")        # raises NotARunFile for anything else
     run.config                              # root attributes as a dict (alpha, arch, status, ...)
     run.trajectory()                        # Series: step, loss, accuracy, grad_norm
-    run.spectrum()                          # Series or None: step, hessian_top [n x K], ...
-    run.trace(), run.density()              # Series or None
+    run.spectrum()                          # Series or None: step, hessian_top [n x K], ... of /spectrum
+    run.spectra()                           # {name: Series} of every spectrum group, "/spectrum" first
+    run.trace(), run.density()              # Series or None (/spectrum's, else another group's)
     run.lyapunov(), run.perturbation(), run.overlap()   # Series or None
     run.close()                             # or use `with RunFile(path) as run:`
 
@@ -26,6 +27,14 @@ of each step.
 
 A Series is a small namespace of numpy arrays (attribute access, plus `.attrs`
 for the group's HDF5 attributes and `.names` for the array names).
+
+Spectrum groups: a run file may hold one spectrum group per configuration (K, which):
+/spectrum (the first one made) and siblings /spectrum_k{K}_{which}, e.g. /spectrum_k3_top
+(docs/FORMAT.md). `spectrum_names()` lists them, `spectra()` reads them all. A spectrum
+Series' .attrs always holds `name`, `eigs` (K) and `which` ("top", "bottom", "both"); for
+files written before the `which` attribute existed it is inferred from the data ("top"
+when every hessian_bottom value is NaN, "bottom" likewise, else "both") and
+`which_inferred` is True.
 
 Figures
 -------
@@ -45,12 +54,18 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 import types
 
 import numpy as np
 
 RUN_FORMAT = "tdyn-run"
 FORMAT_VERSION = 1  # the newest run-file version this reader understands
+DEFAULT_SPECTRUM = "/spectrum"
+_SPECTRUM_SIBLING = re.compile(r"spectrum_k([0-9]+)_(top|bottom|both)")  # /spectrum_k{K}_{which}
+_WHICH_ORDER = {"top": 0, "bottom": 1, "both": 2}
+SPECTRUM_ARRAYS = ["step", "hessian_top", "hessian_bottom", "residual_top", "residual_bottom", "jacobian", "matvecs",
+                   "converged", "lambda_max", "two_over_alpha", "unstable", "max_abs_mu"]
 SWEEP_COLUMNS = ["alpha", "steps", "status", "final_loss", "lambda_max", "two_over_alpha", "top_exponent", "run_file"]
 
 
@@ -189,20 +204,69 @@ class RunFile:
         s = self._group("/trajectory", ["theta_step"], required=("theta_step",))
         return np.array([]) if s is None else s.theta_step
 
-    def spectrum(self):
-        """step [n]; hessian_top, hessian_bottom, residual_top, residual_bottom, jacobian [n x K]
-        (NaN-padded); matvecs, converged, lambda_max, two_over_alpha, unstable, max_abs_mu [n]."""
-        return self._group("/spectrum", ["step", "hessian_top", "hessian_bottom", "residual_top", "residual_bottom",
-                                         "jacobian", "matvecs", "converged", "lambda_max", "two_over_alpha",
-                                         "unstable", "max_abs_mu"], dedupe=True)
+    def spectrum_names(self):
+        """Names of the spectrum groups that hold at least one complete row: "/spectrum" first, then the
+        /spectrum_k{K}_{which} siblings by K and which (top, bottom, both)."""
+        keyed = []
+        for child in self._file:
+            m = _SPECTRUM_SIBLING.fullmatch(child)
+            if child == DEFAULT_SPECTRUM[1:]:
+                keyed.append(((-1, -1), "/" + child))
+            elif m:
+                keyed.append(((int(m.group(1)), _WHICH_ORDER[m.group(2)]), "/" + child))
+        return [name for _, name in sorted(keyed) if self.has(name)]
 
-    def trace(self):
-        """Hutchinson trace of H: step, trace, standard_error, probes [n]."""
-        return self._group("/spectrum/trace", ["step", "trace", "standard_error", "probes"], dedupe=True)
+    def spectrum(self, name=DEFAULT_SPECTRUM):
+        """One spectrum group (default /spectrum): step [n]; hessian_top, hessian_bottom, residual_top,
+        residual_bottom, jacobian [n x K] (NaN-padded); matvecs, converged, lambda_max, two_over_alpha, unstable,
+        max_abs_mu [n]. .attrs: the group's attributes, with name, eigs and which always set (see the module
+        docstring). None when the group is absent or empty."""
+        if not name.startswith("/"):
+            name = "/" + name
+        if name not in self._file or not hasattr(self._file[name], "keys"):
+            return None
+        s = self._group(name, SPECTRUM_ARRAYS, dedupe=True)
+        if s is None:
+            return None
+        s.attrs["name"] = name
+        if "eigs" not in s.attrs and "hessian_top" in s.names and s.hessian_top.ndim == 2:
+            s.attrs["eigs"] = int(s.hessian_top.shape[1])
+        if "which" not in s.attrs:
+            top = "hessian_top" in s.names and np.isfinite(s.hessian_top).any()
+            bottom = "hessian_bottom" in s.names and np.isfinite(s.hessian_bottom).any()
+            s.attrs["which"] = "top" if top and not bottom else "bottom" if bottom and not top else "both"
+            s.attrs["which_inferred"] = True
+        return s
 
-    def density(self):
-        """SLQ spectral density of H: step, sigma [n]; grid, density [n x G]."""
-        return self._group("/spectrum/density", ["step", "sigma", "grid", "density"], dedupe=True)
+    def spectra(self):
+        """Every spectrum group: {name: Series} in the order of spectrum_names() ("/spectrum" first)."""
+        out = {}
+        for name in self.spectrum_names():
+            s = self.spectrum(name)
+            if s is not None:
+                out[name] = s
+        return out
+
+    def _spectrum_sub(self, sub, names, group):
+        """Subgroup `sub` (trace, density) of spectrum group `group`; group None: /spectrum's, else the first
+        other group's that has one. .attrs["spectrum"] names the group it came from."""
+        candidates = [group if group.startswith("/") else "/" + group] if group else self.spectrum_names()
+        for g in candidates:
+            if f"{g}/{sub}/step" in self._file:
+                s = self._group(f"{g}/{sub}", names, dedupe=True)
+                if s is not None:
+                    s.attrs["spectrum"] = g
+                    return s
+        return None
+
+    def trace(self, group=None):
+        """Hutchinson trace of H: step, trace, standard_error, probes [n]. From `group` (a spectrum group name),
+        or by default /spectrum/trace, else the first other spectrum group that has one."""
+        return self._spectrum_sub("trace", ["step", "trace", "standard_error", "probes"], group)
+
+    def density(self, group=None):
+        """SLQ spectral density of H: step, sigma [n]; grid, density [n x G]. Group chosen as for trace()."""
+        return self._spectrum_sub("density", ["step", "sigma", "grid", "density"], group)
 
     def lyapunov(self):
         """step [n_l]; log_growth, exponents [n_l x M]; attrs vectors, qr_every, warmup, alpha."""
@@ -246,15 +310,15 @@ class RunFile:
                          f"loss {t.loss[0]:.4g} -> {t.loss[-1]:.4g}, accuracy {t.accuracy[0]:.3f} -> {t.accuracy[-1]:.3f}")
         else:
             lines.append("trajectory    empty")
-        s = self.spectrum()
-        if s is not None:
-            lines.append(f"spectrum      {len(s)} steps, K = {s.hessian_top.shape[1]}; "
-                         f"last lambda_max = {s.lambda_max[-1]:.4g}")
+        for name, s in self.spectra().items():
+            lines.append(f"spectrum      {name}: {len(s)} steps (t = {s.step[0]:g}..{s.step[-1]:g}), K = {s.attrs['eigs']}, "
+                         f"which {s.attrs['which']}" + (" (inferred)" if s.attrs.get("which_inferred") else "")
+                         + f"; last lambda_max = {s.lambda_max[-1]:.4g}")
         tr, d = self.trace(), self.density()
         if tr is not None:
-            lines.append(f"trace         {len(tr)} steps")
+            lines.append(f"trace         {len(tr)} steps" + _from_group(tr))
         if d is not None:
-            lines.append(f"density       {len(d)} steps, {d.grid.shape[1]} grid points")
+            lines.append(f"density       {len(d)} steps, {d.grid.shape[1]} grid points" + _from_group(d))
         ly = self.lyapunov()
         if ly is not None:
             lines.append(f"lyapunov      {len(ly)} QR steps, M = {ly.exponents.shape[1]}; "
@@ -265,6 +329,17 @@ class RunFile:
         lines.append(f"tool          tdyn {c.get('tool_version', '?')}, format_version {c.get('format_version', '?')}")
         lines.append(f"command       {c.get('command_line', '?')}")
         return lines
+
+
+def _from_group(sub):
+    """" (from /spectrum_k3_top)" for a trace or density that does not come from /spectrum."""
+    g = sub.attrs.get("spectrum", DEFAULT_SPECTRUM)
+    return "" if g == DEFAULT_SPECTRUM else f" (from {g})"
+
+
+def spectrum_label(s):
+    """"K = 3, top (/spectrum_k3_top)": how the figures name a spectrum group in legends."""
+    return f"K = {s.attrs.get('eigs', '?')}, {s.attrs.get('which', '?')} ({s.attrs.get('name', '?')})"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -357,23 +432,55 @@ def fig_grad_norm(run):
     return fig
 
 
+def _spectra_split(run):
+    """(default spectrum Series, [other spectrum Series]): /spectrum and its siblings; when a file has no
+    /spectrum but has siblings, the first sibling is the default. (None, []) without any."""
+    spectra = list(run.spectra().values())
+    return (spectra[0], spectra[1:]) if spectra else (None, [])
+
+
+_OTHER_STYLES = [("C1", "s"), ("C2", "^"), ("C3", "D"), ("C5", "v"), ("C6", "P"), ("C8", "X"), ("C9", "*")]
+
+
+def _other_style(i):
+    """Colour and marker of the i-th non-default spectrum group in the figures."""
+    return _OTHER_STYLES[i % len(_OTHER_STYLES)]
+
+
+def _has_end(s, end):
+    name = f"hessian_{end}"
+    return name in s.names and np.isfinite(getattr(s, name)).any()
+
+
 def fig_sharpness(run):
-    s = run.spectrum()
+    s, others = _spectra_split(run)
     if s is None:
         raise NoData("no /spectrum group (train with --spectrum-every E, or run `tdyn spectrum RUN.h5 --steps stored`)")
     plt = _plt()
     alpha = run.alpha
-    has_bottom = "hessian_bottom" in s.names and np.isfinite(s.hessian_bottom).any()
+    has_bottom = _has_end(s, "bottom") or any(_has_end(o, "bottom") for o in others)
     fig, axes = plt.subplots(2 if has_bottom else 1, 1, figsize=(9, 7 if has_bottom else 4.2), sharex=True, squeeze=False)
     ax = axes[0, 0]
     top = s.hessian_top
     K = top.shape[1]
     marker = "o" if len(s) <= 40 else None
+    suffix = f", {spectrum_label(s)}" if others else ""
     if np.isfinite(top[:, 0]).any():
-        ax.plot(s.step, top[:, 0], color="C0", lw=2, marker=marker, ms=3, label="lambda_max(H)")
+        ax.plot(s.step, top[:, 0], color="C0", lw=2, marker=marker, ms=3, label=f"lambda_max(H){suffix}")
         for i in range(1, K):
             ax.plot(s.step, top[:, i], color="C0", lw=0.8, alpha=max(0.25, 0.8 - 0.1 * i),
                     label=(f"lambda_2..lambda_{K}" if K > 2 else "lambda_2") if i == 1 else None)
+    # the other spectrum groups: their top eigenvalues, open markers and dashed lines over the default's
+    for j, o in enumerate(others):
+        if not _has_end(o, "top"):
+            continue
+        color, mk = _other_style(j)
+        ot = o.hessian_top
+        ax.plot(o.step, ot[:, 0], color=color, lw=1.3, ls="--", marker=mk, ms=6, mfc="none",
+                label=f"lambda_max(H), {spectrum_label(o)}")
+        for i in range(1, ot.shape[1]):
+            if np.isfinite(ot[:, i]).any():
+                ax.plot(o.step, ot[:, i], color=color, lw=0.7, ls=":", marker=mk, ms=4, mfc="none", alpha=0.7)
     ax.axhline(2.0 / alpha, color="red", ls="--", lw=1.5, label=f"2/alpha = {2.0 / alpha:g}")
     ax.set_ylabel("eigenvalue of H")
     ax.set_title(_title(run, "Sharpness against the stability limit 2/alpha"))
@@ -381,10 +488,22 @@ def fig_sharpness(run):
     ax.legend(loc="best", fontsize=8)
     if has_bottom:
         ax2 = axes[1, 0]
-        bottom = s.hessian_bottom
-        for i in range(bottom.shape[1]):
-            ax2.plot(s.step, bottom[:, i], color="C4", lw=2 if i == 0 else 0.8, marker=marker if i == 0 else None, ms=3,
-                     alpha=1.0 if i == 0 else 0.5, label="lambda_min(H)" if i == 0 else (f"next {bottom.shape[1] - 1} smallest" if i == 1 else None))
+        if _has_end(s, "bottom"):
+            bottom = s.hessian_bottom
+            for i in range(bottom.shape[1]):
+                ax2.plot(s.step, bottom[:, i], color="C4", lw=2 if i == 0 else 0.8, marker=marker if i == 0 else None, ms=3,
+                         alpha=1.0 if i == 0 else 0.5,
+                         label=f"lambda_min(H){suffix}" if i == 0 else (f"next {bottom.shape[1] - 1} smallest" if i == 1 else None))
+        for j, o in enumerate(others):
+            if not _has_end(o, "bottom"):
+                continue
+            color, mk = _other_style(j)
+            ob = o.hessian_bottom
+            ax2.plot(o.step, ob[:, 0], color=color, lw=1.3, ls="--", marker=mk, ms=6, mfc="none",
+                     label=f"lambda_min(H), {spectrum_label(o)}")
+            for i in range(1, ob.shape[1]):
+                if np.isfinite(ob[:, i]).any():
+                    ax2.plot(o.step, ob[:, i], color=color, lw=0.7, ls=":", marker=mk, ms=4, mfc="none", alpha=0.7)
         ax2.axhline(0.0, color="black", lw=0.8)
         ax2.set_ylabel("eigenvalue of H")
         ax2.set_title("bottom of the spectrum of H (negative = non-convex directions)")
@@ -396,29 +515,46 @@ def fig_sharpness(run):
 
 
 def fig_jacobian(run):
-    s = run.spectrum()
-    if s is None or "jacobian" not in s.names or not np.isfinite(s.jacobian).any():
-        raise NoData("no eigenvalues of J in /spectrum/jacobian")
+    s, others = _spectra_split(run)
+    groups = [g for g in ([s] if s is not None else []) + others if "jacobian" in g.names and np.isfinite(g.jacobian).any()]
+    if not groups:
+        raise NoData("no eigenvalues of J in /spectrum/jacobian" + (" or the other spectrum groups" if others else ""))
     plt = _plt()
     alpha = run.alpha
-    mu = s.jacobian
     fig, ax = plt.subplots(figsize=(9, 4.5))
     ax.axhspan(-1, 1, color="green", alpha=0.07, label="stable band |mu| <= 1")
     ax.axhline(1.0, color="black", lw=1, ls="--", label="+1 and -1")
     ax.axhline(-1.0, color="black", lw=1, ls="--")
-    steps = np.repeat(s.step[:, None], mu.shape[1], axis=1)
-    outside = np.abs(mu) > 1
-    inside = np.isfinite(mu) & ~outside
-    if inside.any():
-        ax.scatter(steps[inside], mu[inside], s=14, color="C0", label="mu, |mu| <= 1")
-    if outside.any():
-        ax.scatter(steps[outside], mu[outside], s=18, color="red", marker="x", label="mu, |mu| > 1 (stretched by a step)")
-    lo, hi = np.nanmin(mu), np.nanmax(mu)
+    for g in groups:
+        mu = g.jacobian
+        steps = np.repeat(g.step[:, None], mu.shape[1], axis=1)
+        outside = np.abs(mu) > 1
+        inside = np.isfinite(mu) & ~outside
+        which = f", {spectrum_label(g)}" if len(groups) > 1 else ""
+        if g is s:  # the default group, drawn as before: dots, red crosses outside the band
+            if inside.any():
+                ax.scatter(steps[inside], mu[inside], s=14, color="C0", label=f"mu, |mu| <= 1{which}")
+            if outside.any():
+                ax.scatter(steps[outside], mu[outside], s=18, color="red", marker="x",
+                           label=f"mu, |mu| > 1 (stretched by a step){which}")
+        else:  # the others: open markers of their own shape, red outside the band
+            color, mk = _other_style(others.index(g))
+            if inside.any():
+                ax.scatter(steps[inside], mu[inside], s=40, facecolors="none", edgecolors=color, marker=mk,
+                           label=f"mu, |mu| <= 1{which}")
+            if outside.any():
+                ax.scatter(steps[outside], mu[outside], s=40, facecolors="none", edgecolors="red", marker=mk,
+                           label=f"mu, |mu| > 1{which}")
+    lo = min(np.nanmin(g.jacobian) for g in groups)
+    hi = max(np.nanmax(g.jacobian) for g in groups)
     ax.set_ylim(min(lo, -1.0) - 0.1, max(hi, 1.0) + 0.1)
     ax.set_xlabel("step t")
     ax.set_ylabel(f"eigenvalue mu of J = I - alpha H (alpha = {alpha:g})")
-    title = _title(run, f"The {mu.shape[1]} eigenvalues of J of largest |mu|")
-    if "hessian_bottom" not in s.names or not np.isfinite(s.hessian_bottom).any():
+    if len(groups) == 1:
+        title = _title(run, f"The {groups[0].jacobian.shape[1]} eigenvalues of J of largest |mu|")
+    else:
+        title = _title(run, f"Eigenvalues of J of largest |mu| from {len(groups)} spectrum groups")
+    if not any(_has_end(g, "bottom") for g in groups):
         # mu = 1 - alpha lambda: without the bottom of H's spectrum, mu > 1 (negative curvature) is unknown
         title += "\nfrom the top of H only (--which top): mu = 1 - alpha lambda_min, possibly > 1, is not included"
     ax.set_title(title, fontsize=11)
@@ -501,7 +637,7 @@ def fig_overlap(run):
 def fig_density(run):
     d = run.density()
     if d is None:
-        raise NoData("no /spectrum/density (run `tdyn spectrum RUN.h5 --steps stored --density`)")
+        raise NoData("no /spectrum/density in any spectrum group (run `tdyn spectrum RUN.h5 --steps stored --density`)")
     plt = _plt()
     n = len(d)
     rows = sorted(set(np.linspace(0, n - 1, min(n, 5)).round().astype(int).tolist()))
@@ -516,7 +652,7 @@ def fig_density(run):
     ax.set_xlim(np.nanmin(d.grid[rows]), max(np.nanmax(d.grid[rows]), 0.0) * 1.05 + 1e-12)
     ax.set_xlabel("eigenvalue of H")
     ax.set_ylabel("spectral density (per unit eigenvalue, log scale)")
-    ax.set_title(_title(run, "Spectral density of H (stochastic Lanczos quadrature)"))
+    ax.set_title(_title(run, "Spectral density of H (stochastic Lanczos quadrature)" + _from_group(d)))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -526,16 +662,16 @@ def fig_density(run):
 def fig_trace(run):
     tr = run.trace()
     if tr is None:
-        raise NoData("no /spectrum/trace (run `tdyn spectrum RUN.h5 --steps stored --trace`)")
+        raise NoData("no /spectrum/trace in any spectrum group (run `tdyn spectrum RUN.h5 --steps stored --trace`)")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.errorbar(tr.step, tr.trace, yerr=tr.standard_error, fmt="o-", ms=4, capsize=3, label="tr H +- standard error")
-    s = run.spectrum()
-    if s is not None:
+    s = run.spectrum(tr.attrs.get("spectrum", DEFAULT_SPECTRUM))
+    if s is not None and np.isfinite(s.lambda_max).any():
         ax.plot(s.step, s.lambda_max, color="C3", alpha=0.7, lw=1, label="lambda_max(H), for scale")
     ax.set_xlabel("step t")
     ax.set_ylabel("trace of H (sum of eigenvalues)")
-    ax.set_title(_title(run, "Trace of H (Hutchinson)"))
+    ax.set_title(_title(run, "Trace of H (Hutchinson)" + _from_group(tr)))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # ctest Notebooks.*: the notebooks and scripts/plot_run.py on real run files made by tdyn.
-#   tests/notebooks_test.sh TDYN full   a small run with spectrum, trace, density and Lyapunov data:
-#                                       plot_run.py writes every expected PNG, explore_run.ipynb and
-#                                       lr_sweep.ipynb execute headless (nbconvert) without a cell error
+#   tests/notebooks_test.sh TDYN full   a small run with spectrum, trace, density and Lyapunov data and a
+#                                       second spectrum group /spectrum_k3_top: tdyn info (text and --json),
+#                                       tdyn_runs.py and its figures list/draw both groups; plot_run.py
+#                                       writes every expected PNG, explore_run.ipynb and lr_sweep.ipynb
+#                                       execute headless (nbconvert) without a cell error
 #   tests/notebooks_test.sh TDYN bare   a run without /spectrum and /lyapunov: both tools still work and
 #                                       skip those sections; files that are not run files give one line
 #                                       "FILE: not a tdyn run file (...)" and exit status 1
@@ -57,6 +59,57 @@ plots() {
   done
 }
 
+# spectrum_group_fixture RUN K WHICH STEPS: adds the spectrum group /spectrum_k{K}_{WHICH} to RUN, as
+#   tdyn spectrum RUN --steps STEPS --eigs K --which WHICH
+# will once the C++ writer of /spectrum_k{K}_{which} lands (docs/FORMAT.md, "Spectrum groups"). Until then
+# this h5py fixture stands in for it: it takes the newest /spectrum row of each of STEPS, keeps the end(s)
+# WHICH asks for, pads them with NaN to K columns (the eigenvalues /spectrum does not have are unknown here,
+# as if they had not converged), recomputes jacobian, lambda_max, unstable and max_abs_mu from what is kept,
+# and sets the attributes eigs = K, alpha and which. No trace/ or density/ subgroup.
+spectrum_group_fixture() {
+  "$py" - "$@" <<'PY' || fail "spectrum_group_fixture $*"
+import sys
+import h5py, numpy as np
+path, K, which, steps = sys.argv[1], int(sys.argv[2]), sys.argv[3], [float(x) for x in sys.argv[4].split(",")]
+with h5py.File(path, "r+") as f:
+    src = f["/spectrum"]
+    step = src["step"][()]
+    rows = [max(i for i in range(len(step)) if step[i] == t) for t in steps]  # newest row of each step
+    alpha = float(src.attrs["alpha"])
+    n = len(rows)
+    def padded(name, keep):
+        out = np.full((n, K), np.nan)
+        if keep:
+            v = src[name][()][rows]
+            w = min(K, v.shape[1])
+            out[:, :w] = v[:, :w]
+        return out
+    cols = {e: padded(f"hessian_{e}", which in (e, "both")) for e in ("top", "bottom")}
+    res = {e: padded(f"residual_{e}", which in (e, "both")) for e in ("top", "bottom")}
+    jac = np.full((n, K), np.nan)
+    lmax, unstable, maxmu = np.full(n, np.nan), np.zeros(n), np.full(n, np.nan)
+    for j in range(n):
+        lam = np.concatenate([cols["top"][j], cols["bottom"][j]])
+        mu = 1.0 - alpha * lam[np.isfinite(lam)]
+        mu = mu[np.argsort(-np.abs(mu), kind="stable")]
+        jac[j, :min(K, len(mu))] = mu[:K]
+        if np.isfinite(cols["top"][j]).any():
+            lmax[j] = np.nanmax(cols["top"][j])
+        unstable[j] = np.sum(np.abs(mu) > 1)
+        maxmu[j] = np.abs(mu).max() if len(mu) else np.nan
+    g = f.create_group(f"/spectrum_k{K}_{which}")
+    data = {"hessian_top": cols["top"], "hessian_bottom": cols["bottom"], "residual_top": res["top"],
+            "residual_bottom": res["bottom"], "jacobian": jac, "matvecs": src["matvecs"][()][rows],
+            "converged": src["converged"][()][rows], "lambda_max": lmax, "two_over_alpha": np.full(n, 2.0 / alpha),
+            "unstable": unstable, "max_abs_mu": maxmu, "step": step[rows]}  # step last, as the writer does
+    for name, v in data.items():
+        g.create_dataset(name, data=v, maxshape=(None,) + v.shape[1:], chunks=(64,) + v.shape[1:])
+    g.attrs["eigs"] = np.int64(K)
+    g.attrs["alpha"] = alpha
+    g.attrs["which"] = which
+PY
+}
+
 if [ "$mode" = full ]; then
   # 300 samples, 20 steps at alpha = 0.5; eigenvalues every 10 steps, 3 Lyapunov vectors; then trace and density.
   "$tdyn" train --data-dir "$data" --samples 300 --steps 20 --lr 0.5 --save-theta-every 10 \
@@ -64,8 +117,89 @@ if [ "$mode" = full ]; then
     { cat "$tmp/tdyn.log"; fail "tdyn train"; }
   "$tdyn" spectrum "$tmp/run.h5" --data-dir "$data" --steps 0,20 --eigs 2 --trace --density --probes 4 --quiet \
     >"$tmp/tdyn.log" 2>&1 || { cat "$tmp/tdyn.log"; fail "tdyn spectrum"; }
+  # A second spectrum configuration, (K, which) = (3, top) at steps 0 and 20. Replace this line by
+  #   "$tdyn" spectrum "$tmp/run.h5" --data-dir "$data" --steps 0,20 --eigs 3 --which top --quiet >"$tmp/tdyn.log" 2>&1 ||
+  #     { cat "$tmp/tdyn.log"; fail "tdyn spectrum --eigs 3 --which top"; }
+  # once tdyn spectrum writes /spectrum_k{K}_{which} (the checks below hold for either).
+  spectrum_group_fixture "$tmp/run.h5" 3 top 0,20
+  "$tdyn" info "$tmp/run.h5" >"$tmp/info.txt" 2>&1 || { cat "$tmp/info.txt"; fail "tdyn info"; }
+  "$tdyn" info "$tmp/run.h5" --json >"$tmp/info.json" 2>"$tmp/info.err" || { cat "$tmp/info.err"; fail "tdyn info --json"; }
+  cat "$tmp/info.txt"
+  # Both groups, as tdyn info, tdyn_runs.py and its figures show them, against the file read directly.
+  "$py" - "$tmp/run.h5" "$tmp/info.txt" "$tmp/info.json" "$root" <<'PY' || fail "the readers do not show both spectrum groups"
+import json, os, sys
+os.environ["MPLBACKEND"] = "Agg"
+import h5py, numpy as np
+run_path, info_txt, info_json, root = sys.argv[1:]
+sys.path.insert(0, os.path.join(root, "notebooks"))
+import tdyn_runs
+bad = []
+def check(ok, what):
+    if not ok:
+        bad.append(what)
+        print("FAIL:", what)
+names = ["/spectrum", "/spectrum_k3_top"]
+expect = {}
+with h5py.File(run_path, "r") as f:
+    for g in names:
+        step, lmax = f[g]["step"][()], f[g]["lambda_max"][()]
+        last = max(range(len(step)), key=lambda i: (step[i], i))  # the newest row of the largest step
+        expect[g] = {"eigs": f[g]["hessian_top"].shape[1], "rows": len(step), "steps": len(set(step.tolist())),
+                     "first_step": int(step.min()), "last_step": int(step.max()), "lambda_max": float(lmax[last]),
+                     "trace_rows": len(f[g]["trace/step"]) if "trace" in f[g] else 0,
+                     "density_rows": len(f[g]["density/step"]) if "density" in f[g] else 0}
+check(expect["/spectrum"]["eigs"] == 2 and expect["/spectrum_k3_top"]["eigs"] == 3, f"fixture widths {expect}")
+check(expect["/spectrum"]["trace_rows"] == 2 and expect["/spectrum_k3_top"]["steps"] == 2, f"fixture rows {expect}")
+
+# tdyn info --json: the keys it always had, and one "spectra" entry per group
+info = json.load(open(info_json))
+for key in ("status", "rows", "last_step", "has_spectrum", "has_lyapunov", "spectrum", "lyapunov", "theta_stored"):
+    check(key in info, f"tdyn info --json lost key {key}")
+check(info.get("has_spectrum") is True and info.get("spectrum", {}).get("rows") == expect["/spectrum"]["rows"],
+      "tdyn info --json: has_spectrum / spectrum.rows")
+spectra = info.get("spectra", [])
+check([s.get("name") for s in spectra] == names, f"tdyn info --json spectra names {[s.get('name') for s in spectra]}")
+for s in spectra:
+    e = expect.get(s.get("name"), {})
+    for k, v in e.items():
+        check(s.get(k) == v, f"tdyn info --json {s.get('name')}: {k} = {s.get(k)}, file says {v}")
+    check(s.get("alpha") == 0.5, f"tdyn info --json {s.get('name')}: alpha {s.get('alpha')}")
+    check(s.get("which") == {"/spectrum": "both", "/spectrum_k3_top": "top"}.get(s.get("name")),
+          f"tdyn info --json {s.get('name')}: which {s.get('which')}")
+text = open(info_txt).read().splitlines()
+for g, K, which in (("/spectrum", 2, "both"), ("/spectrum_k3_top", 3, "top")):
+    check(any(l.startswith(f"  spectrum    {g}: K = {K}, which {which}") for l in text), f"tdyn info: no line for {g}")
+
+# tdyn_runs.py
+with tdyn_runs.RunFile(run_path) as run:
+    check(run.spectrum_names() == names, f"spectrum_names() = {run.spectrum_names()}")
+    sp = run.spectra()
+    check(list(sp) == names, f"spectra() keys {list(sp)}")
+    for g in names:
+        s = sp.get(g)
+        if s is None:
+            continue
+        check(s.attrs.get("name") == g and s.attrs.get("eigs") == expect[g]["eigs"], f"{g}: attrs {s.attrs}")
+        check(s.hessian_top.shape == (expect[g]["steps"], expect[g]["eigs"]), f"{g}: hessian_top {s.hessian_top.shape}")
+        check(s.lambda_max[-1] == expect[g]["lambda_max"], f"{g}: last lambda_max {s.lambda_max[-1]}")
+    check(sp["/spectrum_k3_top"].attrs.get("which") == "top", "which of /spectrum_k3_top")
+    check(run.spectrum().attrs.get("name") == "/spectrum", "spectrum() is not /spectrum")
+    check(run.trace() is not None and run.trace().attrs.get("spectrum") == "/spectrum", "trace() of /spectrum")
+    summary = run.summary()
+    for g in names:
+        check(any(l.startswith(f"spectrum      {g}: ") for l in summary), f"summary() has no line for {g}")
+    for name in ("sharpness", "jacobian"):
+        fig = tdyn_runs.figure(run, name)
+        labels = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+        check(any("K = 3, top (/spectrum_k3_top)" in l for l in labels), f"{name} figure legend {labels}")
+        check(any("K = 2, both (/spectrum)" in l for l in labels), f"{name} figure legend {labels}")
+print("spectrum groups:", ", ".join(f"{s['name']} (K = {s['eigs']}, {s['which']}, {s['steps']} steps)" for s in spectra))
+sys.exit(1 if bad else 0)
+PY
   plots "$tmp/run.h5" "$tmp/fig" "overview config loss_accuracy grad_norm sharpness jacobian lyapunov density trace"
   TDYN_RUN="$tmp/run.h5" execute explore_run.ipynb full 8
+  grep -q '/spectrum_k3_top (K = 3, top' "$tmp/nb/explore_run-full.ipynb" ||
+    fail "explore_run.ipynb does not list the spectrum group /spectrum_k3_top in its summary"
 
   # A two-point learning-rate sweep, alpha = 0.5 and 4 (2/alpha = 0.5, below lambda_max): with
   # scripts/sweep_lr.sh when the tree has it (the producer of sweep.csv), else a table built from run files.
