@@ -59,57 +59,6 @@ plots() {
   done
 }
 
-# spectrum_group_fixture RUN K WHICH STEPS: adds the spectrum group /spectrum_k{K}_{WHICH} to RUN, as
-#   tdyn spectrum RUN --steps STEPS --eigs K --which WHICH
-# will once the C++ writer of /spectrum_k{K}_{which} lands (docs/FORMAT.md, "Spectrum groups"). Until then
-# this h5py fixture stands in for it: it takes the newest /spectrum row of each of STEPS, keeps the end(s)
-# WHICH asks for, pads them with NaN to K columns (the eigenvalues /spectrum does not have are unknown here,
-# as if they had not converged), recomputes jacobian, lambda_max, unstable and max_abs_mu from what is kept,
-# and sets the attributes eigs = K, alpha and which. No trace/ or density/ subgroup.
-spectrum_group_fixture() {
-  "$py" - "$@" <<'PY' || fail "spectrum_group_fixture $*"
-import sys
-import h5py, numpy as np
-path, K, which, steps = sys.argv[1], int(sys.argv[2]), sys.argv[3], [float(x) for x in sys.argv[4].split(",")]
-with h5py.File(path, "r+") as f:
-    src = f["/spectrum"]
-    step = src["step"][()]
-    rows = [max(i for i in range(len(step)) if step[i] == t) for t in steps]  # newest row of each step
-    alpha = float(src.attrs["alpha"])
-    n = len(rows)
-    def padded(name, keep):
-        out = np.full((n, K), np.nan)
-        if keep:
-            v = src[name][()][rows]
-            w = min(K, v.shape[1])
-            out[:, :w] = v[:, :w]
-        return out
-    cols = {e: padded(f"hessian_{e}", which in (e, "both")) for e in ("top", "bottom")}
-    res = {e: padded(f"residual_{e}", which in (e, "both")) for e in ("top", "bottom")}
-    jac = np.full((n, K), np.nan)
-    lmax, unstable, maxmu = np.full(n, np.nan), np.zeros(n), np.full(n, np.nan)
-    for j in range(n):
-        lam = np.concatenate([cols["top"][j], cols["bottom"][j]])
-        mu = 1.0 - alpha * lam[np.isfinite(lam)]
-        mu = mu[np.argsort(-np.abs(mu), kind="stable")]
-        jac[j, :min(K, len(mu))] = mu[:K]
-        if np.isfinite(cols["top"][j]).any():
-            lmax[j] = np.nanmax(cols["top"][j])
-        unstable[j] = np.sum(np.abs(mu) > 1)
-        maxmu[j] = np.abs(mu).max() if len(mu) else np.nan
-    g = f.create_group(f"/spectrum_k{K}_{which}")
-    data = {"hessian_top": cols["top"], "hessian_bottom": cols["bottom"], "residual_top": res["top"],
-            "residual_bottom": res["bottom"], "jacobian": jac, "matvecs": src["matvecs"][()][rows],
-            "converged": src["converged"][()][rows], "lambda_max": lmax, "two_over_alpha": np.full(n, 2.0 / alpha),
-            "unstable": unstable, "max_abs_mu": maxmu, "step": step[rows]}  # step last, as the writer does
-    for name, v in data.items():
-        g.create_dataset(name, data=v, maxshape=(None,) + v.shape[1:], chunks=(64,) + v.shape[1:])
-    g.attrs["eigs"] = np.int64(K)
-    g.attrs["alpha"] = alpha
-    g.attrs["which"] = which
-PY
-}
-
 if [ "$mode" = full ]; then
   # 300 samples, 20 steps at alpha = 0.5; eigenvalues every 10 steps, 3 Lyapunov vectors; then trace and density.
   "$tdyn" train --data-dir "$data" --samples 300 --steps 20 --lr 0.5 --save-theta-every 10 \
@@ -117,11 +66,9 @@ if [ "$mode" = full ]; then
     { cat "$tmp/tdyn.log"; fail "tdyn train"; }
   "$tdyn" spectrum "$tmp/run.h5" --data-dir "$data" --steps 0,20 --eigs 2 --trace --density --probes 4 --quiet \
     >"$tmp/tdyn.log" 2>&1 || { cat "$tmp/tdyn.log"; fail "tdyn spectrum"; }
-  # A second spectrum configuration, (K, which) = (3, top) at steps 0 and 20. Replace this line by
-  #   "$tdyn" spectrum "$tmp/run.h5" --data-dir "$data" --steps 0,20 --eigs 3 --which top --quiet >"$tmp/tdyn.log" 2>&1 ||
-  #     { cat "$tmp/tdyn.log"; fail "tdyn spectrum --eigs 3 --which top"; }
-  # once tdyn spectrum writes /spectrum_k{K}_{which} (the checks below hold for either).
-  spectrum_group_fixture "$tmp/run.h5" 3 top 0,20
+  # A second spectrum configuration, (K, which) = (3, top) at steps 0 and 20: its own group /spectrum_k3_top.
+  "$tdyn" spectrum "$tmp/run.h5" --data-dir "$data" --steps 0,20 --eigs 3 --which top --quiet >"$tmp/tdyn.log" 2>&1 ||
+    { cat "$tmp/tdyn.log"; fail "tdyn spectrum --eigs 3 --which top"; }
   "$tdyn" info "$tmp/run.h5" >"$tmp/info.txt" 2>&1 || { cat "$tmp/info.txt"; fail "tdyn info"; }
   "$tdyn" info "$tmp/run.h5" --json >"$tmp/info.json" 2>"$tmp/info.err" || { cat "$tmp/info.err"; fail "tdyn info --json"; }
   cat "$tmp/info.txt"
@@ -148,8 +95,8 @@ with h5py.File(run_path, "r") as f:
                      "first_step": int(step.min()), "last_step": int(step.max()), "lambda_max": float(lmax[last]),
                      "trace_rows": len(f[g]["trace/step"]) if "trace" in f[g] else 0,
                      "density_rows": len(f[g]["density/step"]) if "density" in f[g] else 0}
-check(expect["/spectrum"]["eigs"] == 2 and expect["/spectrum_k3_top"]["eigs"] == 3, f"fixture widths {expect}")
-check(expect["/spectrum"]["trace_rows"] == 2 and expect["/spectrum_k3_top"]["steps"] == 2, f"fixture rows {expect}")
+check(expect["/spectrum"]["eigs"] == 2 and expect["/spectrum_k3_top"]["eigs"] == 3, f"group widths {expect}")
+check(expect["/spectrum"]["trace_rows"] == 2 and expect["/spectrum_k3_top"]["steps"] == 2, f"group rows {expect}")
 
 # tdyn info --json: the keys it always had, and one "spectra" entry per group
 info = json.load(open(info_json))
