@@ -1,11 +1,13 @@
 // Run files: contents against an in-memory run, deterministic replay, resume after SIGKILL,
 // params files from h5py, and bad input through the tdyn program.
+#include "tdyn/analyses.hpp"
 #include "tdyn/run.hpp"
 #include "test_support.hpp"
 
 #include <cstring>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <csignal>
 #include <thread>
 #include <unistd.h>
@@ -144,6 +146,136 @@ TEST(RunFile, DivergedRunKeepsEverythingUpToTheStep) {
     EXPECT_FALSE(std::isfinite(loss[res.step]) && std::isfinite(gn[res.step]));  // the gradient overflows first
     EXPECT_TRUE(loss.head(res.step).allFinite());
     EXPECT_TRUE(gn.head(res.step).allFinite());
+}
+
+// ReverseReader gives theta_t for t = to, ..., from equal bit for bit to the trajectory run in
+// memory, for full batch and mini-batches, from unaligned ends; it holds at most S thetas (one
+// segment between stored thetas) and replays each update at most once.
+TEST(ReverseReader, WalksTheTrajectoryBackwardSegmentBySegment) {
+    for (Index batch : {0, 50}) {
+        SCOPED_TRACE("batch " + std::to_string(batch));
+        const SmallRun r = small_run("reverse", 20, batch);
+        const std::string path = test::temp_path("reverse.h5");
+        {
+            Trainer tr(r.config, r.data);
+            RunWriter w = RunWriter::create(path, r.config, "test");
+            train(tr, w, initial_theta(r.config), 0, 20);
+        }
+        const Memory m = in_memory(r);
+        RunReader rd(path);
+        Trainer tr(r.config, r.data);
+        ReverseReader rev(rd, tr, 3, 18);
+        Index t = -1, expect = 18;
+        Vector theta;
+        while (rev.next(t, theta)) {
+            EXPECT_EQ(t, expect);
+            EXPECT_EQ(theta, m.theta[t]) << "step " << t;
+            --expect;
+        }
+        EXPECT_EQ(expect, 2) << "every step from 18 down to 3";
+        EXPECT_LE(rev.max_held(), r.config.save_theta_every);
+        EXPECT_LE(rev.replayed(), 18) << "each update replayed at most once";
+        EXPECT_THROW(ReverseReader(rd, tr, 0, 21), Error);
+    }
+}
+
+// A plug-in written outside the library: at each step it checks the softmax neutral directions
+// (adding one constant to every output weight of a hidden unit, or to every output bias, leaves
+// the softmax unchanged, so H v = 0 for these h + 1 vectors) with the step's own Evaluation and
+// records max |H v| / |v|, with its own group, checkpoint, truncation and restore. Adding it
+// touches no other analysis. Run beside the spectrum and tangent analyses, stopped at step 9
+// and resumed, every series equals the uninterrupted run's bit for bit.
+class NeutralCheck : public Analysis {
+public:
+    std::string name() const override { return "neutral"; }
+    void create(h5::File& f) override {
+        f.create_series("/neutral/step", 0);
+        f.create_series("/neutral/residual", 0);
+        f.create_series("/checkpoint/neutral_count", 0);
+    }
+    void start(Index, const Vector&) override { m_count = 0; }
+    void truncate(h5::File& f, Index s) override {
+        const Vector steps = f.read_vector("/neutral/step");
+        Index keep = 0;
+        while (keep < steps.size() && steps[keep] < double(s)) ++keep;
+        f.truncate_rows("/neutral/residual", hsize_t(keep));
+        f.truncate_rows("/neutral/step", hsize_t(keep));
+    }
+    void restore(h5::File& f, Index s) override { m_count = Index(f.read_vector("/checkpoint/neutral_count")[s / 5]); }
+    void checkpoint(h5::File& f, Index t) override { f.append_scalar("/checkpoint/neutral_count", double(m_count)); }
+    void step(StepContext& c) override {
+        Evaluation& e = c.trainer.evaluation();
+        EXPECT_EQ(e.theta(), c.theta) << "the step's own Evaluation holds theta_t";
+        const Architecture& a = e.arch();
+        const Index L = a.layers(), h = a.widths[L - 1], k = a.outputs();
+        Matrix V = Matrix::Zero(a.num_params(), h + 1);
+        for (Index j = 0; j < h; ++j) V.col(j).segment(a.weight_offset(L) + j * k, k).setOnes();
+        V.col(h).segment(a.bias_offset(L), k).setOnes();
+        Matrix HV(V.rows(), V.cols());
+        e.hessian_times(V, HV);
+        c.file.append_scalar("/neutral/residual", (HV.colwise().norm().array() / V.colwise().norm().array()).maxCoeff());
+        c.file.append_scalar("/neutral/step", double(c.t));
+        ++m_count;
+    }
+
+private:
+    Index m_count = 0;
+};
+
+TEST(Driver, APluginWrittenOutsideTheLibraryRunsBesideTheOthersAndResumes) {
+    SmallRun r = small_run("plugin", 15);
+    r.config.output = Output::SoftmaxCE;
+    InlineAnalyses inl;
+    inl.spectrum.every = 5;
+    inl.spectrum.options.eig.eigs = 2;
+    inl.lyapunov.tangent.vectors = 2;
+    inl.perturbation.eps = 1e-7;
+    link_inline_analyses(inl, r.config);
+    auto run = [&](const std::string& path, Index stop_at) {
+        auto analyses = make_inline_analyses(inl);
+        analyses.insert(analyses.begin(), std::make_unique<NeutralCheck>());  // before the perturbation, which moves the trainer
+        Trainer tr(r.config, r.data);
+        RunWriter w = RunWriter::create(path, r.config, "test", [&](h5::File& f) { write_inline_settings(f, inl); });
+        const Vector theta0 = initial_theta(r.config);
+        w.begin(pointers(analyses), theta0);
+        std::atomic<bool> stop{false};
+        DriveOptions d;
+        d.to = 15;
+        d.save_theta_every = 5;
+        d.stop = &stop;
+        d.on_step = [&](Index t, const StepStats&) { stop = t == stop_at; };
+        return drive(tr, w.file(), pointers(analyses), theta0, d, &w).status;
+    };
+    const std::string full = test::temp_path("plugin-full.h5"), cut = test::temp_path("plugin-cut.h5");
+    EXPECT_EQ(run(full, -1), RunStatus::Completed);
+    EXPECT_EQ(run(cut, 9), RunStatus::Interrupted);
+    {
+        RunWriter w = RunWriter::resume(cut);
+        const TrainConfig config = w.config();
+        EXPECT_EQ(w.resume_step(), 10);
+        InlineAnalyses stored = read_inline_settings(w.file(), config);
+        auto analyses = make_inline_analyses(stored);
+        analyses.insert(analyses.begin(), std::make_unique<NeutralCheck>());
+        w.begin(pointers(analyses), w.resume_theta());
+        Trainer tr(config, r.data);
+        DriveOptions d;
+        d.from = 10;
+        d.to = 15;
+        d.resumed = true;
+        d.save_theta_every = 5;
+        EXPECT_EQ(drive(tr, w.file(), pointers(analyses), w.resume_theta(), d, &w).status, RunStatus::Completed);
+    }
+    test::expect_same_run(full, cut, 15,
+                          {"/neutral/step", "/neutral/residual", "/trajectory/loss", "/spectrum/step", "/lyapunov/step",
+                           "/lyapunov/perturbation/exponent"},
+                          {"/spectrum/hessian_top", "/lyapunov/exponents", "/lyapunov/basis"});
+    RunReader rd(full);
+    const Vector residual = rd.file().read_vector("/neutral/residual");
+    EXPECT_EQ(residual.size(), 16);
+    // |H v| / |v| is rounding only: 1e-12 against |H| of order 1 (its top eigenvalue, stored beside it).
+    const double lambda_max = rd.file().read_matrix("/spectrum/hessian_top")(0, 0);
+    EXPECT_GT(lambda_max, 0.01);
+    EXPECT_LT(residual.maxCoeff(), 1e-12 * lambda_max);
 }
 
 // Kill a real `tdyn train` with SIGKILL mid-run, resume it, and compare with an uninterrupted run.
