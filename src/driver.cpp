@@ -22,8 +22,8 @@ RunStatus parse_run_status(const std::string& text) {
     throw Error("status: expected running, completed, diverged or interrupted, found '" + text + "'");
 }
 
-void begin_analyses(h5::File& file, const std::vector<Analysis*>& analyses, Index from, const Vector& theta,
-                    bool resumed) {
+void prepare_analyses(h5::File& file, const std::vector<Analysis*>& analyses, Index from, const Vector& theta,
+                      bool resumed) {
     if (resumed) {
         for (Analysis* a : analyses) a->truncate(file, from);
         for (Analysis* a : analyses) a->restore(file, from);
@@ -33,6 +33,11 @@ void begin_analyses(h5::File& file, const std::vector<Analysis*>& analyses, Inde
             a->start(from, theta);
         }
     }
+}
+
+void begin_analyses(h5::File& file, const std::vector<Analysis*>& analyses, Index from, const Vector& theta,
+                    bool resumed) {
+    prepare_analyses(file, analyses, from, theta, resumed);
     file.flush();
     file.start_swmr();  // readers (notebooks, tdyn info) can watch the file grow
 }

@@ -9,17 +9,6 @@ namespace {
 const char* const kStep = "/checkpoint/lyapunov_step";
 const char* const kBasis = "/checkpoint/lyapunov_basis";
 
-/// Drops the rows of the series `names` indexed by `step` at steps >= from.
-void truncate_indexed(h5::File& f, const std::string& step, const std::vector<std::string>& names, Index from) {
-    if (!f.exists(step)) return;
-    const Vector steps = f.read_vector(step);
-    Index keep = 0;
-    while (keep < steps.size() && steps[keep] < double(from)) ++keep;
-    for (const std::string& name : names)
-        if (f.exists(name)) f.truncate_rows(name, std::min<hsize_t>(f.rows(name), hsize_t(keep)));
-    f.truncate_rows(step, hsize_t(keep));
-}
-
 }  // namespace
 
 LyapunovSettings read_lyapunov_settings(h5::File& f) {
@@ -91,17 +80,14 @@ void LyapunovPlugin::start(Index from, const Vector& theta) {
 }
 
 void LyapunovPlugin::truncate(h5::File& f, Index s) {
-    truncate_indexed(f, "/lyapunov/step", {"/lyapunov/log_growth", "/lyapunov/exponents"}, s);
-    truncate_indexed(f, "/lyapunov/overlap_step", {"/lyapunov/overlap"}, s);
+    truncate_from(f, "/lyapunov/step", {"/lyapunov/log_growth", "/lyapunov/exponents"}, s);
+    truncate_from(f, "/lyapunov/overlap_step", {"/lyapunov/overlap"}, s);
 }
 
 void LyapunovPlugin::restore(h5::File& f, Index s) {
     m_s = read_lyapunov_settings(f);
     const Index M = m_s.tangent.vectors;
-    const Vector cs = f.exists(kStep) ? f.read_vector(kStep) : Vector();
-    Index row = -1;
-    for (Index j = 0; j < cs.size(); ++j)
-        if (cs[j] == double(s)) row = j;
+    const Index row = checkpoint_row(f, kStep, s);
     if (row < 0)
         throw Error(f.path() + ": resume: no Lyapunov checkpoint at step " + std::to_string(s) +
                     " (the last stored theta); the tangent vectors cannot be continued");

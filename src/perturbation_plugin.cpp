@@ -41,11 +41,7 @@ void PerturbationPlugin::start(Index from, const Vector& theta) {
 }
 
 void PerturbationPlugin::truncate(h5::File& f, Index s) {
-    const Vector steps = f.read_vector("/lyapunov/perturbation/step");
-    Index keep = 0;
-    while (keep < steps.size() && steps[keep] < double(s)) ++keep;
-    for (const char* n : kSeries) f.truncate_rows(n, std::min<hsize_t>(f.rows(n), hsize_t(keep)));
-    f.truncate_rows("/lyapunov/perturbation/step", hsize_t(keep));
+    truncate_from(f, "/lyapunov/perturbation/step", {kSeries[0], kSeries[1]}, s);
 }
 
 void PerturbationPlugin::restore(h5::File& f, Index s) {
@@ -53,10 +49,7 @@ void PerturbationPlugin::restore(h5::File& f, Index s) {
     m_s.tangent.qr_every = f.attr_int("/lyapunov", "qr_every");
     m_s.tangent.warmup = f.attr_int("/lyapunov", "warmup");
     m_s.from = f.attr_int("/lyapunov", "from");
-    const Vector cs = f.read_vector(kStep);
-    Index row = -1;
-    for (Index j = 0; j < cs.size(); ++j)
-        if (cs[j] == double(s)) row = j;
+    const Index row = checkpoint_row(f, kStep, s);
     if (row < 0 || hsize_t(row) >= f.rows(kTheta))
         throw Error(f.path() + ": resume: no perturbed-trajectory checkpoint at step " + std::to_string(s));
     const Vector theta_p = f.read_row(kTheta, hsize_t(row));

@@ -139,15 +139,7 @@ RunWriter RunWriter::resume(const std::string& path) {
 }
 
 void RunWriter::begin(const std::vector<Analysis*>& analyses, const Vector& theta) {
-    if (m_resumed) {
-        for (Analysis* a : analyses) a->truncate(m_file, m_resume_step);
-        for (Analysis* a : analyses) a->restore(m_file, m_resume_step);
-    } else {
-        for (Analysis* a : analyses) {
-            a->create(m_file);
-            a->start(0, theta);
-        }
-    }
+    prepare_analyses(m_file, analyses, m_resume_step, theta, m_resumed);
     if (m_resumed) {
         m_file.set_attr("/", "status", to_string(RunStatus::Running));
         if (m_file.has_attr("/", "diverged_at")) m_file.set_attr("/", "diverged_at", std::int64_t(-1));

@@ -19,32 +19,19 @@ const char* const kScalarSeries[] = {"matvecs", "converged", "lambda_max", "two_
 const char* const kCheckpoint[] = {"/checkpoint/spectrum_step", "/checkpoint/spectrum_start_top",
                                    "/checkpoint/spectrum_start_bottom"};
 
-/// Drops the rows of `group`'s series (and its trace/ and density/ subgroups) at steps >= from.
+/// Drops the rows of `group`'s series (and of its trace/ and density/ subgroups) at steps >= from.
 void truncate_group(h5::File& f, const std::string& group, Index from) {
+    const Index K = f.attr_int(group, "eigs");
     for (const std::string g : {group, group + "/trace", group + "/density"}) {
         if (!f.exists(g + "/step")) continue;
-        const Vector steps = f.read_vector(g + "/step");
-        Index keep = 0;
-        while (keep < steps.size() && steps[keep] < double(from)) ++keep;
-        const hsize_t K = hsize_t(f.attr_int(group, "eigs"));
+        std::vector<std::string> series, vectors;
         for (const std::string& child : f.children(g)) {
-            const std::string name = g + "/" + child;
-            if (child == "step" || f.exists(name + "/step")) continue;
-            // Eigenvectors are stored K rows per step; a killed writer may have left extra rows.
-            const hsize_t per_step = child.rfind("vectors_", 0) == 0 ? K : 1;
-            f.truncate_rows(name, std::min<hsize_t>(f.rows(name), hsize_t(keep) * per_step));
+            if (child == "step" || f.exists(g + "/" + child + "/step")) continue;
+            (child.rfind("vectors_", 0) == 0 ? vectors : series).push_back(g + "/" + child);
         }
-        f.truncate_rows(g + "/step", hsize_t(keep));
+        truncate_from(f, g + "/step", vectors, from, K);  // eigenvectors: K rows per step
+        truncate_from(f, g + "/step", series, from);
     }
-}
-
-/// The last row of a /checkpoint step series holding step s, or -1.
-Index checkpoint_row(h5::File& f, const std::string& steps_name, Index s) {
-    const Vector steps = f.read_vector(steps_name);
-    Index row = -1;
-    for (Index j = 0; j < steps.size(); ++j)
-        if (steps[j] == double(s)) row = j;
-    return row;
 }
 
 }  // namespace

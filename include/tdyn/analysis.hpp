@@ -9,6 +9,7 @@
 #include "tdyn/trainer.hpp"
 
 #include <string>
+#include <vector>
 
 namespace tdyn {
 
@@ -56,5 +57,13 @@ public:
     /// After the last step, the file open for writing outside SWMR: final attributes.
     virtual void finish(h5::File& f, Index last) {}
 };
+
+/// Resume helpers for analyses' series. Drops the rows of `series` (and of `steps` itself) at
+/// steps >= s, where `steps` is the series' step index (ascending); `per_step` rows per step
+/// (K for stored eigenvectors). Absent series are skipped.
+void truncate_from(h5::File& f, const std::string& steps, const std::vector<std::string>& series, Index s,
+                   Index per_step = 1);
+/// The last row of the step series `steps` that holds step s (its checkpoint), or -1.
+Index checkpoint_row(h5::File& f, const std::string& steps, Index s);
 
 }  // namespace tdyn

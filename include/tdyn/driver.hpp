@@ -47,7 +47,10 @@ struct DriveResult {
 };
 
 /// Creates the analyses' groups and starts them at step `from` with theta (a new pass), or
-/// restores their state at `from` (resumed), then starts SWMR writing.
+/// truncates their rows at steps >= from and restores their state at `from` (resumed).
+void prepare_analyses(h5::File& file, const std::vector<Analysis*>& analyses, Index from, const Vector& theta,
+                      bool resumed);
+/// prepare_analyses(), then SWMR writing starts.
 void begin_analyses(h5::File& file, const std::vector<Analysis*>& analyses, Index from, const Vector& theta,
                     bool resumed);
 
