@@ -23,6 +23,9 @@
 #   d_spectrum    a copy of c_base, then: spectrum --steps stored --eigs 2 --which both --trace --density
 #   e_mnist       train --steps 20 (the default 784-50-10 on all 60000 images)
 # Prints one line per pair and a final verdict; exit status 0 if every pair passed.
+# Cost (2026-11-29, the shared 2-core machine under load, OLD_REV cabfe59 vs a build of the same
+# code: all six pairs bit-identical): 14 min in all, 9 min of it building the old tdyn; the runs
+# take 1.5-3 min per side, most of it d_spectrum's --density (30 probes x 80 Lanczos steps x 5 steps).
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 old_rev="" new_build="" log="" rtol="1e-13" threads=2 keep=0
