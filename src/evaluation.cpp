@@ -1,5 +1,8 @@
 #include "tdyn/evaluation.hpp"
 
+#include "tdyn/activation.hpp"
+#include "tdyn/loss.hpp"
+
 #include <algorithm>
 #include <cassert>
 #include <cmath>
@@ -235,47 +238,6 @@ Index argmax(const double* row, Index n) {
 /// Rows per task of the element-wise passes (their results do not depend on the split).
 constexpr Index kRowTask = 64;
 
-/// z = f(a) on array expressions: Eigen's vectorised exp instead of a per-element switch.
-template <class A, class Z>
-void activation_array(Activation f, const A& a, Z&& z) {
-    switch (f) {
-        case Activation::Sigmoid: z = (1.0 + (-a).exp()).inverse(); break;
-        case Activation::Tanh: z = a.tanh(); break;
-        case Activation::Relu: z = a.max(0.0); break;
-        // log(1 + e^a) = max(a, 0) + log(1 + e^-|a|), without overflow
-        case Activation::Softplus: z = a.max(0.0) + (-a.abs()).exp().log1p(); break;
-        case Activation::Identity: z = a; break;
-    }
-}
-
-/// o .*= f'(a), with z = f(a) already known: sigmoid f' = z(1 - z), tanh f' = 1 - z^2.
-template <class A, class Z, class O>
-void times_d1_array(Activation f, const A& a, const Z& z, O&& o) {
-    switch (f) {
-        case Activation::Sigmoid: o *= z * (1.0 - z); break;
-        case Activation::Tanh: o *= 1.0 - z.square(); break;
-        case Activation::Relu: o = (a > 0.0).select(o, 0.0); break;  // f'(0) = 0, as seed 003
-        case Activation::Softplus: o *= (1.0 + (-a).exp()).inverse(); break;
-        case Activation::Identity: break;
-    }
-}
-
-/// d2 = f''(a), with z = f(a): sigmoid z(1-z)(1-2z), tanh -2z(1-z^2), softplus s(1-s), s = sigmoid(a).
-template <class A, class Z, class D>
-void d2_array(Activation f, const A& a, const Z& z, D&& d2) {
-    switch (f) {
-        case Activation::Sigmoid: d2 = z * (1.0 - z) * (1.0 - 2.0 * z); break;
-        case Activation::Tanh: d2 = -2.0 * z * (1.0 - z.square()); break;
-        case Activation::Softplus: {
-            const auto s = (1.0 + (-a).exp()).inverse();
-            d2 = s * (1.0 - s);
-            break;
-        }
-        case Activation::Relu:
-        case Activation::Identity: d2.setZero(); break;
-    }
-}
-
 }  // namespace
 
 // Small problems (mini-batches, tests) run on one thread: OpenMP fork/join and Eigen's parallel
@@ -303,36 +265,21 @@ Evaluation::SerialIfSmall::~SerialIfSmall() {
 #endif
 }
 
-void Evaluation::activate_rows(const RowMatrix& A, RowMatrix& Z) const {
-    Z.resize(A.rows(), A.cols());
-    const Index k = A.rows();
-    const Activation f = m_arch.hidden;
-#pragma omp parallel for schedule(static) if (A.size() >= kParallelElems)
-    for (Index r0 = 0; r0 < k; r0 += kRowTask) {
-        const Index nr = std::min(kRowTask, k - r0);
-        // Z = f(A)
-        activation_array(f, A.middleRows(r0, nr).array(), Z.middleRows(r0, nr).array());
-    }
-}
-
 void Evaluation::derivative_rows(const RowMatrix& A, const RowMatrix& Z, RowMatrix& D1, RowMatrix* D2) const {
     const Index k = A.rows();
     D1.resize(A.rows(), A.cols());
-    const Activation f = m_arch.hidden;
+    with_activation(m_arch.hidden, [&](auto policy) {
+        using F = decltype(policy);
 #pragma omp parallel for schedule(static) if (A.size() >= kParallelElems)
-    for (Index r0 = 0; r0 < k; r0 += kRowTask) {
-        const Index nr = std::min(kRowTask, k - r0);
-        const auto a = A.middleRows(r0, nr).array();
-        const auto z = Z.middleRows(r0, nr).array();
-        // D2 .*= f''(A) (D2 holds dL/dZ on entry), D1 = f'(A)
-        auto d1 = D1.middleRows(r0, nr).array();
-        if (D2) {
-            d2_array(f, a, z, d1);  // f''(A), parked in D1
-            D2->middleRows(r0, nr).array() *= d1;
+        for (Index r0 = 0; r0 < k; r0 += kRowTask) {
+            const Index nr = std::min(kRowTask, k - r0);
+            const auto a = A.middleRows(r0, nr).array();
+            const auto z = Z.middleRows(r0, nr).array();
+            // D2 .*= f''(A) (D2 holds dL/dZ on entry), D1 = f'(A)
+            if (D2) D2->middleRows(r0, nr).array() *= F::d2(a, z);
+            D1.middleRows(r0, nr).array() = F::d1(a, z);
         }
-        d1.setOnes();
-        times_d1_array(f, a, z, d1);
-    }
+    });
 }
 
 void Evaluation::chunked_at_b(const Eigen::Ref<const RowMatrix>& A, const Eigen::Ref<const RowMatrix>& B,
@@ -382,13 +329,15 @@ void Evaluation::forward() {
         RowMatrix& Z = m_Z[l - 2];
         Z.resize(A.rows(), A.cols());
         const auto b = bias(m_arch, m_theta, l - 1).transpose();
-        const Activation f = m_arch.hidden;
+        with_activation(m_arch.hidden, [&](auto policy) {
+            using F = decltype(policy);
 #pragma omp parallel for schedule(static) if (A.size() >= kParallelElems)
-        for (Index r0 = 0; r0 < k; r0 += kRowTask) {
-            const Index nr = std::min(kRowTask, k - r0);
-            A.middleRows(r0, nr).rowwise() += b;
-            activation_array(f, A.middleRows(r0, nr).array(), Z.middleRows(r0, nr).array());
-        }
+            for (Index r0 = 0; r0 < k; r0 += kRowTask) {
+                const Index nr = std::min(kRowTask, k - r0);
+                A.middleRows(r0, nr).rowwise() += b;
+                Z.middleRows(r0, nr).array() = F::f(A.middleRows(r0, nr).array());
+            }
+        });
         m_A[l - 1].noalias() = Z * weight(m_arch, m_theta, l);
     }
     // A_L += b_L;  Y = g(A_L) and the per-sample loss; softmax uses log y = a - logsumexp(a).
@@ -398,37 +347,25 @@ void Evaluation::forward() {
     // Per-sample losses summed serially afterwards: an OpenMP float reduction combines partial
     // sums in thread-arrival order, and resume/replay promise bit-identical series.
     m_sample_loss.resize(k);
-    Index correct = 0;
-    const Output out = m_arch.output;
-#pragma omp parallel for schedule(static) reduction(+ : correct) if (AL.size() >= kParallelElems)
-    for (Index i = 0; i < k; ++i) {
-        double* a = AL.data() + i * c;
-        for (Index j = 0; j < c; ++j) a[j] += bL[j];
-        const double* t = m_T.data() + i * m_T.outerStride();
-        double* y = m_Y.data() + i * c;
-        double li = 0;
-        if (out == Output::SoftmaxCE) {
-            double m = a[0];
-            for (Index j = 1; j < c; ++j) m = std::max(m, a[j]);
-            // e_j = exp(a_j - max a), s = sum e_j:  y_j = e_j / s,  log y_j = a_j - (max a + log s)
-            double s = 0;
-            for (Index j = 0; j < c; ++j) s += (y[j] = std::exp(a[j] - m));
-            const double lse = m + std::log(s), inv_s = 1.0 / s;
-            for (Index j = 0; j < c; ++j) {
-                y[j] *= inv_s;
-                if (t[j] != 0) li -= t[j] * (a[j] - lse);
-            }
-        } else {
-            for (Index j = 0; j < c; ++j) {
-                y[j] = out == Output::SigmoidMSE ? 1.0 / (1.0 + std::exp(-a[j])) : a[j];
-                li += 0.5 * (y[j] - t[j]) * (y[j] - t[j]);
-            }
+    const double* T = m_T.data();
+    const Index t_stride = m_T.outerStride();
+    const Index correct = with_loss(m_arch.output, [&](auto policy) {
+        using Loss = decltype(policy);
+        Index count = 0;
+#pragma omp parallel for schedule(static) reduction(+ : count) if (AL.size() >= kParallelElems)
+        for (Index i = 0; i < k; ++i) {
+            double* a = AL.data() + i * c;
+            for (Index j = 0; j < c; ++j) a[j] += bL[j];
+            const double* t = T + i * t_stride;
+            double* y = m_Y.data() + i * c;
+            // y = g(a), l_i = l(a, t)
+            m_sample_loss[i] = Loss::forward(a, t, y, c);
+            // c = 1 (a single output): correct when |y - t| < 0.5, i.e. rounding y gives t.
+            const bool ok = c == 1 ? std::abs(y[0] - t[0]) < 0.5 : argmax(y, c) == argmax(t, c);
+            count += ok ? 1 : 0;
         }
-        m_sample_loss[i] = li;
-        // c = 1 (a single output): correct when |y - t| < 0.5, i.e. rounding y gives t.
-        const bool ok = c == 1 ? std::abs(y[0] - t[0]) < 0.5 : argmax(y, c) == argmax(t, c);
-        correct += ok ? 1 : 0;
-    }
+        return count;
+    });
     m_loss = m_sample_loss.sum() / double(k);
     m_accuracy = double(correct) / double(k);
 }
@@ -436,29 +373,21 @@ void Evaluation::forward() {
 void Evaluation::backward() {
     const SerialIfSmall serial(*this);
     const Index L = m_arch.layers(), k = samples(), c = m_arch.outputs();
-    // delta_L = dL/dA_L:
+    // delta_L = dL/dA_L, one row per sample (loss.hpp):
     //   softmax-ce:  (y sum_j t_j - t) / k        (= (Y - T)/k for one-hot targets)
     //   sigmoid-mse: (y - t) y (1 - y) / k
     //   identity-mse: (y - t) / k
     RowMatrix& dL = m_delta[L - 1];
     dL.resize(k, c);
     const double inv_k = 1.0 / double(k);
-    const Output out = m_arch.output;
+    const double* T = m_T.data();
+    const Index t_stride = m_T.outerStride();
+    with_loss(m_arch.output, [&](auto policy) {
+        using Loss = decltype(policy);
 #pragma omp parallel for schedule(static) if (dL.size() >= kParallelElems)
-    for (Index i = 0; i < k; ++i) {
-        const double* y = m_Y.data() + i * c;
-        const double* t = m_T.data() + i * m_T.outerStride();
-        double* d = dL.data() + i * c;
-        if (out == Output::SoftmaxCE) {
-            double st = 0;
-            for (Index j = 0; j < c; ++j) st += t[j];
-            for (Index j = 0; j < c; ++j) d[j] = (y[j] * st - t[j]) * inv_k;
-        } else if (out == Output::SigmoidMSE) {
-            for (Index j = 0; j < c; ++j) d[j] = (y[j] - t[j]) * y[j] * (1 - y[j]) * inv_k;
-        } else {
-            for (Index j = 0; j < c; ++j) d[j] = (y[j] - t[j]) * inv_k;
-        }
-    }
+        for (Index i = 0; i < k; ++i)
+            Loss::delta(m_Y.data() + i * c, T + i * t_stride, inv_k, dL.data() + i * c, c);
+    });
     m_grad.resize(num_params());
     for (Index l = L; l >= 1; --l) {
         const RowMatrix& delta = m_delta[l - 1];
@@ -480,15 +409,17 @@ void Evaluation::backward() {
             // delta_{l-1} = (delta_l W_l^T) .* f'(A_{l-1})
             RowMatrix& prev = m_delta[l - 2];
             prev.noalias() = delta * weight(m_arch, m_theta, l).transpose();
-            const Activation f = m_arch.hidden;
             const RowMatrix& A = m_A[l - 2];
             const RowMatrix& Z = m_Z[l - 2];
+            with_activation(m_arch.hidden, [&](auto policy) {
+                using F = decltype(policy);
 #pragma omp parallel for schedule(static) if (A.size() >= kParallelElems)
-            for (Index r0 = 0; r0 < k; r0 += kRowTask) {
-                const Index nr = std::min(kRowTask, k - r0);
-                times_d1_array(f, A.middleRows(r0, nr).array(), Z.middleRows(r0, nr).array(),
-                               prev.middleRows(r0, nr).array());
-            }
+                for (Index r0 = 0; r0 < k; r0 += kRowTask) {
+                    const Index nr = std::min(kRowTask, k - r0);
+                    times_d1<F>(A.middleRows(r0, nr).array(), Z.middleRows(r0, nr).array(),
+                                prev.middleRows(r0, nr).array());
+                }
+            });
         }
     }
     m_have_gradient = true;
@@ -507,20 +438,9 @@ RowMatrix Evaluation::input_gradient() {
 
 RowMatrix Evaluation::output_derivative(Index i) const {
     const Index c = m_arch.outputs();
-    const auto y = m_Y.row(i);
-    RowMatrix D = RowMatrix::Zero(c, c);
-    switch (m_arch.output) {
-        case Output::SoftmaxCE:  // dy/da = diag(y) - y y^T
-            D = -y.transpose() * y;
-            D.diagonal() += y.transpose();
-            break;
-        case Output::SigmoidMSE:  // dy/da = diag(y (1 - y))
-            D.diagonal() = (y.array() * (1 - y.array())).transpose();
-            break;
-        case Output::IdentityMSE:
-            D.setIdentity();
-            break;
-    }
+    RowMatrix D(c, c);
+    // dy/dA_L of sample i (loss.hpp)
+    with_loss(m_arch.output, [&](auto policy) { decltype(policy)::output_derivative(m_Y.row(i), D); });
     return D;
 }
 

@@ -17,6 +17,7 @@
 // one wide product X [V_W1^(1) ... V_W1^(M)] and one X^T [R{delta_1}^(1) ... ].
 #include "tdyn/evaluation.hpp"
 #include "tdyn/hvp.hpp"
+#include "tdyn/loss.hpp"
 
 #include <algorithm>
 #include <cassert>
@@ -163,12 +164,12 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
         for (Index i = 0; i < k; ++i) RA.row(i) += blcat;
     }
 
-    // ---- output: R{delta_L} = (d delta_L / d A_L) R{A_L}, per sample and vector
+    // ---- output: R{delta_L} = (d delta_L / d A_L) R{A_L}, per sample and vector (loss.hpp);
+    // Gauss-Newton drops the residual (y - t) term of d delta_L / d A_L
     RowMatrix& Rd = m_RA[0];  // R{delta_L}, k x c M
     Rd.resize(k, c * M);
     {
         const double inv_k = 1.0 / double(k);
-        const Output outk = m_arch.output;
         if (L == 1) {
             // no hidden layer: R{A_L} = R{A_1} + 1 V_b1^T, in float64
             m_RA[1].resize(k, c * M);
@@ -176,32 +177,21 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
 #pragma omp parallel for schedule(static) if (wide >= kParallelElems)
             for (Index i = 0; i < k; ++i) m_RA[1].row(i) = RA1.row(i).template cast<double>() + b1cat;
         }
+        const double* T = m_T.data();
+        const Index t_stride = m_T.outerStride();
+        with_loss(m_arch.output, [&](auto policy) {
+            using Loss = decltype(policy);
 #pragma omp parallel for schedule(static) if (wide >= kParallelElems)
-        for (Index i = 0; i < k; ++i) {
-            const double* y = m_Y.data() + i * c;
-            const double* t = m_T.data() + i * m_T.outerStride();
-            double st = 0;
-            for (Index j = 0; j < c; ++j) st += t[j];
-            for (Index m = 0; m < M; ++m) {
-                const double* ra = m_RA[L].data() + i * c * M + m * c;  // R{a_L} of sample i, vector m
-                double* rd = Rd.data() + i * c * M + m * c;
-                if (outk == Output::SoftmaxCE) {
-                    // delta = (y sum t - t)/k;  R{y} = y .* (R{a} - y . R{a})
-                    double yra = 0;
-                    for (Index j = 0; j < c; ++j) yra += y[j] * ra[j];
-                    for (Index j = 0; j < c; ++j) rd[j] = st * y[j] * (ra[j] - yra) * inv_k;
-                } else if (outk == Output::SigmoidMSE) {
-                    // delta = (y - t) s'/k with s' = y(1 - y):  d delta/da = s'^2 + (y - t)(1 - 2y) s'
-                    for (Index j = 0; j < c; ++j) {
-                        const double s1 = y[j] * (1 - y[j]);
-                        const double hj = gauss_newton ? s1 * s1 : s1 * s1 + (y[j] - t[j]) * (1 - 2 * y[j]) * s1;
-                        rd[j] = hj * ra[j] * inv_k;
-                    }
-                } else {
-                    for (Index j = 0; j < c; ++j) rd[j] = ra[j] * inv_k;
-                }
+            for (Index i = 0; i < k; ++i) {
+                // row i of R{delta_L} for every vector: R{a_L} of sample i is c M wide
+                const double* y = m_Y.data() + i * c;
+                const double* t = T + i * t_stride;
+                const double* ra = m_RA[L].data() + i * c * M;
+                double* rd = Rd.data() + i * c * M;
+                if (gauss_newton) Loss::r_delta_gauss_newton(y, t, inv_k, ra, rd, c, M);
+                else Loss::r_delta(y, t, inv_k, ra, rd, c, M);
             }
-        }
+        });
     }
 
     // ---- backward R-pass; R{delta_l} of hidden layers is built in place in m_RZ[l] (R{Z_l} is

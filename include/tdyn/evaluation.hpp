@@ -135,8 +135,7 @@ private:
     template <class S>
     void block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> out, bool gauss_newton);
     /// Element-wise passes over the hidden layers (evaluation.cpp), vectorised and row-parallel:
-    /// Z = f(A); D1 = f'(A) (from Z where f' is a function of f); D2 = f''(A).
-    void activate_rows(const RowMatrix& A, RowMatrix& Z) const;
+    /// D1 = f'(A) (from Z = f(A) where f' is a function of f); D2 .*= f''(A).
     void derivative_rows(const RowMatrix& A, const RowMatrix& Z, RowMatrix& D1, RowMatrix* D2) const;
     template <class S>
     using RowMatrixT = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
