@@ -2,6 +2,7 @@
 
 #include "tdyn/activation.hpp"
 #include "tdyn/loss.hpp"
+#include "row_chunks.hpp"
 
 #include <algorithm>
 #include <cassert>
@@ -35,18 +36,10 @@ namespace {
 /// Below this many elements a pass runs on one thread: the fork/join costs more than it saves.
 constexpr Index kParallelElems = Index(1) << 16;
 
-/// Number of row chunks of the fixed-order reductions: one per OpenMP thread for large k, one
-/// for small k. Depends on k and the thread count only.
-Index thread_chunks(Index k) {
-#ifdef _OPENMP
-    if (k >= 2048) return std::max(1, omp_get_max_threads());
-#endif
-    (void)k;
-    return 1;
-}
-
-/// Row range [r0, r1) of chunk t of T over k rows: depends on k and T only, never on timing.
-inline Index chunk_begin(Index k, Index t, Index T) { return k * t / T; }
+using detail::chunk_begin;
+using detail::for_each_chunk;
+using detail::row_chunks;
+using detail::rows_product;
 
 /// dst = src cast to dst's scalar, row-parallel; dst is resized to src's shape.
 template <class Src, class Dst>
@@ -70,9 +63,8 @@ void reduce_in_order(const std::vector<M>& acc, Index T, O& out) {
 
 }  // namespace
 
-InputMatrix::InputMatrix(const Eigen::Ref<const RowMatrix>& X, XPath path, Precision precision,
-                         double sparse_threshold)
-    : m_X(X), m_precision(precision) {
+InputMatrix::InputMatrix(const RowMatrix& X, XPath path, Precision precision, double sparse_threshold)
+    : m_X(X.data(), X.rows(), X.cols()), m_precision(precision) {
     const double n = double(X.rows()) * double(X.cols());
     m_density = n > 0 ? double((X.array() != 0.0).count()) / n : 1.0;
     m_sparse = path == XPath::Sparse || (path == XPath::Auto && m_density < sparse_threshold);
@@ -92,11 +84,11 @@ void InputMatrix::product(const Eigen::Ref<const RowMatrixT<S>>& B, Eigen::Ref<R
         assert(m_precision == Precision::F32);
         // out = X B in float: Eigen's row-parallel CSR product, or its GEMM
         if (m_sparse) out.noalias() = m_Xs32 * B;
-        else out.noalias() = m_X32 * B;
+        else rows_product(m_X32, B, out);
     } else {
         assert(m_precision == Precision::F64);
-        if (m_sparse) out.noalias() = m_Xs * B;
-        else out.noalias() = m_X * B;
+        if (m_sparse) out.noalias() = m_Xs * B;  // each entry one sparse dot product: any thread count
+        else rows_product(m_X, B, out);
     }
 }
 
@@ -109,7 +101,7 @@ void InputMatrix::transpose_product(const Eigen::Ref<const RowMatrixT<S>>& C, Ei
 template <class S>
 void InputMatrix::chunked_transpose_product(const Eigen::Ref<const RowMatrixT<S>>& C,
                                             Eigen::Ref<RowMatrixT<S>> out) const {
-    const Index k = rows(), d = cols(), n = C.cols(), T = thread_chunks(k);
+    const Index k = rows(), d = cols(), n = C.cols(), T = row_chunks(k);
     auto& acc = [this]() -> auto& {
         if constexpr (std::is_same_v<S, float>) return m_acc32;
         else return m_acc64;
@@ -120,17 +112,16 @@ void InputMatrix::chunked_transpose_product(const Eigen::Ref<const RowMatrixT<S>
     // (784 x 256 doubles = 1.6 MB) stays in cache while the chunk's rows stream through.
     constexpr Index tile = std::is_same_v<S, float> ? 512 : 256;
     constexpr Index row_block = 256;
-#pragma omp parallel for schedule(static) if (T > 1)
-    for (Index t = 0; t < T; ++t) {
+    for_each_chunk(T, [&](Index t) {
         const Index r0 = chunk_begin(k, t, T), r1 = chunk_begin(k, t + 1, T);
         RowMatrixT<S>& a = acc[t];
         if (!m_sparse) {
-            // acc_t = X[r0:r1]^T C[r0:r1]  (Eigen GEMM, single-threaded inside the parallel region)
+            // acc_t = X[r0:r1]^T C[r0:r1]  (Eigen GEMM, single-threaded)
             if constexpr (std::is_same_v<S, float>)
                 a.noalias() = m_X32.middleRows(r0, r1 - r0).transpose() * C.middleRows(r0, r1 - r0);
             else
                 a.noalias() = m_X.middleRows(r0, r1 - r0).transpose() * C.middleRows(r0, r1 - r0);
-            continue;
+            return;
         }
         // acc_t = sum_{i in chunk} x_i^T c_i: for each non-zero x_ij, row j of acc += x_ij c_i
         a.setZero();
@@ -152,7 +143,7 @@ void InputMatrix::chunked_transpose_product(const Eigen::Ref<const RowMatrixT<S>
                 }
             }
         }
-    }
+    });
     // out = acc_0 + acc_1 + ... in chunk order
     reduce_in_order(acc, T, out);
 }
@@ -190,9 +181,11 @@ void InputMatrix::transpose_times(const Eigen::Ref<const RowMatrix>& C, RowMatri
 // ---------------------------------------------------------------------------------------------
 // Evaluation
 
-Evaluation::Evaluation(const Architecture& arch, const InputMatrix& X,
-                       const Eigen::Ref<const RowMatrix>& T)
-    : m_arch(arch), m_X(X), m_T(T) {
+Evaluation::Evaluation(const Architecture& arch, const InputMatrix& X, const RowMatrix& T,
+                       const EvaluationOptions& options)
+    : m_arch(arch), m_X(X), m_T(T.data(), T.rows(), T.cols()),
+      m_comm(options.comm ? options.comm : &local_comm()) {
+    // These messages keep the CLI flag name: tests/bad_input_test.cpp and the apps match on it.
     if (X.cols() != arch.inputs())
         throw Error("--arch " + arch.to_string() + ": input width " + std::to_string(arch.inputs()) +
                     " does not match the data, whose samples have " + std::to_string(X.cols()) +
@@ -204,16 +197,28 @@ Evaluation::Evaluation(const Architecture& arch, const InputMatrix& X,
     if (T.rows() != X.rows())
         throw Error("data: X has " + std::to_string(X.rows()) + " rows but T has " +
                     std::to_string(T.rows()));
+    set_weight_decay(options.weight_decay);
+    // the k of every mean: the rows of all ranks (collective: every rank constructs its Evaluation)
+    m_k_global = m_comm->global_rows(X.rows());
     const Index L = arch.layers();
     m_A.resize(L);
     m_Z.resize(L - 1);
     m_delta.resize(L);
 }
 
-Evaluation::Evaluation(const Architecture& arch, const InputMatrix& X,
-                       const Eigen::Ref<const RowMatrix>& T, const Vector& theta)
-    : Evaluation(arch, X, T) {
+Evaluation::Evaluation(const Architecture& arch, const InputMatrix& X, const RowMatrix& T, const Vector& theta,
+                       const EvaluationOptions& options)
+    : Evaluation(arch, X, T, options) {
     reset(theta);
+}
+
+void Evaluation::set_weight_decay(double lambda) {
+    if (!std::isfinite(lambda) || lambda < 0)
+        throw Error("weight_decay: expected a finite number >= 0, found " + std::to_string(lambda));
+    m_lambda = lambda;
+    // E = L + lambda/2 |theta|^2; lambda = 0 leaves L's bits untouched
+    m_loss = m_lambda > 0 ? m_data_loss + 0.5 * m_lambda * m_theta.squaredNorm() : m_data_loss;
+    m_have_gradient = false;  // the cached gradient holds the old lambda theta
 }
 
 void Evaluation::reset(const Vector& theta) {
@@ -224,6 +229,8 @@ void Evaluation::reset(const Vector& theta) {
     m_have_gradient = false;
     m_have_curvature = false;
     forward();
+    // E = L + lambda/2 |theta|^2
+    m_loss = m_lambda > 0 ? m_data_loss + 0.5 * m_lambda * m_theta.squaredNorm() : m_data_loss;
 }
 
 namespace {
@@ -284,21 +291,20 @@ void Evaluation::derivative_rows(const RowMatrix& A, const RowMatrix& Z, RowMatr
 
 void Evaluation::chunked_at_b(const Eigen::Ref<const RowMatrix>& A, const Eigen::Ref<const RowMatrix>& B,
                               Eigen::Ref<RowMatrix> out) const {
-    const Index k = A.rows(), T = thread_chunks(k);
+    const Index k = A.rows(), T = row_chunks(k);
     assert(B.rows() == k && out.rows() == A.cols() && out.cols() == B.cols());
     if (Index(m_acc.size()) < T) m_acc.resize(T);
-#pragma omp parallel for schedule(static) if (T > 1)
-    for (Index t = 0; t < T; ++t) {
+    for_each_chunk(T, [&](Index t) {
         const Index r0 = chunk_begin(k, t, T), r1 = chunk_begin(k, t + 1, T);
         // acc_t = A[r0:r1]^T B[r0:r1]
         m_acc[t].noalias() = A.middleRows(r0, r1 - r0).transpose() * B.middleRows(r0, r1 - r0);
-    }
+    });
     reduce_in_order(m_acc, T, out);
 }
 
 template <class S>
 void Evaluation::chunked_colsum(const Eigen::Ref<const RowMatrixT<S>>& B, double* out) const {
-    const Index k = B.rows(), n = B.cols(), T = thread_chunks(k);
+    const Index k = B.rows(), n = B.cols(), T = row_chunks(k);
     if (Index(m_acc.size()) < T) m_acc.resize(T);
 #pragma omp parallel for schedule(static) if (T > 1)
     for (Index t = 0; t < T; ++t) {
@@ -338,7 +344,8 @@ void Evaluation::forward() {
                 Z.middleRows(r0, nr).array() = F::f(A.middleRows(r0, nr).array());
             }
         });
-        m_A[l - 1].noalias() = Z * weight(m_arch, m_theta, l);
+        m_A[l - 1].resize(k, m_arch.widths[l]);
+        rows_product(Z, weight(m_arch, m_theta, l), m_A[l - 1]);
     }
     // A_L += b_L;  Y = g(A_L) and the per-sample loss; softmax uses log y = a - logsumexp(a).
     RowMatrix& AL = m_A[L - 1];
@@ -366,8 +373,12 @@ void Evaluation::forward() {
         }
         return count;
     });
-    m_loss = m_sample_loss.sum() / double(k);
-    m_accuracy = double(correct) / double(k);
+    // The sample sums of this rank, then the one reduction over ranks; means over the global k.
+    // L = (1/k) sum_i l_i,  accuracy = (correct rows) / k
+    double sums[2] = {m_sample_loss.sum(), double(correct)};
+    m_comm->sum(sums, 2);
+    m_data_loss = sums[0] / double(m_k_global);
+    m_accuracy = sums[1] / double(m_k_global);
 }
 
 void Evaluation::backward() {
@@ -379,7 +390,7 @@ void Evaluation::backward() {
     //   identity-mse: (y - t) / k
     RowMatrix& dL = m_delta[L - 1];
     dL.resize(k, c);
-    const double inv_k = 1.0 / double(k);
+    const double inv_k = 1.0 / double(m_k_global);  // the global k: delta_L carries the mean's 1/k
     const double* T = m_T.data();
     const Index t_stride = m_T.outerStride();
     with_loss(m_arch.output, [&](auto policy) {
@@ -408,7 +419,8 @@ void Evaluation::backward() {
         if (l > 1) {
             // delta_{l-1} = (delta_l W_l^T) .* f'(A_{l-1})
             RowMatrix& prev = m_delta[l - 2];
-            prev.noalias() = delta * weight(m_arch, m_theta, l).transpose();
+            prev.resize(k, m_arch.widths[l - 1]);
+            rows_product(delta, weight(m_arch, m_theta, l).transpose(), prev);
             const RowMatrix& A = m_A[l - 2];
             const RowMatrix& Z = m_Z[l - 2];
             with_activation(m_arch.hidden, [&](auto policy) {
@@ -422,6 +434,10 @@ void Evaluation::backward() {
             });
         }
     }
+    // This rank's sums over its samples, then the one reduction over ranks for the whole vector.
+    m_comm->sum(m_grad.data(), m_grad.size());
+    // grad E = grad L + lambda theta
+    if (m_lambda > 0) m_grad.noalias() += m_lambda * m_theta;
     m_have_gradient = true;
 }
 
@@ -433,7 +449,9 @@ const Vector& Evaluation::gradient() {
 RowMatrix Evaluation::input_gradient() {
     gradient();
     // dL/dX = delta_1 W_1^T
-    return m_delta[0] * weight(m_arch, m_theta, 1).transpose();
+    RowMatrix dX(samples(), m_arch.inputs());
+    rows_product(m_delta[0], weight(m_arch, m_theta, 1).transpose(), dX);
+    return dX;
 }
 
 RowMatrix Evaluation::output_derivative(Index i) const {
