@@ -140,8 +140,9 @@ public:
     /// H = d^2 L / dtheta^2 + lambda I, the Hessian of the objective.
     void hessian_times(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> HV);
     /// G V with the Gauss-Newton matrix of the objective, G = J_A^T (d2 L / dA_L^2) J_A + lambda I
-    /// (J_A = dA_L / dtheta; the weight-decay term is quadratic, so its Hessian lambda I is its own
-    /// Gauss-Newton part) (hvp.cpp).
+    /// with the (y - t) residual term of d2 L / dA_L^2 dropped (sigmoid-mse: J_y^T J_y / k),
+    /// J_A = dA_L / dtheta; the weight-decay term is quadratic, so its Hessian lambda I is its own
+    /// Gauss-Newton part (hvp.cpp, docs/MATH.md).
     void gauss_newton_times(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> GV);
 
 private:
