@@ -1,5 +1,9 @@
 #include "tdyn/evaluation.hpp"
 
+#include "tdyn/activation.hpp"
+#include "tdyn/loss.hpp"
+#include "row_chunks.hpp"
+
 #include <algorithm>
 #include <cassert>
 #include <cmath>
@@ -32,18 +36,10 @@ namespace {
 /// Below this many elements a pass runs on one thread: the fork/join costs more than it saves.
 constexpr Index kParallelElems = Index(1) << 16;
 
-/// Number of row chunks of the fixed-order reductions: one per OpenMP thread for large k, one
-/// for small k. Depends on k and the thread count only.
-Index thread_chunks(Index k) {
-#ifdef _OPENMP
-    if (k >= 2048) return std::max(1, omp_get_max_threads());
-#endif
-    (void)k;
-    return 1;
-}
-
-/// Row range [r0, r1) of chunk t of T over k rows: depends on k and T only, never on timing.
-inline Index chunk_begin(Index k, Index t, Index T) { return k * t / T; }
+using detail::chunk_begin;
+using detail::for_each_chunk;
+using detail::row_chunks;
+using detail::rows_product;
 
 /// dst = src cast to dst's scalar, row-parallel; dst is resized to src's shape.
 template <class Src, class Dst>
@@ -67,9 +63,8 @@ void reduce_in_order(const std::vector<M>& acc, Index T, O& out) {
 
 }  // namespace
 
-InputMatrix::InputMatrix(const Eigen::Ref<const RowMatrix>& X, XPath path, Precision precision,
-                         double sparse_threshold)
-    : m_X(X), m_precision(precision) {
+InputMatrix::InputMatrix(const RowMatrix& X, XPath path, Precision precision, double sparse_threshold)
+    : m_X(X.data(), X.rows(), X.cols()), m_precision(precision) {
     const double n = double(X.rows()) * double(X.cols());
     m_density = n > 0 ? double((X.array() != 0.0).count()) / n : 1.0;
     m_sparse = path == XPath::Sparse || (path == XPath::Auto && m_density < sparse_threshold);
@@ -89,11 +84,11 @@ void InputMatrix::product(const Eigen::Ref<const RowMatrixT<S>>& B, Eigen::Ref<R
         assert(m_precision == Precision::F32);
         // out = X B in float: Eigen's row-parallel CSR product, or its GEMM
         if (m_sparse) out.noalias() = m_Xs32 * B;
-        else out.noalias() = m_X32 * B;
+        else rows_product(m_X32, B, out);
     } else {
         assert(m_precision == Precision::F64);
-        if (m_sparse) out.noalias() = m_Xs * B;
-        else out.noalias() = m_X * B;
+        if (m_sparse) out.noalias() = m_Xs * B;  // each entry one sparse dot product: any thread count
+        else rows_product(m_X, B, out);
     }
 }
 
@@ -106,7 +101,7 @@ void InputMatrix::transpose_product(const Eigen::Ref<const RowMatrixT<S>>& C, Ei
 template <class S>
 void InputMatrix::chunked_transpose_product(const Eigen::Ref<const RowMatrixT<S>>& C,
                                             Eigen::Ref<RowMatrixT<S>> out) const {
-    const Index k = rows(), d = cols(), n = C.cols(), T = thread_chunks(k);
+    const Index k = rows(), d = cols(), n = C.cols(), T = row_chunks(k);
     auto& acc = [this]() -> auto& {
         if constexpr (std::is_same_v<S, float>) return m_acc32;
         else return m_acc64;
@@ -117,17 +112,16 @@ void InputMatrix::chunked_transpose_product(const Eigen::Ref<const RowMatrixT<S>
     // (784 x 256 doubles = 1.6 MB) stays in cache while the chunk's rows stream through.
     constexpr Index tile = std::is_same_v<S, float> ? 512 : 256;
     constexpr Index row_block = 256;
-#pragma omp parallel for schedule(static) if (T > 1)
-    for (Index t = 0; t < T; ++t) {
+    for_each_chunk(T, [&](Index t) {
         const Index r0 = chunk_begin(k, t, T), r1 = chunk_begin(k, t + 1, T);
         RowMatrixT<S>& a = acc[t];
         if (!m_sparse) {
-            // acc_t = X[r0:r1]^T C[r0:r1]  (Eigen GEMM, single-threaded inside the parallel region)
+            // acc_t = X[r0:r1]^T C[r0:r1]  (Eigen GEMM, single-threaded)
             if constexpr (std::is_same_v<S, float>)
                 a.noalias() = m_X32.middleRows(r0, r1 - r0).transpose() * C.middleRows(r0, r1 - r0);
             else
                 a.noalias() = m_X.middleRows(r0, r1 - r0).transpose() * C.middleRows(r0, r1 - r0);
-            continue;
+            return;
         }
         // acc_t = sum_{i in chunk} x_i^T c_i: for each non-zero x_ij, row j of acc += x_ij c_i
         a.setZero();
@@ -149,7 +143,7 @@ void InputMatrix::chunked_transpose_product(const Eigen::Ref<const RowMatrixT<S>
                 }
             }
         }
-    }
+    });
     // out = acc_0 + acc_1 + ... in chunk order
     reduce_in_order(acc, T, out);
 }
@@ -187,9 +181,11 @@ void InputMatrix::transpose_times(const Eigen::Ref<const RowMatrix>& C, RowMatri
 // ---------------------------------------------------------------------------------------------
 // Evaluation
 
-Evaluation::Evaluation(const Architecture& arch, const InputMatrix& X,
-                       const Eigen::Ref<const RowMatrix>& T)
-    : m_arch(arch), m_X(X), m_T(T) {
+Evaluation::Evaluation(const Architecture& arch, const InputMatrix& X, const RowMatrix& T,
+                       const EvaluationOptions& options)
+    : m_arch(arch), m_X(X), m_T(T.data(), T.rows(), T.cols()),
+      m_comm(options.comm ? options.comm : &local_comm()) {
+    // These messages keep the CLI flag name: tests/bad_input_test.cpp and the apps match on it.
     if (X.cols() != arch.inputs())
         throw Error("--arch " + arch.to_string() + ": input width " + std::to_string(arch.inputs()) +
                     " does not match the data, whose samples have " + std::to_string(X.cols()) +
@@ -201,16 +197,28 @@ Evaluation::Evaluation(const Architecture& arch, const InputMatrix& X,
     if (T.rows() != X.rows())
         throw Error("data: X has " + std::to_string(X.rows()) + " rows but T has " +
                     std::to_string(T.rows()));
+    set_weight_decay(options.weight_decay);
+    // the k of every mean: the rows of all ranks (collective: every rank constructs its Evaluation)
+    m_k_global = m_comm->global_rows(X.rows());
     const Index L = arch.layers();
     m_A.resize(L);
     m_Z.resize(L - 1);
     m_delta.resize(L);
 }
 
-Evaluation::Evaluation(const Architecture& arch, const InputMatrix& X,
-                       const Eigen::Ref<const RowMatrix>& T, const Vector& theta)
-    : Evaluation(arch, X, T) {
+Evaluation::Evaluation(const Architecture& arch, const InputMatrix& X, const RowMatrix& T, const Vector& theta,
+                       const EvaluationOptions& options)
+    : Evaluation(arch, X, T, options) {
     reset(theta);
+}
+
+void Evaluation::set_weight_decay(double lambda) {
+    if (!std::isfinite(lambda) || lambda < 0)
+        throw Error("weight_decay: expected a finite number >= 0, found " + std::to_string(lambda));
+    m_lambda = lambda;
+    // E = L + lambda/2 |theta|^2; lambda = 0 leaves L's bits untouched
+    m_loss = m_lambda > 0 ? m_data_loss + 0.5 * m_lambda * m_theta.squaredNorm() : m_data_loss;
+    m_have_gradient = false;  // the cached gradient holds the old lambda theta
 }
 
 void Evaluation::reset(const Vector& theta) {
@@ -221,6 +229,8 @@ void Evaluation::reset(const Vector& theta) {
     m_have_gradient = false;
     m_have_curvature = false;
     forward();
+    // E = L + lambda/2 |theta|^2
+    m_loss = m_lambda > 0 ? m_data_loss + 0.5 * m_lambda * m_theta.squaredNorm() : m_data_loss;
 }
 
 namespace {
@@ -234,47 +244,6 @@ Index argmax(const double* row, Index n) {
 
 /// Rows per task of the element-wise passes (their results do not depend on the split).
 constexpr Index kRowTask = 64;
-
-/// z = f(a) on array expressions: Eigen's vectorised exp instead of a per-element switch.
-template <class A, class Z>
-void activation_array(Activation f, const A& a, Z&& z) {
-    switch (f) {
-        case Activation::Sigmoid: z = (1.0 + (-a).exp()).inverse(); break;
-        case Activation::Tanh: z = a.tanh(); break;
-        case Activation::Relu: z = a.max(0.0); break;
-        // log(1 + e^a) = max(a, 0) + log(1 + e^-|a|), without overflow
-        case Activation::Softplus: z = a.max(0.0) + (-a.abs()).exp().log1p(); break;
-        case Activation::Identity: z = a; break;
-    }
-}
-
-/// o .*= f'(a), with z = f(a) already known: sigmoid f' = z(1 - z), tanh f' = 1 - z^2.
-template <class A, class Z, class O>
-void times_d1_array(Activation f, const A& a, const Z& z, O&& o) {
-    switch (f) {
-        case Activation::Sigmoid: o *= z * (1.0 - z); break;
-        case Activation::Tanh: o *= 1.0 - z.square(); break;
-        case Activation::Relu: o = (a > 0.0).select(o, 0.0); break;  // f'(0) = 0, as seed 003
-        case Activation::Softplus: o *= (1.0 + (-a).exp()).inverse(); break;
-        case Activation::Identity: break;
-    }
-}
-
-/// d2 = f''(a), with z = f(a): sigmoid z(1-z)(1-2z), tanh -2z(1-z^2), softplus s(1-s), s = sigmoid(a).
-template <class A, class Z, class D>
-void d2_array(Activation f, const A& a, const Z& z, D&& d2) {
-    switch (f) {
-        case Activation::Sigmoid: d2 = z * (1.0 - z) * (1.0 - 2.0 * z); break;
-        case Activation::Tanh: d2 = -2.0 * z * (1.0 - z.square()); break;
-        case Activation::Softplus: {
-            const auto s = (1.0 + (-a).exp()).inverse();
-            d2 = s * (1.0 - s);
-            break;
-        }
-        case Activation::Relu:
-        case Activation::Identity: d2.setZero(); break;
-    }
-}
 
 }  // namespace
 
@@ -303,55 +272,39 @@ Evaluation::SerialIfSmall::~SerialIfSmall() {
 #endif
 }
 
-void Evaluation::activate_rows(const RowMatrix& A, RowMatrix& Z) const {
-    Z.resize(A.rows(), A.cols());
-    const Index k = A.rows();
-    const Activation f = m_arch.hidden;
-#pragma omp parallel for schedule(static) if (A.size() >= kParallelElems)
-    for (Index r0 = 0; r0 < k; r0 += kRowTask) {
-        const Index nr = std::min(kRowTask, k - r0);
-        // Z = f(A)
-        activation_array(f, A.middleRows(r0, nr).array(), Z.middleRows(r0, nr).array());
-    }
-}
-
 void Evaluation::derivative_rows(const RowMatrix& A, const RowMatrix& Z, RowMatrix& D1, RowMatrix* D2) const {
     const Index k = A.rows();
     D1.resize(A.rows(), A.cols());
-    const Activation f = m_arch.hidden;
+    with_activation(m_arch.hidden, [&](auto policy) {
+        using F = decltype(policy);
 #pragma omp parallel for schedule(static) if (A.size() >= kParallelElems)
-    for (Index r0 = 0; r0 < k; r0 += kRowTask) {
-        const Index nr = std::min(kRowTask, k - r0);
-        const auto a = A.middleRows(r0, nr).array();
-        const auto z = Z.middleRows(r0, nr).array();
-        // D2 .*= f''(A) (D2 holds dL/dZ on entry), D1 = f'(A)
-        auto d1 = D1.middleRows(r0, nr).array();
-        if (D2) {
-            d2_array(f, a, z, d1);  // f''(A), parked in D1
-            D2->middleRows(r0, nr).array() *= d1;
+        for (Index r0 = 0; r0 < k; r0 += kRowTask) {
+            const Index nr = std::min(kRowTask, k - r0);
+            const auto a = A.middleRows(r0, nr).array();
+            const auto z = Z.middleRows(r0, nr).array();
+            // D2 .*= f''(A) (D2 holds dL/dZ on entry), D1 = f'(A)
+            if (D2) D2->middleRows(r0, nr).array() *= F::d2(a, z);
+            D1.middleRows(r0, nr).array() = F::d1(a, z);
         }
-        d1.setOnes();
-        times_d1_array(f, a, z, d1);
-    }
+    });
 }
 
 void Evaluation::chunked_at_b(const Eigen::Ref<const RowMatrix>& A, const Eigen::Ref<const RowMatrix>& B,
                               Eigen::Ref<RowMatrix> out) const {
-    const Index k = A.rows(), T = thread_chunks(k);
+    const Index k = A.rows(), T = row_chunks(k);
     assert(B.rows() == k && out.rows() == A.cols() && out.cols() == B.cols());
     if (Index(m_acc.size()) < T) m_acc.resize(T);
-#pragma omp parallel for schedule(static) if (T > 1)
-    for (Index t = 0; t < T; ++t) {
+    for_each_chunk(T, [&](Index t) {
         const Index r0 = chunk_begin(k, t, T), r1 = chunk_begin(k, t + 1, T);
         // acc_t = A[r0:r1]^T B[r0:r1]
         m_acc[t].noalias() = A.middleRows(r0, r1 - r0).transpose() * B.middleRows(r0, r1 - r0);
-    }
+    });
     reduce_in_order(m_acc, T, out);
 }
 
 template <class S>
 void Evaluation::chunked_colsum(const Eigen::Ref<const RowMatrixT<S>>& B, double* out) const {
-    const Index k = B.rows(), n = B.cols(), T = thread_chunks(k);
+    const Index k = B.rows(), n = B.cols(), T = row_chunks(k);
     if (Index(m_acc.size()) < T) m_acc.resize(T);
 #pragma omp parallel for schedule(static) if (T > 1)
     for (Index t = 0; t < T; ++t) {
@@ -382,14 +335,17 @@ void Evaluation::forward() {
         RowMatrix& Z = m_Z[l - 2];
         Z.resize(A.rows(), A.cols());
         const auto b = bias(m_arch, m_theta, l - 1).transpose();
-        const Activation f = m_arch.hidden;
+        with_activation(m_arch.hidden, [&](auto policy) {
+            using F = decltype(policy);
 #pragma omp parallel for schedule(static) if (A.size() >= kParallelElems)
-        for (Index r0 = 0; r0 < k; r0 += kRowTask) {
-            const Index nr = std::min(kRowTask, k - r0);
-            A.middleRows(r0, nr).rowwise() += b;
-            activation_array(f, A.middleRows(r0, nr).array(), Z.middleRows(r0, nr).array());
-        }
-        m_A[l - 1].noalias() = Z * weight(m_arch, m_theta, l);
+            for (Index r0 = 0; r0 < k; r0 += kRowTask) {
+                const Index nr = std::min(kRowTask, k - r0);
+                A.middleRows(r0, nr).rowwise() += b;
+                Z.middleRows(r0, nr).array() = F::f(A.middleRows(r0, nr).array());
+            }
+        });
+        m_A[l - 1].resize(k, m_arch.widths[l]);
+        rows_product(Z, weight(m_arch, m_theta, l), m_A[l - 1]);
     }
     // A_L += b_L;  Y = g(A_L) and the per-sample loss; softmax uses log y = a - logsumexp(a).
     RowMatrix& AL = m_A[L - 1];
@@ -398,67 +354,51 @@ void Evaluation::forward() {
     // Per-sample losses summed serially afterwards: an OpenMP float reduction combines partial
     // sums in thread-arrival order, and resume/replay promise bit-identical series.
     m_sample_loss.resize(k);
-    Index correct = 0;
-    const Output out = m_arch.output;
-#pragma omp parallel for schedule(static) reduction(+ : correct) if (AL.size() >= kParallelElems)
-    for (Index i = 0; i < k; ++i) {
-        double* a = AL.data() + i * c;
-        for (Index j = 0; j < c; ++j) a[j] += bL[j];
-        const double* t = m_T.data() + i * m_T.outerStride();
-        double* y = m_Y.data() + i * c;
-        double li = 0;
-        if (out == Output::SoftmaxCE) {
-            double m = a[0];
-            for (Index j = 1; j < c; ++j) m = std::max(m, a[j]);
-            // e_j = exp(a_j - max a), s = sum e_j:  y_j = e_j / s,  log y_j = a_j - (max a + log s)
-            double s = 0;
-            for (Index j = 0; j < c; ++j) s += (y[j] = std::exp(a[j] - m));
-            const double lse = m + std::log(s), inv_s = 1.0 / s;
-            for (Index j = 0; j < c; ++j) {
-                y[j] *= inv_s;
-                if (t[j] != 0) li -= t[j] * (a[j] - lse);
-            }
-        } else {
-            for (Index j = 0; j < c; ++j) {
-                y[j] = out == Output::SigmoidMSE ? 1.0 / (1.0 + std::exp(-a[j])) : a[j];
-                li += 0.5 * (y[j] - t[j]) * (y[j] - t[j]);
-            }
+    const double* T = m_T.data();
+    const Index t_stride = m_T.outerStride();
+    const Index correct = with_loss(m_arch.output, [&](auto policy) {
+        using Loss = decltype(policy);
+        Index count = 0;
+#pragma omp parallel for schedule(static) reduction(+ : count) if (AL.size() >= kParallelElems)
+        for (Index i = 0; i < k; ++i) {
+            double* a = AL.data() + i * c;
+            for (Index j = 0; j < c; ++j) a[j] += bL[j];
+            const double* t = T + i * t_stride;
+            double* y = m_Y.data() + i * c;
+            // y = g(a), l_i = l(a, t)
+            m_sample_loss[i] = Loss::forward(a, t, y, c);
+            // c = 1 (a single output): correct when |y - t| < 0.5, i.e. rounding y gives t.
+            const bool ok = c == 1 ? std::abs(y[0] - t[0]) < 0.5 : argmax(y, c) == argmax(t, c);
+            count += ok ? 1 : 0;
         }
-        m_sample_loss[i] = li;
-        // c = 1 (a single output): correct when |y - t| < 0.5, i.e. rounding y gives t.
-        const bool ok = c == 1 ? std::abs(y[0] - t[0]) < 0.5 : argmax(y, c) == argmax(t, c);
-        correct += ok ? 1 : 0;
-    }
-    m_loss = m_sample_loss.sum() / double(k);
-    m_accuracy = double(correct) / double(k);
+        return count;
+    });
+    // The sample sums of this rank, then the one reduction over ranks; means over the global k.
+    // L = (1/k) sum_i l_i,  accuracy = (correct rows) / k
+    double sums[2] = {m_sample_loss.sum(), double(correct)};
+    m_comm->sum(sums, 2);
+    m_data_loss = sums[0] / double(m_k_global);
+    m_accuracy = sums[1] / double(m_k_global);
 }
 
 void Evaluation::backward() {
     const SerialIfSmall serial(*this);
     const Index L = m_arch.layers(), k = samples(), c = m_arch.outputs();
-    // delta_L = dL/dA_L:
+    // delta_L = dL/dA_L, one row per sample (loss.hpp):
     //   softmax-ce:  (y sum_j t_j - t) / k        (= (Y - T)/k for one-hot targets)
     //   sigmoid-mse: (y - t) y (1 - y) / k
     //   identity-mse: (y - t) / k
     RowMatrix& dL = m_delta[L - 1];
     dL.resize(k, c);
-    const double inv_k = 1.0 / double(k);
-    const Output out = m_arch.output;
+    const double inv_k = 1.0 / double(m_k_global);  // the global k: delta_L carries the mean's 1/k
+    const double* T = m_T.data();
+    const Index t_stride = m_T.outerStride();
+    with_loss(m_arch.output, [&](auto policy) {
+        using Loss = decltype(policy);
 #pragma omp parallel for schedule(static) if (dL.size() >= kParallelElems)
-    for (Index i = 0; i < k; ++i) {
-        const double* y = m_Y.data() + i * c;
-        const double* t = m_T.data() + i * m_T.outerStride();
-        double* d = dL.data() + i * c;
-        if (out == Output::SoftmaxCE) {
-            double st = 0;
-            for (Index j = 0; j < c; ++j) st += t[j];
-            for (Index j = 0; j < c; ++j) d[j] = (y[j] * st - t[j]) * inv_k;
-        } else if (out == Output::SigmoidMSE) {
-            for (Index j = 0; j < c; ++j) d[j] = (y[j] - t[j]) * y[j] * (1 - y[j]) * inv_k;
-        } else {
-            for (Index j = 0; j < c; ++j) d[j] = (y[j] - t[j]) * inv_k;
-        }
-    }
+        for (Index i = 0; i < k; ++i)
+            Loss::delta(m_Y.data() + i * c, T + i * t_stride, inv_k, dL.data() + i * c, c);
+    });
     m_grad.resize(num_params());
     for (Index l = L; l >= 1; --l) {
         const RowMatrix& delta = m_delta[l - 1];
@@ -479,18 +419,25 @@ void Evaluation::backward() {
         if (l > 1) {
             // delta_{l-1} = (delta_l W_l^T) .* f'(A_{l-1})
             RowMatrix& prev = m_delta[l - 2];
-            prev.noalias() = delta * weight(m_arch, m_theta, l).transpose();
-            const Activation f = m_arch.hidden;
+            prev.resize(k, m_arch.widths[l - 1]);
+            rows_product(delta, weight(m_arch, m_theta, l).transpose(), prev);
             const RowMatrix& A = m_A[l - 2];
             const RowMatrix& Z = m_Z[l - 2];
+            with_activation(m_arch.hidden, [&](auto policy) {
+                using F = decltype(policy);
 #pragma omp parallel for schedule(static) if (A.size() >= kParallelElems)
-            for (Index r0 = 0; r0 < k; r0 += kRowTask) {
-                const Index nr = std::min(kRowTask, k - r0);
-                times_d1_array(f, A.middleRows(r0, nr).array(), Z.middleRows(r0, nr).array(),
-                               prev.middleRows(r0, nr).array());
-            }
+                for (Index r0 = 0; r0 < k; r0 += kRowTask) {
+                    const Index nr = std::min(kRowTask, k - r0);
+                    times_d1<F>(A.middleRows(r0, nr).array(), Z.middleRows(r0, nr).array(),
+                                prev.middleRows(r0, nr).array());
+                }
+            });
         }
     }
+    // This rank's sums over its samples, then the one reduction over ranks for the whole vector.
+    m_comm->sum(m_grad.data(), m_grad.size());
+    // grad E = grad L + lambda theta
+    if (m_lambda > 0) m_grad.noalias() += m_lambda * m_theta;
     m_have_gradient = true;
 }
 
@@ -502,25 +449,16 @@ const Vector& Evaluation::gradient() {
 RowMatrix Evaluation::input_gradient() {
     gradient();
     // dL/dX = delta_1 W_1^T
-    return m_delta[0] * weight(m_arch, m_theta, 1).transpose();
+    RowMatrix dX(samples(), m_arch.inputs());
+    rows_product(m_delta[0], weight(m_arch, m_theta, 1).transpose(), dX);
+    return dX;
 }
 
 RowMatrix Evaluation::output_derivative(Index i) const {
     const Index c = m_arch.outputs();
-    const auto y = m_Y.row(i);
-    RowMatrix D = RowMatrix::Zero(c, c);
-    switch (m_arch.output) {
-        case Output::SoftmaxCE:  // dy/da = diag(y) - y y^T
-            D = -y.transpose() * y;
-            D.diagonal() += y.transpose();
-            break;
-        case Output::SigmoidMSE:  // dy/da = diag(y (1 - y))
-            D.diagonal() = (y.array() * (1 - y.array())).transpose();
-            break;
-        case Output::IdentityMSE:
-            D.setIdentity();
-            break;
-    }
+    RowMatrix D(c, c);
+    // dy/dA_L of sample i (loss.hpp)
+    with_loss(m_arch.output, [&](auto policy) { decltype(policy)::output_derivative(m_Y.row(i), D); });
     return D;
 }
 

@@ -17,6 +17,8 @@
 // one wide product X [V_W1^(1) ... V_W1^(M)] and one X^T [R{delta_1}^(1) ... ].
 #include "tdyn/evaluation.hpp"
 #include "tdyn/hvp.hpp"
+#include "tdyn/loss.hpp"
+#include "row_chunks.hpp"
 
 #include <algorithm>
 #include <cassert>
@@ -34,7 +36,8 @@ constexpr Index kParallelElems = Index(1) << 16;
 /// Depends on k and the widths only, so results are reproducible.
 Index chunk_size(Index k, Index widest, Index M) {
     const double budget = 200e6;  // bytes per wide float64 buffer
-    const Index cap = std::clamp<Index>(Index(budget / (8.0 * double(k) * double(widest))), 1, 16);
+    const double rows = double(std::max<Index>(k, 1));  // a rank may hold no rows
+    const Index cap = std::clamp<Index>(Index(std::min(16.0, budget / (8.0 * rows * double(widest)))), 1, 16);
     const Index chunks = (M + cap - 1) / cap;
     return (M + chunks - 1) / chunks;  // even split: 32 -> 8 x 4, not 10 + 10 + 10 + 2
 }
@@ -46,18 +49,21 @@ Index widest_hidden(const Architecture& arch) {
 }  // namespace
 
 void Evaluation::hessian_times(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> HV) {
+    // H_E V = H_L V + lambda V
     block_product(V, HV, false);
+    if (m_lambda > 0 && V.cols() > 0) HV.noalias() += m_lambda * V;
 }
 
 void Evaluation::gauss_newton_times(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> GV) {
+    // G_E V = J_A^T (d2L/dA_L^2) J_A V + lambda V
     block_product(V, GV, true);
+    if (m_lambda > 0 && V.cols() > 0) GV.noalias() += m_lambda * V;
 }
 
 void Evaluation::block_product(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> out,
                                bool gauss_newton) {
     const Index L = m_arch.layers(), k = samples(), P = num_params(), M = V.cols();
     assert(V.rows() == P && out.rows() == P && out.cols() == M);
-    (void)P;
     if (M == 0) return;  // an empty block (block solvers ask for one): nothing to multiply
     gradient();  // delta_l, l = 1..L
     const SerialIfSmall serial(*this);
@@ -66,7 +72,8 @@ void Evaluation::block_product(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Mat
         m_fd1.resize(L - 1);
         m_fd2.resize(L - 1);
         for (Index l = 1; l < L; ++l) {
-            m_fd2[l - 1].noalias() = m_delta[l] * weight(m_arch, m_theta, l + 1).transpose();  // dL/dZ_l
+            m_fd2[l - 1].resize(k, m_arch.widths[l]);
+            detail::rows_product(m_delta[l], weight(m_arch, m_theta, l + 1).transpose(), m_fd2[l - 1]);  // dL/dZ_l
             derivative_rows(m_A[l - 1], m_Z[l - 1], m_fd1[l - 1], &m_fd2[l - 1]);
         }
         m_have_curvature = true;
@@ -80,6 +87,10 @@ void Evaluation::block_product(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Mat
         else
             block_chunk<double>(V.middleCols(m0, n), out.middleCols(m0, n), gauss_newton);
     }
+    // This rank's sums over its samples for the whole block, then the one reduction over ranks.
+    if (out.outerStride() == P) m_comm->sum(out.data(), P * M);
+    else
+        for (Index m = 0; m < M; ++m) m_comm->sum(out.col(m).data(), P);
 }
 
 // One chunk of M vectors, every step wide over the chunk. Layout: a wide k x n_l M row-major
@@ -156,19 +167,19 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
         // R{A_l} = R{Z_h} W_l + Z_h V_Wl + 1 V_bl^T:  view(R{Z_h}) W_l for all vectors, Z_h [V_Wl^(m)]
         RowMatrix& RA = m_RA[l];
         RA.resize(k, w[l] * M);
-        rows_view(RA, w[l]).noalias() = rows_view(RZ, nh) * weight(m_arch, m_theta, l);
-        RA.noalias() += m_Z[h - 1] * m_VWcat[l];
+        detail::rows_product(rows_view(RZ, nh), weight(m_arch, m_theta, l), rows_view(RA, w[l]));
+        detail::rows_product(m_Z[h - 1], m_VWcat[l], RA, true);
         const Eigen::RowVectorXd& blcat = m_bcat[l];
 #pragma omp parallel for schedule(static) if (wide >= kParallelElems)
         for (Index i = 0; i < k; ++i) RA.row(i) += blcat;
     }
 
-    // ---- output: R{delta_L} = (d delta_L / d A_L) R{A_L}, per sample and vector
+    // ---- output: R{delta_L} = (d delta_L / d A_L) R{A_L}, per sample and vector (loss.hpp);
+    // Gauss-Newton drops the residual (y - t) term of d delta_L / d A_L
     RowMatrix& Rd = m_RA[0];  // R{delta_L}, k x c M
     Rd.resize(k, c * M);
     {
-        const double inv_k = 1.0 / double(k);
-        const Output outk = m_arch.output;
+        const double inv_k = 1.0 / double(m_k_global);  // the global k of the mean
         if (L == 1) {
             // no hidden layer: R{A_L} = R{A_1} + 1 V_b1^T, in float64
             m_RA[1].resize(k, c * M);
@@ -176,32 +187,21 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
 #pragma omp parallel for schedule(static) if (wide >= kParallelElems)
             for (Index i = 0; i < k; ++i) m_RA[1].row(i) = RA1.row(i).template cast<double>() + b1cat;
         }
+        const double* T = m_T.data();
+        const Index t_stride = m_T.outerStride();
+        with_loss(m_arch.output, [&](auto policy) {
+            using Loss = decltype(policy);
 #pragma omp parallel for schedule(static) if (wide >= kParallelElems)
-        for (Index i = 0; i < k; ++i) {
-            const double* y = m_Y.data() + i * c;
-            const double* t = m_T.data() + i * m_T.outerStride();
-            double st = 0;
-            for (Index j = 0; j < c; ++j) st += t[j];
-            for (Index m = 0; m < M; ++m) {
-                const double* ra = m_RA[L].data() + i * c * M + m * c;  // R{a_L} of sample i, vector m
-                double* rd = Rd.data() + i * c * M + m * c;
-                if (outk == Output::SoftmaxCE) {
-                    // delta = (y sum t - t)/k;  R{y} = y .* (R{a} - y . R{a})
-                    double yra = 0;
-                    for (Index j = 0; j < c; ++j) yra += y[j] * ra[j];
-                    for (Index j = 0; j < c; ++j) rd[j] = st * y[j] * (ra[j] - yra) * inv_k;
-                } else if (outk == Output::SigmoidMSE) {
-                    // delta = (y - t) s'/k with s' = y(1 - y):  d delta/da = s'^2 + (y - t)(1 - 2y) s'
-                    for (Index j = 0; j < c; ++j) {
-                        const double s1 = y[j] * (1 - y[j]);
-                        const double hj = gauss_newton ? s1 * s1 : s1 * s1 + (y[j] - t[j]) * (1 - 2 * y[j]) * s1;
-                        rd[j] = hj * ra[j] * inv_k;
-                    }
-                } else {
-                    for (Index j = 0; j < c; ++j) rd[j] = ra[j] * inv_k;
-                }
+            for (Index i = 0; i < k; ++i) {
+                // row i of R{delta_L} for every vector: R{a_L} of sample i is c M wide
+                const double* y = m_Y.data() + i * c;
+                const double* t = T + i * t_stride;
+                const double* ra = m_RA[L].data() + i * c * M;
+                double* rd = Rd.data() + i * c * M;
+                if (gauss_newton) Loss::r_delta_gauss_newton(y, t, inv_k, ra, rd, c, M);
+                else Loss::r_delta(y, t, inv_k, ra, rd, c, M);
             }
-        }
+        });
     }
 
     // ---- backward R-pass; R{delta_l} of hidden layers is built in place in m_RZ[l] (R{Z_l} is
@@ -233,8 +233,8 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
         }
         // R{delta_h} = (R{delta_l} W_l^T + delta_l V_Wl^T) .* f'(A_h) + (delta_l W_l^T) .* f''(A_h) .* R{A_h}
         // first P = view(R{delta_l}) W_l^T + delta_l [V_Wl^(m)T], into RZ's storage
-        rows_view(RZ, nh).noalias() = rows_view(Rdl, nl) * weight(m_arch, m_theta, l).transpose();
-        if (!gauss_newton) RZ.noalias() += m_delta[l - 1] * m_VWTcat[l];
+        detail::rows_product(rows_view(Rdl, nl), weight(m_arch, m_theta, l).transpose(), rows_view(RZ, nh));
+        if (!gauss_newton) detail::rows_product(m_delta[l - 1], m_VWTcat[l], RZ, true);
         const RowMatrix& f1 = m_fd1[h - 1];
         const RowMatrix& f2 = m_fd2[h - 1];
         const Eigen::RowVectorXd& b1cat = m_bcat[1];

@@ -1,5 +1,7 @@
 #include "tdyn/network.hpp"
 
+#include "tdyn/activation.hpp"
+
 #include <cmath>
 #include <random>
 #include <sstream>
@@ -43,42 +45,23 @@ std::string to_string(Output o) {
     return "?";
 }
 
-namespace {
-double sigmoid(double a) { return 1.0 / (1.0 + std::exp(-a)); }
-}  // namespace
-
+// The formulas live in the policies (activation.hpp); these are their scalar uses.
 double activate(Activation f, double a) {
-    switch (f) {
-        case Activation::Sigmoid: return sigmoid(a);
-        case Activation::Tanh: return std::tanh(a);
-        case Activation::Relu: return a > 0 ? a : 0.0;
-        // log(1 + e^a) without overflow for large a
-        case Activation::Softplus: return a > 0 ? a + std::log1p(std::exp(-a)) : std::log1p(std::exp(a));
-        case Activation::Identity: return a;
-    }
-    return 0;
+    return with_activation(f, [&](auto policy) -> double { return decltype(policy)::f(a); });
 }
 
 double activate_d1(Activation f, double a) {
-    switch (f) {
-        case Activation::Sigmoid: { double s = sigmoid(a); return s * (1 - s); }
-        case Activation::Tanh: { double t = std::tanh(a); return 1 - t * t; }
-        case Activation::Relu: return a > 0 ? 1.0 : 0.0;
-        case Activation::Softplus: return sigmoid(a);
-        case Activation::Identity: return 1.0;
-    }
-    return 0;
+    return with_activation(f, [&](auto policy) -> double {
+        using F = decltype(policy);
+        return F::d1(a, double(F::f(a)));
+    });
 }
 
 double activate_d2(Activation f, double a) {
-    switch (f) {
-        case Activation::Sigmoid: { double s = sigmoid(a); return s * (1 - s) * (1 - 2 * s); }
-        case Activation::Tanh: { double t = std::tanh(a); return -2 * t * (1 - t * t); }
-        case Activation::Relu: return 0.0;
-        case Activation::Softplus: { double s = sigmoid(a); return s * (1 - s); }
-        case Activation::Identity: return 0.0;
-    }
-    return 0;
+    return with_activation(f, [&](auto policy) -> double {
+        using F = decltype(policy);
+        return F::d2(a, double(F::f(a)));
+    });
 }
 
 Architecture Architecture::parse(const std::string& text, Activation hidden, Output output) {

@@ -4,7 +4,12 @@
 #include "tdyn/h5.hpp"
 #include "test_support.hpp"
 
+#include <barrier>
+#include <limits>
+#include <cmath>
 #include <gtest/gtest.h>
+#include <thread>
+#include <type_traits>
 
 namespace tdyn {
 namespace {
@@ -160,6 +165,176 @@ TEST(Evaluation, RejectsArchitectureThatDoesNotFitTheData) {
         EXPECT_NE(std::string(err.what()).find("input width 6 does not match the data"), std::string::npos) << err.what();
     }
     EXPECT_THROW(Evaluation(Architecture::parse("5-4-2"), X, p.T), Error);
+}
+
+
+// Soft targets: rows of T that are not one-hot, summing to 1 and (scaled rows) not summing to 1;
+// delta_L = (y sum t - t)/k covers both. Truth: central differences of the loss, h = 1e-5
+// (1e-6 relative: O(h^2) truncation ~1e-10 plus ~1e-11 rounding, as above).
+TEST(SoftmaxCrossEntropy, SoftTargetsGradientMatchesCentralDifferences) {
+    for (double scale_spread : {0.0, 1.0}) {
+        auto p = test::random_problem(Architecture::parse("5-4-3", Activation::Tanh, Output::SoftmaxCE), 7, 13);
+        std::mt19937_64 gen(3);
+        std::uniform_real_distribution<double> u(0.05, 1.0);
+        for (Index i = 0; i < p.T.rows(); ++i) {
+            for (Index j = 0; j < p.T.cols(); ++j) p.T(i, j) = u(gen);
+            // positive rows summing to 1, then (second pass) rescaled to sums between 0.3 and 2.3
+            p.T.row(i) /= p.T.row(i).sum();
+            p.T.row(i) *= 1.0 + scale_spread * (2.0 * u(gen) - 0.7);
+        }
+        InputMatrix X(p.X, XPath::Dense);
+        Evaluation e(p.arch, X, p.T, p.theta);
+        const Vector fd = test::central_gradient([&](const Vector& th) { return loss_at(p, th); }, p.theta);
+        EXPECT_LT(relative_error(e.gradient(), fd), 1e-6) << "row sums spread " << scale_spread;
+    }
+}
+
+// Weight decay: E = L + lambda/2 |theta|^2. The loss is the closed form (same arithmetic, 1e-15),
+// the gradient matches central differences of E (1e-6, as above), and lambda = 0 gives exactly
+// the bits of an Evaluation without options.
+TEST(WeightDecay, LossAndGradientMatchCentralDifferences) {
+    for (Output o : test::all_outputs()) {
+        const auto p = test::random_problem(Architecture::parse("5-4-3", Activation::Sigmoid, o), 9, 17);
+        InputMatrix X(p.X, XPath::Dense);
+        const double lambda = 0.3;
+        Evaluation e(p.arch, X, p.T, p.theta, EvaluationOptions{lambda});
+        Evaluation plain(p.arch, X, p.T, p.theta);
+        EXPECT_EQ(e.data_loss(), plain.loss());
+        EXPECT_LT(relative_error(e.loss(), plain.loss() + 0.5 * lambda * p.theta.squaredNorm()), 1e-15);
+        const Vector fd = test::central_gradient(
+            [&](const Vector& th) { return Evaluation(p.arch, X, p.T, th, EvaluationOptions{lambda}).loss(); }, p.theta);
+        EXPECT_LT(relative_error(e.gradient(), fd), 1e-6) << to_string(o);
+        EXPECT_EQ(e.accuracy(), plain.accuracy());
+        // lambda = 0: the old bits exactly
+        Evaluation zero(p.arch, X, p.T, p.theta, EvaluationOptions{0.0});
+        EXPECT_TRUE(zero.loss() == plain.loss() && zero.gradient() == plain.gradient());
+        // set_weight_decay after the fact recomputes the gradient
+        plain.gradient();
+        plain.set_weight_decay(lambda);
+        EXPECT_EQ(plain.loss(), e.loss());
+        EXPECT_TRUE(plain.gradient() == e.gradient());
+    }
+}
+
+TEST(WeightDecay, RejectsNegativeOrNonFiniteLambdaNamingIt) {
+    const auto p = test::random_problem(Architecture::parse("5-4-3"), 4, 1);
+    InputMatrix X(p.X);
+    Evaluation e(p.arch, X, p.T, p.theta);
+    for (double bad : {-1e-3, std::nan(""), std::numeric_limits<double>::infinity()}) {
+        try {
+            e.set_weight_decay(bad);
+            FAIL() << "accepted " << bad;
+        } catch (const Error& err) {
+            EXPECT_NE(std::string(err.what()).find("weight_decay"), std::string::npos) << err.what();
+        }
+        EXPECT_THROW(Evaluation(p.arch, X, p.T, p.theta, EvaluationOptions{bad}), Error);
+    }
+}
+
+// X and T are held by reference. A column-major or float matrix, or a temporary, would be
+// converted into a temporary that dies with the constructor call, so such calls do not compile
+// (deleted overloads); the checks are at compile time, the run-time part shows the supported way.
+TEST(Evaluation, ColumnMajorOrTemporaryInputsDoNotCompile) {
+    static_assert(std::is_constructible_v<InputMatrix, const RowMatrix&>);
+    static_assert(!std::is_constructible_v<InputMatrix, const Matrix&>, "column-major X must not bind");
+    static_assert(!std::is_constructible_v<InputMatrix, const RowMatrixF&>, "float X must not bind");
+    static_assert(!std::is_constructible_v<InputMatrix, RowMatrix&&>, "a temporary X must not bind");
+    static_assert(std::is_constructible_v<Evaluation, const Architecture&, const InputMatrix&, const RowMatrix&>);
+    static_assert(!std::is_constructible_v<Evaluation, const Architecture&, const InputMatrix&, const Matrix&>);
+    static_assert(!std::is_constructible_v<Evaluation, const Architecture&, const InputMatrix&, const Matrix&,
+                                           const Vector&>);
+    static_assert(!std::is_constructible_v<Evaluation, const Architecture&, const InputMatrix&, RowMatrix&&,
+                                           const Vector&>);
+    // A column-major matrix is converted by the caller into a row-major one that it keeps.
+    const auto p = test::random_problem(Architecture::parse("5-4-3"), 6, 2);
+    const Matrix Xc = p.X, Tc = p.T;
+    const RowMatrix Xr = Xc, Tr = Tc;
+    InputMatrix X(Xr), X0(p.X);
+    EXPECT_EQ(Evaluation(p.arch, X, Tr, p.theta).loss(), Evaluation(p.arch, X0, p.T, p.theta).loss());
+}
+
+// A communicator of R "ranks" that are threads of this process: sum() is an ordered reduction
+// (rank 0 + rank 1 + ..., the shape an MPI implementation must have) and hands every rank the
+// same bits. It exercises the sample-sum seam for real: global k, one sum per product.
+class ThreadComm final : public SampleComm {
+public:
+    struct Shared {
+        explicit Shared(int ranks) : bar(ranks), ptr(ranks) {}
+        std::barrier<> bar;
+        std::vector<double*> ptr;
+        std::vector<double> result;
+    };
+    ThreadComm(Shared& s, int rank) : m_s(s), m_rank(rank) {}
+    void sum(double* data, Index n) const override {
+        m_s.ptr[m_rank] = data;
+        m_s.bar.arrive_and_wait();
+        if (m_rank == 0) {
+            m_s.result.assign(m_s.ptr[0], m_s.ptr[0] + n);
+            for (std::size_t r = 1; r < m_s.ptr.size(); ++r)
+                for (Index i = 0; i < n; ++i) m_s.result[i] += m_s.ptr[r][i];
+        }
+        m_s.bar.arrive_and_wait();
+        std::copy(m_s.result.begin(), m_s.result.begin() + n, data);
+        m_s.bar.arrive_and_wait();  // nobody reuses ptr/result before every rank has copied
+    }
+
+private:
+    Shared& m_s;
+    int m_rank;
+};
+
+// Rows split over 2 ranks (uneven, and one rank empty) against one process holding them all:
+// loss, accuracy, gradient, H V and G V agree to 1e-14 relative (the same terms summed in
+// another grouping) and every rank holds identical bits. Weight decay is added once, not per rank.
+TEST(SampleComm, TwoRanksAgreeWithOneProcess) {
+    const auto p = test::random_problem(Architecture::parse("6-5-4-3", Activation::Tanh, Output::SoftmaxCE), 11, 4);
+    const Index P = p.theta.size(), M = 3;
+    std::mt19937_64 gen(9);
+    std::normal_distribution<double> g;
+    Matrix V(P, M);
+    for (Index i = 0; i < V.size(); ++i) V.data()[i] = g(gen);
+    const EvaluationOptions local{0.1};
+    InputMatrix Xall(p.X, XPath::Dense);
+    Evaluation one(p.arch, Xall, p.T, p.theta, local);
+    Matrix HV1(P, M), GV1(P, M);
+    one.hessian_times(V, HV1);
+    one.gauss_newton_times(V, GV1);
+    for (Index split : {Index(4), Index(0)}) {
+        struct Result {
+            double loss = 0, accuracy = 0;
+            Index k = 0;
+            Vector grad;
+            Matrix HV, GV;
+        };
+        Result r[2];
+        ThreadComm::Shared shared(2);
+        auto rank = [&](int id) {
+            const Index r0 = id == 0 ? 0 : split, r1 = id == 0 ? split : p.X.rows();
+            const RowMatrix X = p.X.middleRows(r0, r1 - r0), T = p.T.middleRows(r0, r1 - r0);
+            const ThreadComm comm(shared, id);
+            InputMatrix Xm(X, XPath::Dense);
+            Evaluation e(p.arch, Xm, T, p.theta, EvaluationOptions{0.1, &comm});
+            r[id].k = e.global_samples();
+            r[id].loss = e.loss();
+            r[id].accuracy = e.accuracy();
+            r[id].grad = e.gradient();
+            r[id].HV.resize(P, M);
+            r[id].GV.resize(P, M);
+            e.hessian_times(V, r[id].HV);
+            e.gauss_newton_times(V, r[id].GV);
+        };
+        std::thread t1(rank, 1);
+        rank(0);
+        t1.join();
+        EXPECT_EQ(r[0].k, p.X.rows());
+        EXPECT_LT(relative_error(r[0].loss, one.loss()), 1e-14) << split;
+        EXPECT_EQ(r[0].accuracy, one.accuracy());
+        EXPECT_LT(relative_error(r[0].grad, one.gradient()), 1e-14) << split;
+        EXPECT_LT(relative_error(r[0].HV, HV1), 1e-14) << split;
+        EXPECT_LT(relative_error(r[0].GV, GV1), 1e-14) << split;
+        EXPECT_TRUE(r[0].loss == r[1].loss && r[0].grad == r[1].grad && r[0].HV == r[1].HV && r[0].GV == r[1].GV)
+            << "ranks disagree";
+    }
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <Eigen/Eigenvalues>
 #include <cstdio>
 #include <gtest/gtest.h>
+#include <omp.h>
 
 namespace tdyn {
 namespace {
@@ -282,6 +283,200 @@ TEST(Reference, HessianVectorMatchesPyTorch) {
         e.hessian_times(v, Hv);
         EXPECT_LT(relative_error(Vector(Hv.col(0)), ref.read_vector("/hvp")), 1e-10);
     }
+}
+
+
+// Gauss-Newton at NON-zero residual against its definition, every factor built without the
+// R-operator. G splits the objective where the loss is convex and keeps only that loss's
+// curvature: softmax-ce at the logits, G = J_A^T (d2L/dA_L^2) J_A (cross-entropy of softmax has
+// no residual term); the squared errors at the output, G = J_Y^T (d2L/dY^2) J_Y, which is
+// J_A^T (d2L/dA_L^2 without its (y - t) s'' term) J_A for sigmoid-mse. J = dA_L/dtheta or
+// dY/dtheta by central differences of the forward pass (h = 1e-5, ~1e-10 relative error; A_L is
+// the output of the same network with an identity output); d2L/dA_L^2 or d2L/dY^2 is
+// block-diagonal, (1/k) d2l_i per sample, by second central differences of the per-sample loss
+// value (h = 1e-4: O(h^2) ~1e-8 truncation, eps/h^2 ~1e-8 rounding). 1e-6 relative leaves two
+// orders of margin. The residual is non-zero here: G differs from H by more than 1e-3.
+TEST(GaussNewton, MatchesFiniteDifferenceDefinitionAtNonZeroResidual) {
+    for (Output o : test::all_outputs()) {
+        const auto p = test::random_problem(Architecture::parse("5-4-3", Activation::Tanh, o), 6, 31);
+        const Index k = p.X.rows(), c = p.arch.outputs(), P = p.theta.size();
+        const bool at_logits = o == Output::SoftmaxCE;
+        Architecture split = p.arch;  // its output is A_L (softmax-ce) or Y (squared errors)
+        if (at_logits) split.output = Output::IdentityMSE;
+        InputMatrix X(p.X, XPath::Dense);
+        const Matrix JA = test::central_jacobian(
+            [&](const Vector& th) {
+                const RowMatrix AL = Evaluation(split, X, p.T, th).output();
+                return Vector(Eigen::Map<const Vector>(AL.data(), AL.size()));  // (i, j) at i c + j
+            },
+            p.theta);
+        const RowMatrix AL = Evaluation(split, X, p.T, p.theta).output();
+        // the sample loss as a function of the split point: cross-entropy of softmax(a), or 1/2 |y - t|^2
+        const Output tail = at_logits ? Output::SoftmaxCE : Output::IdentityMSE;
+        auto sample_loss = [&](const Eigen::RowVectorXd& a, Index i) {
+            const RowMatrix ai = a, ti = p.T.row(i);
+            // a 1-layer network with W = I, b = 0 maps its input a to itself
+            const Architecture out_only =
+                Architecture::parse(std::to_string(c) + "-" + std::to_string(c), Activation::Identity, tail);
+            Vector th = Vector::Zero(out_only.num_params());
+            for (Index j = 0; j < c; ++j) th[j * c + j] = 1.0;
+            InputMatrix Xi(ai, XPath::Dense);
+            return Evaluation(out_only, Xi, ti, th).loss();
+        };
+        Matrix Hout = Matrix::Zero(k * c, k * c);
+        const double h = 1e-4;
+        for (Index i = 0; i < k; ++i)
+            for (Index a = 0; a < c; ++a)
+                for (Index b = 0; b < c; ++b) {
+                    Eigen::RowVectorXd pp = AL.row(i), pm = pp, mp = pp, mm = pp;
+                    pp[a] += h; pp[b] += h;
+                    pm[a] += h; pm[b] -= h;
+                    mp[a] -= h; mp[b] += h;
+                    mm[a] -= h; mm[b] -= h;
+                    const double d2 = (sample_loss(pp, i) - sample_loss(pm, i) - sample_loss(mp, i) + sample_loss(mm, i)) /
+                                      (4 * h * h);
+                    Hout(i * c + a, i * c + b) = d2 / double(k);
+                }
+        const Matrix G_fd = JA.transpose() * Hout * JA;
+        Evaluation e(p.arch, X, p.T, p.theta);
+        const Matrix G = GaussNewtonOp(e) * Matrix::Identity(P, P);
+        const Matrix H = HessianOp(e) * Matrix::Identity(P, P);
+        EXPECT_LT(relative_error(G, G_fd), 1e-6) << to_string(o);
+        EXPECT_GT(relative_error(G, H), 1e-3) << to_string(o) << ": the residual should matter here";
+    }
+}
+
+// Soft targets for softmax-ce (rows not one-hot, summing to 1 and not): H v against central
+// differences of the gradient (h = 1e-5, 1e-6 relative as above).
+TEST(HessianVector, SoftTargetsMatchCentralDifferences) {
+    for (double spread : {0.0, 1.0}) {
+        auto p = test::random_problem(Architecture::parse("6-5-4-3", Activation::Softplus, Output::SoftmaxCE), 9, 8);
+        std::mt19937_64 gen(12);
+        std::uniform_real_distribution<double> u(0.05, 1.0);
+        for (Index i = 0; i < p.T.rows(); ++i) {
+            for (Index j = 0; j < p.T.cols(); ++j) p.T(i, j) = u(gen);
+            p.T.row(i) /= p.T.row(i).sum();
+            p.T.row(i) *= 1.0 + spread * (2.0 * u(gen) - 0.7);  // row sums 0.3 .. 2.3 in the second pass
+        }
+        InputMatrix X(p.X, XPath::Dense);
+        Evaluation e(p.arch, X, p.T, p.theta);
+        const Vector v = random_vector(p.theta.size(), 5);
+        Matrix Hv(v.size(), 1);
+        e.hessian_times(v, Hv);
+        const double h = 1e-5;
+        const Vector fd = (gradient_at(p, p.theta + h * v) - gradient_at(p, p.theta - h * v)) / (2 * h);
+        EXPECT_LT(relative_error(Vector(Hv.col(0)), fd), 1e-6) << "row sums spread " << spread;
+    }
+}
+
+// Weight decay: H_E v against central differences of grad E (1e-6, as above); G_E V = G_L V +
+// lambda V (the same bits plus lambda V: 1e-15); lambda = 0 gives the old bits exactly.
+TEST(WeightDecay, HessianAndGaussNewtonOfTheObjective) {
+    const double lambda = 0.05;
+    for (Output o : test::all_outputs()) {
+        const auto p = test::random_problem(Architecture::parse("6-5-4-3", Activation::Tanh, o), 9, 14);
+        const Index P = p.theta.size();
+        InputMatrix X(p.X, XPath::Dense);
+        Evaluation e(p.arch, X, p.T, p.theta, EvaluationOptions{lambda});
+        Evaluation plain(p.arch, X, p.T, p.theta), zero(p.arch, X, p.T, p.theta, EvaluationOptions{0.0});
+        Matrix V(P, 2);
+        V.col(0) = random_vector(P, 1);
+        V.col(1) = random_vector(P, 2);
+        Matrix HV(P, 2), GV(P, 2), HV0(P, 2), GV0(P, 2), HVz(P, 2), GVz(P, 2);
+        e.hessian_times(V, HV);
+        e.gauss_newton_times(V, GV);
+        plain.hessian_times(V, HV0);
+        plain.gauss_newton_times(V, GV0);
+        zero.hessian_times(V, HVz);
+        zero.gauss_newton_times(V, GVz);
+        const double h = 1e-5;
+        auto grad_E = [&](const Vector& th) {
+            Evaluation ei(p.arch, X, p.T, th, EvaluationOptions{lambda});
+            return Vector(ei.gradient());
+        };
+        for (Index m = 0; m < 2; ++m) {
+            const Vector fd = (grad_E(p.theta + h * V.col(m)) - grad_E(p.theta - h * V.col(m))) / (2 * h);
+            EXPECT_LT(relative_error(Vector(HV.col(m)), fd), 1e-6) << to_string(o);
+        }
+        EXPECT_LT(relative_error(GV, Matrix(GV0 + lambda * V)), 1e-15) << to_string(o);
+        EXPECT_TRUE(HVz == HV0 && GVz == GV0) << "lambda = 0 must give the old bits";
+    }
+}
+
+// The softmax null space: adding s to every entry of row j of W_L (j = 1..h, h = width of the
+// last hidden layer) adds s z_j to every logit of a sample, and adding s to every entry of b_L
+// adds s: softmax is unchanged, so L is constant along these h+1 directions and H v = 0 exactly
+// there (J v = v for J = I - alpha H). Truth: the dense H, built column by column from block
+// products and symmetric to 1e-13; H v = 0 to 1e-12 |H| (rounding of sums of ~P terms of size
+// |H|); its eigendecomposition has exactly h+1 eigenvalues below 1e-10 max|lambda| for this
+// generic network (the next one is far above), and with weight decay lambda they become lambda.
+TEST(HessianVector, SoftmaxNullSpaceHasDimensionLastHiddenWidthPlusOne) {
+    const auto p = test::random_problem(Architecture::parse("4-6-5-3", Activation::Tanh, Output::SoftmaxCE), 40, 19);
+    const Index P = p.theta.size(), L = p.arch.layers(), h = p.arch.widths[L - 1], c = p.arch.outputs();
+    Matrix N = Matrix::Zero(P, h + 1);
+    for (Index j = 0; j < h; ++j) N.col(j).segment(p.arch.weight_offset(L) + j * c, c).setOnes();
+    N.col(h).segment(p.arch.bias_offset(L), c).setOnes();
+    InputMatrix X(p.X, XPath::Dense);
+    Evaluation e(p.arch, X, p.T, p.theta);
+    HessianOp Hop(e);
+    const Matrix H = Hop * Matrix::Identity(P, P);
+    EXPECT_LT(relative_error(H, Matrix(H.transpose())), 1e-13);
+    const Matrix HN = Hop * N;
+    EXPECT_LT(HN.norm(), 1e-12 * H.norm());
+    const Matrix JN = JacobianOp(Hop, 0.1) * N;
+    EXPECT_LT((JN - N).norm(), 1e-12 * N.norm());
+    Eigen::SelfAdjointEigenSolver<Matrix> eig(Matrix(0.5 * (H + H.transpose())));
+    Vector mag = eig.eigenvalues().cwiseAbs();
+    std::sort(mag.data(), mag.data() + P);
+    const double top = mag[P - 1];
+    EXPECT_LT(mag[h], 1e-10 * top) << "at least h+1 zero eigenvalues";
+    EXPECT_GT(mag[h + 1], 1e-6 * top) << "exactly h+1 for a generic network";
+    const double lambda = 0.02;
+    Evaluation ed(p.arch, X, p.T, p.theta, EvaluationOptions{lambda});
+    const Matrix HdN = HessianOp(ed) * N;
+    EXPECT_LT((HdN - lambda * N).norm(), 1e-12 * H.norm());
+}
+
+// Bits do not depend on the thread count: every sum over samples uses row chunks whose number
+// depends on k alone, and every GEMM with k rows runs single-threaded per chunk. k = 12000 and
+// k P = 5.3e7 take the multi-chunk, multi-threaded path (k P >= 5e7, evaluation.cpp). Loss,
+// gradient, an H V and a G V block, dense and sparse, float64 and float32: identical bits with
+// 1 and 2 threads.
+TEST(ThreadCounts, OneAndTwoThreadsGiveIdenticalBits) {
+    auto p = test::random_problem(Architecture::parse("100-40-10", Activation::Sigmoid, Output::SoftmaxCE), 12000, 23);
+    for (Index i = 0; i < p.X.size(); ++i)
+        if (i % 5 != 0) p.X.data()[i] = 0.0;  // 20% dense, so the sparse path is a real one
+    const Index P = p.theta.size(), M = 4;
+    Matrix V(P, M);
+    for (Index m = 0; m < M; ++m) V.col(m) = random_vector(P, 60 + m);
+    const int saved = omp_get_max_threads();
+    for (XPath path : {XPath::Dense, XPath::Sparse})
+        for (Precision prec : {Precision::F64, Precision::F32}) {
+            InputMatrix X(p.X, path, prec);
+            struct Bits {
+                double loss;
+                Vector grad;
+                Matrix HV, GV;
+            } b[2];
+            for (int threads : {1, 2}) {
+                omp_set_num_threads(threads);
+                Evaluation e(p.arch, X, p.T, p.theta);
+                Bits& r = b[threads - 1];
+                r.loss = e.loss();
+                r.grad = e.gradient();
+                r.HV.resize(P, M);
+                r.GV.resize(P, M);
+                e.hessian_times(V, r.HV);
+                e.gauss_newton_times(V, r.GV);
+            }
+            omp_set_num_threads(saved);
+            const std::string what = std::string(path == XPath::Sparse ? "sparse " : "dense ") +
+                                     (prec == Precision::F32 ? "f32" : "f64");
+            EXPECT_EQ(b[0].loss, b[1].loss) << what;
+            EXPECT_TRUE(b[0].grad == b[1].grad) << what << ": gradient differs by " << relative_error(b[0].grad, b[1].grad);
+            EXPECT_TRUE(b[0].HV == b[1].HV) << what << ": H V differs by " << relative_error(b[0].HV, b[1].HV);
+            EXPECT_TRUE(b[0].GV == b[1].GV) << what << ": G V differs by " << relative_error(b[0].GV, b[1].GV);
+        }
 }
 
 }  // namespace

@@ -1,3 +1,4 @@
+#include "tdyn/activation.hpp"
 #include "tdyn/network.hpp"
 #include "test_support.hpp"
 
@@ -72,6 +73,29 @@ TEST(Initialisation, SeededUniformWithinPyTorchBounds) {
     // U(-r, r) has mean 0 and variance r^2 / 3; 39250 draws put the sample mean within ~5e-4 r.
     EXPECT_NEAR(t1.head(39250).mean() / r1, 0.0, 0.02);
     EXPECT_NEAR(t1.head(39250).squaredNorm() / 39250 / (r1 * r1), 1.0 / 3.0, 0.01);
+}
+
+
+// One definition, two uses: the array form of each policy (Eigen's vectorised exp, tanh, log1p)
+// against the scalar functions (std::), on points across the curved range. The two libraries'
+// functions differ by an ulp or so, so 1e-14 relative; the ReLU kink convention f'(0) = 0 holds
+// in both forms exactly.
+TEST(Activation, ArrayPoliciesMatchScalarFunctions) {
+    const Eigen::ArrayXXd a = Eigen::ArrayXd::LinSpaced(41, -8.0, 8.0).replicate(1, 3);
+    for (Activation f : test::all_activations())
+        with_activation(f, [&](auto policy) {
+            using F = decltype(policy);
+            const Eigen::ArrayXXd z = F::f(a), d1 = F::d1(a, z), d2 = F::d2(a, z);
+            for (Index i = 0; i < a.size(); ++i) {
+                const double ai = a.data()[i];
+                EXPECT_NEAR(z.data()[i], activate(f, ai), 1e-14 * (1 + std::abs(z.data()[i]))) << to_string(f) << " " << ai;
+                EXPECT_NEAR(d1.data()[i], activate_d1(f, ai), 1e-14) << to_string(f) << " " << ai;
+                EXPECT_NEAR(d2.data()[i], activate_d2(f, ai), 1e-14) << to_string(f) << " " << ai;
+            }
+        });
+    const Eigen::ArrayXd zero = Eigen::ArrayXd::Zero(1);
+    EXPECT_EQ(Relu::d1(zero, zero)[0], 0.0);
+    EXPECT_EQ(activate_d1(Activation::Relu, 0.0), 0.0);
 }
 
 }  // namespace

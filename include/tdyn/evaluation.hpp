@@ -4,6 +4,7 @@
 // through InputMatrix, which is where speed is won without callers changing.
 #pragma once
 
+#include "tdyn/comm.hpp"
 #include "tdyn/common.hpp"
 #include "tdyn/network.hpp"
 
@@ -21,19 +22,23 @@ Precision parse_precision(const std::string& name);  ///< "f64" | "f32"; throws 
 XPath parse_xpath(const std::string& name);          ///< "auto" | "dense" | "sparse"; throws Error
 
 /// The k x d input matrix X (samples are rows) with the products tdyn needs:
-/// out = X B and out = X^T C. Built once per data set; it holds a reference to X.
+/// out = X B and out = X^T C. Built once per data set; it views X, which must outlive it.
 class InputMatrix {
 public:
     /// `path` Auto picks the sparse path when the measured density is below
-    /// `sparse_threshold` (MNIST: about 0.19).
-    explicit InputMatrix(const Eigen::Ref<const RowMatrix>& X, XPath path = XPath::Auto,
-                         Precision precision = Precision::F64, double sparse_threshold = 0.3);
+    /// `sparse_threshold` (MNIST: about 0.19). X is taken as the row-major float64 matrix itself:
+    /// anything else (column-major, float, a temporary) would be converted into a temporary that
+    /// dies with the call, so it does not compile (the deleted overload below).
+    explicit InputMatrix(const RowMatrix& X, XPath path = XPath::Auto, Precision precision = Precision::F64,
+                         double sparse_threshold = 0.3);
+    InputMatrix(const RowMatrix&& X, XPath path = XPath::Auto, Precision precision = Precision::F64,
+                double sparse_threshold = 0.3) = delete;
     Index rows() const { return m_X.rows(); }
     Index cols() const { return m_X.cols(); }
     double density() const { return m_density; }
     bool sparse() const { return m_sparse; }
     Precision precision() const { return m_precision; }
-    const Eigen::Ref<const RowMatrix>& dense() const { return m_X; }
+    const Eigen::Map<const RowMatrix>& dense() const { return m_X; }
 
     /// out = X B  (k x n), B is d x n
     void times(const Eigen::Ref<const RowMatrix>& B, RowMatrix& out) const;
@@ -51,14 +56,14 @@ private:
     void product(const Eigen::Ref<const RowMatrixT<S>>& B, Eigen::Ref<RowMatrixT<S>> out) const;
     template <class S>
     void transpose_product(const Eigen::Ref<const RowMatrixT<S>>& C, Eigen::Ref<RowMatrixT<S>> out) const;
-    /// X^T C as sum over fixed row chunks of X_chunk^T C_chunk, one chunk per OpenMP thread,
-    /// each into its own d x n accumulator, then summed in chunk order: deterministic for a
-    /// given k and thread count. Dense chunks use Eigen's GEMM, sparse ones scatter the
-    /// rows of C through X's own CSR.
+    /// X^T C as sum over fixed row chunks of X_chunk^T C_chunk (their number depends on k alone),
+    /// each into its own d x n accumulator, then summed in chunk order: the same bits for any
+    /// thread count. Dense chunks use Eigen's GEMM, sparse ones scatter the rows of C through
+    /// X's own CSR.
     template <class S>
     void chunked_transpose_product(const Eigen::Ref<const RowMatrixT<S>>& C, Eigen::Ref<RowMatrixT<S>> out) const;
 
-    Eigen::Ref<const RowMatrix> m_X;
+    Eigen::Map<const RowMatrix> m_X;
     double m_density = 1;
     bool m_sparse = false;
     Precision m_precision = Precision::F64;
@@ -74,29 +79,55 @@ private:
     mutable std::vector<RowMatrixF> m_acc32;
 };
 
+/// Settings of an Evaluation beyond the network and the data.
+struct EvaluationOptions {
+    /// lambda >= 0: the objective is L(theta) + lambda/2 |theta|^2 (0: the data term alone).
+    double weight_decay = 0.0;
+    /// How the sums over samples are combined across processes; nullptr: this process holds
+    /// every sample (local_comm()). Must outlive the Evaluation.
+    const SampleComm* comm = nullptr;
+};
+
 /// Forward pass, loss and derivatives of the network at theta on the data (X, T).
 /// Holds references to X and T (they must outlive it) and copies of arch and theta.
+/// The objective is the mean over the GLOBAL samples (all ranks of the comm) plus weight decay:
+///     E(theta) = L(theta) + lambda/2 |theta|^2,   L = (1/k) sum_i l(y_i, t_i).
 class Evaluation {
 public:
-    Evaluation(const Architecture& arch, const InputMatrix& X, const Eigen::Ref<const RowMatrix>& T);
-    Evaluation(const Architecture& arch, const InputMatrix& X, const Eigen::Ref<const RowMatrix>& T,
-               const Vector& theta);
+    Evaluation(const Architecture& arch, const InputMatrix& X, const RowMatrix& T,
+               const EvaluationOptions& options = {});
+    Evaluation(const Architecture& arch, const InputMatrix& X, const RowMatrix& T, const Vector& theta,
+               const EvaluationOptions& options = {});
+    /// T is held by reference: a temporary (or a column-major or float matrix, which would be
+    /// converted into one) would dangle, so these do not compile.
+    Evaluation(const Architecture&, const InputMatrix&, const RowMatrix&&, const EvaluationOptions& = {}) = delete;
+    Evaluation(const Architecture&, const InputMatrix&, const RowMatrix&&, const Vector&,
+               const EvaluationOptions& = {}) = delete;
+
+    /// Sets lambda of the objective L + lambda/2 |theta|^2; throws Error naming weight_decay
+    /// unless lambda is finite and >= 0. The gradient is recomputed on its next use.
+    void set_weight_decay(double lambda);
+    double weight_decay() const { return m_lambda; }
+    const SampleComm& comm() const { return *m_comm; }
 
     /// Moves the evaluation to a new theta: one forward pass, buffers reused.
     void reset(const Vector& theta);
 
     const Architecture& arch() const { return m_arch; }
     const Vector& theta() const { return m_theta; }
-    Index samples() const { return m_X.rows(); }
+    Index samples() const { return m_X.rows(); }        ///< rows held here (local k)
+    Index global_samples() const { return m_k_global; }  ///< k of the means: rows of all ranks
     Index num_params() const { return m_theta.size(); }
 
-    double loss() const { return m_loss; }          ///< L(theta), mean over samples
-    double accuracy() const { return m_accuracy; }  ///< fraction of rows with argmax y = argmax t
-    const RowMatrix& output() const { return m_Y; } ///< Y (k x c)
-    /// grad L(theta), in theta's layout; computed on first call, then cached.
+    double loss() const { return m_loss; }            ///< L(theta) + lambda/2 |theta|^2
+    double data_loss() const { return m_data_loss; }  ///< L(theta), mean over samples
+    double accuracy() const { return m_accuracy; }    ///< fraction of rows with argmax y = argmax t
+    const RowMatrix& output() const { return m_Y; }   ///< Y (local k x c)
+    /// grad L(theta) + lambda theta, in theta's layout; computed on first call, then cached.
     const Vector& gradient();
 
-    /// dL/dX (k x d) = delta_1 W_1^T: the input derivative of the mean loss.
+    /// dL/dX (local k x d) = delta_1 W_1^T: the input derivative of the mean loss (the data term;
+    /// weight decay does not depend on X).
     RowMatrix input_gradient();
     /// dy/dx (c x d) for sample i, reverse mode: G_L = dy/dA_L, G_{l-1} = (G_l W_l^T) diag f'(A_{l-1}),
     /// dy/dx = G_1 W_1^T.
@@ -106,8 +137,12 @@ public:
     RowMatrix output_jacobian_forward(Index i) const;
 
     /// H V for a block V (P x M), written to HV (P x M): exact, by the R-operator (hvp.cpp).
+    /// H = d^2 L / dtheta^2 + lambda I, the Hessian of the objective.
     void hessian_times(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> HV);
-    /// G V with the Gauss-Newton matrix G = J_y^T (d2 L / dA_L^2) J_y (hvp.cpp).
+    /// G V with the Gauss-Newton matrix of the objective, G = J_A^T (d2 L / dA_L^2) J_A + lambda I
+    /// with the (y - t) residual term of d2 L / dA_L^2 dropped (sigmoid-mse: J_y^T J_y / k),
+    /// J_A = dA_L / dtheta; the weight-decay term is quadratic, so its Hessian lambda I is its own
+    /// Gauss-Newton part (hvp.cpp, docs/MATH.md).
     void gauss_newton_times(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> GV);
 
 private:
@@ -119,14 +154,17 @@ private:
 
     Architecture m_arch;
     const InputMatrix& m_X;
-    Eigen::Ref<const RowMatrix> m_T;
+    Eigen::Map<const RowMatrix> m_T;
+    const SampleComm* m_comm;
+    Index m_k_global = 0;  // sum over ranks of the rows: the k of every mean
+    double m_lambda = 0;   // weight decay
     Vector m_theta;
     std::vector<RowMatrix> m_A;      // A_l, l = 1..L (index l-1), k x n_l
     std::vector<RowMatrix> m_Z;      // Z_l = f(A_l), hidden layers only (index l-1)
     RowMatrix m_Y;                   // output y = g(A_L)
     std::vector<RowMatrix> m_delta;  // delta_l = dL/dA_l (index l-1)
     Vector m_grad;
-    double m_loss = 0, m_accuracy = 0;
+    double m_loss = 0, m_data_loss = 0, m_accuracy = 0;
     bool m_have_gradient = false;
     // HVP scratch (hvp.cpp): f'(A_l), f''(A_l) of hidden layers, and the wide R-operator blocks.
     std::vector<RowMatrix> m_fd1, m_fd2;
@@ -135,13 +173,12 @@ private:
     template <class S>
     void block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> out, bool gauss_newton);
     /// Element-wise passes over the hidden layers (evaluation.cpp), vectorised and row-parallel:
-    /// Z = f(A); D1 = f'(A) (from Z where f' is a function of f); D2 = f''(A).
-    void activate_rows(const RowMatrix& A, RowMatrix& Z) const;
+    /// D1 = f'(A) (from Z = f(A) where f' is a function of f); D2 .*= f''(A).
     void derivative_rows(const RowMatrix& A, const RowMatrix& Z, RowMatrix& D1, RowMatrix* D2) const;
     template <class S>
     using RowMatrixT = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    /// out = A^T B (A k x p, B k x q) as fixed-order sums over row chunks (one per thread):
-    /// deterministic for a given k and thread count.
+    /// out = A^T B (A k x p, B k x q) as fixed-order sums over row chunks (their number depends
+    /// on k alone): the same bits for any thread count.
     void chunked_at_b(const Eigen::Ref<const RowMatrix>& A, const Eigen::Ref<const RowMatrix>& B,
                       Eigen::Ref<RowMatrix> out) const;
     /// out[0:n) = column sums of B (k x n), fixed-order over row chunks, accumulated in double.

@@ -1,0 +1,67 @@
+// Internal to evaluation.cpp and hvp.cpp: the fixed row chunks over which every product and
+// sum over samples is split. Their bounds depend on the row count alone, never on the thread
+// count, so results have the same bits for any OMP_NUM_THREADS (docs/MATH.md, "Sums over
+// samples and thread counts").
+#pragma once
+
+#include "tdyn/common.hpp"
+
+#include <algorithm>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace tdyn::detail {
+
+/// Rows per chunk and the most chunks: one chunk per 1024 rows, 1 to 16. 16 chunks keep up to
+/// 16 threads busy; each chunk of a sum costs one accumulator (784 x 400 doubles = 2.5 MB for
+/// X^T C of an 8-vector block of 784-50-10) and one pass of the in-order reduction.
+constexpr Index kChunkRows = 1024, kMaxChunks = 16;
+inline Index row_chunks(Index k) { return std::clamp<Index>(k / kChunkRows, 1, kMaxChunks); }
+
+/// Row range [r0, r1) of chunk t of T over k rows: r0 = k t / T.
+inline Index chunk_begin(Index k, Index t, Index T) { return k * t / T; }
+
+/// Calls body(t) for the chunks t = 0..T-1, in parallel, with Eigen's GEMM single-threaded inside
+/// every call. Eigen's own multi-threaded GEMM picks its depth blocking from the thread count
+/// (GeneralBlockPanelKernel.h, evaluateProductBlockingSizesHeuristic), which changes the rounding
+/// of every entry; a single-threaded GEMM's bits depend on its shape alone. Eigen reads its
+/// thread count from the calling task's OpenMP ICV, set here to 1 (and restored for T = 1).
+template <class F>
+void for_each_chunk(Index T, F&& body) {
+    if (T == 1) {
+#ifdef _OPENMP
+        const int saved = omp_get_max_threads();
+        if (saved > 1) omp_set_num_threads(1);
+#endif
+        body(Index(0));
+#ifdef _OPENMP
+        if (saved > 1) omp_set_num_threads(saved);
+#endif
+        return;
+    }
+#pragma omp parallel
+    {
+#ifdef _OPENMP
+        omp_set_num_threads(1);  // this task's GEMMs on one thread, whatever the team size
+#endif
+#pragma omp for schedule(static)
+        for (Index t = 0; t < T; ++t) body(t);
+    }
+}
+
+/// out = A B (or out += A B) with A k x p, as one single-threaded GEMM per row chunk, chunks in
+/// parallel: the same bits for any thread count.
+template <class MA, class MB, class MO>
+void rows_product(const MA& A, const MB& B, MO&& out, bool add = false) {
+    const Index k = A.rows(), T = row_chunks(k);
+    for_each_chunk(T, [&](Index t) {
+        const Index r0 = chunk_begin(k, t, T), n = chunk_begin(k, t + 1, T) - r0;
+        // out[r0:r1] (+)= A[r0:r1] B
+        if (add) out.middleRows(r0, n).noalias() += A.middleRows(r0, n) * B;
+        else out.middleRows(r0, n).noalias() = A.middleRows(r0, n) * B;
+    });
+}
+
+}  // namespace tdyn::detail
