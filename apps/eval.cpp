@@ -67,7 +67,7 @@ int run_eval(EvalOptions& o) {
     }
 
     InputMatrix X(data->X, config.x_path, config.precision);
-    Evaluation e(arch, X, data->T, theta);
+    Evaluation e(arch, X, data->T, theta, EvaluationOptions{config.weight_decay, nullptr});
     const Vector& g = e.gradient();
 
     Matrix V, HV;

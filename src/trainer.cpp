@@ -13,14 +13,14 @@ Trainer::Trainer(const TrainConfig& config, std::shared_ptr<const Dataset> data)
     : m_config(config), m_arch(config.architecture()), m_data(std::move(data)) {
     if (!(config.lr > 0) || !std::isfinite(config.lr))
         throw Error("--lr: the learning rate must be a positive number, found " + std::to_string(config.lr));
-    if (config.weight_decay != 0)  // TODO(weight decay in Evaluation): until then refuse rather than ignore it
-        throw Error("--weight-decay: not supported yet by this build");
+    if (!(config.weight_decay >= 0) || !std::isfinite(config.weight_decay))
+        throw Error("--weight-decay: lambda must be a finite number >= 0, found " + format_number(config.weight_decay));
     if (config.batch < 0 || config.batch > m_data->samples())
         throw Error("--batch " + std::to_string(config.batch) + ": must be between 1 and the number of samples (" +
                     std::to_string(m_data->samples()) + "), or 0 for full batch");
     if (config.batch == 0) {
         m_X = std::make_unique<InputMatrix>(m_data->X, config.x_path, config.precision);
-        m_eval = std::make_unique<Evaluation>(m_arch, *m_X, m_data->T);
+        m_eval = std::make_unique<Evaluation>(m_arch, *m_X, m_data->T, options());
     }
 }
 
@@ -54,14 +54,14 @@ Evaluation& Trainer::evaluation_for(Index t, const Vector& theta) {
     // Mini-batches are small: the dense path, in the precision asked for.
     m_batch_eval.reset();
     m_batch_input = std::make_unique<InputMatrix>(m_batch_X, XPath::Dense, m_config.precision);
-    m_batch_eval = std::make_unique<Evaluation>(m_arch, *m_batch_input, m_batch_T, theta);
+    m_batch_eval = std::make_unique<Evaluation>(m_arch, *m_batch_input, m_batch_T, theta, options());
     return *m_batch_eval;
 }
 
 Evaluation& Trainer::full_batch_evaluation(const Vector& theta) {
     if (!m_eval) {
         m_X = std::make_unique<InputMatrix>(m_data->X, m_config.x_path, m_config.precision);
-        m_eval = std::make_unique<Evaluation>(m_arch, *m_X, m_data->T);
+        m_eval = std::make_unique<Evaluation>(m_arch, *m_X, m_data->T, options());
     }
     if (m_last == m_eval.get() && m_eval->theta() == theta) return *m_eval;
     if (m_last == m_eval.get()) m_last = nullptr;  // the step's Evaluation no longer holds its theta
@@ -72,13 +72,14 @@ Evaluation& Trainer::full_batch_evaluation(const Vector& theta) {
 StepStats Trainer::evaluate(Index t, const Vector& theta) {
     Evaluation& e = evaluation_for(t, theta);
     m_last = &e;
-    return {e.loss(), e.accuracy(), e.gradient().norm()};
+    // /trajectory/loss is the data term L; the gradient (and H, J) are of L + lambda/2 |theta|^2
+    return {e.data_loss(), e.accuracy(), e.gradient().norm()};
 }
 
 StepStats Trainer::step(Index t, Vector& theta) {
     const StepStats s = evaluate(t, theta);
     if (!s.finite()) return s;
-    // theta_{t+1} = theta_t - alpha grad L(theta_t)
+    // theta_{t+1} = theta_t - alpha grad E(theta_t),  E = L + lambda/2 |theta|^2
     theta.noalias() -= m_config.lr * m_last->gradient();
     return s;
 }

@@ -52,6 +52,8 @@ public:
     std::vector<Index> batch_rows(Index t) const;
 
 private:
+    /// The objective of the map: L + lambda/2 |theta|^2 (config.weight_decay).
+    EvaluationOptions options() const { return {m_config.weight_decay, nullptr}; }
     Evaluation& evaluation_for(Index t, const Vector& theta);
 
     TrainConfig m_config;
