@@ -83,9 +83,16 @@ hid_t intermediate_groups() {
 }
 
 /// Latest file format: required for SWMR and for the compact chunk indexes it uses.
+/// No metadata or small-data aggregation: HDF5 carves small allocations (chunk-index blocks,
+/// 512-byte chunks) out of 2 KiB blocks whose unused rest lives only as long as the open file;
+/// a later step of the same session fills it, a close throws it away. A run cut short and
+/// resumed would then grow at the end of the file where the uninterrupted run filled the rest,
+/// and end larger. Without aggregation every allocation is exact (at the end of the file, or in
+/// space freed in the same session), so a resumed run lays out its file as an uninterrupted one.
 hid_t latest_format_fapl() {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    if (fapl >= 0 && H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST) < 0) {
+    if (fapl >= 0 && (H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST) < 0 ||
+                      H5Pset_meta_block_size(fapl, 0) < 0 || H5Pset_small_data_block_size(fapl, 0) < 0)) {
         Handle drop(fapl);
         return H5I_INVALID_HID;
     }
