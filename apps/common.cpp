@@ -1,8 +1,6 @@
 #include "common.hpp"
 
-#include <cmath>
 #include <iostream>
-#include <sstream>
 #include <unistd.h>
 
 namespace tdyn::cli {
@@ -82,32 +80,19 @@ void Progress::done() {
     m_open_line = false;
 }
 
-std::string json_string(const std::string& s) {
-    std::string o = "\"";
-    for (char c : s) {
-        switch (c) {
-            case '"': o += "\\\""; break;
-            case '\\': o += "\\\\"; break;
-            case '\n': o += "\\n"; break;
-            case '\t': o += "\\t"; break;
-            default:
-                if (static_cast<unsigned char>(c) < 0x20) {
-                    char buf[8];
-                    std::snprintf(buf, sizeof buf, "\\u%04x", c);
-                    o += buf;
-                } else {
-                    o += c;
-                }
-        }
+std::string json_line(const Json& j) {
+    if (j.is_object()) {
+        std::string s = "{";
+        for (auto it = j.begin(); it != j.end(); ++it)
+            s += (it == j.begin() ? "" : ", ") + json_line(Json(it.key())) + ": " + json_line(it.value());
+        return s + "}";
     }
-    return o + "\"";
-}
-
-std::string json_number(double x) {
-    if (!std::isfinite(x)) return "null";
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.17g", x);
-    return buf;
+    if (j.is_array()) {
+        std::string s = "[";
+        for (auto it = j.begin(); it != j.end(); ++it) s += (it == j.begin() ? "" : ", ") + json_line(*it);
+        return s + "]";
+    }
+    return j.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
 }  // namespace tdyn::cli

@@ -109,11 +109,16 @@ int run_eval(EvalOptions& o) {
         out.set_attr("/", "samples", std::int64_t(data->samples()));
     }
     if (o.json) {
-        std::cout << "{\"file\": " << json_string(o.file) << ", \"step\": " << step << ", \"data\": "
-                  << json_string(config.data) << ", \"split\": " << json_string(o.split)
-                  << ", \"samples\": " << data->samples() << ", \"arch\": " << json_string(arch.to_string())
-                  << ", \"loss\": " << json_number(e.loss()) << ", \"accuracy\": " << json_number(e.accuracy())
-                  << ", \"grad_norm\": " << json_number(g.norm()) << "}\n";
+        const Json j = {{"file", o.file},
+                        {"step", step},
+                        {"data", config.data},
+                        {"split", o.split},
+                        {"samples", data->samples()},
+                        {"arch", arch.to_string()},
+                        {"loss", e.loss()},
+                        {"accuracy", e.accuracy()},
+                        {"grad_norm", g.norm()}};
+        std::cout << json_line(j) << "\n";
     } else {
         std::cout.precision(17);
         std::cout << o.file << (step >= 0 ? " step " + std::to_string(step) : std::string()) << " on "

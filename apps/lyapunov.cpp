@@ -48,12 +48,13 @@ void print_result(const std::string& file, Index from, Index to, const TangentPr
                   const PerturbedTrajectory* perturbed, bool json) {
     const Vector ex = tangent.exponents();
     if (json) {
-        std::cout << "{\"file\": " << json_string(file) << ", \"from\": " << from << ", \"to\": " << to
-                  << ", \"counted_steps\": " << tangent.counted_steps() << ", \"exponents\": [";
-        for (Index i = 0; i < ex.size(); ++i) std::cout << (i ? ", " : "") << json_number(ex[i]);
-        std::cout << "]";
-        if (perturbed) std::cout << ", \"perturbation_exponent\": " << json_number(perturbed->exponent());
-        std::cout << "}\n";
+        Json j = {{"file", file},
+                  {"from", from},
+                  {"to", to},
+                  {"counted_steps", tangent.counted_steps()},
+                  {"exponents", std::vector<double>(ex.begin(), ex.end())}};
+        if (perturbed) j["perturbation_exponent"] = perturbed->exponent();
+        std::cout << json_line(j) << "\n";
         return;
     }
     std::cout.precision(8);

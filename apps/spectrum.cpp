@@ -28,21 +28,27 @@ struct SpectrumCliOptions {
 };
 
 void print_analysis(const std::string& file, Index step, const SpectrumAnalysis& a, double alpha, bool json) {
-    auto list = [&](const Vector& v) {
-        std::string s = "[";
-        for (Index i = 0; i < v.size(); ++i) s += (i ? ", " : "") + json_number(v[i]);
-        return s + "]";
-    };
     if (json) {
-        std::cout << "{\"file\": " << json_string(file) << ", \"step\": " << step << ", \"alpha\": " << json_number(alpha)
-                  << ", \"hessian_top\": " << list(a.top.values) << ", \"hessian_bottom\": " << list(a.bottom.values)
-                  << ", \"residual_top\": " << list(a.top.residuals) << ", \"residual_bottom\": " << list(a.bottom.residuals)
-                  << ", \"jacobian\": " << list(a.jacobian) << ", \"lambda_max\": " << json_number(a.stability.lambda_max)
-                  << ", \"two_over_alpha\": " << json_number(a.stability.two_over_alpha)
-                  << ", \"unstable\": " << a.stability.unstable << ", \"max_abs_mu\": " << json_number(a.stability.max_abs_mu)
-                  << ", \"matvecs\": " << a.matvecs << ", \"converged\": " << (a.converged ? "true" : "false");
-        if (a.trace.probes) std::cout << ", \"trace\": " << json_number(a.trace.trace) << ", \"trace_standard_error\": " << json_number(a.trace.standard_error);
-        std::cout << "}\n";
+        auto list = [](const Vector& v) { return std::vector<double>(v.begin(), v.end()); };
+        Json j = {{"file", file},
+                  {"step", step},
+                  {"alpha", alpha},
+                  {"hessian_top", list(a.top.values)},
+                  {"hessian_bottom", list(a.bottom.values)},
+                  {"residual_top", list(a.top.residuals)},
+                  {"residual_bottom", list(a.bottom.residuals)},
+                  {"jacobian", list(a.jacobian)},
+                  {"lambda_max", a.stability.lambda_max},
+                  {"two_over_alpha", a.stability.two_over_alpha},
+                  {"unstable", a.stability.unstable},
+                  {"max_abs_mu", a.stability.max_abs_mu},
+                  {"matvecs", a.matvecs},
+                  {"converged", a.converged}};
+        if (a.trace.probes) {
+            j["trace"] = a.trace.trace;
+            j["trace_standard_error"] = a.trace.standard_error;
+        }
+        std::cout << json_line(j) << "\n";
         return;
     }
     std::cout.precision(10);
