@@ -29,7 +29,7 @@ int run_eval(EvalOptions& o) {
     }();
     if (!o.write.empty()) check_output_path(o.write, o.force, "--write");
     if (o.vector_file.size() && o.write.empty()) throw Error("--vector: needs --write FILE.h5 to store /hvp");
-    if (o.lr_opt->count() && !(o.lr > 0)) throw Error("--lr: must be positive, found " + std::to_string(o.lr));
+    if (o.lr_opt->count() && !(o.lr > 0)) throw Error("--lr: must be positive, found " + format_number(o.lr));
     if (o.split != "train" && o.split != "test") throw Error("--split: expected train or test, found '" + o.split + "'");
 
     TrainConfig config;

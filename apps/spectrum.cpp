@@ -69,7 +69,7 @@ int run_spectrum(SpectrumCliOptions& o) {
     if (o.solver != "auto" && o.solver != "lanczos" && o.solver != "davidson")
         throw Error("--solver: expected auto, lanczos or davidson, found '" + o.solver + "'");
     if (!(o.tol > 0)) throw Error("--tol: must be positive");
-    if (!(o.lr > 0)) throw Error("--lr: must be positive, found " + std::to_string(o.lr));
+    if (!(o.lr > 0)) throw Error("--lr: must be positive, found " + format_number(o.lr));
     SpectrumOptions so;
     so.eig.eigs = o.eigs;
     so.eig.krylov = o.krylov;

@@ -12,7 +12,7 @@ bool StepStats::finite() const { return std::isfinite(loss) && std::isfinite(gra
 Trainer::Trainer(const TrainConfig& config, std::shared_ptr<const Dataset> data)
     : m_config(config), m_arch(config.architecture()), m_data(std::move(data)) {
     if (!(config.lr > 0) || !std::isfinite(config.lr))
-        throw Error("--lr: the learning rate must be a positive number, found " + std::to_string(config.lr));
+        throw Error("--lr: the learning rate must be a positive number, found " + format_number(config.lr));
     if (config.weight_decay != 0)  // TODO(weight decay in Evaluation): until then refuse rather than ignore it
         throw Error("--weight-decay: not supported yet by this build");
     if (config.batch < 0 || config.batch > m_data->samples())
