@@ -61,7 +61,7 @@ void print_analysis(const std::string& file, Index step, const SpectrumAnalysis&
               << (a.bottom.values.size() ? "" : " (top of H only: negative eigenvalues of H also give |mu| > 1)") << "\n";
     if (a.trace.probes) std::cout << "  trace     " << a.trace.trace << " +- " << a.trace.standard_error << " (" << a.trace.probes << " probes)\n";
     if (a.density.probes) std::cout << "  density   " << a.density.grid.size() << " grid points, sigma " << a.density.sigma << "\n";
-    std::cout << "  " << a.matvecs << " HVPs" << (a.converged ? "" : ", NOT CONVERGED (" + a.top.status + "/" + a.bottom.status + ")") << "\n";
+    std::cout << "  " << a.matvecs << " HVPs" << (a.converged ? "" : ", NOT CONVERGED (" + to_string(a.top.status) + "/" + to_string(a.bottom.status) + ")") << "\n";
 }
 
 int run_spectrum(SpectrumCliOptions& o) {
