@@ -1,6 +1,11 @@
 #include "common.hpp"
 
+#include "tdyn/lyapunov.hpp"
+#include "tdyn/spectrum.hpp"
+
 #include <iostream>
+#include <regex>
+#include <utility>
 #include <unistd.h>
 
 namespace tdyn::cli {
@@ -78,6 +83,33 @@ void Progress::update(Index t, double loss, double accuracy) {
 void Progress::done() {
     if (m_open_line) std::fprintf(stderr, "\n");
     m_open_line = false;
+}
+
+namespace {
+
+/// The library's Error with each parameter name (a whole word) replaced by its flag.
+Error with_flag_names(const Error& e, std::initializer_list<std::pair<const char*, const char*>> names) {
+    std::string m = e.what();
+    for (const auto& [parameter, flag] : names) m = std::regex_replace(m, std::regex(std::string("\\b") + parameter + "\\b"), flag);
+    return Error(m);
+}
+
+}  // namespace
+
+void check_eigs_flag(Index K, Index P) {
+    try {
+        check_eigs(K, P);
+    } catch (const Error& e) {
+        throw with_flag_names(e, {{"eigs", "--eigs"}});
+    }
+}
+
+void check_qr_flags(Index qr_every, Index warmup) {
+    try {
+        check_qr_schedule(qr_every, warmup);
+    } catch (const Error& e) {
+        throw with_flag_names(e, {{"qr_every", "--qr-every"}, {"warmup", "--warmup"}});
+    }
 }
 
 std::string json_line(const Json& j) {

@@ -125,7 +125,7 @@ int run_lyapunov(LyapunovCliOptions& o) {
     if (to > info.last_step)
         throw Error("--to " + std::to_string(to) + ": " + o.file + " ends at step " + std::to_string(info.last_step));
     if (start > to) throw Error("--to " + std::to_string(to) + ": the stored Lyapunov analysis is already at step " + std::to_string(start));
-    check_qr_schedule(set.tangent.qr_every, set.tangent.warmup);
+    check_qr_flags(set.tangent.qr_every, set.tangent.warmup);
     if (!(eps >= 0) || !std::isfinite(eps)) throw Error("--perturbation: EPS must be a positive number, found " + format_number(eps));
     const Index C = o.checkpoint_every > 0 ? o.checkpoint_every : std::max<Index>(1, config.save_theta_every);
 

@@ -96,7 +96,7 @@ int run_spectrum(SpectrumCliOptions& o) {
         TrainConfig config;
         apply_problem_flags(o.problem, o.given, config, false);
         const Architecture arch = config.architecture();
-        check_eigs(o.eigs, arch.num_params());
+        check_eigs_flag(o.eigs, arch.num_params());
         const Vector theta = read_params(o.file, arch);  // before the data: a bad file fails fast
         const Dataset data = load_dataset(config.data, data_dir(o.problem.data_dir), config.samples, arch.outputs());
         InputMatrix X(data.X, config.x_path, config.precision);
@@ -112,7 +112,7 @@ int run_spectrum(SpectrumCliOptions& o) {
     const double alpha = o.lr_opt->count() ? o.lr : config.lr;
     if (info.theta_steps.empty()) throw Error(o.file + ": the run stored no theta yet");
     const std::vector<Index> steps = parse_steps(o.steps, info.theta_steps, info.last_step);
-    check_eigs(o.eigs, config.architecture().num_params());
+    check_eigs_flag(o.eigs, config.architecture().num_params());
     if (steps.empty()) throw Error("--steps '" + o.steps + "': no step to analyse");
     SpectrumSettings settings;
     settings.steps = steps;

@@ -10,9 +10,9 @@
 namespace tdyn {
 
 void check_qr_schedule(Index qr_every, Index warmup) {
-    if (qr_every < 1) throw Error("--qr-every " + std::to_string(qr_every) + ": must be at least 1");
+    if (qr_every < 1) throw Error("qr_every " + std::to_string(qr_every) + ": must be at least 1");
     if (warmup < 0 || warmup % qr_every != 0)
-        throw Error("--warmup " + std::to_string(warmup) + ": must be a non-negative multiple of --qr-every " +
+        throw Error("warmup " + std::to_string(warmup) + ": must be a non-negative multiple of qr_every " +
                     std::to_string(qr_every));
 }
 
@@ -20,7 +20,7 @@ namespace {
 
 void check(const TangentOptions& o, Index dim) {
     if (o.vectors < 1 || o.vectors > dim)
-        throw Error("--vectors " + std::to_string(o.vectors) + ": must be between 1 and the dimension " +
+        throw Error("vectors " + std::to_string(o.vectors) + ": must be between 1 and the dimension " +
                     std::to_string(dim));
     check_qr_schedule(o.qr_every, o.warmup);
 }

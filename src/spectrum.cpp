@@ -121,7 +121,7 @@ EigenResult davidson_eigs(Evaluation& e, Which which, const EigenOptions& o, con
 }  // namespace
 
 Vector hutchinson_diagonal(Evaluation& e, Index probes, std::uint64_t seed, Index* matvecs) {
-    if (probes < 1) throw Error("--diagonal-probes " + std::to_string(probes) + ": at least 1 probe");
+    if (probes < 1) throw Error("diagonal_probes " + std::to_string(probes) + ": at least 1 probe");
     HessianOp H(e);
     const Matrix Z = rademacher(H.rows(), probes, seed);
     const Matrix HZ = H * Z;
@@ -141,7 +141,7 @@ std::string to_string(SolverStatus s) {
 }
 
 void check_eigs(Index K, Index P) {
-    if (K < 1 || K >= P) throw Error("--eigs " + std::to_string(K) + ": must be between 1 and P - 1 = " + std::to_string(P - 1));
+    if (K < 1 || K >= P) throw Error("eigs " + std::to_string(K) + ": must be between 1 and P - 1 = " + std::to_string(P - 1));
 }
 
 EigenResult hessian_eigs(Evaluation& e, Which which, const EigenOptions& o, const Matrix* start) {

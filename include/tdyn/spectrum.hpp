@@ -32,7 +32,7 @@ struct EigenOptions {
     Index diagonal_probes = 0;
 };
 
-/// K must be between 1 and P - 1 (Spectra's solvers need K < P). Throws Error naming --eigs.
+/// K must be between 1 and P - 1 (Spectra's solvers need K < P). Throws Error naming `eigs`.
 void check_eigs(Index K, Index P);
 
 /// How an eigen-solve ended: Spectra's CompInfo, or NotRun for the end of the spectrum that was
