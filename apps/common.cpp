@@ -1,8 +1,11 @@
 #include "common.hpp"
 
-#include <cmath>
+#include "tdyn/lyapunov.hpp"
+#include "tdyn/spectrum.hpp"
+
 #include <iostream>
-#include <sstream>
+#include <regex>
+#include <utility>
 #include <unistd.h>
 
 namespace tdyn::cli {
@@ -82,32 +85,46 @@ void Progress::done() {
     m_open_line = false;
 }
 
-std::string json_string(const std::string& s) {
-    std::string o = "\"";
-    for (char c : s) {
-        switch (c) {
-            case '"': o += "\\\""; break;
-            case '\\': o += "\\\\"; break;
-            case '\n': o += "\\n"; break;
-            case '\t': o += "\\t"; break;
-            default:
-                if (static_cast<unsigned char>(c) < 0x20) {
-                    char buf[8];
-                    std::snprintf(buf, sizeof buf, "\\u%04x", c);
-                    o += buf;
-                } else {
-                    o += c;
-                }
-        }
-    }
-    return o + "\"";
+namespace {
+
+/// The library's Error with each parameter name (a whole word) replaced by its flag.
+Error with_flag_names(const Error& e, std::initializer_list<std::pair<const char*, const char*>> names) {
+    std::string m = e.what();
+    for (const auto& [parameter, flag] : names) m = std::regex_replace(m, std::regex(std::string("\\b") + parameter + "\\b"), flag);
+    return Error(m);
 }
 
-std::string json_number(double x) {
-    if (!std::isfinite(x)) return "null";
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.17g", x);
-    return buf;
+}  // namespace
+
+void check_eigs_flag(Index K, Index P) {
+    try {
+        check_eigs(K, P);
+    } catch (const Error& e) {
+        throw with_flag_names(e, {{"eigs", "--eigs"}});
+    }
+}
+
+void check_qr_flags(Index qr_every, Index warmup) {
+    try {
+        check_qr_schedule(qr_every, warmup);
+    } catch (const Error& e) {
+        throw with_flag_names(e, {{"qr_every", "--qr-every"}, {"warmup", "--warmup"}});
+    }
+}
+
+std::string json_line(const Json& j) {
+    if (j.is_object()) {
+        std::string s = "{";
+        for (auto it = j.begin(); it != j.end(); ++it)
+            s += (it == j.begin() ? "" : ", ") + json_line(Json(it.key())) + ": " + json_line(it.value());
+        return s + "}";
+    }
+    if (j.is_array()) {
+        std::string s = "[";
+        for (auto it = j.begin(); it != j.end(); ++it) s += (it == j.begin() ? "" : ", ") + json_line(*it);
+        return s + "]";
+    }
+    return j.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
 }  // namespace tdyn::cli

@@ -4,6 +4,7 @@
 #include "tdyn/trainer.hpp"
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cstdio>
@@ -53,8 +54,19 @@ private:
     bool m_open_line = false;
 };
 
-/// JSON helpers: a string literal with escapes, and a number that stays valid JSON for NaN/Inf.
-std::string json_string(const std::string& s);
-std::string json_number(double x);
+/// The library's checks, with their messages naming this program's flags: the library names
+/// its parameters ("eigs 43: ...", "warmup 3: ... multiple of qr_every 2"), a command its flags
+/// ("--eigs 43: ...", "--warmup 3: ... multiple of --qr-every 2"). Same rules, same text otherwise.
+void check_eigs_flag(Index K, Index P);              ///< --eigs: tdyn::check_eigs
+void check_qr_flags(Index qr_every, Index warmup);  ///< --qr-every, --warmup: tdyn::check_qr_schedule
+
+/// The JSON objects of --json: keys stay in insertion order.
+using Json = nlohmann::ordered_json;
+
+/// A JSON value as the one line every --json output prints: {"key": value, ...} and [a, b],
+/// ", " and ": " between the parts (what scripts and tests match). The scalars are nlohmann's:
+/// strings escaped (invalid UTF-8 replaced by U+FFFD), doubles in the shortest text that reads
+/// back as the same double, NaN and Inf as null.
+std::string json_line(const Json& j);
 
 }  // namespace tdyn::cli

@@ -29,7 +29,7 @@ int run_eval(EvalOptions& o) {
     }();
     if (!o.write.empty()) check_output_path(o.write, o.force, "--write");
     if (o.vector_file.size() && o.write.empty()) throw Error("--vector: needs --write FILE.h5 to store /hvp");
-    if (o.lr_opt->count() && !(o.lr > 0)) throw Error("--lr: must be positive, found " + std::to_string(o.lr));
+    if (o.lr_opt->count() && !(o.lr > 0)) throw Error("--lr: must be positive, found " + format_number(o.lr));
     if (o.split != "train" && o.split != "test") throw Error("--split: expected train or test, found '" + o.split + "'");
 
     TrainConfig config;
@@ -109,11 +109,16 @@ int run_eval(EvalOptions& o) {
         out.set_attr("/", "samples", std::int64_t(data->samples()));
     }
     if (o.json) {
-        std::cout << "{\"file\": " << json_string(o.file) << ", \"step\": " << step << ", \"data\": "
-                  << json_string(config.data) << ", \"split\": " << json_string(o.split)
-                  << ", \"samples\": " << data->samples() << ", \"arch\": " << json_string(arch.to_string())
-                  << ", \"loss\": " << json_number(e.loss()) << ", \"accuracy\": " << json_number(e.accuracy())
-                  << ", \"grad_norm\": " << json_number(g.norm()) << "}\n";
+        const Json j = {{"file", o.file},
+                        {"step", step},
+                        {"data", config.data},
+                        {"split", o.split},
+                        {"samples", data->samples()},
+                        {"arch", arch.to_string()},
+                        {"loss", e.loss()},
+                        {"accuracy", e.accuracy()},
+                        {"grad_norm", g.norm()}};
+        std::cout << json_line(j) << "\n";
     } else {
         std::cout.precision(17);
         std::cout << o.file << (step >= 0 ? " step " + std::to_string(step) : std::string()) << " on "

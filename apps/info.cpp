@@ -147,46 +147,69 @@ int run_info(const InfoOptions& o) {
     const Index first_theta = i.theta_steps.empty() ? -1 : i.theta_steps.front();
     const Index last_theta = i.theta_steps.empty() ? -1 : i.theta_steps.back();
     if (o.json) {
-        std::cout << "{\"file\": " << json_string(o.file) << ", \"format_version\": " << i.format_version
-                  << ", \"tool_version\": " << json_string(i.tool_version)
-                  << ", \"command_line\": " << json_string(i.command_line) << ", \"status\": " << json_string(to_string(i.status))
-                  << ", \"diverged_at\": " << i.diverged_at << ", \"config\": {\"data\": " << json_string(c.data)
-                  << ", \"samples\": " << c.samples << ", \"arch\": " << json_string(c.arch)
-                  << ", \"parameters\": " << arch.num_params() << ", \"activation\": " << json_string(to_string(c.activation))
-                  << ", \"output\": " << json_string(to_string(c.output)) << ", \"alpha\": " << json_number(c.lr)
-                  << ", \"steps\": " << c.steps << ", \"batch\": " << c.batch << ", \"seed\": " << c.seed
-                  << ", \"init\": " << json_string(c.init) << ", \"save_theta_every\": " << c.save_theta_every
-                  << ", \"precision\": " << json_string(c.precision == Precision::F32 ? "f32" : "f64") << "}"
-                  << ", \"rows\": " << i.rows << ", \"last_step\": " << i.last_step
-                  << ", \"last_loss\": " << json_number(i.last_loss) << ", \"last_accuracy\": " << json_number(i.last_accuracy)
-                  << ", \"theta_stored\": " << i.theta_steps.size() << ", \"theta_first_step\": " << first_theta
-                  << ", \"theta_last_step\": " << last_theta << ", \"has_spectrum\": " << (i.has_spectrum ? "true" : "false")
-                  << ", \"has_lyapunov\": " << (i.has_lyapunov ? "true" : "false");
+        Json j = {{"file", o.file},
+                  {"format_version", i.format_version},
+                  {"tool_version", i.tool_version},
+                  {"command_line", i.command_line},
+                  {"status", to_string(i.status)},
+                  {"diverged_at", i.diverged_at},
+                  {"config",
+                   {{"data", c.data},
+                    {"samples", c.samples},
+                    {"arch", c.arch},
+                    {"parameters", arch.num_params()},
+                    {"activation", to_string(c.activation)},
+                    {"output", to_string(c.output)},
+                    {"alpha", c.lr},
+                    {"steps", c.steps},
+                    {"batch", c.batch},
+                    {"seed", c.seed},
+                    {"init", c.init},
+                    {"save_theta_every", c.save_theta_every},
+                    {"precision", c.precision == Precision::F32 ? "f32" : "f64"}}},
+                  {"rows", i.rows},
+                  {"last_step", i.last_step},
+                  {"last_loss", i.last_loss},
+                  {"last_accuracy", i.last_accuracy},
+                  {"theta_stored", i.theta_steps.size()},
+                  {"theta_first_step", first_theta},
+                  {"theta_last_step", last_theta},
+                  {"has_spectrum", i.has_spectrum},
+                  {"has_lyapunov", i.has_lyapunov}};
         if (an.spectrum_rows)
-            std::cout << ", \"spectrum\": {\"rows\": " << an.spectrum_rows << ", \"step\": " << an.spectrum_step
-                      << ", \"lambda_max\": " << json_number(an.lambda_max) << ", \"two_over_alpha\": " << json_number(an.two_over_alpha)
-                      << ", \"unstable\": " << an.unstable << ", \"max_abs_mu\": " << json_number(an.max_abs_mu)
-                      << ", \"converged\": " << (an.converged ? "true" : "false")
-                      << ", \"bottom_computed\": " << (an.top_only ? "false" : "true") << "}";
-        std::cout << ", \"spectra\": [";
-        for (std::size_t k = 0; k < spectra.size(); ++k) {
-            const SpectrumGroup& s = spectra[k];
-            std::cout << (k ? ", " : "") << "{\"name\": " << json_string(s.name) << ", \"eigs\": " << s.eigs
-                      << ", \"which\": " << json_string(s.which) << ", \"which_inferred\": " << (s.which_inferred ? "true" : "false")
-                      << ", \"alpha\": " << json_number(s.alpha) << ", \"rows\": " << s.rows << ", \"steps\": " << s.steps
-                      << ", \"first_step\": " << Index(s.first_step) << ", \"last_step\": " << Index(s.last_step)
-                      << ", \"lambda_max\": " << json_number(s.lambda_max) << ", \"converged\": " << (s.converged ? "true" : "false")
-                      << ", \"trace_rows\": " << s.trace_rows << ", \"density_rows\": " << s.density_rows << "}";
-        }
-        std::cout << "]";
-        if (an.lyapunov_rows) {
-            std::cout << ", \"lyapunov\": {\"rows\": " << an.lyapunov_rows << ", \"step\": " << an.lyapunov_step
-                      << ", \"from\": " << an.lyapunov_from << ", \"counted_steps\": " << an.counted << ", \"exponents\": [";
-            for (Index k = 0; k < an.exponents.size(); ++k) std::cout << (k ? ", " : "") << json_number(an.exponents[k]);
-            std::cout << "], \"perturbation_exponent\": " << json_number(an.perturbation_exponent)
-                      << ", \"complete\": " << (an.lyapunov_complete ? "true" : "false") << "}";
-        }
-        std::cout << "}\n";
+            j["spectrum"] = {{"rows", an.spectrum_rows},
+                             {"step", an.spectrum_step},
+                             {"lambda_max", an.lambda_max},
+                             {"two_over_alpha", an.two_over_alpha},
+                             {"unstable", an.unstable},
+                             {"max_abs_mu", an.max_abs_mu},
+                             {"converged", an.converged},
+                             {"bottom_computed", !an.top_only}};
+        Json list = Json::array();
+        for (const SpectrumGroup& s : spectra)
+            list.push_back({{"name", s.name},
+                            {"eigs", s.eigs},
+                            {"which", s.which},
+                            {"which_inferred", s.which_inferred},
+                            {"alpha", s.alpha},
+                            {"rows", s.rows},
+                            {"steps", s.steps},
+                            {"first_step", Index(s.first_step)},
+                            {"last_step", Index(s.last_step)},
+                            {"lambda_max", s.lambda_max},
+                            {"converged", s.converged},
+                            {"trace_rows", s.trace_rows},
+                            {"density_rows", s.density_rows}});
+        j["spectra"] = std::move(list);
+        if (an.lyapunov_rows)
+            j["lyapunov"] = {{"rows", an.lyapunov_rows},
+                             {"step", an.lyapunov_step},
+                             {"from", an.lyapunov_from},
+                             {"counted_steps", an.counted},
+                             {"exponents", std::vector<double>(an.exponents.begin(), an.exponents.end())},
+                             {"perturbation_exponent", an.perturbation_exponent},
+                             {"complete", an.lyapunov_complete}};
+        std::cout << json_line(j) << "\n";
         return 0;
     }
     std::cout << o.file << ": tdyn run (format " << i.format_version << ", written by tdyn " << i.tool_version << ")\n"

@@ -48,12 +48,13 @@ void print_result(const std::string& file, Index from, Index to, const TangentPr
                   const PerturbedTrajectory* perturbed, bool json) {
     const Vector ex = tangent.exponents();
     if (json) {
-        std::cout << "{\"file\": " << json_string(file) << ", \"from\": " << from << ", \"to\": " << to
-                  << ", \"counted_steps\": " << tangent.counted_steps() << ", \"exponents\": [";
-        for (Index i = 0; i < ex.size(); ++i) std::cout << (i ? ", " : "") << json_number(ex[i]);
-        std::cout << "]";
-        if (perturbed) std::cout << ", \"perturbation_exponent\": " << json_number(perturbed->exponent());
-        std::cout << "}\n";
+        Json j = {{"file", file},
+                  {"from", from},
+                  {"to", to},
+                  {"counted_steps", tangent.counted_steps()},
+                  {"exponents", std::vector<double>(ex.begin(), ex.end())}};
+        if (perturbed) j["perturbation_exponent"] = perturbed->exponent();
+        std::cout << json_line(j) << "\n";
         return;
     }
     std::cout.precision(8);
@@ -124,7 +125,7 @@ int run_lyapunov(LyapunovCliOptions& o) {
     if (to > info.last_step)
         throw Error("--to " + std::to_string(to) + ": " + o.file + " ends at step " + std::to_string(info.last_step));
     if (start > to) throw Error("--to " + std::to_string(to) + ": the stored Lyapunov analysis is already at step " + std::to_string(start));
-    check_qr_schedule(set.tangent.qr_every, set.tangent.warmup);
+    check_qr_flags(set.tangent.qr_every, set.tangent.warmup);
     if (!(eps >= 0) || !std::isfinite(eps)) throw Error("--perturbation: EPS must be a positive number, found " + format_number(eps));
     const Index C = o.checkpoint_every > 0 ? o.checkpoint_every : std::max<Index>(1, config.save_theta_every);
 

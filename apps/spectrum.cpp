@@ -28,21 +28,27 @@ struct SpectrumCliOptions {
 };
 
 void print_analysis(const std::string& file, Index step, const SpectrumAnalysis& a, double alpha, bool json) {
-    auto list = [&](const Vector& v) {
-        std::string s = "[";
-        for (Index i = 0; i < v.size(); ++i) s += (i ? ", " : "") + json_number(v[i]);
-        return s + "]";
-    };
     if (json) {
-        std::cout << "{\"file\": " << json_string(file) << ", \"step\": " << step << ", \"alpha\": " << json_number(alpha)
-                  << ", \"hessian_top\": " << list(a.top.values) << ", \"hessian_bottom\": " << list(a.bottom.values)
-                  << ", \"residual_top\": " << list(a.top.residuals) << ", \"residual_bottom\": " << list(a.bottom.residuals)
-                  << ", \"jacobian\": " << list(a.jacobian) << ", \"lambda_max\": " << json_number(a.stability.lambda_max)
-                  << ", \"two_over_alpha\": " << json_number(a.stability.two_over_alpha)
-                  << ", \"unstable\": " << a.stability.unstable << ", \"max_abs_mu\": " << json_number(a.stability.max_abs_mu)
-                  << ", \"matvecs\": " << a.matvecs << ", \"converged\": " << (a.converged ? "true" : "false");
-        if (a.trace.probes) std::cout << ", \"trace\": " << json_number(a.trace.trace) << ", \"trace_standard_error\": " << json_number(a.trace.standard_error);
-        std::cout << "}\n";
+        auto list = [](const Vector& v) { return std::vector<double>(v.begin(), v.end()); };
+        Json j = {{"file", file},
+                  {"step", step},
+                  {"alpha", alpha},
+                  {"hessian_top", list(a.top.values)},
+                  {"hessian_bottom", list(a.bottom.values)},
+                  {"residual_top", list(a.top.residuals)},
+                  {"residual_bottom", list(a.bottom.residuals)},
+                  {"jacobian", list(a.jacobian)},
+                  {"lambda_max", a.stability.lambda_max},
+                  {"two_over_alpha", a.stability.two_over_alpha},
+                  {"unstable", a.stability.unstable},
+                  {"max_abs_mu", a.stability.max_abs_mu},
+                  {"matvecs", a.matvecs},
+                  {"converged", a.converged}};
+        if (a.trace.probes) {
+            j["trace"] = a.trace.trace;
+            j["trace_standard_error"] = a.trace.standard_error;
+        }
+        std::cout << json_line(j) << "\n";
         return;
     }
     std::cout.precision(10);
@@ -55,7 +61,7 @@ void print_analysis(const std::string& file, Index step, const SpectrumAnalysis&
               << (a.bottom.values.size() ? "" : " (top of H only: negative eigenvalues of H also give |mu| > 1)") << "\n";
     if (a.trace.probes) std::cout << "  trace     " << a.trace.trace << " +- " << a.trace.standard_error << " (" << a.trace.probes << " probes)\n";
     if (a.density.probes) std::cout << "  density   " << a.density.grid.size() << " grid points, sigma " << a.density.sigma << "\n";
-    std::cout << "  " << a.matvecs << " HVPs" << (a.converged ? "" : ", NOT CONVERGED (" + a.top.status + "/" + a.bottom.status + ")") << "\n";
+    std::cout << "  " << a.matvecs << " HVPs" << (a.converged ? "" : ", NOT CONVERGED (" + to_string(a.top.status) + "/" + to_string(a.bottom.status) + ")") << "\n";
 }
 
 int run_spectrum(SpectrumCliOptions& o) {
@@ -63,7 +69,7 @@ int run_spectrum(SpectrumCliOptions& o) {
     if (o.solver != "auto" && o.solver != "lanczos" && o.solver != "davidson")
         throw Error("--solver: expected auto, lanczos or davidson, found '" + o.solver + "'");
     if (!(o.tol > 0)) throw Error("--tol: must be positive");
-    if (!(o.lr > 0)) throw Error("--lr: must be positive, found " + std::to_string(o.lr));
+    if (!(o.lr > 0)) throw Error("--lr: must be positive, found " + format_number(o.lr));
     SpectrumOptions so;
     so.eig.eigs = o.eigs;
     so.eig.krylov = o.krylov;
@@ -90,7 +96,7 @@ int run_spectrum(SpectrumCliOptions& o) {
         TrainConfig config;
         apply_problem_flags(o.problem, o.given, config, false);
         const Architecture arch = config.architecture();
-        check_eigs(o.eigs, arch.num_params());
+        check_eigs_flag(o.eigs, arch.num_params());
         const Vector theta = read_params(o.file, arch);  // before the data: a bad file fails fast
         const Dataset data = load_dataset(config.data, data_dir(o.problem.data_dir), config.samples, arch.outputs());
         InputMatrix X(data.X, config.x_path, config.precision);
@@ -106,7 +112,7 @@ int run_spectrum(SpectrumCliOptions& o) {
     const double alpha = o.lr_opt->count() ? o.lr : config.lr;
     if (info.theta_steps.empty()) throw Error(o.file + ": the run stored no theta yet");
     const std::vector<Index> steps = parse_steps(o.steps, info.theta_steps, info.last_step);
-    check_eigs(o.eigs, config.architecture().num_params());
+    check_eigs_flag(o.eigs, config.architecture().num_params());
     if (steps.empty()) throw Error("--steps '" + o.steps + "': no step to analyse");
     SpectrumSettings settings;
     settings.steps = steps;

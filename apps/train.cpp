@@ -72,10 +72,10 @@ void check_flags(const TrainConfig& c, const InlineAnalyses& a) {
     const Index P = c.architecture().num_params();
     if (a.spectrum.every > 0 && c.batch > 0)
         throw Error("--spectrum-every: the in-line spectrum is of the full-batch loss; with --batch run tdyn spectrum on the run afterwards");
-    check_eigs(a.spectrum.options.eig.eigs, P);
+    check_eigs_flag(a.spectrum.options.eig.eigs, P);
     const Index M = a.lyapunov.tangent.vectors;
     if (M < 0 || M > P) throw Error("--lyapunov " + std::to_string(M) + ": M must be between 1 and P = " + std::to_string(P));
-    check_qr_schedule(a.lyapunov.tangent.qr_every, a.lyapunov.tangent.warmup);
+    check_qr_flags(a.lyapunov.tangent.qr_every, a.lyapunov.tangent.warmup);
     const double eps = a.perturbation.eps;
     if (!(eps >= 0) || !std::isfinite(eps)) throw Error("--perturbation: EPS must be a positive number, found " + format_number(eps));
     if (eps > 0 && M == 0)

@@ -80,7 +80,7 @@ Vector reference_top(Evaluation& e, Index K) {
     o.eigs = K;
     o.tol = 1e-9;
     const EigenResult r = hessian_eigs(e, Which::Top, o);
-    if (!r.converged) std::fprintf(stderr, "reference: %s\n", r.status.c_str());
+    if (!r.converged) std::fprintf(stderr, "reference: %s\n", to_string(r.status).c_str());
     return r.values;
 }
 

@@ -10,9 +10,9 @@
 namespace tdyn {
 
 void check_qr_schedule(Index qr_every, Index warmup) {
-    if (qr_every < 1) throw Error("--qr-every " + std::to_string(qr_every) + ": must be at least 1");
+    if (qr_every < 1) throw Error("qr_every " + std::to_string(qr_every) + ": must be at least 1");
     if (warmup < 0 || warmup % qr_every != 0)
-        throw Error("--warmup " + std::to_string(warmup) + ": must be a non-negative multiple of --qr-every " +
+        throw Error("warmup " + std::to_string(warmup) + ": must be a non-negative multiple of qr_every " +
                     std::to_string(qr_every));
 }
 
@@ -20,7 +20,7 @@ namespace {
 
 void check(const TangentOptions& o, Index dim) {
     if (o.vectors < 1 || o.vectors > dim)
-        throw Error("--vectors " + std::to_string(o.vectors) + ": must be between 1 and the dimension " +
+        throw Error("vectors " + std::to_string(o.vectors) + ": must be between 1 and the dimension " +
                     std::to_string(dim));
     check_qr_schedule(o.qr_every, o.warmup);
 }
@@ -100,7 +100,7 @@ void apply_update_jacobian(Evaluation& e, double alpha, const Matrix& V, Matrix&
 
 PerturbedTrajectory::PerturbedTrajectory(const Vector& theta0, const Vector& u, double eps, Index qr_every, Index warmup)
     : m_eps(eps), m_q(qr_every), m_warmup(warmup) {
-    if (!(eps > 0) || !std::isfinite(eps)) throw Error("--perturbation " + std::to_string(eps) + ": must be positive");
+    if (!(eps > 0) || !std::isfinite(eps)) throw Error("--perturbation " + format_number(eps) + ": must be positive");
     // theta'_0 = theta_0 + eps u / |u|
     m_theta = theta0 + eps * u.normalized();
 }

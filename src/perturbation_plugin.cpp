@@ -12,7 +12,7 @@ const char* const kSeries[] = {"/lyapunov/perturbation/log_growth", "/lyapunov/p
 
 void check_perturbation_eps(double eps) {
     if (!(eps >= 0) || !std::isfinite(eps))
-        throw Error("perturbation: EPS must be a finite number >= 0, found " + std::to_string(eps));
+        throw Error("perturbation: EPS must be a finite number >= 0, found " + format_number(eps));
 }
 
 void write_inline_perturbation_settings(h5::File& f, const PerturbationSettings& s) {

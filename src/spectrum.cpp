@@ -72,10 +72,10 @@ public:
     tdyn::Vector residual_norms;
 };
 
-std::string to_string(Spectra::CompInfo i) {
-    return i == Spectra::CompInfo::Successful      ? "Successful"
-           : i == Spectra::CompInfo::NotConverging ? "NotConverging"
-                                                   : "NumericalIssue";
+SolverStatus solver_status(Spectra::CompInfo i) {
+    return i == Spectra::CompInfo::Successful      ? SolverStatus::Successful
+           : i == Spectra::CompInfo::NotConverging ? SolverStatus::NotConverging
+                                                   : SolverStatus::NumericalIssue;
 }
 
 /// Davidson on H: D from Hutchinson (or 0), start block = the warm vectors (or random),
@@ -101,7 +101,7 @@ EigenResult davidson_eigs(Evaluation& e, Which which, const EigenOptions& o, con
     const auto rule = which == Which::Top ? Spectra::SortRule::LargestAlge : Spectra::SortRule::SmallestAlge;
     const Spectra::CompInfo info = solver.solve(V0, rule, o.max_iter, o.tol);
     EigenResult r;
-    r.status = to_string(info);
+    r.status = solver_status(info);
     r.converged = info == Spectra::CompInfo::Successful;
     r.values = solver.eigenvalues();
     r.vectors = solver.eigenvectors();
@@ -121,7 +121,7 @@ EigenResult davidson_eigs(Evaluation& e, Which which, const EigenOptions& o, con
 }  // namespace
 
 Vector hutchinson_diagonal(Evaluation& e, Index probes, std::uint64_t seed, Index* matvecs) {
-    if (probes < 1) throw Error("--diagonal-probes " + std::to_string(probes) + ": at least 1 probe");
+    if (probes < 1) throw Error("diagonal_probes " + std::to_string(probes) + ": at least 1 probe");
     HessianOp H(e);
     const Matrix Z = rademacher(H.rows(), probes, seed);
     const Matrix HZ = H * Z;
@@ -130,8 +130,18 @@ Vector hutchinson_diagonal(Evaluation& e, Index probes, std::uint64_t seed, Inde
     return Z.cwiseProduct(HZ).rowwise().mean();
 }
 
+std::string to_string(SolverStatus s) {
+    switch (s) {
+        case SolverStatus::NotRun: return "";
+        case SolverStatus::Successful: return "Successful";
+        case SolverStatus::NotConverging: return "NotConverging";
+        case SolverStatus::NumericalIssue: return "NumericalIssue";
+    }
+    return "";
+}
+
 void check_eigs(Index K, Index P) {
-    if (K < 1 || K >= P) throw Error("--eigs " + std::to_string(K) + ": must be between 1 and P - 1 = " + std::to_string(P - 1));
+    if (K < 1 || K >= P) throw Error("eigs " + std::to_string(K) + ": must be between 1 and P - 1 = " + std::to_string(P - 1));
 }
 
 EigenResult hessian_eigs(Evaluation& e, Which which, const EigenOptions& o, const Matrix* start) {
@@ -153,9 +163,7 @@ EigenResult hessian_eigs(Evaluation& e, Which which, const EigenOptions& o, cons
     const auto rule = which == Which::Top ? Spectra::SortRule::LargestAlge : Spectra::SortRule::SmallestAlge;
     solver.compute(rule, o.max_iter, o.tol, rule);
     EigenResult r;
-    r.status = solver.info() == Spectra::CompInfo::Successful      ? "Successful"
-               : solver.info() == Spectra::CompInfo::NotConverging ? "NotConverging"
-                                                                   : "NumericalIssue";
+    r.status = solver_status(solver.info());
     r.converged = solver.info() == Spectra::CompInfo::Successful;
     r.values = solver.eigenvalues();
     r.vectors = solver.eigenvectors();

@@ -243,6 +243,25 @@ TEST(BadInput, FlagValuesOutOfRangeAreRefused) {
     EXPECT_FALSE(fs::exists(test::temp_path("x.h5")));
 }
 
+// A number in a message is the value given: --lr -1e-9 is "-1e-09", not std::to_string's
+// "-0.000000" (which would read as if the learning rate were zero).
+TEST(BadInput, SmallNumbersInMessagesKeepTheirValue) {
+    const Fixture fx = small_run("numbers");
+    Snapshot s({fx.run, fx.data});
+    const std::string out = test::temp_path("numbers-x.h5");
+    for (const std::string& args : {"train --data " + fx.data + " --arch 6-4-3 --steps 2 --quiet --lr -1e-9 --out " + out,
+                                    "spectrum " + fx.run + " --quiet --lr -1e-9", "eval " + fx.run + " --lr -1e-9"}) {
+        const auto r = test::run_tdyn(args);
+        EXPECT_EQ(r.exit_code, 1) << args << "\n" << r.err;
+        EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << args << "\n" << r.err;
+        EXPECT_NE(r.err.find("--lr"), std::string::npos) << args << "\n" << r.err;
+        EXPECT_NE(r.err.find("found -1e-09\n"), std::string::npos) << args << "\n" << r.err;
+        EXPECT_EQ(r.err.find("0.000000"), std::string::npos) << args << "\n" << r.err;
+    }
+    EXPECT_TRUE(s.unchanged());
+    EXPECT_FALSE(fs::exists(out));
+}
+
 // A write error must not cost the run. HDF5 records a new end of file before it writes the data
 // there, so a write that fails leaves a file it refuses as truncated; tdyn therefore keeps disk
 // blocks reserved ahead of HDF5 (h5::File::reserve_space) and stops, one line and exit 1, when it

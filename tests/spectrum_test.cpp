@@ -43,8 +43,8 @@ TEST(Spectrum, TopAndBottomMatchDenseSolver) {
         opt.eigs = 3;
         opt.tol = 1e-10;
         const EigenResult top = hessian_eigs(e, Which::Top, opt), bottom = hessian_eigs(e, Which::Bottom, opt);
-        ASSERT_TRUE(top.converged) << top.status;
-        ASSERT_TRUE(bottom.converged) << bottom.status;
+        ASSERT_TRUE(top.converged) << to_string(top.status);
+        ASSERT_TRUE(bottom.converged) << to_string(bottom.status);
         for (Index i = 0; i < 3; ++i) {
             EXPECT_LT(relative_error(top.values[i], d.values[P - 1 - i]), 1e-8) << i;
             EXPECT_LT(relative_error(bottom.values[i], d.values[i]), 1e-8) << i;
@@ -73,8 +73,8 @@ TEST(Spectrum, DavidsonMatchesDenseSolver) {
         opt.solver = EigenSolver::Davidson;
         opt.diagonal_probes = probes;
         const EigenResult top = hessian_eigs(e, Which::Top, opt), bottom = hessian_eigs(e, Which::Bottom, opt);
-        ASSERT_TRUE(top.converged) << top.status;
-        ASSERT_TRUE(bottom.converged) << bottom.status;
+        ASSERT_TRUE(top.converged) << to_string(top.status);
+        ASSERT_TRUE(bottom.converged) << to_string(bottom.status);
         for (Index i = 0; i < 3; ++i) {
             EXPECT_LT(relative_error(top.values[i], d.values[P - 1 - i]), 1e-8) << probes << " " << i;
             EXPECT_LT(relative_error(bottom.values[i], d.values[i]), 1e-8) << probes << " " << i;
@@ -150,7 +150,8 @@ TEST(Spectrum, NonConvergenceIsReported) {
     opt.krylov = 11;
     const EigenResult r = hessian_eigs(e, Which::Bottom, opt);
     EXPECT_FALSE(r.converged);
-    EXPECT_EQ(r.status, "NotConverging");
+    EXPECT_EQ(r.status, SolverStatus::NotConverging);
+    EXPECT_EQ(to_string(r.status), "NotConverging");
     EXPECT_LT(r.values.size(), 5);
 }
 

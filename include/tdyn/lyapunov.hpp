@@ -11,8 +11,8 @@
 
 namespace tdyn {
 
-/// The QR schedule: q >= 1 and W a non-negative multiple of q. Throws Error naming --qr-every
-/// or --warmup (the flags of tdyn train and tdyn lyapunov).
+/// The QR schedule: q >= 1 and W a non-negative multiple of q. Throws Error naming the parameter
+/// (qr_every, warmup); the apps name their flags (--qr-every, --warmup) instead.
 void check_qr_schedule(Index qr_every, Index warmup);
 
 struct TangentOptions {

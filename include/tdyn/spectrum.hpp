@@ -32,8 +32,14 @@ struct EigenOptions {
     Index diagonal_probes = 0;
 };
 
-/// K must be between 1 and P - 1 (Spectra's solvers need K < P). Throws Error naming --eigs.
+/// K must be between 1 and P - 1 (Spectra's solvers need K < P). Throws Error naming `eigs`.
 void check_eigs(Index K, Index P);
+
+/// How an eigen-solve ended: Spectra's CompInfo, or NotRun for the end of the spectrum that was
+/// not asked for.
+enum class SolverStatus { NotRun, Successful, NotConverging, NumericalIssue };
+/// "Successful", "NotConverging", "NumericalIssue" (Spectra's names); "" for NotRun.
+std::string to_string(SolverStatus s);
 
 /// K eigenpairs of H at one end of its spectrum.
 struct EigenResult {
@@ -43,7 +49,7 @@ struct EigenResult {
                        ///< Davidson, from the search space's own products H V
     Index matvecs = 0; ///< HVPs used, Lanczos' residual check included
     bool converged = false;
-    std::string status;  ///< Spectra's CompInfo: Successful, NotConverging, NumericalIssue
+    SolverStatus status = SolverStatus::NotRun;
 };
 
 /// K eigenpairs of H at the Evaluation's theta. `start` (P x m, e.g. the previous step's
