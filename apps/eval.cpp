@@ -93,7 +93,7 @@ int run_eval(EvalOptions& o) {
         std::error_code ec;
         std::filesystem::remove(o.write, ec);  // allowed by check_output_path (--force)
         h5::File out = h5::File::create(o.write);
-        out.write_scalar("/loss", e.loss());
+        out.write_scalar("/loss", e.data_loss());
         out.write_scalar("/accuracy", e.accuracy());
         out.write_vector("/gradient", g);
         if (V.size()) {
@@ -115,7 +115,7 @@ int run_eval(EvalOptions& o) {
                         {"split", o.split},
                         {"samples", data->samples()},
                         {"arch", arch.to_string()},
-                        {"loss", e.loss()},
+                        {"loss", e.data_loss()},
                         {"accuracy", e.accuracy()},
                         {"grad_norm", g.norm()}};
         std::cout << json_line(j) << "\n";
@@ -123,7 +123,7 @@ int run_eval(EvalOptions& o) {
         std::cout.precision(17);
         std::cout << o.file << (step >= 0 ? " step " + std::to_string(step) : std::string()) << " on "
                   << data->samples() << " " << o.split << " samples of " << config.data << "\n"
-                  << "loss      " << e.loss() << "\naccuracy  " << e.accuracy() << "\ngrad_norm " << g.norm() << "\n";
+                  << "loss      " << e.data_loss() << "\naccuracy  " << e.accuracy() << "\ngrad_norm " << g.norm() << "\n";
     }
     return 0;
 }
