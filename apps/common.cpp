@@ -5,8 +5,8 @@
 
 #include <iostream>
 #include <regex>
-#include <utility>
 #include <unistd.h>
+#include <utility>
 
 namespace tdyn::cli {
 
@@ -14,17 +14,21 @@ ProblemOptions add_problem_flags(CLI::App* app, ProblemFlags& f) {
     ProblemOptions o;
     o.data = app->add_option("--data", f.data, "mnist, fashion-mnist, or an HDF5 data file (/X and /T or /labels)")
                  ->capture_default_str();
-    app->add_option("--data-dir", f.data_dir, "folder holding mnist/ and fashion-mnist/ (default: $TDYN_DATA, else data/ of the project)");
+    app->add_option("--data-dir", f.data_dir,
+                    "folder holding mnist/ and fashion-mnist/ (default: $TDYN_DATA, else data/ of the project)");
     o.samples = app->add_option("--samples", f.samples, "use the first K samples (0 = all)")
-                    ->check(CLI::NonNegativeNumber)->capture_default_str();
+                    ->check(CLI::NonNegativeNumber)
+                    ->capture_default_str();
     o.arch = app->add_option("--arch", f.arch, "layer widths, input to output")->capture_default_str();
-    o.activation = app->add_option("--activation", f.activation, "hidden activation: sigmoid, tanh, relu, softplus, identity")
-                       ->capture_default_str();
+    o.activation =
+        app->add_option("--activation", f.activation, "hidden activation: sigmoid, tanh, relu, softplus, identity")
+            ->capture_default_str();
     o.output = app->add_option("--output", f.output, "output and loss: softmax-ce, sigmoid-mse, identity-mse")
                    ->capture_default_str();
     o.precision = app->add_option("--precision", f.precision, "precision of the products with X: f64 or f32")
                       ->capture_default_str();
-    o.x_path = app->add_option("--x-path", f.x_path, "products with X: auto (sparse when X is under 30% non-zero), dense, sparse")
+    o.x_path = app->add_option("--x-path", f.x_path,
+                               "products with X: auto (sparse when X is under 30% non-zero), dense, sparse")
                    ->capture_default_str();
     return o;
 }
@@ -90,7 +94,8 @@ namespace {
 /// The library's Error with each parameter name (a whole word) replaced by its flag.
 Error with_flag_names(const Error& e, std::initializer_list<std::pair<const char*, const char*>> names) {
     std::string m = e.what();
-    for (const auto& [parameter, flag] : names) m = std::regex_replace(m, std::regex(std::string("\\b") + parameter + "\\b"), flag);
+    for (const auto& [parameter, flag] : names)
+        m = std::regex_replace(m, std::regex(std::string("\\b") + parameter + "\\b"), flag);
     return Error(m);
 }
 

@@ -57,7 +57,7 @@ private:
 /// The library's checks, with their messages naming this program's flags: the library names
 /// its parameters ("eigs 43: ...", "warmup 3: ... multiple of qr_every 2"), a command its flags
 /// ("--eigs 43: ...", "--warmup 3: ... multiple of --qr-every 2"). Same rules, same text otherwise.
-void check_eigs_flag(Index K, Index P);              ///< --eigs: tdyn::check_eigs
+void check_eigs_flag(Index K, Index P);             ///< --eigs: tdyn::check_eigs
 void check_qr_flags(Index qr_every, Index warmup);  ///< --qr-every, --warmup: tdyn::check_qr_schedule
 
 /// The JSON objects of --json: keys stay in insertion order.

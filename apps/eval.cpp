@@ -30,7 +30,8 @@ int run_eval(EvalOptions& o) {
     if (!o.write.empty()) check_output_path(o.write, o.force, "--write");
     if (o.vector_file.size() && o.write.empty()) throw Error("--vector: needs --write FILE.h5 to store /hvp");
     if (o.lr_opt->count() && !(o.lr > 0)) throw Error("--lr: must be positive, found " + format_number(o.lr));
-    if (o.split != "train" && o.split != "test") throw Error("--split: expected train or test, found '" + o.split + "'");
+    if (o.split != "train" && o.split != "test")
+        throw Error("--split: expected train or test, found '" + o.split + "'");
 
     TrainConfig config;
     std::optional<RunReader> run;
@@ -54,7 +55,8 @@ int run_eval(EvalOptions& o) {
         if (steps.empty()) throw Error(o.file + ": the run stored no theta yet");
         step = o.step >= 0 ? o.step : steps.back();
         const Index last = std::max(run->info().last_step, steps.back());
-        if (step > last) throw Error("--step " + std::to_string(step) + ": " + o.file + " ends at step " + std::to_string(last));
+        if (step > last)
+            throw Error("--step " + std::to_string(step) + ": " + o.file + " ends at step " + std::to_string(last));
         if (std::find(steps.begin(), steps.end(), step) != steps.end()) {
             theta = run->stored_theta(step);
         } else {
@@ -123,7 +125,8 @@ int run_eval(EvalOptions& o) {
         std::cout.precision(17);
         std::cout << o.file << (step >= 0 ? " step " + std::to_string(step) : std::string()) << " on "
                   << data->samples() << " " << o.split << " samples of " << config.data << "\n"
-                  << "loss      " << e.data_loss() << "\naccuracy  " << e.accuracy() << "\ngrad_norm " << g.norm() << "\n";
+                  << "loss      " << e.data_loss() << "\naccuracy  " << e.accuracy() << "\ngrad_norm " << g.norm()
+                  << "\n";
     }
     return 0;
 }
@@ -135,12 +138,14 @@ void setup_eval(CLI::App& app, int& exit_code) {
     CLI::App* cmd = app.add_subcommand("eval", "loss, accuracy and gradient at a params file's or a run's theta");
     cmd->add_option("FILE", o->file, "params file (/params/theta) or run file")->required()->check(CLI::ExistingFile);
     o->given = add_problem_flags(cmd, o->problem);
-    o->step_opt = cmd->add_option("--step", o->step, "run files: the step T (replayed when not stored; default: the last stored)")
-                      ->check(CLI::NonNegativeNumber);
+    o->step_opt =
+        cmd->add_option("--step", o->step, "run files: the step T (replayed when not stored; default: the last stored)")
+            ->check(CLI::NonNegativeNumber);
     cmd->add_option("--split", o->split, "train or test split of mnist / fashion-mnist")->capture_default_str();
     cmd->add_flag("--json", o->json, "print one JSON object");
     cmd->add_option("--write", o->write, "write /loss, /accuracy, /gradient (and /hvp, /jvp) to this HDF5 file");
-    cmd->add_option("--vector", o->vector_file, "HDF5 file with /vector [P] or /vectors [M x P]: also write H v as /hvp")
+    cmd->add_option("--vector", o->vector_file,
+                    "HDF5 file with /vector [P] or /vectors [M x P]: also write H v as /hvp")
         ->check(CLI::ExistingFile);
     o->lr_opt = cmd->add_option("--lr", o->lr, "with --vector: also write J v = v - alpha H v as /jvp");
     cmd->add_flag("--force", o->force, "overwrite the --write file if it exists");

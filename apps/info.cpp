@@ -35,15 +35,15 @@ struct Analyses {
 
 /// One spectrum group (docs/FORMAT.md): /spectrum, or /spectrum_k{K}_{which} for a further (K, which).
 struct SpectrumGroup {
-    std::string name;             ///< "/spectrum", "/spectrum_k3_top", ...
-    Index eigs = 0;               ///< attribute eigs (else the width of hessian_top)
-    std::string which;            ///< attribute which, else inferred from the data (which_inferred)
+    std::string name;   ///< "/spectrum", "/spectrum_k3_top", ...
+    Index eigs = 0;     ///< attribute eigs (else the width of hessian_top)
+    std::string which;  ///< attribute which, else inferred from the data (which_inferred)
     bool which_inferred = false;
     double alpha = NAN;
-    Index rows = 0, steps = 0;    ///< rows in the file; distinct steps analysed
+    Index rows = 0, steps = 0;                 ///< rows in the file; distinct steps analysed
     double first_step = NAN, last_step = NAN;  ///< smallest and largest step analysed
-    double lambda_max = NAN;      ///< at last_step (its newest row), as tdyn_runs.py shows it
-    bool converged = true;        ///< every row converged
+    double lambda_max = NAN;                   ///< at last_step (its newest row), as tdyn_runs.py shows it
+    bool converged = true;                     ///< every row converged
     Index trace_rows = 0, density_rows = 0;
 };
 
@@ -69,7 +69,8 @@ std::vector<SpectrumGroup> read_spectrum_groups(const h5::File& f) {
     for (const std::string& child : f.children("/")) {
         std::smatch m;
         if (child == "spectrum") names.push_back({{-1, ""}, "/" + child});
-        else if (std::regex_match(child, m, sibling)) names.push_back({{std::stoll(m[1].str()), m[2].str()}, "/" + child});
+        else if (std::regex_match(child, m, sibling))
+            names.push_back({{std::stoll(m[1].str()), m[2].str()}, "/" + child});
     }
     std::sort(names.begin(), names.end());
     std::vector<SpectrumGroup> out;
@@ -80,8 +81,9 @@ std::vector<SpectrumGroup> read_spectrum_groups(const h5::File& f) {
         s.name = g;
         s.rows = n;
         s.eigs = f.has_attr(g, "eigs") ? Index(f.attr_int(g, "eigs"))
-                 : f.exists(g + "/hessian_top") && f.shape(g + "/hessian_top").size() == 2 ? Index(f.shape(g + "/hessian_top")[1])
-                                                                                           : 0;
+                 : f.exists(g + "/hessian_top") && f.shape(g + "/hessian_top").size() == 2
+                     ? Index(f.shape(g + "/hessian_top")[1])
+                     : 0;
         if (f.has_attr(g, "which")) s.which = f.attr_string(g, "which");
         else {
             s.which = infer_which(f, g, n);
@@ -132,7 +134,8 @@ Analyses read_analyses(h5::File& f) {
         a.exponents = f.read_row("/lyapunov/exponents", j);
         a.lyapunov_complete = f.exists("/lyapunov/basis");
         if (f.exists("/lyapunov/perturbation/step") && f.rows("/lyapunov/perturbation/step") > 0)
-            a.perturbation_exponent = f.read_row("/lyapunov/perturbation/exponent", f.rows("/lyapunov/perturbation/step") - 1)[0];
+            a.perturbation_exponent =
+                f.read_row("/lyapunov/perturbation/exponent", f.rows("/lyapunov/perturbation/step") - 1)[0];
     }
     return a;
 }
@@ -177,14 +180,10 @@ int run_info(const InfoOptions& o) {
                   {"has_spectrum", i.has_spectrum},
                   {"has_lyapunov", i.has_lyapunov}};
         if (an.spectrum_rows)
-            j["spectrum"] = {{"rows", an.spectrum_rows},
-                             {"step", an.spectrum_step},
-                             {"lambda_max", an.lambda_max},
-                             {"two_over_alpha", an.two_over_alpha},
-                             {"unstable", an.unstable},
-                             {"max_abs_mu", an.max_abs_mu},
-                             {"converged", an.converged},
-                             {"bottom_computed", !an.top_only}};
+            j["spectrum"] = {{"rows", an.spectrum_rows},    {"step", an.spectrum_step},
+                             {"lambda_max", an.lambda_max}, {"two_over_alpha", an.two_over_alpha},
+                             {"unstable", an.unstable},     {"max_abs_mu", an.max_abs_mu},
+                             {"converged", an.converged},   {"bottom_computed", !an.top_only}};
         Json list = Json::array();
         for (const SpectrumGroup& s : spectra)
             list.push_back({{"name", s.name},
@@ -216,24 +215,29 @@ int run_info(const InfoOptions& o) {
               << "  command     " << i.command_line << "\n"
               << "  status      " << to_string(i.status);
     if (i.status == RunStatus::Diverged) std::cout << " at step " << i.diverged_at;
-    if (i.status == RunStatus::Running) std::cout << " (still being written, or killed: resume with tdyn train --out " << o.file << " --resume)";
-    std::cout << "\n  network     " << c.arch << " (" << arch.num_params() << " parameters), " << to_string(c.activation)
-              << " hidden, " << to_string(c.output) << "\n"
-              << "  data        " << c.data << ", " << (c.samples ? std::to_string(c.samples) : std::string("all")) << " samples, "
-              << (c.batch ? "mini-batch " + std::to_string(c.batch) : std::string("full batch")) << "\n"
-              << "  training    alpha " << c.lr << " (2/alpha = " << 2 / c.lr << "), " << c.steps << " steps, seed " << c.seed
-              << (c.init.empty() ? "" : ", init " + c.init) << ", " << (c.precision == Precision::F32 ? "f32" : "f64") << "\n"
+    if (i.status == RunStatus::Running)
+        std::cout << " (still being written, or killed: resume with tdyn train --out " << o.file << " --resume)";
+    std::cout << "\n  network     " << c.arch << " (" << arch.num_params() << " parameters), "
+              << to_string(c.activation) << " hidden, " << to_string(c.output) << "\n"
+              << "  data        " << c.data << ", " << (c.samples ? std::to_string(c.samples) : std::string("all"))
+              << " samples, " << (c.batch ? "mini-batch " + std::to_string(c.batch) : std::string("full batch")) << "\n"
+              << "  training    alpha " << c.lr << " (2/alpha = " << 2 / c.lr << "), " << c.steps << " steps, seed "
+              << c.seed << (c.init.empty() ? "" : ", init " + c.init) << ", "
+              << (c.precision == Precision::F32 ? "f32" : "f64") << "\n"
               << "  trajectory  " << i.rows << " rows";
-    if (i.rows) std::cout << " (steps 0.." << i.last_step << "), last loss " << i.last_loss << ", accuracy " << i.last_accuracy;
+    if (i.rows)
+        std::cout << " (steps 0.." << i.last_step << "), last loss " << i.last_loss << ", accuracy " << i.last_accuracy;
     std::cout << "\n  theta       " << i.theta_steps.size() << " stored";
-    if (!i.theta_steps.empty()) std::cout << " (steps " << first_theta << ".." << last_theta << ", every " << c.save_theta_every << ")";
-    std::cout << "\n  analyses    spectrum: " << (i.has_spectrum ? "yes" : "no") << ", lyapunov: " << (i.has_lyapunov ? "yes" : "no")
-              << "\n";
+    if (!i.theta_steps.empty())
+        std::cout << " (steps " << first_theta << ".." << last_theta << ", every " << c.save_theta_every << ")";
+    std::cout << "\n  analyses    spectrum: " << (i.has_spectrum ? "yes" : "no")
+              << ", lyapunov: " << (i.has_lyapunov ? "yes" : "no") << "\n";
     for (const SpectrumGroup& s : spectra) {
         std::cout << "  spectrum    " << s.name << ": K = " << s.eigs << ", which " << s.which
-                  << (s.which_inferred ? " (no attribute; from the data)" : "") << ", " << s.steps << " step(s) (t = "
-                  << s.first_step << ".." << s.last_step << ", " << s.rows << " rows), lambda_max(H) " << s.lambda_max
-                  << " at t = " << s.last_step << (s.converged ? "" : ", NOT all converged");
+                  << (s.which_inferred ? " (no attribute; from the data)" : "") << ", " << s.steps
+                  << " step(s) (t = " << s.first_step << ".." << s.last_step << ", " << s.rows
+                  << " rows), lambda_max(H) " << s.lambda_max << " at t = " << s.last_step
+                  << (s.converged ? "" : ", NOT all converged");
         if (s.trace_rows) std::cout << "; trace " << s.trace_rows << " rows";
         if (s.density_rows) std::cout << "; density " << s.density_rows << " rows";
         std::cout << "\n";
@@ -243,19 +247,21 @@ int run_info(const InfoOptions& o) {
     for (const SpectrumGroup& s : spectra)
         if (s.name != "/spectrum" && s.which != "top" && bottom_in.empty()) bottom_in = s.name;
     if (an.spectrum_rows)
-        std::cout << "  stability   at step " << an.spectrum_step << " (last of " << an.spectrum_rows << " analyses in /spectrum): lambda_max(H) "
-                  << an.lambda_max << " vs 2/alpha " << an.two_over_alpha << "; " << an.unstable
-                  << " eigenvalue(s) of J found outside the unit circle, max |mu| " << an.max_abs_mu
-                  << (an.converged ? "" : " (NOT converged)")
+        std::cout << "  stability   at step " << an.spectrum_step << " (last of " << an.spectrum_rows
+                  << " analyses in /spectrum): lambda_max(H) " << an.lambda_max << " vs 2/alpha " << an.two_over_alpha
+                  << "; " << an.unstable << " eigenvalue(s) of J found outside the unit circle, max |mu| "
+                  << an.max_abs_mu << (an.converged ? "" : " (NOT converged)")
                   << (!an.top_only ? ""
-                      : bottom_in.empty() ? " among those of the top of H only (bottom not computed: negative eigenvalues of H "
-                                            "also give |mu| > 1; tdyn spectrum --which both)"
-                                          : " among those of the top of H only (negative eigenvalues of H also give |mu| > 1: "
-                                            "see " + bottom_in + " for the bottom end)")
+                      : bottom_in.empty()
+                          ? " among those of the top of H only (bottom not computed: negative eigenvalues of H "
+                            "also give |mu| > 1; tdyn spectrum --which both)"
+                          : " among those of the top of H only (negative eigenvalues of H also give |mu| > 1: "
+                            "see " +
+                                bottom_in + " for the bottom end)")
                   << "\n";
     if (an.lyapunov_rows) {
-        std::cout << "  lyapunov    exponents per step over steps " << an.lyapunov_from << ".." << an.lyapunov_step + 1 << " ("
-                  << an.counted << " counted" << (an.lyapunov_complete ? "" : ", incomplete") << "):";
+        std::cout << "  lyapunov    exponents per step over steps " << an.lyapunov_from << ".." << an.lyapunov_step + 1
+                  << " (" << an.counted << " counted" << (an.lyapunov_complete ? "" : ", incomplete") << "):";
         for (Index k = 0; k < an.exponents.size(); ++k) std::cout << " " << an.exponents[k];
         if (!std::isnan(an.perturbation_exponent)) std::cout << "; two-trajectory " << an.perturbation_exponent;
         std::cout << "\n";

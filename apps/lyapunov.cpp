@@ -10,10 +10,10 @@
 
 #include <algorithm>
 #include <atomic>
-#include <csignal>
-#include <tuple>
 #include <cmath>
+#include <csignal>
 #include <iostream>
+#include <tuple>
 
 namespace tdyn::cli {
 
@@ -39,8 +39,8 @@ extern "C" void on_lyapunov_signal(int) {
 }
 
 void remove_lyapunov(h5::File& f) {
-    for (const char* n : {"/lyapunov", "/checkpoint/lyapunov_step", "/checkpoint/lyapunov_basis",
-                          "/checkpoint/perturbation_theta"})
+    for (const char* n :
+         {"/lyapunov", "/checkpoint/lyapunov_step", "/checkpoint/lyapunov_basis", "/checkpoint/perturbation_theta"})
         if (f.exists(n)) f.remove(n);
 }
 
@@ -61,7 +61,8 @@ void print_result(const std::string& file, Index from, Index to, const TangentPr
     std::cout << file << ": Lyapunov exponents over steps " << from << ".." << to << " (" << tangent.counted_steps()
               << " counted, per gradient-descent step, natural log)\n  tangent QR   " << ex.transpose() << "\n";
     if (perturbed)
-        std::cout << "  perturbation " << perturbed->exponent() << "  (two trajectories, eps " << perturbed->eps() << ")\n";
+        std::cout << "  perturbation " << perturbed->exponent() << "  (two trajectories, eps " << perturbed->eps()
+                  << ")\n";
 }
 
 int run_lyapunov(LyapunovCliOptions& o) {
@@ -100,7 +101,8 @@ int run_lyapunov(LyapunovCliOptions& o) {
             std::string diff;
             for (const auto& [opt, given, stored] : table)
                 if (opt->count() > 0 && given != stored)
-                    diff += (diff.empty() ? "" : "; ") + opt->get_name() + " " + given + " differs from the stored analysis' " + stored;
+                    diff += (diff.empty() ? "" : "; ") + opt->get_name() + " " + given +
+                            " differs from the stored analysis' " + stored;
             if (!diff.empty()) throw Error("--resume: " + o.file + ":/lyapunov: " + diff + " (only --to may change)");
             const Vector cs = f.read_vector("/checkpoint/lyapunov_step");
             if (cs.size() == 0) throw Error("--resume: " + o.file + ": no Lyapunov checkpoint stored");
@@ -119,21 +121,25 @@ int run_lyapunov(LyapunovCliOptions& o) {
     }
     const Index to = o.to < 0 ? info.last_step : o.to;
     if (set.tangent.vectors < 1 || set.tangent.vectors > P)
-        throw Error("--vectors " + std::to_string(set.tangent.vectors) + ": M must be between 1 and P = " + std::to_string(P));
+        throw Error("--vectors " + std::to_string(set.tangent.vectors) +
+                    ": M must be between 1 and P = " + std::to_string(P));
     if (set.from < 0 || set.from >= to)
         throw Error("--from " + std::to_string(set.from) + " --to " + std::to_string(to) + ": need 0 <= from < to");
     if (to > info.last_step)
         throw Error("--to " + std::to_string(to) + ": " + o.file + " ends at step " + std::to_string(info.last_step));
-    if (start > to) throw Error("--to " + std::to_string(to) + ": the stored Lyapunov analysis is already at step " + std::to_string(start));
+    if (start > to)
+        throw Error("--to " + std::to_string(to) + ": the stored Lyapunov analysis is already at step " +
+                    std::to_string(start));
     check_qr_flags(set.tangent.qr_every, set.tangent.warmup);
-    if (!(eps >= 0) || !std::isfinite(eps)) throw Error("--perturbation: EPS must be a positive number, found " + format_number(eps));
+    if (!(eps >= 0) || !std::isfinite(eps))
+        throw Error("--perturbation: EPS must be a positive number, found " + format_number(eps));
     const Index C = o.checkpoint_every > 0 ? o.checkpoint_every : std::max<Index>(1, config.save_theta_every);
 
     auto data = std::make_shared<const Dataset>(load_config_data(config, o.problem.data_dir));
     Trainer trainer(config, data);
     Vector theta;
     {
-        RunReader reader(o.file);  // closed before the file is opened for writing
+        RunReader reader(o.file);              // closed before the file is opened for writing
         theta = reader.theta(start, trainer);  // replayed from the nearest stored theta
     }
     LyapunovPlugin tangent(set);
@@ -152,8 +158,8 @@ int run_lyapunov(LyapunovCliOptions& o) {
     begin_analyses(f, analyses, start, theta, o.resume);
 
     if (!o.quiet && !o.json)
-        std::cerr << "lyapunov: " << set.tangent.vectors << " tangent vectors along " << o.file << ", steps " << start << ".."
-                  << to << (eps > 0 ? ", with the two-trajectory check" : "") << "\n";
+        std::cerr << "lyapunov: " << set.tangent.vectors << " tangent vectors along " << o.file << ", steps " << start
+                  << ".." << to << (eps > 0 ? ", with the two-trajectory check" : "") << "\n";
     std::signal(SIGINT, on_lyapunov_signal);
     std::signal(SIGTERM, on_lyapunov_signal);
     Progress progress(start, to - 1, o.quiet || o.json);
@@ -191,17 +197,26 @@ int run_lyapunov(LyapunovCliOptions& o) {
 void setup_lyapunov(CLI::App& app, int& exit_code) {
     auto o = std::make_shared<LyapunovCliOptions>();
     CLI::App* cmd = app.add_subcommand(
-        "lyapunov", "top M Lyapunov exponents of a stored run: tangent vectors V_{t+1} = J(t) V_t with QR, theta replayed");
-    cmd->add_option("RUN", o->file, "run file; results go to its /lyapunov group")->required()->check(CLI::ExistingFile);
+        "lyapunov",
+        "top M Lyapunov exponents of a stored run: tangent vectors V_{t+1} = J(t) V_t with QR, theta replayed");
+    cmd->add_option("RUN", o->file, "run file; results go to its /lyapunov group")
+        ->required()
+        ->check(CLI::ExistingFile);
     o->given = add_problem_flags(cmd, o->problem);
     o->vectors_opt = cmd->add_option("--vectors", o->vectors, "M tangent vectors (the top M exponents)")
-                         ->check(CLI::PositiveNumber)->capture_default_str();
+                         ->check(CLI::PositiveNumber)
+                         ->capture_default_str();
     o->from_opt = cmd->add_option("--from", o->from, "T0: start the tangent vectors at theta_T0")
-                      ->check(CLI::NonNegativeNumber)->capture_default_str();
+                      ->check(CLI::NonNegativeNumber)
+                      ->capture_default_str();
     cmd->add_option("--to", o->to, "T1: apply J(T0) .. J(T1 - 1) (default: the run's last step)");
-    o->warmup_opt = cmd->add_option("--warmup", o->warmup, "W steps that orthonormalise but do not count (multiple of q)")
-                        ->check(CLI::NonNegativeNumber)->capture_default_str();
-    o->qr_opt = cmd->add_option("--qr-every", o->qr_every, "QR every q steps")->check(CLI::PositiveNumber)->capture_default_str();
+    o->warmup_opt =
+        cmd->add_option("--warmup", o->warmup, "W steps that orthonormalise but do not count (multiple of q)")
+            ->check(CLI::NonNegativeNumber)
+            ->capture_default_str();
+    o->qr_opt = cmd->add_option("--qr-every", o->qr_every, "QR every q steps")
+                    ->check(CLI::PositiveNumber)
+                    ->capture_default_str();
     o->perturbation_opt = cmd->add_option("--perturbation", o->perturbation,
                                           "also run theta_T0 + EPS v_1, renormalised every q steps (0 = none)")
                               ->capture_default_str();
@@ -210,7 +225,9 @@ void setup_lyapunov(CLI::App& app, int& exit_code) {
                                         "store the tangent basis every C steps for --resume (default: the run's S)")
                             ->check(CLI::NonNegativeNumber);
     cmd->add_flag("--force", o->force, "replace an existing /lyapunov group");
-    cmd->add_flag("--resume", o->resume, "continue the stored /lyapunov analysis from its last checkpoint (to --to; other flags given must equal the stored settings)");
+    cmd->add_flag(
+        "--resume", o->resume,
+        "continue the stored /lyapunov analysis from its last checkpoint (to --to; other flags given must equal the stored settings)");
     cmd->add_flag("--json", o->json, "print the result as one JSON object");
     cmd->add_flag("--quiet", o->quiet, "no progress output");
     cmd->callback([o, &exit_code] { exit_code = run_lyapunov(*o); });

@@ -23,7 +23,8 @@ namespace {
 int main(int argc, char** argv) {
     using namespace tdyn::cli;
     set_command_line(argc, argv);
-    CLI::App app{"tdyn " TDYN_VERSION ": training dynamics of neural networks (gradient descent as a dynamical system)"};
+    CLI::App app{"tdyn " TDYN_VERSION
+                 ": training dynamics of neural networks (gradient descent as a dynamical system)"};
     app.require_subcommand(1, 1);
     app.set_version_flag("--version", std::string(TDYN_VERSION));
     int exit_code = 0;

@@ -53,15 +53,26 @@ void print_analysis(const std::string& file, Index step, const SpectrumAnalysis&
     }
     std::cout.precision(10);
     std::cout << "step " << step << ":";
-    if (a.top.values.size()) std::cout << "\n  H top     " << a.top.values.transpose() << "   (residuals " << a.top.residuals.transpose() << ")";
-    if (a.bottom.values.size()) std::cout << "\n  H bottom  " << a.bottom.values.transpose() << "   (residuals " << a.bottom.residuals.transpose() << ")";
+    if (a.top.values.size())
+        std::cout << "\n  H top     " << a.top.values.transpose() << "   (residuals " << a.top.residuals.transpose()
+                  << ")";
+    if (a.bottom.values.size())
+        std::cout << "\n  H bottom  " << a.bottom.values.transpose() << "   (residuals "
+                  << a.bottom.residuals.transpose() << ")";
     std::cout << "\n  J extreme " << a.jacobian.transpose() << "\n  stability lambda_max " << a.stability.lambda_max
               << " vs 2/alpha " << a.stability.two_over_alpha << "; " << a.stability.unstable
               << " eigenvalue(s) of J found outside the unit circle; max |mu| " << a.stability.max_abs_mu
-              << (a.bottom.values.size() ? "" : " (top of H only: negative eigenvalues of H also give |mu| > 1)") << "\n";
-    if (a.trace.probes) std::cout << "  trace     " << a.trace.trace << " +- " << a.trace.standard_error << " (" << a.trace.probes << " probes)\n";
-    if (a.density.probes) std::cout << "  density   " << a.density.grid.size() << " grid points, sigma " << a.density.sigma << "\n";
-    std::cout << "  " << a.matvecs << " HVPs" << (a.converged ? "" : ", NOT CONVERGED (" + to_string(a.top.status) + "/" + to_string(a.bottom.status) + ")") << "\n";
+              << (a.bottom.values.size() ? "" : " (top of H only: negative eigenvalues of H also give |mu| > 1)")
+              << "\n";
+    if (a.trace.probes)
+        std::cout << "  trace     " << a.trace.trace << " +- " << a.trace.standard_error << " (" << a.trace.probes
+                  << " probes)\n";
+    if (a.density.probes)
+        std::cout << "  density   " << a.density.grid.size() << " grid points, sigma " << a.density.sigma << "\n";
+    std::cout << "  " << a.matvecs << " HVPs"
+              << (a.converged ? ""
+                              : ", NOT CONVERGED (" + to_string(a.top.status) + "/" + to_string(a.bottom.status) + ")")
+              << "\n";
 }
 
 int run_spectrum(SpectrumCliOptions& o) {
@@ -77,7 +88,8 @@ int run_spectrum(SpectrumCliOptions& o) {
     so.eig.max_iter = o.max_iter;
     // auto: block Davidson for K >= 2 (its block HVPs made the top 5 at k = 60000 1.3-1.45x
     // faster than Lanczos, the bottom 5 equally fast), Lanczos for K = 1 (docs/SPECTRUM_BENCH.md).
-    so.eig.solver = o.solver == "davidson" || (o.solver == "auto" && o.eigs >= 2) ? EigenSolver::Davidson : EigenSolver::Lanczos;
+    so.eig.solver =
+        o.solver == "davidson" || (o.solver == "auto" && o.eigs >= 2) ? EigenSolver::Davidson : EigenSolver::Lanczos;
     so.top = o.which != "bottom";
     so.bottom = o.which != "top";
     so.trace = o.trace;
@@ -106,8 +118,10 @@ int run_spectrum(SpectrumCliOptions& o) {
     }
 
     RunInfo info = RunReader(o.file).info();
-    if (o.given.data->count() || o.given.arch->count() || o.given.samples->count() || o.given.activation->count() || o.given.output->count())
-        throw Error("--data/--arch/--samples/--activation/--output: a run file's problem is its own; these flags are for params files");
+    if (o.given.data->count() || o.given.arch->count() || o.given.samples->count() || o.given.activation->count() ||
+        o.given.output->count())
+        throw Error(
+            "--data/--arch/--samples/--activation/--output: a run file's problem is its own; these flags are for params files");
     const TrainConfig config = info.config;
     const double alpha = o.lr_opt->count() ? o.lr : config.lr;
     if (info.theta_steps.empty()) throw Error(o.file + ": the run stored no theta yet");
@@ -128,7 +142,8 @@ int run_spectrum(SpectrumCliOptions& o) {
         SpectrumPlugin(settings, group).check(f);
     }
     if (info.status == RunStatus::Running)
-        std::cerr << "tdyn: note: " << o.file << " has status running; if it is being written, writing the spectrum will fail\n";
+        std::cerr << "tdyn: note: " << o.file
+                  << " has status running; if it is being written, writing the spectrum will fail\n";
 
     auto data = std::make_shared<const Dataset>(load_config_data(config, o.problem.data_dir));
     Trainer trainer(config, data);  // regenerates theta at steps that are not stored
@@ -159,26 +174,42 @@ int run_spectrum(SpectrumCliOptions& o) {
 
 void setup_spectrum(CLI::App& app, int& exit_code) {
     auto o = std::make_shared<SpectrumCliOptions>();
-    CLI::App* cmd = app.add_subcommand("spectrum", "eigenvalues of H and J = I - alpha H (Spectra: Lanczos or block Davidson), trace and spectral density of H");
-    cmd->add_option("FILE", o->file, "run file (results go to its /spectrum group) or params file (problem from the flags)")
-        ->required()->check(CLI::ExistingFile);
+    CLI::App* cmd = app.add_subcommand(
+        "spectrum",
+        "eigenvalues of H and J = I - alpha H (Spectra: Lanczos or block Davidson), trace and spectral density of H");
+    cmd->add_option("FILE", o->file,
+                    "run file (results go to its /spectrum group) or params file (problem from the flags)")
+        ->required()
+        ->check(CLI::ExistingFile);
     o->given = add_problem_flags(cmd, o->problem);
-    cmd->add_option("--steps", o->steps, "run files: last (default), stored, or a list like 0,10,50:100:10; steps that are not stored are replayed");
+    cmd->add_option(
+        "--steps", o->steps,
+        "run files: last (default), stored, or a list like 0,10,50:100:10; steps that are not stored are replayed");
     cmd->add_option("--eigs", o->eigs, "K eigenvalues at each end")->check(CLI::PositiveNumber)->capture_default_str();
     cmd->add_option("--which", o->which, "top, bottom or both ends of H's spectrum")->capture_default_str();
     cmd->add_flag("--vectors", o->vectors, "also store the eigenvectors (/spectrum/vectors_top, vectors_bottom)");
     cmd->add_option("--tol", o->tol, "relative tolerance of the eigenvalues")->capture_default_str();
-    cmd->add_option("--solver", o->solver, "auto (davidson for K >= 2, else lanczos), lanczos or davidson")->capture_default_str();
-    cmd->add_option("--krylov", o->krylov, "Lanczos basis size (0 = max(2K+1, 20)); Davidson: largest search space (0 = 10 K)")
+    cmd->add_option("--solver", o->solver, "auto (davidson for K >= 2, else lanczos), lanczos or davidson")
+        ->capture_default_str();
+    cmd->add_option("--krylov", o->krylov,
+                    "Lanczos basis size (0 = max(2K+1, 20)); Davidson: largest search space (0 = 10 K)")
         ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
-    cmd->add_option("--max-iter", o->max_iter, "Lanczos restarts (Davidson iterations) before giving up")->check(CLI::PositiveNumber)->capture_default_str();
+    cmd->add_option("--max-iter", o->max_iter, "Lanczos restarts (Davidson iterations) before giving up")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
     o->lr_opt = cmd->add_option("--lr", o->lr, "alpha of J = I - alpha H (default: the run's; 0.1 for params files)");
     cmd->add_flag("--trace", o->trace, "Hutchinson estimate of tr H with its standard error");
     cmd->add_flag("--density", o->density, "spectral density of H by stochastic Lanczos quadrature");
-    cmd->add_option("--probes", o->probes, "Rademacher probes for --trace and --density")->check(CLI::PositiveNumber)->capture_default_str();
-    cmd->add_option("--lanczos-steps", o->lanczos_steps, "Lanczos steps per probe for --density")->check(CLI::PositiveNumber)->capture_default_str();
-    cmd->add_option("--grid", o->grid, "grid points of the density")->check(CLI::Range(2, 100000))->capture_default_str();
+    cmd->add_option("--probes", o->probes, "Rademacher probes for --trace and --density")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    cmd->add_option("--lanczos-steps", o->lanczos_steps, "Lanczos steps per probe for --density")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    cmd->add_option("--grid", o->grid, "grid points of the density")
+        ->check(CLI::Range(2, 100000))
+        ->capture_default_str();
     cmd->add_option("--sigma", o->sigma, "Gaussian broadening of the density (0 = range / 200)")->capture_default_str();
     cmd->add_option("--seed", o->seed, "seed of the probes")->capture_default_str();
     cmd->add_flag("--json", o->json, "one JSON object per step");

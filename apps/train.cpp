@@ -27,8 +27,8 @@ struct TrainOptions {
     std::uint64_t seed = 0;
     std::string init, out = "run.h5";
     bool resume = false, force = false, quiet = false;
-    CLI::Option *lr_opt, *weight_decay_opt, *steps_opt, *batch_opt, *seed_opt, *init_opt, *save_opt, *spectrum_opt, *eigs_opt, *which_opt,
-        *lyapunov_opt, *qr_opt, *warmup_opt, *perturbation_opt;
+    CLI::Option *lr_opt, *weight_decay_opt, *steps_opt, *batch_opt, *seed_opt, *init_opt, *save_opt, *spectrum_opt,
+        *eigs_opt, *which_opt, *lyapunov_opt, *qr_opt, *warmup_opt, *perturbation_opt;
 };
 
 std::atomic<bool> g_stop{false};
@@ -66,18 +66,22 @@ std::pair<TrainConfig, InlineAnalyses> from_flags(const TrainOptions& o) {
 }
 
 void check_flags(const TrainConfig& c, const InlineAnalyses& a) {
-    if (!(c.lr > 0) || !std::isfinite(c.lr)) throw Error("--lr: the learning rate must be a positive number, found " + format_number(c.lr));
+    if (!(c.lr > 0) || !std::isfinite(c.lr))
+        throw Error("--lr: the learning rate must be a positive number, found " + format_number(c.lr));
     if (!(c.weight_decay >= 0) || !std::isfinite(c.weight_decay))
         throw Error("--weight-decay: lambda must be a finite number >= 0, found " + format_number(c.weight_decay));
     const Index P = c.architecture().num_params();
     if (a.spectrum.every > 0 && c.batch > 0)
-        throw Error("--spectrum-every: the in-line spectrum is of the full-batch loss; with --batch run tdyn spectrum on the run afterwards");
+        throw Error(
+            "--spectrum-every: the in-line spectrum is of the full-batch loss; with --batch run tdyn spectrum on the run afterwards");
     check_eigs_flag(a.spectrum.options.eig.eigs, P);
     const Index M = a.lyapunov.tangent.vectors;
-    if (M < 0 || M > P) throw Error("--lyapunov " + std::to_string(M) + ": M must be between 1 and P = " + std::to_string(P));
+    if (M < 0 || M > P)
+        throw Error("--lyapunov " + std::to_string(M) + ": M must be between 1 and P = " + std::to_string(P));
     check_qr_flags(a.lyapunov.tangent.qr_every, a.lyapunov.tangent.warmup);
     const double eps = a.perturbation.eps;
-    if (!(eps >= 0) || !std::isfinite(eps)) throw Error("--perturbation: EPS must be a positive number, found " + format_number(eps));
+    if (!(eps >= 0) || !std::isfinite(eps))
+        throw Error("--perturbation: EPS must be a positive number, found " + format_number(eps));
     if (eps > 0 && M == 0)
         throw Error("--perturbation: needs --lyapunov M (the perturbation starts along the first tangent vector)");
 }
@@ -95,7 +99,10 @@ void check_resume_flags(const TrainOptions& o, const TrainConfig& run, const Inl
         {o.given.activation, to_string(flags.activation), to_string(run.activation)},
         {o.given.output, to_string(flags.output), to_string(run.output)},
         {o.given.precision, o.problem.precision, run.precision == Precision::F32 ? "f32" : "f64"},
-        {o.given.x_path, o.problem.x_path, run.x_path == XPath::Auto ? "auto" : run.x_path == XPath::Dense ? "dense" : "sparse"},
+        {o.given.x_path, o.problem.x_path,
+         run.x_path == XPath::Auto    ? "auto"
+         : run.x_path == XPath::Dense ? "dense"
+                                      : "sparse"},
         {o.lr_opt, num(flags.lr), num(run.lr)},
         {o.weight_decay_opt, num(flags.weight_decay), num(run.weight_decay)},
         {o.batch_opt, integer(flags.batch), integer(run.batch)},
@@ -115,7 +122,8 @@ void check_resume_flags(const TrainOptions& o, const TrainConfig& run, const Inl
         if (opt->count() > 0 && given != stored)
             diff += (diff.empty() ? "" : "; ") + opt->get_name() + " " + given + " differs from the run's " + stored;
     if (!diff.empty())
-        throw Error("--resume: " + o.out + ": " + diff + " (a resumed run keeps its configuration; only --steps may change)");
+        throw Error("--resume: " + o.out + ": " + diff +
+                    " (a resumed run keeps its configuration; only --steps may change)");
 }
 
 int run_train(TrainOptions& o) {
@@ -154,16 +162,17 @@ int run_train(TrainOptions& o) {
     Trainer trainer(config, data);
     if (fresh) {
         theta = initial_theta(config);
-        writer.emplace(RunWriter::create(o.out, config, command_line(),
-                                         [&](h5::File& f) { write_inline_settings(f, inline_a); }));
+        writer.emplace(
+            RunWriter::create(o.out, config, command_line(), [&](h5::File& f) { write_inline_settings(f, inline_a); }));
     }
     const auto analyses = make_inline_analyses(inline_a);
     writer->begin(pointers(analyses), theta);
     if (!o.quiet)
         std::cerr << (fresh ? "training " : "resuming ") << config.arch << " (" << to_string(config.activation) << ", "
                   << to_string(config.output) << ") on " << data->samples() << " samples of " << config.data
-                  << ", alpha " << config.lr << (config.batch ? ", batch " + std::to_string(config.batch) : ", full batch")
-                  << ", steps " << from << ".." << config.steps << " -> " << o.out << "\n";
+                  << ", alpha " << config.lr
+                  << (config.batch ? ", batch " + std::to_string(config.batch) : ", full batch") << ", steps " << from
+                  << ".." << config.steps << " -> " << o.out << "\n";
 
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
@@ -183,8 +192,8 @@ int run_train(TrainOptions& o) {
     }
     progress.done();
     if (r.status == RunStatus::Diverged) {
-        std::cerr << "tdyn: training diverged at step " << r.step << ": the loss or gradient is not finite; "
-                  << o.out << " holds the run up to that step (status diverged)\n";
+        std::cerr << "tdyn: training diverged at step " << r.step << ": the loss or gradient is not finite; " << o.out
+                  << " holds the run up to that step (status diverged)\n";
         return kExitDiverged;
     }
     if (r.status == RunStatus::Interrupted) {
@@ -203,39 +212,57 @@ int run_train(TrainOptions& o) {
 
 void setup_train(CLI::App& app, int& exit_code) {
     auto o = std::make_shared<TrainOptions>();
-    CLI::App* cmd = app.add_subcommand("train", "gradient descent on a network, stored in a run file (HDF5) as it goes");
+    CLI::App* cmd =
+        app.add_subcommand("train", "gradient descent on a network, stored in a run file (HDF5) as it goes");
     o->given = add_problem_flags(cmd, o->problem);
     o->lr_opt = cmd->add_option("--lr", o->lr, "learning rate alpha")->capture_default_str();
     o->weight_decay_opt = cmd->add_option("--weight-decay", o->weight_decay,
                                           "lambda: gradient descent on L + lambda/2 |theta|^2 (also in H and J)")
                               ->capture_default_str();
     o->steps_opt = cmd->add_option("--steps", o->steps, "number of updates; theta_0 .. theta_steps are evaluated")
-                       ->check(CLI::NonNegativeNumber)->capture_default_str();
-    o->batch_opt = cmd->add_option("--batch", o->batch, "mini-batch size B for SGD with seeded shuffling (0 = full batch)")
-                       ->check(CLI::NonNegativeNumber)->capture_default_str();
-    o->seed_opt = cmd->add_option("--seed", o->seed, "seed of the initialisation and the shuffling")->capture_default_str();
+                       ->check(CLI::NonNegativeNumber)
+                       ->capture_default_str();
+    o->batch_opt =
+        cmd->add_option("--batch", o->batch, "mini-batch size B for SGD with seeded shuffling (0 = full batch)")
+            ->check(CLI::NonNegativeNumber)
+            ->capture_default_str();
+    o->seed_opt =
+        cmd->add_option("--seed", o->seed, "seed of the initialisation and the shuffling")->capture_default_str();
     o->init_opt = cmd->add_option("--init", o->init, "start from /params/theta of this params or run file")
                       ->check(CLI::ExistingFile);
-    o->save_opt = cmd->add_option("--save-theta-every", o->save_theta_every, "store theta every S steps (and at the last)")
-                      ->check(CLI::PositiveNumber)->capture_default_str();
-    o->spectrum_opt = cmd->add_option("--spectrum-every", o->spectrum_every,
-                                      "eigenvalues of H (and J) every E steps, from the step's own evaluation (0 = never)")
-                          ->check(CLI::NonNegativeNumber)->capture_default_str();
+    o->save_opt =
+        cmd->add_option("--save-theta-every", o->save_theta_every, "store theta every S steps (and at the last)")
+            ->check(CLI::PositiveNumber)
+            ->capture_default_str();
+    o->spectrum_opt =
+        cmd->add_option("--spectrum-every", o->spectrum_every,
+                        "eigenvalues of H (and J) every E steps, from the step's own evaluation (0 = never)")
+            ->check(CLI::NonNegativeNumber)
+            ->capture_default_str();
     o->eigs_opt = cmd->add_option("--eigs", o->eigs, "K eigenvalues at each end of H's spectrum")
-                      ->check(CLI::PositiveNumber)->capture_default_str();
-    o->which_opt = cmd->add_option("--which", o->which, "which end of H's spectrum: top, bottom or both")->capture_default_str();
-    o->lyapunov_opt = cmd->add_option("--lyapunov", o->lyapunov,
-                                      "carry M tangent vectors V_{t+1} = J(t) V_t for the top M Lyapunov exponents (0 = none)")
-                          ->check(CLI::NonNegativeNumber)->capture_default_str();
+                      ->check(CLI::PositiveNumber)
+                      ->capture_default_str();
+    o->which_opt =
+        cmd->add_option("--which", o->which, "which end of H's spectrum: top, bottom or both")->capture_default_str();
+    o->lyapunov_opt =
+        cmd->add_option("--lyapunov", o->lyapunov,
+                        "carry M tangent vectors V_{t+1} = J(t) V_t for the top M Lyapunov exponents (0 = none)")
+            ->check(CLI::NonNegativeNumber)
+            ->capture_default_str();
     o->qr_opt = cmd->add_option("--qr-every", o->qr_every, "re-orthonormalise the tangent vectors (QR) every q steps")
-                    ->check(CLI::PositiveNumber)->capture_default_str();
-    o->warmup_opt = cmd->add_option("--warmup", o->warmup, "W steps that orthonormalise but do not count (multiple of q)")
-                        ->check(CLI::NonNegativeNumber)->capture_default_str();
-    o->perturbation_opt = cmd->add_option("--perturbation", o->perturbation,
-                                          "also run theta_0 + EPS v_1, renormalised every q steps (two-trajectory check; 0 = none)")
-                              ->capture_default_str();
+                    ->check(CLI::PositiveNumber)
+                    ->capture_default_str();
+    o->warmup_opt =
+        cmd->add_option("--warmup", o->warmup, "W steps that orthonormalise but do not count (multiple of q)")
+            ->check(CLI::NonNegativeNumber)
+            ->capture_default_str();
+    o->perturbation_opt =
+        cmd->add_option("--perturbation", o->perturbation,
+                        "also run theta_0 + EPS v_1, renormalised every q steps (two-trajectory check; 0 = none)")
+            ->capture_default_str();
     cmd->add_option("--out", o->out, "run file to write")->capture_default_str();
-    cmd->add_flag("--resume", o->resume, "continue the run in --out from its last stored theta (flags given with it must equal the run's)");
+    cmd->add_flag("--resume", o->resume,
+                  "continue the run in --out from its last stored theta (flags given with it must equal the run's)");
     cmd->add_flag("--force", o->force, "overwrite --out if it exists");
     cmd->add_flag("--quiet", o->quiet, "no progress output");
     cmd->callback([o, &exit_code] { exit_code = run_train(*o); });

@@ -37,9 +37,7 @@ namespace tdyn::bench {
 
 using Clock = std::chrono::steady_clock;
 
-inline double seconds_since(Clock::time_point t0) {
-    return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+inline double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 inline double median(std::vector<double> v) {
     if (v.empty()) return 0;
@@ -132,14 +130,13 @@ inline void measure_x_units(const Options& o) {
         char buf[64];
         std::snprintf(buf, sizeof buf, "%.4f", s * 1e3);
         benchmark::AddCustomContext("x_unit_ms_k" + std::to_string(k), buf);
-        std::fprintf(stderr, "yardstick: k = %ld, X(k x 784) W(784 x 50) f64 dense = %.3f ms (median of 7)\n",
-                     long(k), s * 1e3);
+        std::fprintf(stderr, "yardstick: k = %ld, X(k x 784) W(784 x 50) f64 dense = %.3f ms (median of 7)\n", long(k),
+                     s * 1e3);
     }
 }
 
 /// Iterations so that one run takes about `seconds`, from an estimate of one call.
-inline benchmark::IterationCount iterations_for(double est_seconds, double seconds, int lo = 2,
-                                                int hi = 2000) {
+inline benchmark::IterationCount iterations_for(double est_seconds, double seconds, int lo = 2, int hi = 2000) {
     const double n = seconds / std::max(est_seconds, 1e-6);
     return std::clamp<benchmark::IterationCount>(benchmark::IterationCount(n), lo, hi);
 }
@@ -161,8 +158,7 @@ struct AdjacentYardstick {
     const RowMatrix& X;
     RowMatrix W, out;
     std::vector<double> ratio;
-    explicit AdjacentYardstick(Index k)
-        : X(mnist(k).X), W(RowMatrix::Random(X.cols(), 50) * 0.05), out(X.rows(), 50) {
+    explicit AdjacentYardstick(Index k) : X(mnist(k).X), W(RowMatrix::Random(X.cols(), 50) * 0.05), out(X.rows(), 50) {
         out.noalias() = X * W;  // warm-up
     }
     /// Times one yardstick product and records t_op / t_yardstick.

@@ -96,8 +96,8 @@ int main(int argc, char** argv) {
         for (auto [path, pn] : paths)
             for (auto [prec, qn] : precs)
                 for (Index M : blocks) {
-                    const std::string name = "BM_HVP/k:" + std::to_string(k) + "/" + pn + "/" + qn +
-                                             "/M:" + std::to_string(M);
+                    const std::string name =
+                        "BM_HVP/k:" + std::to_string(k) + "/" + pn + "/" + qn + "/M:" + std::to_string(M);
                     // about 2.5 X-units per vector, 1.6 per vector in a block: the budget per run
                     const double est = (M == 1 ? 2.5 : 1.6 * double(M)) * u;
                     benchmark::RegisterBenchmark(name.c_str(), BM_HVP, k, path, prec, M)

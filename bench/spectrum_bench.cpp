@@ -94,8 +94,8 @@ void prepare(Index k, const std::string& theta_out) {
     auto t0 = Clock::now();
     const double loss0 = s.eval->loss();
     descend(*s.eval, s.theta, kTrainSteps);
-    std::fprintf(stderr, "theta_20: %ld GD steps, alpha %.2f, loss %.6f -> %.6f (%.1f s)\n", long(kTrainSteps),
-                 kAlpha, loss0, s.eval->loss(), seconds_since(t0));
+    std::fprintf(stderr, "theta_20: %ld GD steps, alpha %.2f, loss %.6f -> %.6f (%.1f s)\n", long(kTrainSteps), kAlpha,
+                 loss0, s.eval->loss(), seconds_since(t0));
     // One HVP and one block of 5 at theta_20 (median of 3 after one warm-up).
     const Index P = s.eval->num_params();
     const Matrix V = rademacher(P, 5, 3);
@@ -159,8 +159,7 @@ void report(benchmark::State& state, const EigenResult& r, double seconds, const
     state.counters["rel_res"] = rel_res(r);
     state.counters["rel_err"] = rel_err(r.values, ref);
     state.counters["converged"] = r.converged ? 1 : 0;
-    for (Index i = 0; i < r.values.size(); ++i)
-        state.counters["lambda" + std::to_string(i + 1)] = r.values[i];
+    for (Index i = 0; i < r.values.size(); ++i) state.counters["lambda" + std::to_string(i + 1)] = r.values[i];
 }
 
 /// A cold solve at theta_20.
@@ -281,7 +280,8 @@ int main(int argc, char** argv) {
     for (const EigenSolver solver : {EigenSolver::Lanczos, EigenSolver::Davidson}) {
         EigenOptions o = top5;
         o.solver = solver;
-        add(solver == EigenSolver::Lanczos ? "BM_Bottom5/lanczos/ncv:20" : "BM_Bottom5/davidson/diag:0", BM_ColdBottom, o);
+        add(solver == EigenSolver::Lanczos ? "BM_Bottom5/lanczos/ncv:20" : "BM_Bottom5/davidson/diag:0", BM_ColdBottom,
+            o);
     }
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();

@@ -21,11 +21,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     try {
         parse_activation(text);
-    } catch (const Error&) {
-    }
+    } catch (const Error&) {}
     try {
         parse_output(text);
-    } catch (const Error&) {
-    }
+    } catch (const Error&) {}
     return 0;
 }

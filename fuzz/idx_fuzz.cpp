@@ -28,8 +28,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         std::size_t count = 1;
         for (auto d : a.dims) count *= d;
         if (count != a.data.size()) std::abort();  // the header's shape is the data's
-    } catch (const Error&) {
-    }
+    } catch (const Error&) {}
     static const std::string path = temp_file();
     if (std::FILE* f = std::fopen(path.c_str(), "wb")) {
         std::fwrite(data, 1, size, f);
@@ -37,8 +36,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         try {
             b = read_idx(path);
             file_ok = true;
-        } catch (const Error&) {
-        }
+        } catch (const Error&) {}
         if (file_ok != memory_ok || (file_ok && (a.dims != b.dims || a.data != b.data))) std::abort();
     }
     // Images from the array the header at the front describes, labels from the bytes after it.
@@ -58,8 +56,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 const IdxArray labels = parse_idx(data + n, size - n, "labels");
                 const Dataset ds = dataset_from_idx(images, labels, "images", "labels", 0, 10);
                 if (ds.X.rows() != ds.T.rows() || !ds.X.allFinite() || ds.X.maxCoeff() > 1.0) std::abort();
-            } catch (const Error&) {
-            }
+            } catch (const Error&) {}
         }
     }
     return 0;

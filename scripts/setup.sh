@@ -18,6 +18,7 @@ packages=(
   # libblas.so.3; OpenBLAS makes it a fair peer (reference BLAS is ~10x slower).
   python3-torch python3-scipy libopenblas0-openmp
   clang libclang-rt-14-dev libomp-14-dev  # scripts/fuzz.sh: libFuzzer, and OpenMP for clang
+  clang-format  # scripts/format.sh, ctest Style.ClangFormat
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -12,8 +12,7 @@ namespace tdyn {
 namespace {
 
 std::uint32_t big_endian_u32(const std::uint8_t* p) {
-    return (std::uint32_t(p[0]) << 24) | (std::uint32_t(p[1]) << 16) | (std::uint32_t(p[2]) << 8) |
-           std::uint32_t(p[3]);
+    return (std::uint32_t(p[0]) << 24) | (std::uint32_t(p[1]) << 16) | (std::uint32_t(p[2]) << 8) | std::uint32_t(p[3]);
 }
 
 std::string shape_text(const std::vector<std::uint32_t>& dims) {
@@ -35,7 +34,8 @@ IdxArray parse_idx(const std::uint8_t* bytes, std::size_t size, const std::strin
         }() + " (only unsigned bytes, 0x08, are supported)");
     const std::size_t ndims = bytes[3];
     if (ndims < 1 || ndims > 3)
-        throw Error(what + ": IDX header says " + std::to_string(ndims) + " dimensions; expected 1 (labels) or 3 (images)");
+        throw Error(what + ": IDX header says " + std::to_string(ndims) +
+                    " dimensions; expected 1 (labels) or 3 (images)");
     const std::size_t header = 4 + 4 * ndims;
     if (size < header) throw Error(what + ": truncated: file ends inside the IDX header");
     IdxArray a;
@@ -83,8 +83,8 @@ namespace {
 Index take(Index available, Index samples, const std::string& what) {
     if (samples < 0) throw Error("--samples: must be positive, found " + std::to_string(samples));
     if (samples > available)
-        throw Error("--samples " + std::to_string(samples) + ": " + what + " holds only " +
-                    std::to_string(available) + " samples");
+        throw Error("--samples " + std::to_string(samples) + ": " + what + " holds only " + std::to_string(available) +
+                    " samples");
     return samples == 0 ? available : samples;
 }
 
@@ -112,8 +112,8 @@ Dataset dataset_from_idx(const IdxArray& images, const IdxArray& labels, const s
     // With zero images no size check bounds rows x cols; an empty data set is no data set.
     if (k == 0) throw Error(images_path + ": holds no images");
     if (images.dims[1] == 0 || images.dims[2] == 0 || images.dims[1] * std::uint64_t(images.dims[2]) > (1u << 24))
-        throw Error(images_path + ": images of " + std::to_string(images.dims[1]) + " x " + std::to_string(images.dims[2]) +
-                    " pixels: expected between 1 and 2^24 pixels each");
+        throw Error(images_path + ": images of " + std::to_string(images.dims[1]) + " x " +
+                    std::to_string(images.dims[2]) + " pixels: expected between 1 and 2^24 pixels each");
     const Index d = Index(images.dims[1]) * Index(images.dims[2]);
     Dataset ds;
     ds.X.resize(k, d);
@@ -148,7 +148,8 @@ Dataset read_data_file(const std::string& path, Index samples, Index classes) {
     if (f.exists("/T")) {
         RowMatrix T = f.read_matrix("/T");
         if (Index(T.rows()) != available)
-            throw Error(path + ": /T has " + std::to_string(T.rows()) + " rows but /X has " + std::to_string(available));
+            throw Error(path + ": /T has " + std::to_string(T.rows()) + " rows but /X has " +
+                        std::to_string(available));
         ds.T = T.topRows(k);
         if (!ds.T.allFinite()) throw Error(path + ": /T: contains NaN or Inf values");
     } else if (f.exists("/labels")) {
@@ -162,8 +163,9 @@ Dataset read_data_file(const std::string& path, Index samples, Index classes) {
             constexpr Index kMaxClasses = Index(1) << 20;
             for (Index i = 0; i < k; ++i) {
                 if (labels[i] >= kMaxClasses)
-                    throw Error(path + ": /labels: label " + std::to_string(labels[i]) + " of sample " + std::to_string(i) +
-                                " is not a class index (at most " + std::to_string(kMaxClasses) + " classes)");
+                    throw Error(path + ": /labels: label " + std::to_string(labels[i]) + " of sample " +
+                                std::to_string(i) + " is not a class index (at most " + std::to_string(kMaxClasses) +
+                                " classes)");
                 c = std::max<Index>(c, Index(labels[i]) + 1);
             }
         }
@@ -187,8 +189,10 @@ Dataset load_dataset(const std::string& spec, const std::string& dir, Index samp
         const std::string ip = base + "-images-idx3-ubyte", lp = base + "-labels-idx1-ubyte";
         std::error_code ec;
         if (!std::filesystem::exists(ip, ec))
-            throw Error(ip + ": no such file (run scripts/setup.sh to fetch the data sets, or point "
-                        "--data-dir / TDYN_DATA at a folder holding " + spec + "/)");
+            throw Error(ip +
+                        ": no such file (run scripts/setup.sh to fetch the data sets, or point "
+                        "--data-dir / TDYN_DATA at a folder holding " +
+                        spec + "/)");
         Dataset ds = dataset_from_idx(read_idx(ip), read_idx(lp), ip, lp, samples, classes);
         ds.name = spec;
         return ds;

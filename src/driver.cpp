@@ -114,7 +114,8 @@ DriveResult drive(Trainer& trainer, h5::File& file, const std::vector<Analysis*>
         const StepStats s = t < o.to ? trainer.step(t, theta) : trainer.evaluate(t, theta);
         if (training) writer->append(t, s);
         else if (!s.finite())
-            throw Error(file.path() + ": the loss is not finite at step " + std::to_string(t) + "; the trajectory ends there");
+            throw Error(file.path() + ": the loss is not finite at step " + std::to_string(t) +
+                        "; the trajectory ends there");
         StepContext c{t, o.to, theta_t, theta, s, trainer, file};
         for (Analysis* a : analyses) {
             a->step(c);

@@ -1,8 +1,8 @@
 #include "tdyn/evaluation.hpp"
 
+#include "row_chunks.hpp"
 #include "tdyn/activation.hpp"
 #include "tdyn/loss.hpp"
-#include "row_chunks.hpp"
 
 #include <algorithm>
 #include <cassert>
@@ -105,7 +105,8 @@ void InputMatrix::chunked_transpose_product(const Eigen::Ref<const RowMatrixT<S>
     auto& acc = [this]() -> auto& {
         if constexpr (std::is_same_v<S, float>) return m_acc32;
         else return m_acc64;
-    }();
+    }
+    ();
     if (Index(acc.size()) < T) acc.resize(T);
     for (Index t = 0; t < T; ++t) acc[t].resize(d, n);
     // Columns of C per pass of the sparse scatter: a d x tile slice of the accumulator
@@ -119,8 +120,7 @@ void InputMatrix::chunked_transpose_product(const Eigen::Ref<const RowMatrixT<S>
             // acc_t = X[r0:r1]^T C[r0:r1]  (Eigen GEMM, single-threaded)
             if constexpr (std::is_same_v<S, float>)
                 a.noalias() = m_X32.middleRows(r0, r1 - r0).transpose() * C.middleRows(r0, r1 - r0);
-            else
-                a.noalias() = m_X.middleRows(r0, r1 - r0).transpose() * C.middleRows(r0, r1 - r0);
+            else a.noalias() = m_X.middleRows(r0, r1 - r0).transpose() * C.middleRows(r0, r1 - r0);
             return;
         }
         // acc_t = sum_{i in chunk} x_i^T c_i: for each non-zero x_ij, row j of acc += x_ij c_i
@@ -128,7 +128,8 @@ void InputMatrix::chunked_transpose_product(const Eigen::Ref<const RowMatrixT<S>
         const auto& Xs = [this]() -> const auto& {
             if constexpr (std::is_same_v<S, float>) return m_Xs32;
             else return m_Xs;
-        }();
+        }
+        ();
         const auto* outer = Xs.outerIndexPtr();
         const auto* inner = Xs.innerIndexPtr();
         const S* val = Xs.valuePtr();
@@ -138,8 +139,7 @@ void InputMatrix::chunked_transpose_product(const Eigen::Ref<const RowMatrixT<S>
                 const Index w = std::min(tile, n - c0);
                 for (Index i = b0; i < b1; ++i) {
                     const auto ci = C.row(i).segment(c0, w);
-                    for (auto p = outer[i]; p < outer[i + 1]; ++p)
-                        a.row(inner[p]).segment(c0, w) += val[p] * ci;
+                    for (auto p = outer[i]; p < outer[i + 1]; ++p) a.row(inner[p]).segment(c0, w) += val[p] * ci;
                 }
             }
         }
@@ -183,20 +183,16 @@ void InputMatrix::transpose_times(const Eigen::Ref<const RowMatrix>& C, RowMatri
 
 Evaluation::Evaluation(const Architecture& arch, const InputMatrix& X, const RowMatrix& T,
                        const EvaluationOptions& options)
-    : m_arch(arch), m_X(X), m_T(T.data(), T.rows(), T.cols()),
-      m_comm(options.comm ? options.comm : &local_comm()) {
+    : m_arch(arch), m_X(X), m_T(T.data(), T.rows(), T.cols()), m_comm(options.comm ? options.comm : &local_comm()) {
     // These messages keep the CLI flag name: tests/bad_input_test.cpp and the apps match on it.
     if (X.cols() != arch.inputs())
         throw Error("--arch " + arch.to_string() + ": input width " + std::to_string(arch.inputs()) +
-                    " does not match the data, whose samples have " + std::to_string(X.cols()) +
-                    " features");
+                    " does not match the data, whose samples have " + std::to_string(X.cols()) + " features");
     if (T.cols() != arch.outputs())
         throw Error("--arch " + arch.to_string() + ": output width " + std::to_string(arch.outputs()) +
-                    " does not match the data, whose targets have " + std::to_string(T.cols()) +
-                    " columns");
+                    " does not match the data, whose targets have " + std::to_string(T.cols()) + " columns");
     if (T.rows() != X.rows())
-        throw Error("data: X has " + std::to_string(X.rows()) + " rows but T has " +
-                    std::to_string(T.rows()));
+        throw Error("data: X has " + std::to_string(X.rows()) + " rows but T has " + std::to_string(T.rows()));
     set_weight_decay(options.weight_decay);
     // the k of every mean: the rows of all ranks (collective: every rank constructs its Evaluation)
     m_k_global = m_comm->global_rows(X.rows());
@@ -256,8 +252,7 @@ constexpr Index kRowTask = 64;
 Evaluation::SerialIfSmall::SerialIfSmall(const Evaluation& e) {
 #ifdef _OPENMP
     constexpr double kSmallWork = 5e7;  // k P; 784-50-10 (P = 39760): k < 1258
-    if (double(e.samples()) * double(e.num_params()) < kSmallWork && omp_get_max_threads() > 1 &&
-        !omp_in_parallel()) {
+    if (double(e.samples()) * double(e.num_params()) < kSmallWork && omp_get_max_threads() > 1 && !omp_in_parallel()) {
         m_saved = omp_get_max_threads();
         omp_set_num_threads(1);
     }
@@ -396,8 +391,7 @@ void Evaluation::backward() {
     with_loss(m_arch.output, [&](auto policy) {
         using Loss = decltype(policy);
 #pragma omp parallel for schedule(static) if (dL.size() >= kParallelElems)
-        for (Index i = 0; i < k; ++i)
-            Loss::delta(m_Y.data() + i * c, T + i * t_stride, inv_k, dL.data() + i * c, c);
+        for (Index i = 0; i < k; ++i) Loss::delta(m_Y.data() + i * c, T + i * t_stride, inv_k, dL.data() + i * c, c);
     });
     m_grad.resize(num_params());
     for (Index l = L; l >= 1; --l) {

@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 
@@ -132,7 +132,8 @@ void give_back_reserve(hid_t file) {
 herr_t add_chunk_bytes(hid_t loc, const char* name, const H5L_info_t* link, void* out) {
     if (link->type != H5L_TYPE_HARD) return 0;
     H5O_info_t info;
-    if (H5Oget_info_by_name2(loc, name, &info, H5O_INFO_BASIC, H5P_DEFAULT) < 0 || info.type != H5O_TYPE_DATASET) return 0;
+    if (H5Oget_info_by_name2(loc, name, &info, H5O_INFO_BASIC, H5P_DEFAULT) < 0 || info.type != H5O_TYPE_DATASET)
+        return 0;
     Handle d(H5Dopen2(loc, name, H5P_DEFAULT));
     Handle dcpl(d ? H5Dget_create_plist(d.id()) : H5I_INVALID_HID), type(d ? H5Dget_type(d.id()) : H5I_INVALID_HID);
     if (!dcpl || !type || H5Pget_layout(dcpl.id()) != H5D_CHUNKED) return 0;
@@ -278,7 +279,8 @@ void File::reserve_space(std::uint64_t extra) {
     if (err == EINVAL || err == EOPNOTSUPP) return;  // a file system that cannot reserve: write as before
     if (err != 0)
         throw DiskFull(m_path + ": no room for the next writes (" + std::strerror(err) + ", " +
-                       std::to_string((margin + (1 << 20) - 1) >> 20) + " MiB needed); what was written so far is intact");
+                       std::to_string((margin + (1 << 20) - 1) >> 20) +
+                       " MiB needed); what was written so far is intact");
 }
 
 bool File::exists(const std::string& object) const {
@@ -296,7 +298,8 @@ bool File::exists(const std::string& object) const {
 void File::ensure_group(const std::string& group) {
     if (exists(group)) return;
     Handle lcpl(check(intermediate_groups(), group, "cannot create group"));
-    Handle g(check(H5Gcreate2(m_file.id(), group.c_str(), lcpl.id(), H5P_DEFAULT, H5P_DEFAULT), group, "cannot create group"));
+    Handle g(check(H5Gcreate2(m_file.id(), group.c_str(), lcpl.id(), H5P_DEFAULT, H5P_DEFAULT), group,
+                   "cannot create group"));
 }
 
 Handle File::open_dataset(const std::string& name) const {
@@ -326,7 +329,8 @@ Handle File::select_rows(hid_t space, const std::string& name, hsize_t first, hs
     std::vector<hsize_t> start(dims.size(), 0), cnt = dims;
     start[0] = first;
     cnt[0] = count;
-    check(H5Sselect_hyperslab(space, H5S_SELECT_SET, start.data(), nullptr, cnt.data(), nullptr), name, "cannot select rows");
+    check(H5Sselect_hyperslab(space, H5S_SELECT_SET, start.data(), nullptr, cnt.data(), nullptr), name,
+          "cannot select rows");
     return Handle(check(H5Screate_simple(int(cnt.size()), cnt.data(), nullptr), name, "cannot create a dataspace"));
 }
 
@@ -340,9 +344,10 @@ void File::write_array(const std::string& name, hid_t mem_type, hid_t file_type,
     Handle space(check(dims.empty() ? H5Screate(H5S_SCALAR) : H5Screate_simple(int(dims.size()), dims.data(), nullptr),
                        name, "cannot create a dataspace"));
     Handle lcpl(check(intermediate_groups(), name, "cannot create dataset"));
-    Handle d(check(H5Dcreate2(m_file.id(), name.c_str(), file_type, space.id(), lcpl.id(), H5P_DEFAULT, H5P_DEFAULT), name,
-                   "cannot create dataset"));
-    if (count_of(dims) > 0) check(H5Dwrite(d.id(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), name, "cannot write (disk full?)");
+    Handle d(check(H5Dcreate2(m_file.id(), name.c_str(), file_type, space.id(), lcpl.id(), H5P_DEFAULT, H5P_DEFAULT),
+                   name, "cannot create dataset"));
+    if (count_of(dims) > 0)
+        check(H5Dwrite(d.id(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), name, "cannot write (disk full?)");
 }
 
 void File::write(const std::string& name, const Vector& v) {
@@ -357,7 +362,9 @@ void File::write(const std::string& name, const std::vector<std::int64_t>& v) {
     write_array(name, H5T_NATIVE_INT64, H5T_STD_I64LE, {hsize_t(v.size())}, v.data());
 }
 
-void File::write_scalar(const std::string& name, double x) { write_array(name, H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, {}, &x); }
+void File::write_scalar(const std::string& name, double x) {
+    write_array(name, H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, {}, &x);
+}
 
 std::vector<hsize_t> File::shape(const std::string& name) const {
     Handle d = open_dataset(name);
@@ -388,7 +395,8 @@ Vector File::read_vector(const std::string& name) const {
     if (dims.size() != 1) fail(name, "expected a 1-d dataset, found " + describe(dims));
     if (!is_numeric(t.id())) fail(name, "expected numbers, found " + type_text(t.id()));
     Vector v(static_cast<Index>(dims[0]));
-    if (v.size() > 0) check(H5Dread(d.id(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), name, "cannot read");
+    if (v.size() > 0)
+        check(H5Dread(d.id(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), name, "cannot read");
     return v;
 }
 
@@ -400,7 +408,8 @@ RowMatrix File::read_matrix(const std::string& name) const {
     if (dims.size() != 2) fail(name, "expected a 2-d dataset, found " + describe(dims));
     if (!is_numeric(t.id())) fail(name, "expected numbers, found " + type_text(t.id()));
     RowMatrix m(static_cast<Index>(dims[0]), static_cast<Index>(dims[1]));
-    if (m.size() > 0) check(H5Dread(d.id(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, m.data()), name, "cannot read");
+    if (m.size() > 0)
+        check(H5Dread(d.id(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, m.data()), name, "cannot read");
     return m;
 }
 
@@ -424,7 +433,8 @@ std::vector<std::int64_t> File::read_ints(const std::string& name) const {
     if (dims.size() != 1) fail(name, "expected a 1-d dataset, found " + describe(dims));
     if (H5Tget_class(t.id()) != H5T_INTEGER) fail(name, "expected integers, found " + type_text(t.id()));
     std::vector<std::int64_t> v(dims[0]);
-    if (!v.empty()) check(H5Dread(d.id(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), name, "cannot read");
+    if (!v.empty())
+        check(H5Dread(d.id(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), name, "cannot read");
     return v;
 }
 
@@ -436,7 +446,8 @@ std::vector<std::uint8_t> File::read_u8(const std::string& name, std::vector<hsi
     if (H5Tget_class(t.id()) != H5T_INTEGER || H5Tget_size(t.id()) != 1 || H5Tget_sign(t.id()) != H5T_SGN_NONE)
         fail(name, "expected uint8, found " + type_text(t.id()));
     std::vector<std::uint8_t> v(count_of(dims));
-    if (!v.empty()) check(H5Dread(d.id(), H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), name, "cannot read");
+    if (!v.empty())
+        check(H5Dread(d.id(), H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), name, "cannot read");
     return v;
 }
 
@@ -446,8 +457,8 @@ RowMatrix File::read_rows(const std::string& name, hsize_t first, hsize_t count)
     const auto dims = extent(fs.id(), name);
     if (dims.empty() || dims.size() > 2) fail(name, "expected a 1-d or 2-d dataset, found " + describe(dims));
     if (first > dims[0] || count > dims[0] - first)
-        fail(name, "rows " + std::to_string(first) + ".." + std::to_string(first + count) + " requested, the dataset has " +
-                       std::to_string(dims[0]));
+        fail(name, "rows " + std::to_string(first) + ".." + std::to_string(first + count) +
+                       " requested, the dataset has " + std::to_string(dims[0]));
     RowMatrix m(static_cast<Index>(count), static_cast<Index>(dims.size() == 2 ? dims[1] : 1));
     if (m.size() == 0) return m;
     Handle ms = select_rows(fs.id(), name, first, count);
@@ -478,9 +489,10 @@ void File::write_attr(const std::string& obj, const std::string& name, hid_t typ
     const std::string what = "attribute '" + name + "': ";
     if (check(H5Aexists(o.id(), name.c_str()), obj, what + "cannot check") > 0)
         check(H5Adelete(o.id(), name.c_str()), obj, what + "cannot replace");
-    Handle space(check(dims.empty() ? H5Screate(H5S_SCALAR) : H5Screate_simple(int(dims.size()), dims.data(), nullptr), obj,
-                       what + "cannot create a dataspace"));
-    Handle a(check(H5Acreate2(o.id(), name.c_str(), type, space.id(), H5P_DEFAULT, H5P_DEFAULT), obj, what + "cannot create"));
+    Handle space(check(dims.empty() ? H5Screate(H5S_SCALAR) : H5Screate_simple(int(dims.size()), dims.data(), nullptr),
+                       obj, what + "cannot create a dataspace"));
+    Handle a(check(H5Acreate2(o.id(), name.c_str(), type, space.id(), H5P_DEFAULT, H5P_DEFAULT), obj,
+                   what + "cannot create"));
     if (count_of(dims) > 0) check(H5Awrite(a.id(), type, data), obj, what + "cannot write");
 }
 
@@ -543,7 +555,8 @@ std::vector<std::int64_t> File::attr_ints(const std::string& obj, const std::str
     Handle t(check(H5Aget_type(a.id()), obj, what + "cannot read the type"));
     if (H5Tget_class(t.id()) != H5T_INTEGER) fail(obj, what + "expected integers, found " + type_text(t.id()));
     Handle s(check(H5Aget_space(a.id()), obj, what + "cannot read the shape"));
-    std::vector<std::int64_t> v(std::size_t(check(H5Sget_simple_extent_npoints(s.id()), obj, what + "cannot read the shape")));
+    std::vector<std::int64_t> v(
+        std::size_t(check(H5Sget_simple_extent_npoints(s.id()), obj, what + "cannot read the shape")));
     if (!v.empty()) check(H5Aread(a.id(), H5T_NATIVE_INT64, v.data()), obj, what + "cannot read");
     return v;
 }
@@ -554,7 +567,8 @@ std::vector<double> File::attr_doubles(const std::string& obj, const std::string
     Handle t(check(H5Aget_type(a.id()), obj, what + "cannot read the type"));
     if (!is_numeric(t.id())) fail(obj, what + "expected numbers, found " + type_text(t.id()));
     Handle s(check(H5Aget_space(a.id()), obj, what + "cannot read the shape"));
-    std::vector<double> v(std::size_t(check(H5Sget_simple_extent_npoints(s.id()), obj, what + "cannot read the shape")));
+    std::vector<double> v(
+        std::size_t(check(H5Sget_simple_extent_npoints(s.id()), obj, what + "cannot read the shape")));
     if (!v.empty()) check(H5Aread(a.id(), H5T_NATIVE_DOUBLE, v.data()), obj, what + "cannot read");
     return v;
 }
@@ -590,12 +604,13 @@ SeriesLayout series_layout(hsize_t width, hsize_t chunk_rows) {
 void File::create_series(const std::string& name, hsize_t width, hsize_t chunk_rows) {
     if (exists(name)) fail(name, "dataset exists");
     const SeriesLayout l = series_layout(width, chunk_rows);
-    Handle space(check(H5Screate_simple(int(l.dims.size()), l.dims.data(), l.maxdims.data()), name, "cannot create a dataspace"));
+    Handle space(check(H5Screate_simple(int(l.dims.size()), l.dims.data(), l.maxdims.data()), name,
+                       "cannot create a dataspace"));
     Handle dcpl(check(H5Pcreate(H5P_DATASET_CREATE), name, "cannot create series"));
     check(H5Pset_chunk(dcpl.id(), int(l.chunk.size()), l.chunk.data()), name, "cannot set the chunk size");
     Handle lcpl(check(intermediate_groups(), name, "cannot create series"));
-    Handle d(check(H5Dcreate2(m_file.id(), name.c_str(), H5T_IEEE_F64LE, space.id(), lcpl.id(), dcpl.id(), H5P_DEFAULT), name,
-                   "cannot create series"));
+    Handle d(check(H5Dcreate2(m_file.id(), name.c_str(), H5T_IEEE_F64LE, space.id(), lcpl.id(), dcpl.id(), H5P_DEFAULT),
+                   name, "cannot create series"));
     m_series_changed = true;
 }
 
@@ -606,8 +621,8 @@ void File::create_series_int(const std::string& name) {
     Handle dcpl(check(H5Pcreate(H5P_DATASET_CREATE), name, "cannot create series"));
     check(H5Pset_chunk(dcpl.id(), 1, l.chunk.data()), name, "cannot set the chunk size");
     Handle lcpl(check(intermediate_groups(), name, "cannot create series"));
-    Handle d(check(H5Dcreate2(m_file.id(), name.c_str(), H5T_STD_I64LE, space.id(), lcpl.id(), dcpl.id(), H5P_DEFAULT), name,
-                   "cannot create series"));
+    Handle d(check(H5Dcreate2(m_file.id(), name.c_str(), H5T_STD_I64LE, space.id(), lcpl.id(), dcpl.id(), H5P_DEFAULT),
+                   name, "cannot create series"));
     m_series_changed = true;
 }
 
@@ -626,7 +641,9 @@ void File::append_row(const std::string& name, hid_t mem_type, const void* row, 
     check(H5Dwrite(d.id(), mem_type, ms.id(), grown.id(), H5P_DEFAULT, row), name, "cannot write (disk full?)");
 }
 
-void File::append(const std::string& name, const double* row, hsize_t width) { append_row(name, H5T_NATIVE_DOUBLE, row, width); }
+void File::append(const std::string& name, const double* row, hsize_t width) {
+    append_row(name, H5T_NATIVE_DOUBLE, row, width);
+}
 
 void File::append_int(const std::string& name, std::int64_t x) { append_row(name, H5T_NATIVE_INT64, &x, 1); }
 
@@ -653,7 +670,8 @@ void File::overwrite_row(const std::string& name, hsize_t row, const double* dat
     if (dims.empty() || dims.size() > 2) fail(name, "expected a 1-d or 2-d dataset, found " + describe(dims));
     const hsize_t w = dims.size() == 2 ? dims[1] : 1;
     if (row >= dims[0] || w != width)
-        fail(name, "cannot overwrite row " + std::to_string(row) + " of width " + std::to_string(width) + " in " + describe(dims));
+        fail(name, "cannot overwrite row " + std::to_string(row) + " of width " + std::to_string(width) + " in " +
+                       describe(dims));
     Handle ms = select_rows(fs.id(), name, row, 1);
     check(H5Dwrite(d.id(), H5T_NATIVE_DOUBLE, ms.id(), fs.id(), H5P_DEFAULT, data), name, "cannot write (disk full?)");
 }
@@ -665,7 +683,8 @@ void File::overwrite(const std::string& name, const Vector& v) {
     if (dims.size() != 1 || dims[0] != hsize_t(v.size()))
         fail(name, "cannot overwrite " + describe(dims) + " with " + std::to_string(v.size()) + " values");
     if (v.size() > 0)
-        check(H5Dwrite(d.id(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), name, "cannot write (disk full?)");
+        check(H5Dwrite(d.id(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), name,
+              "cannot write (disk full?)");
 }
 
 void File::remove(const std::string& name) {
@@ -684,7 +703,8 @@ std::vector<std::string> File::children(const std::string& group) const {
     std::vector<std::string> names;
     if (!exists(group)) return names;
     Handle g(check(H5Gopen2(m_file.id(), group.c_str(), H5P_DEFAULT), group, "cannot open group"));
-    check(H5Literate(g.id(), H5_INDEX_NAME, H5_ITER_INC, nullptr, collect_name, &names), group, "cannot list the group");
+    check(H5Literate(g.id(), H5_INDEX_NAME, H5_ITER_INC, nullptr, collect_name, &names), group,
+          "cannot list the group");
     return names;
 }
 

@@ -15,10 +15,10 @@
 // forward pass, R{delta_L} without the (y - t) term, and a plain backprop of R{delta_L}.
 // The two products with X (first and last lines) are done once for the whole block, as
 // one wide product X [V_W1^(1) ... V_W1^(M)] and one X^T [R{delta_1}^(1) ... ].
-#include "tdyn/evaluation.hpp"
 #include "tdyn/hvp.hpp"
-#include "tdyn/loss.hpp"
 #include "row_chunks.hpp"
+#include "tdyn/evaluation.hpp"
+#include "tdyn/loss.hpp"
 
 #include <algorithm>
 #include <cassert>
@@ -35,16 +35,14 @@ constexpr Index kParallelElems = Index(1) << 16;
 /// 200 MB each, so a block of any size fits in memory and pages stay warm between chunks.
 /// Depends on k and the widths only, so results are reproducible.
 Index chunk_size(Index k, Index widest, Index M) {
-    const double budget = 200e6;  // bytes per wide float64 buffer
+    const double budget = 200e6;                        // bytes per wide float64 buffer
     const double rows = double(std::max<Index>(k, 1));  // a rank may hold no rows
     const Index cap = std::clamp<Index>(Index(std::min(16.0, budget / (8.0 * rows * double(widest)))), 1, 16);
     const Index chunks = (M + cap - 1) / cap;
     return (M + chunks - 1) / chunks;  // even split: 32 -> 8 x 4, not 10 + 10 + 10 + 2
 }
 
-Index widest_hidden(const Architecture& arch) {
-    return *std::max_element(arch.widths.begin() + 1, arch.widths.end());
-}
+Index widest_hidden(const Architecture& arch) { return *std::max_element(arch.widths.begin() + 1, arch.widths.end()); }
 
 }  // namespace
 
@@ -60,12 +58,11 @@ void Evaluation::gauss_newton_times(const Eigen::Ref<const Matrix>& V, Eigen::Re
     if (m_lambda > 0 && V.cols() > 0) GV.noalias() += m_lambda * V;
 }
 
-void Evaluation::block_product(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> out,
-                               bool gauss_newton) {
+void Evaluation::block_product(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> out, bool gauss_newton) {
     const Index L = m_arch.layers(), k = samples(), P = num_params(), M = V.cols();
     assert(V.rows() == P && out.rows() == P && out.cols() == M);
     if (M == 0) return;  // an empty block (block solvers ask for one): nothing to multiply
-    gradient();  // delta_l, l = 1..L
+    gradient();          // delta_l, l = 1..L
     const SerialIfSmall serial(*this);
     if (!m_have_curvature) {
         // f'(A_l) and (delta_{l+1} W_{l+1}^T) .* f''(A_l) for the hidden layers: the same for every v.
@@ -84,8 +81,7 @@ void Evaluation::block_product(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Mat
         const Index n = std::min(mc, M - m0);
         if (m_X.precision() == Precision::F32)
             block_chunk<float>(V.middleCols(m0, n), out.middleCols(m0, n), gauss_newton);
-        else
-            block_chunk<double>(V.middleCols(m0, n), out.middleCols(m0, n), gauss_newton);
+        else block_chunk<double>(V.middleCols(m0, n), out.middleCols(m0, n), gauss_newton);
     }
     // This rank's sums over its samples for the whole block, then the one reduction over ranks.
     if (out.outerStride() == P) m_comm->sum(out.data(), P * M);
@@ -121,7 +117,9 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
     m_VWTcat.resize(L + 1);
     m_bcat.resize(L + 1);
     auto VW = [&](Index m, Index l) { return ConstRowMap(V.col(m).data() + m_arch.weight_offset(l), w[l - 1], w[l]); };
-    auto Vb = [&](Index m, Index l) { return Eigen::Map<const Eigen::RowVectorXd>(V.col(m).data() + m_arch.bias_offset(l), w[l]); };
+    auto Vb = [&](Index m, Index l) {
+        return Eigen::Map<const Eigen::RowVectorXd>(V.col(m).data() + m_arch.bias_offset(l), w[l]);
+    };
 
     // The small right-hand sides, side by side:
     //   VW1 = [V_W1^(1) ... V_W1^(M)] (d x n_1 M, scalar S);  bcat_l = [V_bl^(1) ... V_bl^(M)]
@@ -158,10 +156,9 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
             for (Index m = 0; m < M; ++m) {
                 auto rz = RZ.row(i).segment(m * nh, nh).array();
                 if (h == 1)
-                    rz = f1.row(i).array() *
-                         (RA1.row(i).segment(m * nh, nh).template cast<double>().array() + b1cat.segment(m * nh, nh).array());
-                else
-                    rz = f1.row(i).array() * m_RA[h].row(i).segment(m * nh, nh).array();
+                    rz = f1.row(i).array() * (RA1.row(i).segment(m * nh, nh).template cast<double>().array() +
+                                              b1cat.segment(m * nh, nh).array());
+                else rz = f1.row(i).array() * m_RA[h].row(i).segment(m * nh, nh).array();
             }
         }
         // R{A_l} = R{Z_h} W_l + Z_h V_Wl + 1 V_bl^T:  view(R{Z_h}) W_l for all vectors, Z_h [V_Wl^(m)]
@@ -244,11 +241,10 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
                 auto p = RZ.row(i).segment(m * nh, nh).array();
                 if (h == 1) {
                     auto ra = RA1.row(i).segment(m * nh, nh).array();
-                    if (gauss_newton)
-                        ra = (p * f1.row(i).array()).template cast<S>();
+                    if (gauss_newton) ra = (p * f1.row(i).array()).template cast<S>();
                     else
-                        ra = (p * f1.row(i).array() +
-                              f2.row(i).array() * (ra.template cast<double>().array() + b1cat.segment(m * nh, nh).array()))
+                        ra = (p * f1.row(i).array() + f2.row(i).array() * (ra.template cast<double>().array() +
+                                                                           b1cat.segment(m * nh, nh).array()))
                                  .template cast<S>();
                 } else if (gauss_newton) {
                     p *= f1.row(i).array();

@@ -32,8 +32,7 @@ Matrix gaussian(Index rows, Index cols, std::uint64_t seed) {
     auto uniform = [&] { return (double(gen() >> 11) + 0.5) * 0x1.0p-53; };  // in (0, 1)
     Matrix G(rows, cols);
     for (Index j = 0; j < cols; ++j)
-        for (Index i = 0; i < rows; ++i)
-            G(i, j) = std::sqrt(-2 * std::log(uniform())) * std::cos(2 * M_PI * uniform());
+        for (Index i = 0; i < rows; ++i) G(i, j) = std::sqrt(-2 * std::log(uniform())) * std::cos(2 * M_PI * uniform());
     return G;
 }
 
@@ -98,7 +97,8 @@ void apply_update_jacobian(Evaluation& e, double alpha, const Matrix& V, Matrix&
 
 // ---------------------------------------------------------------------------------------------
 
-PerturbedTrajectory::PerturbedTrajectory(const Vector& theta0, const Vector& u, double eps, Index qr_every, Index warmup)
+PerturbedTrajectory::PerturbedTrajectory(const Vector& theta0, const Vector& u, double eps, Index qr_every,
+                                         Index warmup)
     : m_eps(eps), m_q(qr_every), m_warmup(warmup) {
     if (!(eps > 0) || !std::isfinite(eps)) throw Error("--perturbation " + format_number(eps) + ": must be positive");
     // theta'_0 = theta_0 + eps u / |u|

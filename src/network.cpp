@@ -14,8 +14,7 @@ Activation parse_activation(const std::string& name) {
     if (name == "relu") return Activation::Relu;
     if (name == "softplus") return Activation::Softplus;
     if (name == "identity") return Activation::Identity;
-    throw Error("--activation: expected sigmoid, tanh, relu, softplus or identity, found '" + name +
-                "'");
+    throw Error("--activation: expected sigmoid, tanh, relu, softplus or identity, found '" + name + "'");
 }
 
 Output parse_output(const std::string& name) {
@@ -69,8 +68,10 @@ Architecture Architecture::parse(const std::string& text, Activation hidden, Out
     arch.hidden = hidden;
     arch.output = output;
     auto bad = [&](const std::string& why) {
-        return Error("--arch: expected widths like 784-50-10 (at least two positive integers "
-                     "joined by '-'), found '" + text + "': " + why);
+        return Error(
+            "--arch: expected widths like 784-50-10 (at least two positive integers "
+            "joined by '-'), found '" +
+            text + "': " + why);
     };
     std::size_t pos = 0;
     while (true) {
@@ -89,8 +90,7 @@ Architecture Architecture::parse(const std::string& text, Activation hidden, Out
     if (arch.widths.size() < 2) throw bad("need an input and an output width");
     // Keep theta addressable and allocatable: more than 2^31 parameters is surely a typo.
     double p = 0;
-    for (std::size_t l = 1; l < arch.widths.size(); ++l)
-        p += double(arch.widths[l - 1] + 1) * double(arch.widths[l]);
+    for (std::size_t l = 1; l < arch.widths.size(); ++l) p += double(arch.widths[l - 1] + 1) * double(arch.widths[l]);
     if (p > 2147483647.0) throw bad("more than 2^31 parameters");
     return arch;
 }

@@ -36,8 +36,8 @@ Vector read_params(const std::string& path, const Architecture& arch) {
     }
     const auto dims = f.shape("/params/theta");  // checked before reading: a huge dataset is not read
     if (dims.size() == 1 && Index(dims[0]) != arch.num_params())
-        throw Error(path + ": /params/theta has " + std::to_string(dims[0]) + " entries; arch " +
-                    arch.to_string() + " needs " + std::to_string(arch.num_params()));
+        throw Error(path + ": /params/theta has " + std::to_string(dims[0]) + " entries; arch " + arch.to_string() +
+                    " needs " + std::to_string(arch.num_params()));
     const Vector theta = f.read_vector("/params/theta");
     if (theta.size() != arch.num_params())
         throw Error(path + ": /params/theta has " + std::to_string(theta.size()) + " entries; arch " +

@@ -34,7 +34,8 @@ RunReader::RunReader(const std::string& path) : m_file(open_for_reading(path)) {
         i.last_loss = m_file.read_row("/trajectory/loss", i.rows - 1)[0];
         i.last_accuracy = m_file.read_row("/trajectory/accuracy", i.rows - 1)[0];
     }
-    const Index ns = std::min<Index>(Index(m_file.rows("/trajectory/theta_step")), Index(m_file.rows("/trajectory/theta")));
+    const Index ns =
+        std::min<Index>(Index(m_file.rows("/trajectory/theta_step")), Index(m_file.rows("/trajectory/theta")));
     if (ns > 0) {
         const Vector steps = m_file.read_vector("/trajectory/theta_step");
         for (Index j = 0; j < ns; ++j) i.theta_steps.push_back(Index(steps[j]));
@@ -64,10 +65,13 @@ Vector RunReader::theta(Index t, Trainer& trainer) {
 
 ReverseReader::ReverseReader(RunReader& run, Trainer& trainer, Index from, Index to)
     : m_run(run), m_trainer(trainer), m_from(from), m_next(to) {
-    if (from < 0 || from > to) throw Error("from " + std::to_string(from) + ", to " + std::to_string(to) + ": need 0 <= from <= to");
+    if (from < 0 || from > to)
+        throw Error("from " + std::to_string(from) + ", to " + std::to_string(to) + ": need 0 <= from <= to");
     run.theta(from, trainer);  // checks both ends exist before any work is promised
-    const Index last = std::max(run.info().last_step, run.info().theta_steps.empty() ? -1 : run.info().theta_steps.back());
-    if (to > last) throw Error("to " + std::to_string(to) + ": " + run.path() + " ends at step " + std::to_string(last));
+    const Index last =
+        std::max(run.info().last_step, run.info().theta_steps.empty() ? -1 : run.info().theta_steps.back());
+    if (to > last)
+        throw Error("to " + std::to_string(to) + ": " + run.path() + " ends at step " + std::to_string(last));
 }
 
 bool ReverseReader::next(Index& t, Vector& theta) {

@@ -84,12 +84,13 @@ EigenResult davidson_eigs(Evaluation& e, Which which, const EigenOptions& o, con
     HessianOp H(e);
     const Index P = H.rows(), K = o.eigs;
     Index diag_hvps = 0;
-    const Vector D = o.diagonal_probes > 0 ? hutchinson_diagonal(e, o.diagonal_probes, 17, &diag_hvps)
-                                           : Vector(Vector::Zero(P));
+    const Vector D =
+        o.diagonal_probes > 0 ? hutchinson_diagonal(e, o.diagonal_probes, 17, &diag_hvps) : Vector(Vector::Zero(P));
     const Index nvec_init = std::min<Index>(2 * K, P / 3);
     const Index nvec_max = std::min<Index>(o.krylov > 0 ? o.krylov : 10 * K, P);
     if (nvec_max < nvec_init + K)
-        throw Error("--krylov " + std::to_string(nvec_max) + ": Davidson needs at least 3 K = " + std::to_string(3 * K));
+        throw Error("--krylov " + std::to_string(nvec_max) +
+                    ": Davidson needs at least 3 K = " + std::to_string(3 * K));
     DiagonalHessianOp op(H, D);
     RelativeDavidson solver(op, K, nvec_init, nvec_max);
     Matrix V0 = rademacher(P, nvec_init, 23);
@@ -141,7 +142,8 @@ std::string to_string(SolverStatus s) {
 }
 
 void check_eigs(Index K, Index P) {
-    if (K < 1 || K >= P) throw Error("eigs " + std::to_string(K) + ": must be between 1 and P - 1 = " + std::to_string(P - 1));
+    if (K < 1 || K >= P)
+        throw Error("eigs " + std::to_string(K) + ": must be between 1 and P - 1 = " + std::to_string(P - 1));
 }
 
 EigenResult hessian_eigs(Evaluation& e, Which which, const EigenOptions& o, const Matrix* start) {
@@ -182,7 +184,9 @@ Vector jacobian_extreme(const Vector& top, const Vector& bottom, double alpha, I
     for (Index i = 0; i < bottom.size(); ++i) mu.push_back(1 - alpha * bottom[i]);
     std::sort(mu.begin(), mu.end(), [](double a, double b) { return std::abs(a) > std::abs(b); });
     // top and bottom overlap when P is small: drop repeated eigenvalues found from both ends
-    mu.erase(std::unique(mu.begin(), mu.end(), [](double a, double b) { return std::abs(a - b) <= 1e-12 * std::max(1.0, std::abs(a)); }), mu.end());
+    mu.erase(std::unique(mu.begin(), mu.end(),
+                         [](double a, double b) { return std::abs(a - b) <= 1e-12 * std::max(1.0, std::abs(a)); }),
+             mu.end());
     mu.resize(std::min<std::size_t>(mu.size(), std::size_t(K)));
     return Eigen::Map<const Vector>(mu.data(), Index(mu.size()));
 }
@@ -284,7 +288,8 @@ SpectralDensity lanczos_density(Evaluation& e, Index probes, Index steps, Index 
 
 namespace tdyn {
 
-SpectrumAnalysis analyse_spectrum(Evaluation& e, const SpectrumOptions& o, double alpha, const SpectrumAnalysis* previous) {
+SpectrumAnalysis analyse_spectrum(Evaluation& e, const SpectrumOptions& o, double alpha,
+                                  const SpectrumAnalysis* previous) {
     SpectrumAnalysis a;
     auto warm = [&](const EigenResult& r) { return previous && r.vectors.cols() > 0 ? &r.vectors : nullptr; };
     if (o.top) a.top = hessian_eigs(e, Which::Top, o.eig, previous ? warm(previous->top) : nullptr);

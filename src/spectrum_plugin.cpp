@@ -22,7 +22,7 @@ const char* const kCheckpoint[] = {"/checkpoint/spectrum_step", "/checkpoint/spe
 /// Drops the rows of `group`'s series (and of its trace/ and density/ subgroups) at steps >= from.
 void truncate_group(h5::File& f, const std::string& group, Index from) {
     const Index K = f.attr_int(group, "eigs");
-    for (const std::string g : {group, group + "/trace", group + "/density"}) {
+    for (const std::string& g : {group, group + "/trace", group + "/density"}) {
         if (!f.exists(g + "/step")) continue;
         std::vector<std::string> series, vectors;
         for (const std::string& child : f.children(g)) {
@@ -174,10 +174,12 @@ void SpectrumPlugin::append(h5::File& f, Index step, const SpectrumAnalysis& a) 
     f.append_scalar(series("unstable"), double(a.stability.unstable));
     f.append_scalar(series("max_abs_mu"), a.stability.max_abs_mu);
     if (m_s.vectors) {
-        for (const auto& [name, r] : {std::pair<const char*, const EigenResult*>{"vectors_top", &a.top}, {"vectors_bottom", &a.bottom}}) {
+        for (const auto& [name, r] :
+             {std::pair<const char*, const EigenResult*>{"vectors_top", &a.top}, {"vectors_bottom", &a.bottom}}) {
             const std::string n = series(name);
             for (Index i = 0; i < K; ++i)
-                f.append(n, i < r->vectors.cols() ? Vector(r->vectors.col(i)) : Vector::Constant(f.shape(n)[1], std::nan("")));
+                f.append(n, i < r->vectors.cols() ? Vector(r->vectors.col(i))
+                                                  : Vector::Constant(f.shape(n)[1], std::nan("")));
         }
     }
     if (a.trace.probes > 0) {

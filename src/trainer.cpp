@@ -84,7 +84,8 @@ StepStats Trainer::step(Index t, Vector& theta) {
     return s;
 }
 
-Vector Trainer::replay(const Vector& theta_s, Index s, Index t, const std::function<void(Index, const Vector&)>& visit) {
+Vector Trainer::replay(const Vector& theta_s, Index s, Index t,
+                       const std::function<void(Index, const Vector&)>& visit) {
     Vector theta = theta_s;
     for (Index u = s; u < t; ++u) {
         if (visit) visit(u, theta);

@@ -10,10 +10,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <functional>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 
 namespace tdyn {
@@ -75,8 +75,12 @@ Fixture small_run(const std::string& tag) {
 
 /// Every command that reads a run file, pointed at `file`.
 std::vector<std::string> readers_of(const std::string& file) {
-    return {"info " + file, "info " + file + " --json", "eval " + file, "spectrum " + file + " --quiet",
-            "lyapunov " + file + " --vectors 2 --quiet", "train --out " + file + " --resume --quiet"};
+    return {"info " + file,
+            "info " + file + " --json",
+            "eval " + file,
+            "spectrum " + file + " --quiet",
+            "lyapunov " + file + " --vectors 2 --quiet",
+            "train --out " + file + " --resume --quiet"};
 }
 
 TEST(BadInput, RunFilesThatAreNotRunsOrAreDamagedAreRefused) {
@@ -87,11 +91,13 @@ TEST(BadInput, RunFilesThatAreNotRunsOrAreDamagedAreRefused) {
         std::ofstream(p, std::ios::binary) << bytes;
         return p;
     };
-    struct Case { std::string file, expect; };
+    struct Case {
+        std::string file, expect;
+    };
     std::vector<Case> cases = {
         {copy_with("text.h5", "step,loss\n0,2.3\n"), "not an HDF5 file"},  // not HDF5 at all
         {copy_with("empty.h5", ""), "not an HDF5 file"},
-        {fx.data, "not a tdyn run file"},                        // HDF5, but a data file
+        {fx.data, "not a tdyn run file"},  // HDF5, but a data file
     };
     {  // a run file from a newer tdyn
         const std::string newer = copy_with("newer.h5", good);
@@ -110,8 +116,9 @@ TEST(BadInput, RunFilesThatAreNotRunsOrAreDamagedAreRefused) {
         expect_refused("info " + c.file, {c.file, c.expect});
         // As the starting point of a new run (--init reads /params/theta; a newer run's is fine).
         if (c.expect != "format_version 99")
-            expect_refused("train --data " + fx.data + kSmall + " --init " + c.file + " --out " + test::temp_path("x.h5"),
-                           {c.file});
+            expect_refused(
+                "train --data " + fx.data + kSmall + " --init " + c.file + " --out " + test::temp_path("x.h5"),
+                {c.file});
         EXPECT_TRUE(s.unchanged()) << c.file;
         EXPECT_FALSE(fs::exists(test::temp_path("x.h5")));
     }
@@ -121,7 +128,10 @@ TEST(BadInput, DataFilesWithWrongContentsAreRefused) {
     const Fixture fx = small_run("data");
     Snapshot s({fx.run});
     auto data_file = [](const std::string& name) { return test::temp_path(name); };
-    struct Case { std::string file, expect; bool names_file = true; };
+    struct Case {
+        std::string file, expect;
+        bool names_file = true;
+    };
     std::vector<Case> cases;
     {
         const std::string p = data_file("no-x.h5");
@@ -184,7 +194,8 @@ TEST(BadInput, DataFilesWithWrongContentsAreRefused) {
         h5::File f = h5::File::create(p);
         f.write_matrix("/X", RowMatrix::Ones(4, 6));
         f.write_matrix("/T", RowMatrix::Zero(4, 5));
-        cases.push_back({p, "--arch 6-4-3: output width 3 does not match the data, whose targets have 5 columns", false});
+        cases.push_back(
+            {p, "--arch 6-4-3: output width 3 does not match the data, whose targets have 5 columns", false});
     }
     for (const Case& c : cases) {
         Snapshot d({c.file});
@@ -201,10 +212,14 @@ TEST(BadInput, FlagValuesOutOfRangeAreRefused) {
     const Fixture fx = small_run("flags");
     Snapshot s({fx.run, fx.data});
     // kSmall's flags, except those a case gives itself (CLI11 refuses a flag given twice).
-    const std::string rest = " --data " + fx.data + " --activation tanh --save-theta-every 4 --quiet --steps 2 --force --out " + fx.run;
+    const std::string rest =
+        " --data " + fx.data + " --activation tanh --save-theta-every 4 --quiet --steps 2 --force --out " + fx.run;
     const std::string train = "train" + rest + " --arch 6-4-3 --lr 0.3", train_lr = "train" + rest + " --arch 6-4-3",
                       train_arch = "train" + rest + " --lr 0.3";
-    struct Case { std::string args, expect; int code = 1; };
+    struct Case {
+        std::string args, expect;
+        int code = 1;
+    };
     const Case cases[] = {
         {train_lr + " --lr nan", "--lr"},
         {train_lr + " --lr inf", "--lr"},
@@ -249,8 +264,9 @@ TEST(BadInput, SmallNumbersInMessagesKeepTheirValue) {
     const Fixture fx = small_run("numbers");
     Snapshot s({fx.run, fx.data});
     const std::string out = test::temp_path("numbers-x.h5");
-    for (const std::string& args : {"train --data " + fx.data + " --arch 6-4-3 --steps 2 --quiet --lr -1e-9 --out " + out,
-                                    "spectrum " + fx.run + " --quiet --lr -1e-9", "eval " + fx.run + " --lr -1e-9"}) {
+    for (const std::string& args :
+         {"train --data " + fx.data + " --arch 6-4-3 --steps 2 --quiet --lr -1e-9 --out " + out,
+          "spectrum " + fx.run + " --quiet --lr -1e-9", "eval " + fx.run + " --lr -1e-9"}) {
         const auto r = test::run_tdyn(args);
         EXPECT_EQ(r.exit_code, 1) << args << "\n" << r.err;
         EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << args << "\n" << r.err;
@@ -273,11 +289,13 @@ struct Wrapped {
     int status;
     std::string err;
 };
-void expect_write_failure_then_resume(const std::string& name, const std::function<Wrapped(const std::string&, const std::string&)>& wrap,
+void expect_write_failure_then_resume(const std::string& name,
+                                      const std::function<Wrapped(const std::string&, const std::string&)>& wrap,
                                       const std::string& system_reason) {
     const std::string data = test::temp_path(name + "-data.h5");
     test::write_data_file(data, 200, 40, 5, 8);
-    const std::string args = " --data " + data + " --arch 40-100-5 --lr 0.3 --steps 120 --save-theta-every 1 --quiet --lyapunov 2"
+    const std::string args = " --data " + data +
+                             " --arch 40-100-5 --lr 0.3 --steps 120 --save-theta-every 1 --quiet --lyapunov 2"
                              " --perturbation 1e-6 --spectrum-every 10 --which top";  // the bottom end is slow here
     const std::string full = test::temp_path(name + "-full.h5"), cut = test::temp_path(name + "-cut.h5");
     ASSERT_EQ(test::run_tdyn("train" + args + " --out " + full).exit_code, 0);
@@ -299,9 +317,11 @@ void expect_write_failure_then_resume(const std::string& name, const std::functi
     const auto resumed = test::run_tdyn("train --out " + cut + " --resume --quiet");
     ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
     test::expect_same_run(full, cut, 120,
-                          {"/trajectory/step", "/trajectory/loss", "/trajectory/accuracy", "/trajectory/grad_norm", "/trajectory/theta_step",
-                           "/lyapunov/step", "/lyapunov/perturbation/exponent", "/spectrum/step", "/spectrum/lambda_max"},
-                          {"/trajectory/theta", "/lyapunov/log_growth", "/lyapunov/exponents", "/lyapunov/basis", "/spectrum/hessian_top"});
+                          {"/trajectory/step", "/trajectory/loss", "/trajectory/accuracy", "/trajectory/grad_norm",
+                           "/trajectory/theta_step", "/lyapunov/step", "/lyapunov/perturbation/exponent",
+                           "/spectrum/step", "/spectrum/lambda_max"},
+                          {"/trajectory/theta", "/lyapunov/log_growth", "/lyapunov/exponents", "/lyapunov/basis",
+                           "/spectrum/hessian_top"});
     EXPECT_EQ(fs::file_size(cut), fs::file_size(full));  // the reserve was given back at the end
 }
 
@@ -313,8 +333,8 @@ TEST(RunFile, WriteErrorStopsCleanlyAndTheRunResumesBitIdentically) {
         [](const std::string& args, const std::string& out) {
             const std::string e = test::temp_path("wfail.err");
             // 16 MiB (in 512-byte blocks): about 60 % of the finished file.
-            const std::string cmd = "sh -c 'ulimit -f 32768; trap \"\" XFSZ; exec " + std::string(TDYN_BINARY) + " train" + args +
-                                    " --out " + out + "' >/dev/null 2>" + e;
+            const std::string cmd = "sh -c 'ulimit -f 32768; trap \"\" XFSZ; exec " + std::string(TDYN_BINARY) +
+                                    " train" + args + " --out " + out + "' >/dev/null 2>" + e;
             const int status = std::system(cmd.c_str());
             return Wrapped{status, test::slurp(e)};
         },
@@ -330,15 +350,17 @@ TEST(RunFile, FullDiskStopsCleanlyAndTheRunResumesBitIdentically) {
         [](const std::string& args, const std::string& out) {
             const std::string mnt = test::temp_path("enospc-mnt"), e = test::temp_path("enospc.err");
             fs::create_directories(mnt);
-            if (std::system(("unshare -m sh -c 'mount -t tmpfs -o size=16m tmpfs " + mnt + "' 2>/dev/null").c_str()) != 0)
+            if (std::system(("unshare -m sh -c 'mount -t tmpfs -o size=16m tmpfs " + mnt + "' 2>/dev/null").c_str()) !=
+                0)
                 return Wrapped{-77, "cannot mount a tmpfs in a private mount namespace here"};
-            const std::string inner = "mount -t tmpfs -o size=16m tmpfs " + mnt + " && { " + std::string(TDYN_BINARY) + " train" + args +
-                                      " --out " + mnt + "/run.h5 >/dev/null 2>" + e + "; rc=\\$?; cp " + mnt + "/run.h5 " + out +
-                                      "; exit \\$rc; }";
+            const std::string inner = "mount -t tmpfs -o size=16m tmpfs " + mnt + " && { " + std::string(TDYN_BINARY) +
+                                      " train" + args + " --out " + mnt + "/run.h5 >/dev/null 2>" + e +
+                                      "; rc=\\$?; cp " + mnt + "/run.h5 " + out + "; exit \\$rc; }";
             const int status = std::system(("unshare -m sh -c \"" + inner + "\"").c_str());
             // The message names the file where it was written; the test knows it as `out`.
             std::string err = test::slurp(e);
-            for (std::size_t at; (at = err.find(mnt + "/run.h5")) != std::string::npos;) err.replace(at, mnt.size() + 7, out);
+            for (std::size_t at; (at = err.find(mnt + "/run.h5")) != std::string::npos;)
+                err.replace(at, mnt.size() + 7, out);
             return Wrapped{status, err};
         },
         "No space left on device");

@@ -156,7 +156,8 @@ TEST(DataFile, RejectsWrongShapesAndValues) {
     }
     expect_error([&] { read_data_file(p5, 0); }, {p5, "label 1099511627776 of sample 1", "not a class index"});
     expect_error([&] { load_dataset("mnits", "/nonexistent", 0); }, {"--data", "mnits"});
-    expect_error([&] { load_dataset("mnist", "/nonexistent", 0); }, {"/nonexistent/mnist/train-images-idx3-ubyte", "setup.sh"});
+    expect_error([&] { load_dataset("mnist", "/nonexistent", 0); },
+                 {"/nonexistent/mnist/train-images-idx3-ubyte", "setup.sh"});
 }
 
 }  // namespace

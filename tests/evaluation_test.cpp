@@ -5,9 +5,9 @@
 #include "test_support.hpp"
 
 #include <barrier>
-#include <limits>
 #include <cmath>
 #include <gtest/gtest.h>
+#include <limits>
 #include <thread>
 #include <type_traits>
 
@@ -32,8 +32,7 @@ TEST(Gradient, MatchesCentralDifferences) {
                 InputMatrix X(p.X, XPath::Dense);
                 Evaluation e(p.arch, X, p.T, p.theta);
                 const Vector fd = test::central_gradient([&](const Vector& th) { return loss_at(p, th); }, p.theta);
-                EXPECT_LT(relative_error(e.gradient(), fd), 1e-6)
-                    << a << " " << to_string(f) << " " << to_string(o);
+                EXPECT_LT(relative_error(e.gradient(), fd), 1e-6) << a << " " << to_string(f) << " " << to_string(o);
             }
 }
 
@@ -122,7 +121,9 @@ TEST(Seed003, Case2ReluInputDerivatives) {
     const Architecture arch = Architecture::parse("2-2-1", Activation::Relu, Output::IdentityMSE);
     Vector theta(arch.num_params());
     theta << 1, 0, -2, 2, 0, -1, 1, -1, 0;
-    struct Case { double x0, x1, t, loss, g0, g1; };
+    struct Case {
+        double x0, x1, t, loss, g0, g1;
+    };
     // (a) and (b) as in the seed. (c): x = (1, 1), t = -2: y = -1, dl/dy = y - t = +1, the ReLU
     // passes only unit 2, so dl/dx = 1 * (1 -1) diag(0, 1) W = (0 -1) W = (0, -2). The seed
     // writes the right product but the result (0, 2); the sign of the second entry is wrong.
@@ -162,11 +163,11 @@ TEST(Evaluation, RejectsArchitectureThatDoesNotFitTheData) {
         Evaluation e(Architecture::parse("6-4-3"), X, p.T);
         FAIL() << "no error";
     } catch (const Error& err) {
-        EXPECT_NE(std::string(err.what()).find("input width 6 does not match the data"), std::string::npos) << err.what();
+        EXPECT_NE(std::string(err.what()).find("input width 6 does not match the data"), std::string::npos)
+            << err.what();
     }
     EXPECT_THROW(Evaluation(Architecture::parse("5-4-2"), X, p.T), Error);
 }
-
 
 // Soft targets: rows of T that are not one-hot, summing to 1 and (scaled rows) not summing to 1;
 // delta_L = (y sum t - t)/k covers both. Truth: central differences of the loss, h = 1e-5
@@ -202,7 +203,8 @@ TEST(WeightDecay, LossAndGradientMatchCentralDifferences) {
         EXPECT_EQ(e.data_loss(), plain.loss());
         EXPECT_LT(relative_error(e.loss(), plain.loss() + 0.5 * lambda * p.theta.squaredNorm()), 1e-15);
         const Vector fd = test::central_gradient(
-            [&](const Vector& th) { return Evaluation(p.arch, X, p.T, th, EvaluationOptions{lambda}).loss(); }, p.theta);
+            [&](const Vector& th) { return Evaluation(p.arch, X, p.T, th, EvaluationOptions{lambda}).loss(); },
+            p.theta);
         EXPECT_LT(relative_error(e.gradient(), fd), 1e-6) << to_string(o);
         EXPECT_EQ(e.accuracy(), plain.accuracy());
         // lambda = 0: the old bits exactly
@@ -241,10 +243,10 @@ TEST(Evaluation, ColumnMajorOrTemporaryInputsDoNotCompile) {
     static_assert(!std::is_constructible_v<InputMatrix, RowMatrix&&>, "a temporary X must not bind");
     static_assert(std::is_constructible_v<Evaluation, const Architecture&, const InputMatrix&, const RowMatrix&>);
     static_assert(!std::is_constructible_v<Evaluation, const Architecture&, const InputMatrix&, const Matrix&>);
-    static_assert(!std::is_constructible_v<Evaluation, const Architecture&, const InputMatrix&, const Matrix&,
-                                           const Vector&>);
-    static_assert(!std::is_constructible_v<Evaluation, const Architecture&, const InputMatrix&, RowMatrix&&,
-                                           const Vector&>);
+    static_assert(
+        !std::is_constructible_v<Evaluation, const Architecture&, const InputMatrix&, const Matrix&, const Vector&>);
+    static_assert(
+        !std::is_constructible_v<Evaluation, const Architecture&, const InputMatrix&, RowMatrix&&, const Vector&>);
     // A column-major matrix is converted by the caller into a row-major one that it keeps.
     const auto p = test::random_problem(Architecture::parse("5-4-3"), 6, 2);
     const Matrix Xc = p.X, Tc = p.T;

@@ -20,16 +20,18 @@ using h5::Handle;
 /// A fresh path in the test temp dir, unique per test and process.
 std::string temp_h5(const std::string& tag) {
     const auto* info = testing::UnitTest::GetInstance()->current_test_info();
-    const std::string path = testing::TempDir() + "tdyn-h5-" + info->test_suite_name() + "-" + info->name() + "-" + tag +
-                             "-" + std::to_string(::getpid()) + ".h5";
+    const std::string path = testing::TempDir() + "tdyn-h5-" + info->test_suite_name() + "-" + info->name() + "-" +
+                             tag + "-" + std::to_string(::getpid()) + ".h5";
     fs::remove(path);
     return path;
 }
 
 /// For EXPECT_PRED_FORMAT2: does the message contain the text?
-testing::AssertionResult contains(const char* message_expr, const char*, const std::string& message, const std::string& text) {
+testing::AssertionResult contains(const char* message_expr, const char*, const std::string& message,
+                                  const std::string& text) {
     if (message.find(text) != std::string::npos) return testing::AssertionSuccess();
-    return testing::AssertionFailure() << message_expr << " is \"" << message << "\",\nwhich does not contain \"" << text << "\"";
+    return testing::AssertionFailure() << message_expr << " is \"" << message << "\",\nwhich does not contain \""
+                                       << text << "\"";
 }
 
 /// The message of the tdyn::Error that f throws (fails the test if it throws nothing).
@@ -60,7 +62,8 @@ void raw_string_attr(hid_t obj, const char* name, const std::string& value, bool
     Handle a(H5Acreate2(obj, name, t.id(), space.id(), H5P_DEFAULT, H5P_DEFAULT));
     ASSERT_TRUE(a);
     const char* p = value.c_str();
-    ASSERT_GE(H5Awrite(a.id(), t.id(), variable ? static_cast<const void*>(&p) : static_cast<const void*>(value.data())), 0);
+    ASSERT_GE(
+        H5Awrite(a.id(), t.id(), variable ? static_cast<const void*>(&p) : static_cast<const void*>(value.data())), 0);
 }
 
 TEST(H5Handle, MoveEmptiesTheSourceAndClosesOnce) {
@@ -209,9 +212,12 @@ TEST(H5File, RoundTripsAttributesOfEveryKind) {
     EXPECT_FALSE(f.has_attr("/missing/group", "arch"));
 
     EXPECT_PRED_FORMAT2(contains, error_of([&] { f.attr_string("/", "nope"); }), path + ": /: no attribute 'nope'");
-    EXPECT_PRED_FORMAT2(contains, error_of([&] { f.attr_string("/", "alpha"); }), path + ": /: attribute 'alpha': expected a string");
-    EXPECT_PRED_FORMAT2(contains, error_of([&] { f.attr_int("/", "alpha"); }), path + ": /: attribute 'alpha': expected integers, found float64");
-    EXPECT_PRED_FORMAT2(contains, error_of([&] { f.attr_int("/d", "arch"); }), path + ": /d: attribute 'arch': expected one integer, found 3");
+    EXPECT_PRED_FORMAT2(contains, error_of([&] { f.attr_string("/", "alpha"); }),
+                        path + ": /: attribute 'alpha': expected a string");
+    EXPECT_PRED_FORMAT2(contains, error_of([&] { f.attr_int("/", "alpha"); }),
+                        path + ": /: attribute 'alpha': expected integers, found float64");
+    EXPECT_PRED_FORMAT2(contains, error_of([&] { f.attr_int("/d", "arch"); }),
+                        path + ": /d: attribute 'arch': expected one integer, found 3");
     EXPECT_PRED_FORMAT2(contains, error_of([&] { f.attr_double("/", "format"); }), "expected numbers, found string");
     EXPECT_PRED_FORMAT2(contains, error_of([&] { f.attr_int("/nope", "x"); }), path + ": /nope: no such object");
 }
@@ -280,14 +286,19 @@ TEST(H5Series, AppendsRowsAndTruncates) {
     EXPECT_EQ(f.read_vector("/params/theta"), Vector::LinSpaced(4, 1, 4));
 
     EXPECT_PRED_FORMAT2(contains, error_of([&] { f.append("/trajectory/theta", row, 2); }),
-                path + ": /trajectory/theta: appending a row of 2 to rows of 3");
-    EXPECT_PRED_FORMAT2(contains, error_of([&] { f.truncate_rows("/trajectory/theta", 4); }), path + ": /trajectory/theta: cannot truncate");
+                        path + ": /trajectory/theta: appending a row of 2 to rows of 3");
+    EXPECT_PRED_FORMAT2(contains, error_of([&] { f.truncate_rows("/trajectory/theta", 4); }),
+                        path + ": /trajectory/theta: cannot truncate");
     EXPECT_PRED_FORMAT2(contains, error_of([&] { f.overwrite("/params/theta", Vector::Zero(5).eval()); }),
-                path + ": /params/theta: cannot overwrite 1-d [4] with 5 values");
-    EXPECT_PRED_FORMAT2(contains, error_of([&] { f.overwrite_row("/trajectory/theta", 3, z, 3); }), "cannot overwrite row 3");
-    EXPECT_PRED_FORMAT2(contains, error_of([&] { f.read_rows("/trajectory/theta", 2, 2); }), "rows 2..4 requested, the dataset has 3");
-    EXPECT_PRED_FORMAT2(contains, error_of([&] { f.append_scalar("/params/theta", 1.0); }), path + ": /params/theta: cannot grow");
-    EXPECT_PRED_FORMAT2(contains, error_of([&] { f.create_series("/trajectory/loss", 0); }), "/trajectory/loss: dataset exists");
+                        path + ": /params/theta: cannot overwrite 1-d [4] with 5 values");
+    EXPECT_PRED_FORMAT2(contains, error_of([&] { f.overwrite_row("/trajectory/theta", 3, z, 3); }),
+                        "cannot overwrite row 3");
+    EXPECT_PRED_FORMAT2(contains, error_of([&] { f.read_rows("/trajectory/theta", 2, 2); }),
+                        "rows 2..4 requested, the dataset has 3");
+    EXPECT_PRED_FORMAT2(contains, error_of([&] { f.append_scalar("/params/theta", 1.0); }),
+                        path + ": /params/theta: cannot grow");
+    EXPECT_PRED_FORMAT2(contains, error_of([&] { f.create_series("/trajectory/loss", 0); }),
+                        "/trajectory/loss: dataset exists");
 }
 
 TEST(H5Series, ChunksAreCappedNearOneMebibyte) {
@@ -371,7 +382,8 @@ TEST(H5Series, OpenWriteAfterAKilledSwmrWriter) {
 
 TEST(H5Reference, ReadsThetaAndAttributesWrittenByH5py) {
     const std::string path = TDYN_SOURCE_DIR "/tests/reference/mnist_k1000_seed7.h5";  // committed: missing = failure
-    ASSERT_TRUE(fs::exists(path)) << "reference file missing: " << path << " (scripts/make_reference.py regenerates it)";
+    ASSERT_TRUE(fs::exists(path)) << "reference file missing: " << path
+                                  << " (scripts/make_reference.py regenerates it)";
     File f = File::open_read(path);
     const Vector theta = f.read_vector("/params/theta");
     EXPECT_EQ(theta.size(), 39760);
@@ -416,7 +428,8 @@ TEST(H5Errors, AMissingDatasetNamesTheFileAndTheDataset) {
     File f = File::open_read(path);
     EXPECT_EQ(error_of([&] { f.read_vector("/trajectory/loss"); }), path + ": /trajectory/loss: no such dataset");
     EXPECT_EQ(error_of([&] { f.rows("/spectrum/step"); }), path + ": /spectrum/step: no such dataset");
-    EXPECT_EQ(error_of([&] { f.read_vector("/trajectory"); }), path + ": /trajectory: cannot open dataset (is it a group?)");
+    EXPECT_EQ(error_of([&] { f.read_vector("/trajectory"); }),
+              path + ": /trajectory: cannot open dataset (is it a group?)");
 }
 
 TEST(H5Errors, WrongRankAndTypeAreDescribed) {

@@ -43,7 +43,8 @@ TEST(HessianVector, MatchesCentralDifferencesOfTheGradient) {
                 e.hessian_times(v, Hv);
                 const double h = 1e-5;
                 const Vector fd = (gradient_at(p, p.theta + h * v) - gradient_at(p, p.theta - h * v)) / (2 * h);
-                EXPECT_LT(relative_error(Vector(Hv.col(0)), fd), 1e-6) << a << " " << to_string(f) << " " << to_string(o);
+                EXPECT_LT(relative_error(Vector(Hv.col(0)), fd), 1e-6)
+                    << a << " " << to_string(f) << " " << to_string(o);
             }
 }
 
@@ -285,7 +286,6 @@ TEST(Reference, HessianVectorMatchesPyTorch) {
     }
 }
 
-
 // Gauss-Newton at NON-zero residual against its definition, every factor built without the
 // R-operator. G splits the objective where the loss is convex and keeps only that loss's
 // curvature: softmax-ce at the logits, G = J_A^T (d2L/dA_L^2) J_A (cross-entropy of softmax has
@@ -329,12 +329,17 @@ TEST(GaussNewton, MatchesFiniteDifferenceDefinitionAtNonZeroResidual) {
             for (Index a = 0; a < c; ++a)
                 for (Index b = 0; b < c; ++b) {
                     Eigen::RowVectorXd pp = AL.row(i), pm = pp, mp = pp, mm = pp;
-                    pp[a] += h; pp[b] += h;
-                    pm[a] += h; pm[b] -= h;
-                    mp[a] -= h; mp[b] += h;
-                    mm[a] -= h; mm[b] -= h;
-                    const double d2 = (sample_loss(pp, i) - sample_loss(pm, i) - sample_loss(mp, i) + sample_loss(mm, i)) /
-                                      (4 * h * h);
+                    pp[a] += h;
+                    pp[b] += h;
+                    pm[a] += h;
+                    pm[b] -= h;
+                    mp[a] -= h;
+                    mp[b] += h;
+                    mm[a] -= h;
+                    mm[b] -= h;
+                    const double d2 =
+                        (sample_loss(pp, i) - sample_loss(pm, i) - sample_loss(mp, i) + sample_loss(mm, i)) /
+                        (4 * h * h);
                     Hout(i * c + a, i * c + b) = d2 / double(k);
                 }
         const Matrix G_fd = JA.transpose() * Hout * JA;
@@ -470,10 +475,11 @@ TEST(ThreadCounts, OneAndTwoThreadsGiveIdenticalBits) {
                 e.gauss_newton_times(V, r.GV);
             }
             omp_set_num_threads(saved);
-            const std::string what = std::string(path == XPath::Sparse ? "sparse " : "dense ") +
-                                     (prec == Precision::F32 ? "f32" : "f64");
+            const std::string what =
+                std::string(path == XPath::Sparse ? "sparse " : "dense ") + (prec == Precision::F32 ? "f32" : "f64");
             EXPECT_EQ(b[0].loss, b[1].loss) << what;
-            EXPECT_TRUE(b[0].grad == b[1].grad) << what << ": gradient differs by " << relative_error(b[0].grad, b[1].grad);
+            EXPECT_TRUE(b[0].grad == b[1].grad)
+                << what << ": gradient differs by " << relative_error(b[0].grad, b[1].grad);
             EXPECT_TRUE(b[0].HV == b[1].HV) << what << ": H V differs by " << relative_error(b[0].HV, b[1].HV);
             EXPECT_TRUE(b[0].GV == b[1].GV) << what << ": G V differs by " << relative_error(b[0].GV, b[1].GV);
         }

@@ -77,8 +77,10 @@ TEST(Info, ListsEverySpectrumGroup) {
     const std::string data = test::temp_path("groups-data.h5");
     test::write_data_file(data, 80, 6, 3, 4);
     const std::string run = test::temp_path("groups-run.h5");
-    const auto tr = test::run_tdyn("train --data " + data + " --arch 6-4-3 --steps 8 --lr 0.5 --save-theta-every 4 "
-                                   "--spectrum-every 4 --eigs 2 --which top --quiet --out " + run);
+    const auto tr = test::run_tdyn("train --data " + data +
+                                   " --arch 6-4-3 --steps 8 --lr 0.5 --save-theta-every 4 "
+                                   "--spectrum-every 4 --eigs 2 --which top --quiet --out " +
+                                   run);
     ASSERT_EQ(tr.exit_code, 0) << tr.err;
     Vector step, lmax;
     {
@@ -108,31 +110,34 @@ TEST(Info, ListsEverySpectrumGroup) {
     ASSERT_EQ(js.exit_code, 0) << js.err;
     EXPECT_EQ(spectra_names(js.out), (std::vector<std::string>{"/spectrum", "/spectrum_k3_both"})) << js.out;
     // the keys the output always had
-    for (const std::string& s : std::vector<std::string>{"\"has_spectrum\": true", "\"spectrum\": {\"rows\": " + std::to_string(step.size()),
-                                "\"bottom_computed\": false", "\"status\": \"completed\""})
+    for (const std::string& s :
+         std::vector<std::string>{"\"has_spectrum\": true", "\"spectrum\": {\"rows\": " + std::to_string(step.size()),
+                                  "\"bottom_computed\": false", "\"status\": \"completed\""})
         EXPECT_NE(js.out.find(s), std::string::npos) << s << "\n" << js.out;
 
     const std::string d = spectra_entry(js.out, "/spectrum");
-    for (const std::string& s : std::vector<std::string>{"\"eigs\": 2", "\"which\": \"top\"", "\"alpha\": 0.5", "\"rows\": " + std::to_string(step.size()),
-                                "\"steps\": " + std::to_string(step.size()),
-                                "\"first_step\": " + std::to_string(Index(step.minCoeff())),
-                                "\"last_step\": " + std::to_string(Index(step.maxCoeff())), "\"converged\": true",
-                                "\"trace_rows\": 0", "\"density_rows\": 0"})
+    for (const std::string& s : std::vector<std::string>{
+             "\"eigs\": 2", "\"which\": \"top\"", "\"alpha\": 0.5", "\"rows\": " + std::to_string(step.size()),
+             "\"steps\": " + std::to_string(step.size()), "\"first_step\": " + std::to_string(Index(step.minCoeff())),
+             "\"last_step\": " + std::to_string(Index(step.maxCoeff())), "\"converged\": true", "\"trace_rows\": 0",
+             "\"density_rows\": 0"})
         EXPECT_NE(d.find(s), std::string::npos) << s << "\n" << d;
     EXPECT_EQ(number_after(d, "lambda_max"), lmax[lmax.size() - 1]) << d;
 
     const std::string o = spectra_entry(js.out, "/spectrum_k3_both");
-    for (const char* s : {"\"eigs\": 3", "\"which\": \"both\"", "\"which_inferred\": false", "\"rows\": 3", "\"steps\": 2",
-                          "\"first_step\": 4", "\"last_step\": 8", "\"converged\": false", "\"trace_rows\": 1",
-                          "\"density_rows\": 0"})
+    for (const char* s :
+         {"\"eigs\": 3", "\"which\": \"both\"", "\"which_inferred\": false", "\"rows\": 3", "\"steps\": 2",
+          "\"first_step\": 4", "\"last_step\": 8", "\"converged\": false", "\"trace_rows\": 1", "\"density_rows\": 0"})
         EXPECT_NE(o.find(s), std::string::npos) << s << "\n" << o;
     EXPECT_EQ(number_after(o, "lambda_max"), 7.25) << o;
 
     const auto text = test::run_tdyn("info " + run);
     ASSERT_EQ(text.exit_code, 0) << text.err;
-    for (const std::string& s : std::vector<std::string>{"\n  spectrum    /spectrum: K = 2, which top", "\n  spectrum    /spectrum_k3_both: K = 3, which both, "
-                                "2 step(s) (t = 4..8, 3 rows), lambda_max(H) 7.25 at t = 8, NOT all converged; trace 1 rows\n",
-                                "\n  stability   at step ", "see /spectrum_k3_both for the bottom end"})
+    for (const std::string& s : std::vector<std::string>{
+             "\n  spectrum    /spectrum: K = 2, which top",
+             "\n  spectrum    /spectrum_k3_both: K = 3, which both, "
+             "2 step(s) (t = 4..8, 3 rows), lambda_max(H) 7.25 at t = 8, NOT all converged; trace 1 rows\n",
+             "\n  stability   at step ", "see /spectrum_k3_both for the bottom end"})
         EXPECT_NE(text.out.find(s), std::string::npos) << s << "\n" << text.out;
     EXPECT_EQ(text.out.find("spectrum_extra"), std::string::npos) << text.out;
     EXPECT_EQ(text.out.find("spectrum_k2_top"), std::string::npos) << text.out;
@@ -145,7 +150,8 @@ TEST(Info, InfersWhichWhenTheAttributeIsMissing) {
     ASSERT_EQ(test::run_tdyn("train --data " + data + " --arch 6-4-3 --steps 3 --quiet --out " + run).exit_code, 0);
     const auto none = test::run_tdyn("info " + run + " --json");
     ASSERT_EQ(none.exit_code, 0) << none.err;
-    EXPECT_NE(none.out.find("\"has_spectrum\": false, \"has_lyapunov\": false, \"spectra\": []"), std::string::npos) << none.out;
+    EXPECT_NE(none.out.find("\"has_spectrum\": false, \"has_lyapunov\": false, \"spectra\": []"), std::string::npos)
+        << none.out;
 
     // An old-style /spectrum (no `which`) holding only the bottom end.
     Vector bottom(2);
@@ -158,7 +164,8 @@ TEST(Info, InfersWhichWhenTheAttributeIsMissing) {
                           "\"lambda_max\": null"})
         EXPECT_NE(d.find(s), std::string::npos) << s << "\n" << js.out;
     const auto text = test::run_tdyn("info " + run);
-    EXPECT_NE(text.out.find("  spectrum    /spectrum: K = 2, which bottom (no attribute; from the data)"), std::string::npos)
+    EXPECT_NE(text.out.find("  spectrum    /spectrum: K = 2, which bottom (no attribute; from the data)"),
+              std::string::npos)
         << text.out;
 }
 

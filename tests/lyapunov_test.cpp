@@ -186,7 +186,8 @@ std::string small_run_args(const std::string& data) {
 TEST(Lyapunov, TangentAndPerturbationAgreeOnSmallNetwork) {
     const std::string data = test::temp_path("lyap-data.h5"), run = test::temp_path("lyap-run.h5");
     test::write_data_file(data, 200, 10, 3, 4);
-    const auto r = test::run_tdyn("train" + small_run_args(data) + " --steps 150 --lyapunov 2 --perturbation 1e-7 --out " + run);
+    const auto r =
+        test::run_tdyn("train" + small_run_args(data) + " --steps 150 --lyapunov 2 --perturbation 1e-7 --out " + run);
     ASSERT_EQ(r.exit_code, 0) << r.err;
     h5::File f = h5::File::open_read(run);
     const RowMatrix growth = f.read_matrix("/lyapunov/log_growth");
@@ -209,7 +210,10 @@ TEST(Lyapunov, AnalysisOfASavedRunEqualsInlineTraining) {
     const std::string data = test::temp_path("lyap-data2.h5");
     const std::string inline_run = test::temp_path("lyap-inline.h5"), plain = test::temp_path("lyap-plain.h5");
     test::write_data_file(data, 200, 10, 3, 5);
-    ASSERT_EQ(test::run_tdyn("train" + small_run_args(data) + " --steps 40 --lyapunov 3 --perturbation 1e-6 --out " + inline_run).exit_code, 0);
+    ASSERT_EQ(test::run_tdyn("train" + small_run_args(data) + " --steps 40 --lyapunov 3 --perturbation 1e-6 --out " +
+                             inline_run)
+                  .exit_code,
+              0);
     ASSERT_EQ(test::run_tdyn("train" + small_run_args(data) + " --steps 40 --out " + plain).exit_code, 0);
     const auto r = test::run_tdyn("lyapunov " + plain + " --vectors 3 --perturbation 1e-6 --quiet --json");
     ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -226,10 +230,16 @@ TEST(Lyapunov, AnalysisOfASavedRunEqualsInlineTraining) {
     // one uninterrupted analysis over 10..40.
     const std::string part = test::temp_path("lyap-part.h5");
     std::filesystem::copy_file(plain, part);
-    ASSERT_EQ(test::run_tdyn("lyapunov " + part + " --force --vectors 2 --from 10 --to 30 --warmup 4 --checkpoint-every 5 --quiet").exit_code, 0);
+    ASSERT_EQ(test::run_tdyn("lyapunov " + part +
+                             " --force --vectors 2 --from 10 --to 30 --warmup 4 --checkpoint-every 5 --quiet")
+                  .exit_code,
+              0);
     const auto resumed = test::run_tdyn("lyapunov " + part + " --resume --to 40 --quiet");
     ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
-    ASSERT_EQ(test::run_tdyn("lyapunov " + plain + " --force --vectors 2 --from 10 --to 40 --warmup 4 --checkpoint-every 5 --quiet").exit_code, 0);
+    ASSERT_EQ(test::run_tdyn("lyapunov " + plain +
+                             " --force --vectors 2 --from 10 --to 40 --warmup 4 --checkpoint-every 5 --quiet")
+                  .exit_code,
+              0);
     h5::File c = h5::File::open_read(part), d = h5::File::open_read(plain);
     EXPECT_TRUE(same(c.read_matrix("/lyapunov/exponents"), d.read_matrix("/lyapunov/exponents")));
     EXPECT_EQ(c.read_matrix("/lyapunov/basis"), d.read_matrix("/lyapunov/basis"));
@@ -242,19 +252,19 @@ TEST(Lyapunov, BadInputGivesOneLineAndTouchesNothing) {
     test::write_data_file(data, 100, 10, 3, 6);
     ASSERT_EQ(test::run_tdyn("train" + small_run_args(data) + " --steps 20 --lyapunov 2 --out " + run).exit_code, 0);
     const std::string before = test::slurp(run);
-    for (const std::string args : {"lyapunov " + run + " --vectors 2",              // exists, no --force
-                                   "lyapunov " + run + " --force --vectors 500",    // M > P = 115
-                                   "lyapunov " + run + " --force --warmup 3 --qr-every 2",
-                                   "lyapunov " + run + " --force --to 21",
-                                   "lyapunov " + run + " --force --from 20 --to 20",
-                                   "lyapunov " + run + " --force --perturbation -1",
-                                   "lyapunov " + run + " --resume --vectors 3"}) {
+    for (const std::string args :
+         {"lyapunov " + run + " --vectors 2",            // exists, no --force
+          "lyapunov " + run + " --force --vectors 500",  // M > P = 115
+          "lyapunov " + run + " --force --warmup 3 --qr-every 2", "lyapunov " + run + " --force --to 21",
+          "lyapunov " + run + " --force --from 20 --to 20", "lyapunov " + run + " --force --perturbation -1",
+          "lyapunov " + run + " --resume --vectors 3"}) {
         const auto r = test::run_tdyn(args);
         EXPECT_NE(r.exit_code, 0) << args;
         EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << args << ": " << r.err;
         EXPECT_EQ(test::slurp(run), before) << args;
     }
-    for (const std::string flags : {" --lyapunov 200", " --lyapunov 2 --warmup 3 --qr-every 2", " --perturbation 1e-6"}) {
+    for (const std::string flags :
+         {" --lyapunov 200", " --lyapunov 2 --warmup 3 --qr-every 2", " --perturbation 1e-6"}) {
         const auto r = test::run_tdyn("train" + small_run_args(data) + " --steps 5 --out " + run + " --force" + flags);
         EXPECT_NE(r.exit_code, 0) << flags;
         EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << flags << ": " << r.err;
@@ -269,9 +279,17 @@ TEST(Lyapunov, BadInputGivesOneLineAndTouchesNothing) {
 TEST(Lyapunov, ResumeAfterSigkillIsBitIdentical) {
     const std::string data = test::temp_path("lyap-kill-data.h5");
     test::write_data_file(data, 1000, 40, 5, 9);
-    const std::vector<std::string> argv = {"train", "--data", data, "--arch", "40-30-5", "--lr", "0.3", "--steps", "200",
-                                           "--save-theta-every", "7", "--lyapunov", "4", "--perturbation", "1e-6",
-                                           "--spectrum-every", "5", "--eigs", "2", "--which", "top", "--quiet"};
+    const std::vector<std::string> argv = {"train",   "--data",
+                                           data,      "--arch",
+                                           "40-30-5", "--lr",
+                                           "0.3",     "--steps",
+                                           "200",     "--save-theta-every",
+                                           "7",       "--lyapunov",
+                                           "4",       "--perturbation",
+                                           "1e-6",    "--spectrum-every",
+                                           "5",       "--eigs",
+                                           "2",       "--which",
+                                           "top",     "--quiet"};
     std::string args;
     for (std::size_t i = 1; i < argv.size(); ++i) args += " " + argv[i];
     const std::string full = test::temp_path("lyap-kill-full.h5"), killed = test::temp_path("lyap-kill-resumed.h5");
@@ -293,13 +311,13 @@ TEST(Lyapunov, ResumeAfterSigkillIsBitIdentical) {
     }
     const auto resumed = test::run_tdyn("train --out " + killed + " --resume --quiet");
     ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
-    test::expect_same_run(full, killed, 200,
-                          {"/trajectory/step", "/trajectory/loss", "/trajectory/accuracy", "/trajectory/grad_norm",
-                           "/lyapunov/step", "/lyapunov/perturbation/step", "/lyapunov/perturbation/log_growth",
-                           "/lyapunov/perturbation/exponent", "/lyapunov/overlap_step", "/spectrum/step",
-                           "/spectrum/lambda_max", "/spectrum/converged"},
-                          {"/trajectory/theta", "/lyapunov/log_growth", "/lyapunov/exponents", "/lyapunov/overlap",
-                           "/lyapunov/basis", "/spectrum/hessian_top", "/spectrum/residual_top"});
+    test::expect_same_run(
+        full, killed, 200,
+        {"/trajectory/step", "/trajectory/loss", "/trajectory/accuracy", "/trajectory/grad_norm", "/lyapunov/step",
+         "/lyapunov/perturbation/step", "/lyapunov/perturbation/log_growth", "/lyapunov/perturbation/exponent",
+         "/lyapunov/overlap_step", "/spectrum/step", "/spectrum/lambda_max", "/spectrum/converged"},
+        {"/trajectory/theta", "/lyapunov/log_growth", "/lyapunov/exponents", "/lyapunov/overlap", "/lyapunov/basis",
+         "/spectrum/hessian_top", "/spectrum/residual_top"});
     RunReader b(killed);
     // No gaps, no duplicates: steps 0..200 once each, analyses every 1 and 5 steps.
     const Vector steps = b.file().read_vector("/trajectory/step"), lyap = b.file().read_vector("/lyapunov/step"),

@@ -1,5 +1,5 @@
-#include "tdyn/activation.hpp"
 #include "tdyn/network.hpp"
+#include "tdyn/activation.hpp"
 #include "test_support.hpp"
 
 #include <gtest/gtest.h>
@@ -57,7 +57,7 @@ TEST(Activation, DerivativesMatchCentralDifferences) {
             EXPECT_NEAR(activate_d1(f, a), d1, 1e-9) << to_string(f) << " at " << a;
             EXPECT_NEAR(activate_d2(f, a), d2, 1e-9) << to_string(f) << " at " << a;
         }
-    EXPECT_EQ(activate_d1(Activation::Relu, 0.0), 0.0);  // seed 003's convention
+    EXPECT_EQ(activate_d1(Activation::Relu, 0.0), 0.0);                // seed 003's convention
     EXPECT_NEAR(activate(Activation::Softplus, 800.0), 800.0, 1e-12);  // no overflow
 }
 
@@ -75,7 +75,6 @@ TEST(Initialisation, SeededUniformWithinPyTorchBounds) {
     EXPECT_NEAR(t1.head(39250).squaredNorm() / 39250 / (r1 * r1), 1.0 / 3.0, 0.01);
 }
 
-
 // One definition, two uses: the array form of each policy (Eigen's vectorised exp, tanh, log1p)
 // against the scalar functions (std::), on points across the curved range. The two libraries'
 // functions differ by an ulp or so, so 1e-14 relative; the ReLU kink convention f'(0) = 0 holds
@@ -88,7 +87,8 @@ TEST(Activation, ArrayPoliciesMatchScalarFunctions) {
             const Eigen::ArrayXXd z = F::f(a), d1 = F::d1(a, z), d2 = F::d2(a, z);
             for (Index i = 0; i < a.size(); ++i) {
                 const double ai = a.data()[i];
-                EXPECT_NEAR(z.data()[i], activate(f, ai), 1e-14 * (1 + std::abs(z.data()[i]))) << to_string(f) << " " << ai;
+                EXPECT_NEAR(z.data()[i], activate(f, ai), 1e-14 * (1 + std::abs(z.data()[i])))
+                    << to_string(f) << " " << ai;
                 EXPECT_NEAR(d1.data()[i], activate_d1(f, ai), 1e-14) << to_string(f) << " " << ai;
                 EXPECT_NEAR(d2.data()[i], activate_d2(f, ai), 1e-14) << to_string(f) << " " << ai;
             }

@@ -1,7 +1,7 @@
 // Run files: contents against an in-memory run, deterministic replay, resume after SIGKILL,
 // params files from h5py, and bad input through the tdyn program.
-#include "tdyn/analyses.hpp"
 #include "tdyn/run.hpp"
+#include "tdyn/analyses.hpp"
 #include "test_support.hpp"
 
 #include <cstring>
@@ -79,8 +79,10 @@ TEST(RunFile, TwentyStepRunMatchesInMemoryRunBitForBit) {
         EXPECT_EQ(to_string(i.status), "completed");
         EXPECT_EQ(i.rows, 21);
         EXPECT_EQ(i.theta_steps, (std::vector<Index>{0, 5, 10, 15, 20}));
-        const Vector loss = rd.file().read_vector("/trajectory/loss"), acc = rd.file().read_vector("/trajectory/accuracy"),
-                     gn = rd.file().read_vector("/trajectory/grad_norm"), step = rd.file().read_vector("/trajectory/step");
+        const Vector loss = rd.file().read_vector("/trajectory/loss"),
+                     acc = rd.file().read_vector("/trajectory/accuracy"),
+                     gn = rd.file().read_vector("/trajectory/grad_norm"),
+                     step = rd.file().read_vector("/trajectory/step");
         for (Index t = 0; t <= 20; ++t) {
             EXPECT_EQ(step[t], double(t));
             EXPECT_EQ(loss[t], m.rows[t].loss) << "batch " << batch << " step " << t;
@@ -213,7 +215,8 @@ public:
         V.col(h).segment(a.bias_offset(L), k).setOnes();
         Matrix HV(V.rows(), V.cols());
         e.hessian_times(V, HV);
-        c.file.append_scalar("/neutral/residual", (HV.colwise().norm().array() / V.colwise().norm().array()).maxCoeff());
+        c.file.append_scalar("/neutral/residual",
+                             (HV.colwise().norm().array() / V.colwise().norm().array()).maxCoeff());
         c.file.append_scalar("/neutral/step", double(c.t));
         ++m_count;
     }
@@ -233,7 +236,8 @@ TEST(Driver, APluginWrittenOutsideTheLibraryRunsBesideTheOthersAndResumes) {
     link_inline_analyses(inl, r.config);
     auto run = [&](const std::string& path, Index stop_at) {
         auto analyses = make_inline_analyses(inl);
-        analyses.insert(analyses.begin(), std::make_unique<NeutralCheck>());  // before the perturbation, which moves the trainer
+        analyses.insert(analyses.begin(),
+                        std::make_unique<NeutralCheck>());  // before the perturbation, which moves the trainer
         Trainer tr(r.config, r.data);
         RunWriter w = RunWriter::create(path, r.config, "test", [&](h5::File& f) { write_inline_settings(f, inl); });
         const Vector theta0 = initial_theta(r.config);
@@ -298,8 +302,10 @@ TEST(RunFile, ResumeAfterSigkillIsBitIdentical) {
 
     const auto resumed = test::run_tdyn("train --out " + killed + " --resume --quiet");
     ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
-    test::expect_same_run(full, killed, 600, {"/trajectory/step", "/trajectory/loss", "/trajectory/accuracy", "/trajectory/grad_norm",
-                                              "/trajectory/theta_step"}, {"/trajectory/theta"});
+    test::expect_same_run(full, killed, 600,
+                          {"/trajectory/step", "/trajectory/loss", "/trajectory/accuracy", "/trajectory/grad_norm",
+                           "/trajectory/theta_step"},
+                          {"/trajectory/theta"});
 }
 
 // SIGTERM and SIGINT stop a run at the end of the current step: exit 130, one line saying how
@@ -308,8 +314,9 @@ TEST(RunFile, ResumeAfterSigkillIsBitIdentical) {
 TEST(RunFile, SigtermAndSigintStopCleanlyAndResume) {
     const std::string data = test::temp_path("term-data.h5");
     test::write_data_file(data, 500, 40, 5, 9);
-    const std::vector<std::string> args = {"train", "--data", data, "--arch", "40-30-5", "--lr", "0.3", "--steps", "300",
-                                           "--save-theta-every", "7", "--lyapunov", "2", "--quiet", "--out"};
+    const std::vector<std::string> args = {"train", "--data",     data,      "--arch",  "40-30-5",
+                                           "--lr",  "0.3",        "--steps", "300",     "--save-theta-every",
+                                           "7",     "--lyapunov", "2",       "--quiet", "--out"};
     const std::string full = test::temp_path("term-full.h5");
     std::string line;
     for (std::size_t i = 1; i < args.size(); ++i) line += " " + args[i];
@@ -329,7 +336,8 @@ TEST(RunFile, SigtermAndSigintStopCleanlyAndResume) {
             RunReader r(run);
             EXPECT_EQ(to_string(r.info().status), "interrupted");
             const Index rows = r.info().rows;
-            for (const char* s : {"/trajectory/step", "/trajectory/loss", "/trajectory/accuracy", "/trajectory/grad_norm"})
+            for (const char* s :
+                 {"/trajectory/step", "/trajectory/loss", "/trajectory/accuracy", "/trajectory/grad_norm"})
                 EXPECT_EQ(Index(r.file().rows(s)), rows) << s;
             EXPECT_GE(rows, 50);
         }
@@ -360,7 +368,8 @@ TEST(ParamsFile, H5pyReferenceIsAcceptedByInitAndEval) {
     EXPECT_LT(test::relative_error(w.read_vector("/gradient"), ref.read_vector("/gradient")), 1e-10);
     // --init starts training from it: the first row is the reference loss.
     const std::string run = test::temp_path("init-ref.h5");
-    const auto tr = test::run_tdyn("train --init " + test::reference_file() + " --samples 1000 --steps 1 --quiet --out " + run);
+    const auto tr =
+        test::run_tdyn("train --init " + test::reference_file() + " --samples 1000 --steps 1 --quiet --out " + run);
     ASSERT_EQ(tr.exit_code, 0) << tr.err;
     EXPECT_LT(test::relative_error(RunReader(run).file().read_vector("/trajectory/loss")[0], loss), 1e-10);
 }
@@ -376,7 +385,8 @@ TEST(Cli, EvalVectorWritesHessianAndJacobianProducts) {
         h5::File f = h5::File::create(vf);
         f.write_vector("/vector", v);
     }
-    const auto r = test::run_tdyn("eval " + test::reference_file() + " --samples 1000 --vector " + vf + " --lr 0.1 --write " + out);
+    const auto r = test::run_tdyn("eval " + test::reference_file() + " --samples 1000 --vector " + vf +
+                                  " --lr 0.1 --write " + out);
     ASSERT_EQ(r.exit_code, 0) << r.err;
     h5::File w = h5::File::open_read(out);
     EXPECT_LT(test::relative_error(w.read_vector("/hvp"), hv), 1e-10);
@@ -390,7 +400,9 @@ TEST(Cli, EvalVectorWritesHessianAndJacobianProducts) {
         V.row(1) = 2 * v.transpose();
         f.write_matrix("/vectors", V);
     }
-    ASSERT_EQ(test::run_tdyn("eval " + test::reference_file() + " --samples 1000 --vector " + vf2 + " --write " + out2).exit_code, 0);
+    ASSERT_EQ(test::run_tdyn("eval " + test::reference_file() + " --samples 1000 --vector " + vf2 + " --write " + out2)
+                  .exit_code,
+              0);
     const RowMatrix HV = h5::File::open_read(out2).read_matrix("/hvp");
     EXPECT_LT(test::relative_error(Vector(HV.row(1).transpose()), Vector(2 * hv)), 1e-10);
 }
@@ -415,7 +427,9 @@ TEST(Cli, BadInputGivesOneLineAndTouchesNothing) {
         t[3] = std::nan("");
         g.write_vector("/params/theta", t);
     }
-    struct Case { std::string args, expect; };
+    struct Case {
+        std::string args, expect;
+    };
     const Case cases[] = {
         {base + " --out " + existing, "file exists"},
         {base + " --out " + test::temp_path("x.h5") + " --lr 0", "--lr"},
@@ -447,7 +461,10 @@ TEST(Cli, InfoAndEvalDescribeARun) {
     const std::string data = test::temp_path("info-data.h5");
     test::write_data_file(data, 80, 6, 3, 2);
     const std::string run = test::temp_path("info-run.h5");
-    ASSERT_EQ(test::run_tdyn("train --data " + data + " --arch 6-4-3 --steps 12 --save-theta-every 5 --quiet --out " + run).exit_code, 0);
+    ASSERT_EQ(
+        test::run_tdyn("train --data " + data + " --arch 6-4-3 --steps 12 --save-theta-every 5 --quiet --out " + run)
+            .exit_code,
+        0);
     const auto info = test::run_tdyn("info " + run + " --json");
     ASSERT_EQ(info.exit_code, 0) << info.err;
     for (const char* s : {"\"status\": \"completed\"", "\"rows\": 13", "\"theta_stored\": 4", "\"arch\": \"6-4-3\""})
@@ -472,7 +489,9 @@ TEST(Cli, DocsShowTheSameHelpAsTheProgram) {
     for (const std::string cmd : {"", "train", "eval", "info", "spectrum", "lyapunov"}) {
         auto r = tdyn::test::run_tdyn(cmd + " --help");
         EXPECT_EQ(r.exit_code, 0) << cmd;
-        for (std::size_t at; (at = r.out.find(TDYN_BINARY)) != std::string::npos;) r.out.replace(at, std::strlen(TDYN_BINARY), "tdyn");
-        EXPECT_NE(doc.find(r.out), std::string::npos) << "docs/CLI.md is out of date for 'tdyn " << cmd << " --help':\n" << r.out;
+        for (std::size_t at; (at = r.out.find(TDYN_BINARY)) != std::string::npos;)
+            r.out.replace(at, std::strlen(TDYN_BINARY), "tdyn");
+        EXPECT_NE(doc.find(r.out), std::string::npos) << "docs/CLI.md is out of date for 'tdyn " << cmd << " --help':\n"
+                                                      << r.out;
     }
 }

@@ -178,7 +178,8 @@ TEST(Spectrum, TraceAndDensityAgreeWithExactTrace) {
     const Dense d = dense_hessian(e);
     const double exact = d.values.sum();
     const TraceEstimate t = hutchinson_trace(e, 200, 5);
-    EXPECT_LT(std::abs(t.trace - exact), 3 * t.standard_error) << t.trace << " vs " << exact << " +- " << t.standard_error;
+    EXPECT_LT(std::abs(t.trace - exact), 3 * t.standard_error)
+        << t.trace << " vs " << exact << " +- " << t.standard_error;
     EXPECT_GT(t.standard_error, 0);
     const Index P = e.num_params();
     const SpectralDensity s = lanczos_density(e, 10, 40, 800, 0, 5);
@@ -212,8 +213,10 @@ TEST(Reference, HessianEigenvaluesMatchScipyEigsh) {
         const char* name = solver == EigenSolver::Lanczos ? "lanczos" : "davidson";
         ASSERT_TRUE(top.converged && bottom.converged) << name;
         for (Index i = 0; i < 3; ++i) {
-            EXPECT_LT(relative_error(top.values[i], rt[i]), 1e-8) << name << " " << i << ": " << top.values[i] << " vs " << rt[i];
-            EXPECT_LT(relative_error(bottom.values[i], rb[i]), 1e-8) << name << " " << i << ": " << bottom.values[i] << " vs " << rb[i];
+            EXPECT_LT(relative_error(top.values[i], rt[i]), 1e-8)
+                << name << " " << i << ": " << top.values[i] << " vs " << rt[i];
+            EXPECT_LT(relative_error(bottom.values[i], rb[i]), 1e-8)
+                << name << " " << i << ": " << bottom.values[i] << " vs " << rb[i];
         }
     }
 }
@@ -231,7 +234,9 @@ TEST(Reference, HessianEigenvaluesMatchScipyEigsh) {
 TEST(Spectrum, OtherConfigurationsGetTheirOwnGroupAndIncompatibleOnesAreRefusedUpFront) {
     const std::string data = tdyn::test::temp_path("spec-data.h5"), run = tdyn::test::temp_path("spec-run.h5");
     tdyn::test::write_data_file(data, 100, 10, 3, 2);
-    const auto tr = tdyn::test::run_tdyn("train --data " + data + " --arch 10-6-3 --steps 4 --save-theta-every 2 --spectrum-every 2 --eigs 2 --quiet --out " + run);
+    const auto tr = tdyn::test::run_tdyn(
+        "train --data " + data +
+        " --arch 10-6-3 --steps 4 --save-theta-every 2 --spectrum-every 2 --eigs 2 --quiet --out " + run);
     ASSERT_EQ(tr.exit_code, 0) << tr.err;
     const std::string before = tdyn::test::slurp(run);
     {
@@ -252,8 +257,9 @@ TEST(Spectrum, OtherConfigurationsGetTheirOwnGroupAndIncompatibleOnesAreRefusedU
     tdyn::h5::File f = tdyn::h5::File::open_read(run);
     EXPECT_EQ(f.read_matrix("/spectrum/hessian_top"), inline_top) << "/spectrum is left as it was";
     EXPECT_EQ(f.rows("/spectrum/step"), 3u);
-    for (const auto& [group, K, which] : {std::tuple<std::string, tdyn::Index, std::string>{"/spectrum_k3_both", 3, "both"},
-                                          {"/spectrum_k2_top", 2, "top"}}) {
+    for (const auto& [group, K, which] :
+         {std::tuple<std::string, tdyn::Index, std::string>{"/spectrum_k3_both", 3, "both"},
+          {"/spectrum_k2_top", 2, "top"}}) {
         ASSERT_TRUE(f.exists(group + "/step")) << group;
         EXPECT_EQ(f.attr_int(group, "eigs"), K);
         EXPECT_EQ(f.attr_string(group, "which"), which);
@@ -263,7 +269,9 @@ TEST(Spectrum, OtherConfigurationsGetTheirOwnGroupAndIncompatibleOnesAreRefusedU
         for (tdyn::Index i = 0; i < 3; ++i)
             for (tdyn::Index j = 0; j < 2; ++j)
                 EXPECT_NEAR(top(i, j), inline_top(i, j), 1e-5 * std::abs(inline_top(i, j))) << group << " row " << i;
-        if (which == "top") EXPECT_TRUE(f.read_matrix(group + "/hessian_bottom").array().isNaN().all());
+        if (which == "top") {
+            EXPECT_TRUE(f.read_matrix(group + "/hessian_bottom").array().isNaN().all());
+        }
     }
 }
 
@@ -272,7 +280,8 @@ TEST(Spectrum, OtherConfigurationsGetTheirOwnGroupAndIncompatibleOnesAreRefusedU
 // relative (tol 1e-10 on the relative residuals: eigenvalue errors are of the order of the
 // squared residual); auto is Davidson here; a wrong name is one line.
 TEST(Spectrum, AppSolversMatchDenseSolver) {
-    const std::string data = tdyn::test::temp_path("solver-data.h5"), params = tdyn::test::temp_path("solver-params.h5");
+    const std::string data = tdyn::test::temp_path("solver-data.h5"),
+                      params = tdyn::test::temp_path("solver-params.h5");
     tdyn::test::write_data_file(data, 200, 12, 4, 5);
     const tdyn::Architecture arch = tdyn::Architecture::parse("12-9-4");
     const tdyn::Vector theta = tdyn::init_params(arch, 3);
@@ -284,7 +293,8 @@ TEST(Spectrum, AppSolversMatchDenseSolver) {
     const tdyn::Index P = e.num_params();
 
     auto run = [&](const std::string& solver) {
-        const auto r = tdyn::test::run_tdyn("spectrum " + params + " --data " + data + " --arch 12-9-4 --eigs 3 --tol 1e-10 --json" + solver);
+        const auto r = tdyn::test::run_tdyn("spectrum " + params + " --data " + data +
+                                            " --arch 12-9-4 --eigs 3 --tol 1e-10 --json" + solver);
         EXPECT_EQ(r.exit_code, 0) << solver << r.err;
         return r.out;
     };
@@ -313,5 +323,6 @@ TEST(Spectrum, AppSolversMatchDenseSolver) {
     }
     const auto bad = tdyn::test::run_tdyn("spectrum " + params + " --data " + data + " --arch 12-9-4 --solver arnoldi");
     EXPECT_EQ(bad.exit_code, 1);
-    EXPECT_NE(bad.err.find("--solver: expected auto, lanczos or davidson, found 'arnoldi'"), std::string::npos) << bad.err;
+    EXPECT_NE(bad.err.find("--solver: expected auto, lanczos or davidson, found 'arnoldi'"), std::string::npos)
+        << bad.err;
 }

@@ -12,15 +12,15 @@
 #include <csignal>
 #include <thread>
 
-#include <filesystem>
-#include <unistd.h>
-#include <fstream>
-#include <sys/wait.h>
-#include <gtest/gtest.h>
 #include "tdyn/h5.hpp"
+#include <filesystem>
+#include <fstream>
 #include <functional>
+#include <gtest/gtest.h>
 #include <random>
 #include <string>
+#include <sys/wait.h>
+#include <unistd.h>
 
 namespace tdyn::test {
 
@@ -92,13 +92,13 @@ inline bool have_mnist() { return std::filesystem::exists(mnist_dir() + "/train-
 inline std::string reference_file() { return std::string(TDYN_SOURCE_DIR) + "/tests/reference/mnist_k1000_seed7.h5"; }
 inline bool have_reference() { return std::filesystem::exists(reference_file()); }
 
-#define TDYN_REQUIRE_MNIST()                                                                                   \
-    if (!::tdyn::test::have_mnist())                                                                           \
+#define TDYN_REQUIRE_MNIST()         \
+    if (!::tdyn::test::have_mnist()) \
     GTEST_SKIP() << "MNIST not found under " << ::tdyn::test::mnist_dir() << " (run scripts/setup.sh)"
 // The reference file is part of the repository: a test that cannot find it FAILS (never skips).
-#define TDYN_REQUIRE_REFERENCE()                                                                               \
-    if (!::tdyn::test::have_reference())                                                                       \
-    FAIL() << "reference file " << ::tdyn::test::reference_file()                                              \
+#define TDYN_REQUIRE_REFERENCE()                                  \
+    if (!::tdyn::test::have_reference())                          \
+    FAIL() << "reference file " << ::tdyn::test::reference_file() \
            << " missing (it is committed in tests/reference/; scripts/make_reference.py regenerates it)"
 
 }  // namespace tdyn::test
@@ -187,7 +187,8 @@ inline Index wait_for_rows(const std::string& run, Index rows) {
 /// completed, theta at step `last`, and each named 1-d and 2-d series bit for bit (NaN == NaN).
 /// (A run stopped by SIGINT/SIGTERM also stores theta at the step it stopped, so the stored
 /// thetas are compared only where the caller names /trajectory/theta.)
-inline void expect_same_run(const std::string& a, const std::string& b, Index last, std::initializer_list<const char*> series,
+inline void expect_same_run(const std::string& a, const std::string& b, Index last,
+                            std::initializer_list<const char*> series,
                             std::initializer_list<const char*> matrices = {}) {
     RunReader x(a), y(b);
     EXPECT_EQ(to_string(y.info().status), "completed");
@@ -195,7 +196,8 @@ inline void expect_same_run(const std::string& a, const std::string& b, Index la
     for (const char* s : series) EXPECT_EQ(x.file().read_vector(s), y.file().read_vector(s)) << s;
     for (const char* s : matrices) {
         const RowMatrix p = x.file().read_matrix(s), q = y.file().read_matrix(s);
-        EXPECT_TRUE(p.rows() == q.rows() && p.cols() == q.cols() && (p.array() == q.array() || (p.array().isNaN() && q.array().isNaN())).all())
+        EXPECT_TRUE(p.rows() == q.rows() && p.cols() == q.cols() &&
+                    (p.array() == q.array() || (p.array().isNaN() && q.array().isNaN())).all())
             << s;
     }
 }

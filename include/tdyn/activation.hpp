@@ -27,19 +27,40 @@ inline double step(double x) { return x > 0 ? 1.0 : 0.0; }
 inline double one_like(double) { return 1.0; }
 inline double zero_like(double) { return 0.0; }
 
-template <class D> auto exp(const Eigen::ArrayBase<D>& x) { return x.exp(); }
-template <class D> auto tanh(const Eigen::ArrayBase<D>& x) { return x.tanh(); }
-template <class D> auto log1p(const Eigen::ArrayBase<D>& x) { return x.log1p(); }
-template <class D> auto abs(const Eigen::ArrayBase<D>& x) { return x.abs(); }
-template <class D> auto square(const Eigen::ArrayBase<D>& x) { return x.square(); }
-template <class D> auto positive_part(const Eigen::ArrayBase<D>& x) { return x.max(typename D::Scalar(0)); }
-template <class D> auto step(const Eigen::ArrayBase<D>& x) {
+template <class D>
+auto exp(const Eigen::ArrayBase<D>& x) {
+    return x.exp();
+}
+template <class D>
+auto tanh(const Eigen::ArrayBase<D>& x) {
+    return x.tanh();
+}
+template <class D>
+auto log1p(const Eigen::ArrayBase<D>& x) {
+    return x.log1p();
+}
+template <class D>
+auto abs(const Eigen::ArrayBase<D>& x) {
+    return x.abs();
+}
+template <class D>
+auto square(const Eigen::ArrayBase<D>& x) {
+    return x.square();
+}
+template <class D>
+auto positive_part(const Eigen::ArrayBase<D>& x) {
+    return x.max(typename D::Scalar(0));
+}
+template <class D>
+auto step(const Eigen::ArrayBase<D>& x) {
     return (x > typename D::Scalar(0)).template cast<typename D::Scalar>();
 }
-template <class D> auto one_like(const Eigen::ArrayBase<D>& x) {
+template <class D>
+auto one_like(const Eigen::ArrayBase<D>& x) {
     return D::PlainObject::Constant(x.rows(), x.cols(), typename D::Scalar(1));
 }
-template <class D> auto zero_like(const Eigen::ArrayBase<D>& x) {
+template <class D>
+auto zero_like(const Eigen::ArrayBase<D>& x) {
     return D::PlainObject::Zero(x.rows(), x.cols());
 }
 }  // namespace elem
@@ -52,26 +73,36 @@ template <class D> auto zero_like(const Eigen::ArrayBase<D>& x) {
 struct Sigmoid {
     static constexpr bool kStep = false, kUnitSlope = false;
     /// f = 1 / (1 + e^-a)
-    template <class A> static auto f(const A& a) {
+    template <class A>
+    static auto f(const A& a) {
         return 1.0 / (1.0 + elem::exp(-a));
     }
     /// f' = z (1 - z)
-    template <class A, class Z> static auto d1(const A&, const Z& z) { return z * (1.0 - z); }
+    template <class A, class Z>
+    static auto d1(const A&, const Z& z) {
+        return z * (1.0 - z);
+    }
     /// f'' = z (1 - z) (1 - 2z)
-    template <class A, class Z> static auto d2(const A&, const Z& z) { return z * (1.0 - z) * (1.0 - 2.0 * z); }
+    template <class A, class Z>
+    static auto d2(const A&, const Z& z) {
+        return z * (1.0 - z) * (1.0 - 2.0 * z);
+    }
 };
 
 struct Tanh {
     static constexpr bool kStep = false, kUnitSlope = false;
-    template <class A> static auto f(const A& a) {
+    template <class A>
+    static auto f(const A& a) {
         return elem::tanh(a);
     }
     /// f' = 1 - z^2
-    template <class A, class Z> static auto d1(const A&, const Z& z) {
+    template <class A, class Z>
+    static auto d1(const A&, const Z& z) {
         return 1.0 - elem::square(z);
     }
     /// f'' = -2 z (1 - z^2)
-    template <class A, class Z> static auto d2(const A&, const Z& z) {
+    template <class A, class Z>
+    static auto d2(const A&, const Z& z) {
         return -2.0 * z * (1.0 - elem::square(z));
     }
 };
@@ -79,22 +110,36 @@ struct Tanh {
 struct Relu {
     static constexpr bool kStep = true, kUnitSlope = false;
     /// f = max(a, 0)
-    template <class A> static auto f(const A& a) { return elem::positive_part(a); }
+    template <class A>
+    static auto f(const A& a) {
+        return elem::positive_part(a);
+    }
     /// f' = [a > 0]  (f'(0) = 0, as seed 003)
-    template <class A, class Z> static auto d1(const A& a, const Z&) { return elem::step(a); }
-    template <class A, class Z> static auto d2(const A& a, const Z&) { return elem::zero_like(a); }
+    template <class A, class Z>
+    static auto d1(const A& a, const Z&) {
+        return elem::step(a);
+    }
+    template <class A, class Z>
+    static auto d2(const A& a, const Z&) {
+        return elem::zero_like(a);
+    }
 };
 
 struct Softplus {
     static constexpr bool kStep = false, kUnitSlope = false;
     /// f = log(1 + e^a) = max(a, 0) + log(1 + e^-|a|), without overflow for large |a|
-    template <class A> static auto f(const A& a) {
+    template <class A>
+    static auto f(const A& a) {
         return elem::positive_part(a) + elem::log1p(elem::exp(-elem::abs(a)));
     }
     /// f' = sigmoid(a)
-    template <class A, class Z> static auto d1(const A& a, const Z&) { return Sigmoid::f(a); }
+    template <class A, class Z>
+    static auto d1(const A& a, const Z&) {
+        return Sigmoid::f(a);
+    }
     /// f'' = s (1 - s), s = sigmoid(a)
-    template <class A, class Z> static auto d2(const A& a, const Z&) {
+    template <class A, class Z>
+    static auto d2(const A& a, const Z&) {
         const auto s = Sigmoid::f(a);
         return s * (1.0 - s);
     }
@@ -102,9 +147,18 @@ struct Softplus {
 
 struct IdentityActivation {
     static constexpr bool kStep = false, kUnitSlope = true;
-    template <class A> static auto f(const A& a) { return a; }
-    template <class A, class Z> static auto d1(const A& a, const Z&) { return elem::one_like(a); }
-    template <class A, class Z> static auto d2(const A& a, const Z&) { return elem::zero_like(a); }
+    template <class A>
+    static auto f(const A& a) {
+        return a;
+    }
+    template <class A, class Z>
+    static auto d1(const A& a, const Z&) {
+        return elem::one_like(a);
+    }
+    template <class A, class Z>
+    static auto d2(const A& a, const Z&) {
+        return elem::zero_like(a);
+    }
 };
 
 /// Calls fn(Policy{}) with the policy of f: the one switch over the Activation enum.

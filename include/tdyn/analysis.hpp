@@ -17,13 +17,13 @@ namespace tdyn {
 /// t is the last step of the pass); `trainer.evaluation()` still holds theta_t's forward pass
 /// until an analysis evaluates elsewhere, so the driver calls analyses in their given order.
 struct StepContext {
-    Index t = 0;                     ///< the step
-    Index to = 0;                    ///< last step of the pass: no update follows theta_to
-    const Vector& theta;             ///< theta_t
-    const Vector& next_theta;        ///< theta_{t+1} (theta_t itself when t == to)
-    const StepStats& stats;          ///< L(theta_t), accuracy, |grad L| on the step's batch
-    Trainer& trainer;                ///< the map; evaluation() is the step's Evaluation at theta_t
-    h5::File& file;                  ///< the run file, open for writing (SWMR)
+    Index t = 0;               ///< the step
+    Index to = 0;              ///< last step of the pass: no update follows theta_to
+    const Vector& theta;       ///< theta_t
+    const Vector& next_theta;  ///< theta_{t+1} (theta_t itself when t == to)
+    const StepStats& stats;    ///< L(theta_t), accuracy, |grad L| on the step's batch
+    Trainer& trainer;          ///< the map; evaluation() is the step's Evaluation at theta_t
+    h5::File& file;            ///< the run file, open for writing (SWMR)
     /// Shared by analyses of the same step: the top eigenvectors of H(theta_t) when a spectrum
     /// analysis computed them at this step (the tangent vectors' overlaps use them).
     const Matrix* top_eigenvectors = nullptr;

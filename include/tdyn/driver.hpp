@@ -18,7 +18,7 @@ class RunWriter;
 
 /// How a run or an analysis pass ended; the run file's `status` attribute spells it.
 enum class RunStatus { Running, Completed, Diverged, Interrupted };
-std::string to_string(RunStatus s);            ///< running | completed | diverged | interrupted
+std::string to_string(RunStatus s);                   ///< running | completed | diverged | interrupted
 RunStatus parse_run_status(const std::string& text);  ///< throws Error naming `status`
 
 struct DriveOptions {
@@ -35,15 +35,15 @@ struct DriveOptions {
     std::vector<Index> stored;
     /// Replay: evaluate theta_to and give it to the analyses (a spectrum at `to`); a tangent pass does not need it.
     bool evaluate_last = true;
-    const std::atomic<bool>* stop = nullptr;  ///< checked before each step after the first
+    const std::atomic<bool>* stop = nullptr;               ///< checked before each step after the first
     std::function<void(Index, const StepStats&)> on_step;  ///< after each step (progress)
 };
 
 struct DriveResult {
     RunStatus status = RunStatus::Completed;
-    Index step = 0;        ///< last step evaluated (the diverging one when diverged)
-    Vector theta;          ///< theta at `step`
-    Index mismatched = -1; ///< replay: the first step whose replayed theta differed from the stored one
+    Index step = 0;         ///< last step evaluated (the diverging one when diverged)
+    Vector theta;           ///< theta at `step`
+    Index mismatched = -1;  ///< replay: the first step whose replayed theta differed from the stored one
 };
 
 /// Creates the analyses' groups and starts them at step `from` with theta (a new pass), or

@@ -67,7 +67,7 @@ private:
     double m_density = 1;
     bool m_sparse = false;
     Precision m_precision = Precision::F64;
-    Eigen::SparseMatrix<double, Eigen::RowMajor> m_Xs;  // X in CSR (F64 sparse path)
+    Eigen::SparseMatrix<double, Eigen::RowMajor> m_Xs;   // X in CSR (F64 sparse path)
     Eigen::SparseMatrix<float, Eigen::RowMajor> m_Xs32;  // X in CSR (F32 sparse path)
     RowMatrixF m_X32;                                    // X in float (F32 dense path)
     // Scratch, grown on demand and kept: the float casts of the public times/transpose_times
@@ -115,7 +115,7 @@ public:
 
     const Architecture& arch() const { return m_arch; }
     const Vector& theta() const { return m_theta; }
-    Index samples() const { return m_X.rows(); }        ///< rows held here (local k)
+    Index samples() const { return m_X.rows(); }         ///< rows held here (local k)
     Index global_samples() const { return m_k_global; }  ///< k of the means: rows of all ranks
     Index num_params() const { return m_theta.size(); }
 

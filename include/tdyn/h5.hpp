@@ -82,10 +82,10 @@ public:
 
     std::vector<hsize_t> shape(const std::string& name) const;  ///< empty for a scalar
     Type type_class(const std::string& name) const;
-    std::size_t type_size(const std::string& name) const;  ///< bytes per stored element
-    Vector read_vector(const std::string& name) const;      ///< rank 1, any numeric type
-    RowMatrix read_matrix(const std::string& name) const;   ///< rank 2, any numeric type
-    double read_scalar(const std::string& name) const;      ///< rank 0, or rank 1 of length 1
+    std::size_t type_size(const std::string& name) const;                ///< bytes per stored element
+    Vector read_vector(const std::string& name) const;                   ///< rank 1, any numeric type
+    RowMatrix read_matrix(const std::string& name) const;                ///< rank 2, any numeric type
+    double read_scalar(const std::string& name) const;                   ///< rank 0, or rank 1 of length 1
     std::vector<std::int64_t> read_ints(const std::string& name) const;  ///< rank 1 integer
     /// Any rank, stored uint8 only (image data); dims receives the shape.
     std::vector<std::uint8_t> read_u8(const std::string& name, std::vector<hsize_t>& dims) const;
@@ -97,18 +97,22 @@ public:
     // Attributes of an object ("/" for the root). Setting replaces an existing one.
     // Strings are written variable-length UTF-8 (as h5py does); both kinds are read.
     void set_attr(const std::string& obj, const std::string& name, const std::string& value);
-    void set_attr(const std::string& obj, const std::string& name, const char* value) { set_attr(obj, name, std::string(value)); }
+    void set_attr(const std::string& obj, const std::string& name, const char* value) {
+        set_attr(obj, name, std::string(value));
+    }
     void set_attr(const std::string& obj, const std::string& name, double value);
     void set_attr(const std::string& obj, const std::string& name, std::int64_t value);
     /// Any other integer (int, Index, size_t) is stored as int64, not ambiguously.
     template <std::integral T>
-    void set_attr(const std::string& obj, const std::string& name, T value) { set_attr(obj, name, std::int64_t(value)); }
+    void set_attr(const std::string& obj, const std::string& name, T value) {
+        set_attr(obj, name, std::int64_t(value));
+    }
     void set_attr(const std::string& obj, const std::string& name, const std::vector<std::int64_t>& value);
     void set_attr(const std::string& obj, const std::string& name, const std::vector<double>& value);
     bool has_attr(const std::string& obj, const std::string& name) const;
     std::string attr_string(const std::string& obj, const std::string& name) const;
-    double attr_double(const std::string& obj, const std::string& name) const;        ///< one number
-    std::int64_t attr_int(const std::string& obj, const std::string& name) const;     ///< one integer
+    double attr_double(const std::string& obj, const std::string& name) const;                   ///< one number
+    std::int64_t attr_int(const std::string& obj, const std::string& name) const;                ///< one integer
     std::vector<std::int64_t> attr_ints(const std::string& obj, const std::string& name) const;  ///< integers
     std::vector<double> attr_doubles(const std::string& obj, const std::string& name) const;     ///< any numbers
 
@@ -139,8 +143,10 @@ private:
     Handle open_attr(const std::string& obj, const std::string& name) const;
     std::vector<hsize_t> extent(hid_t space, const std::string& name) const;
     Handle select_rows(hid_t space, const std::string& name, hsize_t first, hsize_t count) const;
-    void write_array(const std::string& name, hid_t mem_type, hid_t file_type, const std::vector<hsize_t>& dims, const void* data);
-    void write_attr(const std::string& obj, const std::string& name, hid_t type, const std::vector<hsize_t>& dims, const void* data);
+    void write_array(const std::string& name, hid_t mem_type, hid_t file_type, const std::vector<hsize_t>& dims,
+                     const void* data);
+    void write_attr(const std::string& obj, const std::string& name, hid_t type, const std::vector<hsize_t>& dims,
+                    const void* data);
     void append_row(const std::string& name, hid_t mem_type, const void* row, hsize_t width);
     /// The one check of a C return value: HDF5 reports failure as a negative id or status.
     std::int64_t check(std::int64_t ret, const std::string& object, std::string_view what) const;

@@ -40,10 +40,10 @@ public:
     /// Returns true when a QR happened (then log_growth() and counted() describe it).
     bool step(const ApplyJacobian& apply);
 
-    const Matrix& basis() const { return m_V; }      ///< dim x M; orthonormal right after a QR
-    Index steps() const { return m_steps; }          ///< map steps done
+    const Matrix& basis() const { return m_V; }  ///< dim x M; orthonormal right after a QR
+    Index steps() const { return m_steps; }      ///< map steps done
     Index counted_steps() const { return std::max<Index>(0, m_last_qr - m_options.warmup); }
-    const Vector& log_growth() const { return m_log_growth; }  ///< log R_ii of the last QR (M)
+    const Vector& log_growth() const { return m_log_growth; }      ///< log R_ii of the last QR (M)
     bool counted() const { return m_last_qr > m_options.warmup; }  ///< the last QR counts
     const Vector& log_sum() const { return m_log_sum; }
     /// Running exponents: log_sum / counted_steps (NaN while nothing is counted).

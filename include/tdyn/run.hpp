@@ -24,8 +24,8 @@ struct RunInfo {
     RunStatus status = RunStatus::Running;
     std::string command_line, tool_version;
     std::int64_t format_version = 0;
-    Index rows = 0;              ///< rows of /trajectory (steps evaluated)
-    Index last_step = -1;        ///< last /trajectory/step
+    Index rows = 0;        ///< rows of /trajectory (steps evaluated)
+    Index last_step = -1;  ///< last /trajectory/step
     Index diverged_at = -1;
     std::vector<Index> theta_steps;  ///< /trajectory/theta_step
     double last_loss = 0, last_accuracy = 0;

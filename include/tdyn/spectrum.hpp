@@ -20,12 +20,12 @@ enum class Which { Top, Bottom };
 enum class EigenSolver { Lanczos, Davidson };
 
 struct EigenOptions {
-    Index eigs = 1;          ///< K
-    Index krylov = 0;        ///< Lanczos basis size (Spectra's ncv); 0 = max(2K + 1, 20), or max(2K + 1, 8) warm
-                             ///< Davidson: largest search space; 0 = 10 K
-    double tol = 1e-6;       ///< relative: |residual estimate| < tol * |lambda| (Spectra's criterion;
-                             ///< for Davidson tdyn applies the same test to the Ritz residuals)
-    Index max_iter = 1000;   ///< Lanczos restarts / Davidson iterations
+    Index eigs = 1;         ///< K
+    Index krylov = 0;       ///< Lanczos basis size (Spectra's ncv); 0 = max(2K + 1, 20), or max(2K + 1, 8) warm
+                            ///< Davidson: largest search space; 0 = 10 K
+    double tol = 1e-6;      ///< relative: |residual estimate| < tol * |lambda| (Spectra's criterion;
+                            ///< for Davidson tdyn applies the same test to the Ritz residuals)
+    Index max_iter = 1000;  ///< Lanczos restarts / Davidson iterations
     EigenSolver solver = EigenSolver::Lanczos;
     /// Davidson only: Rademacher probes of the Hutchinson diagonal, diag H ~ mean of z .* (H z)
     /// (counted in matvecs); 0 = no diagonal (D = 0: the corrections are the residuals).
@@ -43,11 +43,11 @@ std::string to_string(SolverStatus s);
 
 /// K eigenpairs of H at one end of its spectrum.
 struct EigenResult {
-    Vector values;     ///< descending for Top, ascending for Bottom (only the converged ones)
-    Matrix vectors;    ///< P x (converged), orthonormal
-    Vector residuals;  ///< ||H u_i - lambda_i u_i||: Lanczos, by one block HVP after the solve;
-                       ///< Davidson, from the search space's own products H V
-    Index matvecs = 0; ///< HVPs used, Lanczos' residual check included
+    Vector values;      ///< descending for Top, ascending for Bottom (only the converged ones)
+    Matrix vectors;     ///< P x (converged), orthonormal
+    Vector residuals;   ///< ||H u_i - lambda_i u_i||: Lanczos, by one block HVP after the solve;
+                        ///< Davidson, from the search space's own products H V
+    Index matvecs = 0;  ///< HVPs used, Lanczos' residual check included
     bool converged = false;
     SolverStatus status = SolverStatus::NotRun;
 };
@@ -63,10 +63,10 @@ Vector jacobian_extreme(const Vector& hessian_top, const Vector& hessian_bottom,
 
 /// Is gradient descent stable at this theta? From the eigenvalues found.
 struct Stability {
-    double lambda_max = 0;     ///< largest eigenvalue of H (sharpness)
-    double two_over_alpha = 0; ///< the stability edge of lambda_max
-    Index unstable = 0;        ///< eigenvalues of J found with |mu| > 1 (lambda > 2/alpha or lambda < 0)
-    double max_abs_mu = 0;     ///< largest |eigenvalue of J| found
+    double lambda_max = 0;      ///< largest eigenvalue of H (sharpness)
+    double two_over_alpha = 0;  ///< the stability edge of lambda_max
+    Index unstable = 0;         ///< eigenvalues of J found with |mu| > 1 (lambda > 2/alpha or lambda < 0)
+    double max_abs_mu = 0;      ///< largest |eigenvalue of J| found
 };
 Stability stability(const Vector& hessian_top, const Vector& hessian_bottom, double alpha);
 

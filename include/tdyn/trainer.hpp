@@ -39,8 +39,7 @@ public:
     StepStats evaluate(Index t, const Vector& theta);
     /// theta_t from theta_s (s <= t) by replaying the updates s, ..., t-1; `visit(u, theta_u)`
     /// (optional) sees every theta on the way, u = s, ..., t.
-    Vector replay(const Vector& theta_s, Index s, Index t,
-                  const std::function<void(Index, const Vector&)>& visit = {});
+    Vector replay(const Vector& theta_s, Index s, Index t, const std::function<void(Index, const Vector&)>& visit = {});
     /// The Evaluation of the last step() or evaluate(): analyses at theta_t reuse its forward pass.
     Evaluation& evaluation() { return *m_last; }
     /// The full-batch Evaluation at theta: the last step's own when the run is full batch and
@@ -59,9 +58,9 @@ private:
     TrainConfig m_config;
     Architecture m_arch;
     std::shared_ptr<const Dataset> m_data;
-    std::unique_ptr<InputMatrix> m_X;       // full batch, built once (on first use for mini-batch runs)
-    std::unique_ptr<Evaluation> m_eval;     // full batch, reused
-    RowMatrix m_batch_X, m_batch_T;         // mini-batch copies
+    std::unique_ptr<InputMatrix> m_X;    // full batch, built once (on first use for mini-batch runs)
+    std::unique_ptr<Evaluation> m_eval;  // full batch, reused
+    RowMatrix m_batch_X, m_batch_T;      // mini-batch copies
     std::unique_ptr<InputMatrix> m_batch_input;
     std::unique_ptr<Evaluation> m_batch_eval;
     Evaluation* m_last = nullptr;
