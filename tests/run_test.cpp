@@ -495,3 +495,43 @@ TEST(Cli, DocsShowTheSameHelpAsTheProgram) {
                                                       << r.out;
     }
 }
+
+// A job script re-runs its own command line with --resume after a crash: flags equal to the
+// run's are accepted and the run completes bit-identically to an uninterrupted one; flags that
+// differ are refused in one line naming each difference ("--lr 0.2 differs from the run's
+// 0.5"), and the file is left as it was. Likewise tdyn lyapunov --resume.
+TEST(Cli, ResumeAcceptsTheRunsOwnFlagsAndNamesEveryDifference) {
+    const std::string data = tdyn::test::temp_path("same-data.h5");
+    tdyn::test::write_data_file(data, 200, 12, 4, 3);
+    const std::string flags = " --data " + data +
+                              " --arch 12-8-4 --activation tanh --lr 0.5 --seed 3 --save-theta-every 5 --lyapunov 2"
+                              " --perturbation 1e-7 --spectrum-every 5 --eigs 2 --quiet";
+    const std::string full = tdyn::test::temp_path("same-full.h5"), part = tdyn::test::temp_path("same-part.h5");
+    ASSERT_EQ(tdyn::test::run_tdyn("train" + flags + " --steps 20 --out " + full).exit_code, 0);
+    ASSERT_EQ(tdyn::test::run_tdyn("train" + flags + " --steps 10 --out " + part).exit_code, 0);
+    const std::string before = tdyn::test::slurp(part);
+    const auto bad =
+        tdyn::test::run_tdyn("train" + flags + " --lr 0.2 --eigs 3 --steps 20 --out " + part + " --resume");
+    EXPECT_EQ(bad.exit_code, 1);
+    EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad.err;
+    EXPECT_NE(bad.err.find("--lr 0.2 differs from the run's 0.5"), std::string::npos) << bad.err;
+    EXPECT_NE(bad.err.find("--eigs 3 differs from the run's 2"), std::string::npos) << bad.err;
+    EXPECT_EQ(tdyn::test::slurp(part), before) << "a refused resume writes nothing";
+    const auto ok = tdyn::test::run_tdyn("train" + flags + " --steps 20 --out " + part + " --resume");
+    ASSERT_EQ(ok.exit_code, 0) << ok.err;
+    tdyn::test::expect_same_run(full, part, 20,
+                                {"/trajectory/loss", "/trajectory/grad_norm", "/spectrum/lambda_max", "/lyapunov/step",
+                                 "/lyapunov/perturbation/exponent"},
+                                {"/trajectory/theta", "/lyapunov/exponents", "/spectrum/hessian_top"});
+
+    // tdyn lyapunov --resume: its own flags may be repeated, a different one is named.
+    const std::string run = tdyn::test::temp_path("same-lyap.h5");
+    ASSERT_EQ(tdyn::test::run_tdyn("train --data " + data + " --arch 12-8-4 --steps 20 --quiet --out " + run).exit_code,
+              0);
+    ASSERT_EQ(tdyn::test::run_tdyn("lyapunov " + run + " --vectors 2 --to 10 --quiet").exit_code, 0);
+    const auto lbad = tdyn::test::run_tdyn("lyapunov " + run + " --vectors 3 --resume --quiet");
+    EXPECT_EQ(lbad.exit_code, 1);
+    EXPECT_NE(lbad.err.find("--vectors 3 differs from the stored analysis' 2"), std::string::npos) << lbad.err;
+    const auto lok = tdyn::test::run_tdyn("lyapunov " + run + " --vectors 2 --resume --quiet");
+    EXPECT_EQ(lok.exit_code, 0) << lok.err;
+}
