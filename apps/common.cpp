@@ -3,6 +3,7 @@
 #include "tdyn/lyapunov.hpp"
 #include "tdyn/spectrum.hpp"
 
+#include <csignal>
 #include <iostream>
 #include <regex>
 #include <unistd.h>
@@ -47,6 +48,28 @@ void apply_problem_flags(const ProblemFlags& f, const ProblemOptions& o, TrainCo
 
 namespace {
 std::string g_command_line;
+std::atomic<bool> g_stop{false};
+
+extern "C" void on_stop_signal(int) {
+    g_stop.store(true);
+    std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C kills at once
+    std::signal(SIGTERM, SIG_DFL);
+}
+}  // namespace
+
+const std::atomic<bool>* stop_on_signals() {
+    std::signal(SIGINT, on_stop_signal);
+    std::signal(SIGTERM, on_stop_signal);
+    return &g_stop;
+}
+
+std::string flag_differences(const std::vector<FlagCheck>& checks, const std::string& whose) {
+    std::string diff;
+    for (const auto& [opt, given, stored] : checks)
+        if (opt->count() > 0 && given != stored)
+            diff +=
+                (diff.empty() ? "" : "; ") + opt->get_name() + " " + given + " differs from " + whose + " " + stored;
+    return diff;
 }
 
 void set_command_line(int argc, char** argv) {

@@ -6,9 +6,12 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <string>
+#include <tuple>
+#include <vector>
 
 namespace tdyn::cli {
 
@@ -35,6 +38,16 @@ void apply_problem_flags(const ProblemFlags& f, const ProblemOptions& o, TrainCo
 /// The command line as one string, for the run file's command_line attribute.
 std::string command_line();
 void set_command_line(int argc, char** argv);
+
+/// SIGINT and SIGTERM set the returned flag (the driver stops at the end of the step); a second
+/// signal kills at once.
+const std::atomic<bool>* stop_on_signals();
+
+/// A flag given with --resume against the stored setting: (option, value given, value stored).
+using FlagCheck = std::tuple<CLI::Option*, std::string, std::string>;
+/// "--lr 0.2 differs from the run's 0.1; ..." for every given flag whose value differs from the
+/// stored one (`whose`: "the run's"), or "" when all agree.
+std::string flag_differences(const std::vector<FlagCheck>& checks, const std::string& whose);
 
 /// One line per update on a terminal (rewritten in place), plain lines every ~10 s otherwise.
 class Progress {

@@ -30,14 +30,6 @@ struct LyapunovCliOptions {
     CLI::Option *seed_opt, *vectors_opt, *from_opt, *warmup_opt, *qr_opt, *perturbation_opt, *checkpoint_opt;
 };
 
-std::atomic<bool> g_stop{false};
-
-extern "C" void on_lyapunov_signal(int) {
-    g_stop.store(true);
-    std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C kills at once
-    std::signal(SIGTERM, SIG_DFL);
-}
-
 void remove_lyapunov(h5::File& f) {
     for (const char* n :
          {"/lyapunov", "/checkpoint/lyapunov_step", "/checkpoint/lyapunov_basis", "/checkpoint/perturbation_theta"})
@@ -90,7 +82,7 @@ int run_lyapunov(LyapunovCliOptions& o) {
             eps = f.attr_double("/lyapunov", "eps");
             // Flags equal to the stored settings are accepted; each one that differs is named.
             auto integer = [](Index x) { return std::to_string(x); };
-            const std::vector<std::tuple<CLI::Option*, std::string, std::string>> table = {
+            const std::vector<FlagCheck> table = {
                 {o.vectors_opt, integer(o.vectors), integer(set.tangent.vectors)},
                 {o.from_opt, integer(o.from), integer(set.from)},
                 {o.warmup_opt, integer(o.warmup), integer(set.tangent.warmup)},
@@ -98,11 +90,7 @@ int run_lyapunov(LyapunovCliOptions& o) {
                 {o.perturbation_opt, format_number(o.perturbation), format_number(eps)},
                 {o.seed_opt, std::to_string(o.seed), std::to_string(set.tangent.seed)},
             };
-            std::string diff;
-            for (const auto& [opt, given, stored] : table)
-                if (opt->count() > 0 && given != stored)
-                    diff += (diff.empty() ? "" : "; ") + opt->get_name() + " " + given +
-                            " differs from the stored analysis' " + stored;
+            const std::string diff = flag_differences(table, "the stored analysis'");
             if (!diff.empty()) throw Error("--resume: " + o.file + ":/lyapunov: " + diff + " (only --to may change)");
             const Vector cs = f.read_vector("/checkpoint/lyapunov_step");
             if (cs.size() == 0) throw Error("--resume: " + o.file + ": no Lyapunov checkpoint stored");
@@ -160,8 +148,6 @@ int run_lyapunov(LyapunovCliOptions& o) {
     if (!o.quiet && !o.json)
         std::cerr << "lyapunov: " << set.tangent.vectors << " tangent vectors along " << o.file << ", steps " << start
                   << ".." << to << (eps > 0 ? ", with the two-trajectory check" : "") << "\n";
-    std::signal(SIGINT, on_lyapunov_signal);
-    std::signal(SIGTERM, on_lyapunov_signal);
     Progress progress(start, to - 1, o.quiet || o.json);
     DriveOptions d;
     d.from = start;
@@ -170,7 +156,7 @@ int run_lyapunov(LyapunovCliOptions& o) {
     d.checkpoint_every = C;
     d.stored = info.theta_steps;
     d.evaluate_last = false;
-    d.stop = &g_stop;
+    d.stop = stop_on_signals();
     d.on_step = [&](Index t, const StepStats& s) { progress.update(t, s.loss, s.accuracy); };
     DriveResult r;
     try {

@@ -31,14 +31,6 @@ struct TrainOptions {
         *eigs_opt, *which_opt, *lyapunov_opt, *qr_opt, *warmup_opt, *perturbation_opt;
 };
 
-std::atomic<bool> g_stop{false};
-
-extern "C" void on_signal(int) {
-    g_stop.store(true);
-    std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C kills at once
-    std::signal(SIGTERM, SIG_DFL);
-}
-
 /// The run's configuration and in-line analyses as the flags give them (all flags, defaults
 /// included), checked.
 std::pair<TrainConfig, InlineAnalyses> from_flags(const TrainOptions& o) {
@@ -92,7 +84,7 @@ void check_resume_flags(const TrainOptions& o, const TrainConfig& run, const Inl
     const auto [flags, flags_a] = from_flags(o);
     auto num = [](double x) { return format_number(x); };
     auto integer = [](Index x) { return std::to_string(x); };
-    const std::vector<std::tuple<CLI::Option*, std::string, std::string>> table = {
+    const std::vector<FlagCheck> table = {
         {o.given.data, flags.data, run.data},
         {o.given.samples, integer(flags.samples), integer(run.samples)},
         {o.given.arch, flags.architecture().to_string(), run.architecture().to_string()},
@@ -117,10 +109,7 @@ void check_resume_flags(const TrainOptions& o, const TrainConfig& run, const Inl
         {o.warmup_opt, integer(flags_a.lyapunov.tangent.warmup), integer(run_a.lyapunov.tangent.warmup)},
         {o.perturbation_opt, num(flags_a.perturbation.eps), num(run_a.perturbation.eps)},
     };
-    std::string diff;
-    for (const auto& [opt, given, stored] : table)
-        if (opt->count() > 0 && given != stored)
-            diff += (diff.empty() ? "" : "; ") + opt->get_name() + " " + given + " differs from the run's " + stored;
+    const std::string diff = flag_differences(table, "the run's");
     if (!diff.empty())
         throw Error("--resume: " + o.out + ": " + diff +
                     " (a resumed run keeps its configuration; only --steps may change)");
@@ -174,15 +163,13 @@ int run_train(TrainOptions& o) {
                   << (config.batch ? ", batch " + std::to_string(config.batch) : ", full batch") << ", steps " << from
                   << ".." << config.steps << " -> " << o.out << "\n";
 
-    std::signal(SIGINT, on_signal);
-    std::signal(SIGTERM, on_signal);
     Progress progress(from, config.steps, o.quiet);
     DriveOptions d;
     d.from = from;
     d.to = config.steps;
     d.resumed = !fresh;
     d.save_theta_every = config.save_theta_every;
-    d.stop = &g_stop;
+    d.stop = stop_on_signals();
     d.on_step = [&](Index t, const StepStats& s) { progress.update(t, s.loss, s.accuracy); };
     DriveResult r;
     try {
