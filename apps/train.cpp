@@ -148,6 +148,9 @@ int run_train(TrainOptions& o) {
                         std::to_string(from));
     }
     auto data = std::make_shared<const Dataset>(load_config_data(config, o.problem.data_dir));
+    if (config.batch > data->samples())  // the Trainer checks it too, naming the parameter
+        throw Error("--batch " + std::to_string(config.batch) + ": must be between 1 and the number of samples (" +
+                    std::to_string(data->samples()) + "), or 0 for full batch");
     Trainer trainer(config, data);
     if (fresh) {
         theta = initial_theta(config);

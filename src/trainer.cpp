@@ -12,11 +12,11 @@ bool StepStats::finite() const { return std::isfinite(loss) && std::isfinite(gra
 Trainer::Trainer(const TrainConfig& config, std::shared_ptr<const Dataset> data)
     : m_config(config), m_arch(config.architecture()), m_data(std::move(data)) {
     if (!(config.lr > 0) || !std::isfinite(config.lr))
-        throw Error("--lr: the learning rate must be a positive number, found " + format_number(config.lr));
+        throw Error("lr: the learning rate must be a positive number, found " + format_number(config.lr));
     if (!(config.weight_decay >= 0) || !std::isfinite(config.weight_decay))
-        throw Error("--weight-decay: lambda must be a finite number >= 0, found " + format_number(config.weight_decay));
+        throw Error("weight_decay: lambda must be a finite number >= 0, found " + format_number(config.weight_decay));
     if (config.batch < 0 || config.batch > m_data->samples())
-        throw Error("--batch " + std::to_string(config.batch) + ": must be between 1 and the number of samples (" +
+        throw Error("batch " + std::to_string(config.batch) + ": must be between 1 and the number of samples (" +
                     std::to_string(m_data->samples()) + "), or 0 for full batch");
     if (config.batch == 0) {
         m_X = std::make_unique<InputMatrix>(m_data->X, config.x_path, config.precision);
