@@ -76,7 +76,7 @@ void print_analysis(const std::string& file, Index step, const SpectrumAnalysis&
 }
 
 int run_spectrum(SpectrumCliOptions& o) {
-    check_which(o.which);
+    const Ends ends = parse_which(o.which);
     if (o.solver != "auto" && o.solver != "lanczos" && o.solver != "davidson")
         throw Error("--solver: expected auto, lanczos or davidson, found '" + o.solver + "'");
     if (!(o.tol > 0)) throw Error("--tol: must be positive");
@@ -90,8 +90,7 @@ int run_spectrum(SpectrumCliOptions& o) {
     // faster than Lanczos, the bottom 5 equally fast), Lanczos for K = 1 (docs/SPECTRUM_BENCH.md).
     so.eig.solver =
         o.solver == "davidson" || (o.solver == "auto" && o.eigs >= 2) ? EigenSolver::Davidson : EigenSolver::Lanczos;
-    so.top = o.which != "bottom";
-    so.bottom = o.which != "top";
+    so.ends = ends;
     so.trace = o.trace;
     so.density = o.density;
     so.probes = o.probes;
@@ -138,7 +137,7 @@ int run_spectrum(SpectrumCliOptions& o) {
         // The group of this configuration (K, which), and what appending to it needs, checked
         // before any work: bad input leaves the file as it was.
         h5::File f = h5::File::open_read(o.file, true);
-        group = spectrum_group(f, o.eigs, o.which);
+        group = spectrum_group(f, o.eigs, ends);
         SpectrumPlugin(settings, group).check(f);
     }
     if (info.status == RunStatus::Running)

@@ -46,9 +46,7 @@ std::pair<TrainConfig, InlineAnalyses> from_flags(const TrainOptions& o) {
     InlineAnalyses a;
     a.spectrum.every = o.spectrum_every;
     a.spectrum.options.eig.eigs = o.eigs;
-    check_which(o.which);
-    a.spectrum.options.top = o.which != "bottom";
-    a.spectrum.options.bottom = o.which != "top";
+    a.spectrum.options.ends = parse_which(o.which);
     a.lyapunov.tangent.vectors = o.lyapunov;
     a.lyapunov.tangent.qr_every = o.qr_every;
     a.lyapunov.tangent.warmup = o.warmup;
@@ -103,7 +101,7 @@ void check_resume_flags(const TrainOptions& o, const TrainConfig& run, const Inl
         {o.save_opt, integer(flags.save_theta_every), integer(run.save_theta_every)},
         {o.spectrum_opt, integer(flags_a.spectrum.every), integer(run_a.spectrum.every)},
         {o.eigs_opt, integer(flags_a.spectrum.options.eig.eigs), integer(run_a.spectrum.options.eig.eigs)},
-        {o.which_opt, which_text(flags_a.spectrum.options), which_text(run_a.spectrum.options)},
+        {o.which_opt, to_string(flags_a.spectrum.options.ends), to_string(run_a.spectrum.options.ends)},
         {o.lyapunov_opt, integer(flags_a.lyapunov.tangent.vectors), integer(run_a.lyapunov.tangent.vectors)},
         {o.qr_opt, integer(flags_a.lyapunov.tangent.qr_every), integer(run_a.lyapunov.tangent.qr_every)},
         {o.warmup_opt, integer(flags_a.lyapunov.tangent.warmup), integer(run_a.lyapunov.tangent.warmup)},

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "tdyn/common.hpp"
+#include "tdyn/spectrum.hpp"
 
 #include <string>
 #include <vector>
@@ -17,6 +18,6 @@ std::vector<Index> parse_steps(const std::string& text, const std::vector<Index>
 
 /// `--which`: top, bottom or both (tdyn train's in-line spectrum and tdyn spectrum). Throws
 /// Error naming --which.
-void check_which(const std::string& which);
+Ends parse_which(const std::string& which);
 
 }  // namespace tdyn::cli

@@ -6,7 +6,7 @@ void link_inline_analyses(InlineAnalyses& a, const TrainConfig& config) {
     a.spectrum.alpha = config.lr;
     a.lyapunov.alpha = config.lr;
     a.lyapunov.tangent.seed = config.seed;
-    a.lyapunov.overlap_eigs = a.spectrum.every > 0 && a.spectrum.options.top ? a.spectrum.options.eig.eigs : 0;
+    a.lyapunov.overlap_eigs = a.spectrum.every > 0 && a.spectrum.options.top() ? a.spectrum.options.eig.eigs : 0;
     a.perturbation.tangent = a.lyapunov.tangent;
 }
 

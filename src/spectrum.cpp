@@ -11,6 +11,21 @@
 
 namespace tdyn {
 
+Ends parse_ends(const std::string& text) {
+    for (Ends e : {Ends::Top, Ends::Bottom, Ends::Both})
+        if (text == to_string(e)) return e;
+    throw Error("which: expected top, bottom or both, found '" + text + "'");
+}
+
+std::string to_string(Ends e) {
+    switch (e) {
+        case Ends::Top: return "top";
+        case Ends::Bottom: return "bottom";
+        case Ends::Both: return "both";
+    }
+    return "?";
+}
+
 namespace {
 
 /// H with a diagonal D held beside it, the operator Spectra's DavidsonSymEigsSolver asks for:
@@ -292,10 +307,10 @@ SpectrumAnalysis analyse_spectrum(Evaluation& e, const SpectrumOptions& o, doubl
                                   const SpectrumAnalysis* previous) {
     SpectrumAnalysis a;
     auto warm = [&](const EigenResult& r) { return previous && r.vectors.cols() > 0 ? &r.vectors : nullptr; };
-    if (o.top) a.top = hessian_eigs(e, Which::Top, o.eig, previous ? warm(previous->top) : nullptr);
-    if (o.bottom) a.bottom = hessian_eigs(e, Which::Bottom, o.eig, previous ? warm(previous->bottom) : nullptr);
+    if (o.top()) a.top = hessian_eigs(e, Which::Top, o.eig, previous ? warm(previous->top) : nullptr);
+    if (o.bottom()) a.bottom = hessian_eigs(e, Which::Bottom, o.eig, previous ? warm(previous->bottom) : nullptr);
     a.matvecs = a.top.matvecs + a.bottom.matvecs;
-    a.converged = (!o.top || a.top.converged) && (!o.bottom || a.bottom.converged);
+    a.converged = (!o.top() || a.top.converged) && (!o.bottom() || a.bottom.converged);
     a.jacobian = jacobian_extreme(a.top.values, a.bottom.values, alpha, o.eig.eigs);
     a.stability = stability(a.top.values, a.bottom.values, alpha);
     if (o.trace) {

@@ -36,12 +36,10 @@ void truncate_group(h5::File& f, const std::string& group, Index from) {
 
 }  // namespace
 
-std::string which_text(const SpectrumOptions& o) { return o.top && o.bottom ? "both" : o.top ? "top" : "bottom"; }
-
 void write_inline_spectrum_settings(h5::File& f, const SpectrumSettings& s) {
     f.set_attr("/", "spectrum_every", std::int64_t(s.every));
     f.set_attr("/", "eigs", std::int64_t(s.options.eig.eigs));
-    f.set_attr("/", "which", which_text(s.options));
+    f.set_attr("/", "which", to_string(s.options.ends));
 }
 
 SpectrumSettings read_inline_spectrum_settings(h5::File& f, double alpha) {
@@ -49,13 +47,13 @@ SpectrumSettings read_inline_spectrum_settings(h5::File& f, double alpha) {
     s.every = f.attr_int("/", "spectrum_every");
     s.options.eig.eigs = f.attr_int("/", "eigs");
     const std::string which = f.attr_string("/", "which");
-    s.options.top = which != "bottom";
-    s.options.bottom = which != "top";
+    s.options.ends = parse_ends(which);
     s.alpha = alpha;
     return s;
 }
 
-std::string spectrum_group(h5::File& f, Index K, const std::string& which) {
+std::string spectrum_group(h5::File& f, Index K, Ends ends) {
+    const std::string which = to_string(ends);
     if (!f.exists("/spectrum")) return "/spectrum";
     const std::string have = f.has_attr("/spectrum", "which") ? f.attr_string("/spectrum", "which") : "both";
     if (f.attr_int("/spectrum", "eigs") == K && have == which) return "/spectrum";
@@ -69,7 +67,7 @@ SpectrumPlugin::SpectrumPlugin(SpectrumSettings s, std::string group,
 }
 
 void SpectrumPlugin::check(h5::File& f) const {
-    const std::string g = m_group.empty() ? spectrum_group(f, m_s.options.eig.eigs, which_text(m_s.options)) : m_group;
+    const std::string g = m_group.empty() ? spectrum_group(f, m_s.options.eig.eigs, m_s.options.ends) : m_group;
     if (!f.exists(g + "/step")) return;
     if (m_s.vectors && !f.exists(g + "/vectors_top") && f.rows(g + "/step") > 0)
         throw Error(f.path() + ":" + g + " has earlier rows without eigenvectors; cannot add them now (vectors)");
@@ -82,7 +80,7 @@ void SpectrumPlugin::check(h5::File& f) const {
 void SpectrumPlugin::create(h5::File& f) {
     check(f);
     const Index K = m_s.options.eig.eigs;
-    if (m_group.empty()) m_group = spectrum_group(f, K, which_text(m_s.options));
+    if (m_group.empty()) m_group = spectrum_group(f, K, m_s.options.ends);
     const hsize_t P = hsize_t(f.shape("/params/theta")[0]);
     if (!f.exists(series("step"))) {
         f.create_series(series("step"), 0);
@@ -90,7 +88,7 @@ void SpectrumPlugin::create(h5::File& f) {
         for (const char* s : kScalarSeries) f.create_series(series(s), 0);
         f.set_attr(m_group, "eigs", std::int64_t(K));
         f.set_attr(m_group, "alpha", m_s.alpha);
-        f.set_attr(m_group, "which", which_text(m_s.options));
+        f.set_attr(m_group, "which", to_string(m_s.options.ends));
     }
     // Everything it will append is created now: no dataset can be created while SWMR writes.
     if (m_s.vectors)

@@ -12,6 +12,11 @@ namespace tdyn {
 /// Which end of H's spectrum: largest algebraic (top) or smallest algebraic (bottom).
 enum class Which { Top, Bottom };
 
+/// The ends an analysis computes (the flag --which, the attribute `which`).
+enum class Ends { Top, Bottom, Both };
+Ends parse_ends(const std::string& text);  ///< "top" | "bottom" | "both"; throws Error naming `which`
+std::string to_string(Ends e);
+
 /// Which Spectra solver: SymEigsSolver (implicitly restarted Lanczos, one HVP at a time) or
 /// DavidsonSymEigsSolver (block Davidson with the DPR correction (D - theta I)^{-1} r, one block
 /// HVP of K vectors per iteration; D an estimated diagonal of H). Lanczos is the library's default
@@ -105,9 +110,11 @@ namespace tdyn {
 /// One spectral analysis at a theta: what `tdyn spectrum` and `tdyn train --spectrum-every` run.
 struct SpectrumOptions {
     EigenOptions eig;
-    bool top = true, bottom = true;  ///< --which top|bottom|both
-    bool trace = false;              ///< Hutchinson trace
-    bool density = false;            ///< SLQ spectral density
+    Ends ends = Ends::Both;  ///< --which top|bottom|both
+    bool top() const { return ends != Ends::Bottom; }
+    bool bottom() const { return ends != Ends::Top; }
+    bool trace = false;    ///< Hutchinson trace
+    bool density = false;  ///< SLQ spectral density
     Index probes = 30, lanczos_steps = 80, grid = 400;
     double sigma = 0;
     std::uint64_t seed = 0;

@@ -14,9 +14,6 @@
 
 namespace tdyn {
 
-/// top | bottom | both, as the run file and the flags spell it.
-std::string which_text(const SpectrumOptions& o);
-
 struct SpectrumSettings {
     Index every = 0;           ///< E: at every multiple of E (in-line); 0 = only at `steps`
     std::vector<Index> steps;  ///< listed steps (tdyn spectrum on a saved run), ascending
@@ -34,7 +31,7 @@ SpectrumSettings read_inline_spectrum_settings(h5::File& f, double alpha);
 /// The spectrum group of a configuration (K, which) in a file: /spectrum when absent or
 /// holding the same configuration (a group without a `which` attribute holds "both"), else
 /// /spectrum_k{K}_{which}.
-std::string spectrum_group(h5::File& f, Index K, const std::string& which);
+std::string spectrum_group(h5::File& f, Index K, Ends ends);
 
 class SpectrumPlugin : public Analysis {
 public:
