@@ -88,11 +88,8 @@ void check_resume_flags(const TrainOptions& o, const TrainConfig& run, const Inl
         {o.given.arch, flags.architecture().to_string(), run.architecture().to_string()},
         {o.given.activation, to_string(flags.activation), to_string(run.activation)},
         {o.given.output, to_string(flags.output), to_string(run.output)},
-        {o.given.precision, o.problem.precision, run.precision == Precision::F32 ? "f32" : "f64"},
-        {o.given.x_path, o.problem.x_path,
-         run.x_path == XPath::Auto    ? "auto"
-         : run.x_path == XPath::Dense ? "dense"
-                                      : "sparse"},
+        {o.given.precision, o.problem.precision, to_string(run.precision)},
+        {o.given.x_path, o.problem.x_path, to_string(run.x_path)},
         {o.lr_opt, num(flags.lr), num(run.lr)},
         {o.weight_decay_opt, num(flags.weight_decay), num(run.weight_decay)},
         {o.batch_opt, integer(flags.batch), integer(run.batch)},

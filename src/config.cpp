@@ -2,18 +2,8 @@
 
 namespace tdyn {
 
-namespace {
-
-std::string arch_text(const std::vector<std::int64_t>& w) {
-    std::string s;
-    for (std::size_t i = 0; i < w.size(); ++i) s += (i ? "-" : "") + std::to_string(w[i]);
-    return s;
-}
-
-std::string precision_text(Precision p) { return p == Precision::F32 ? "f32" : "f64"; }
-std::string x_path_text(XPath x) { return x == XPath::Auto ? "auto" : x == XPath::Dense ? "dense" : "sparse"; }
-
-}  // namespace
+std::string to_string(Precision p) { return p == Precision::F32 ? "f32" : "f64"; }
+std::string to_string(XPath x) { return x == XPath::Auto ? "auto" : x == XPath::Dense ? "dense" : "sparse"; }
 
 void write_config(h5::File& f, const TrainConfig& c) {
     const Architecture arch = c.architecture();
@@ -29,13 +19,16 @@ void write_config(h5::File& f, const TrainConfig& c) {
     f.set_attr("/", "samples", std::int64_t(c.samples));
     f.set_attr("/", "init", c.init);
     f.set_attr("/", "save_theta_every", std::int64_t(c.save_theta_every));
-    f.set_attr("/", "precision", precision_text(c.precision));
-    f.set_attr("/", "x_path", x_path_text(c.x_path));
+    f.set_attr("/", "precision", to_string(c.precision));
+    f.set_attr("/", "x_path", to_string(c.x_path));
 }
 
 TrainConfig read_config(h5::File& f) {
     TrainConfig c;
-    c.arch = arch_text(f.attr_ints("/", "arch"));
+    c.arch = [&] {
+        const auto w = f.attr_ints("/", "arch");
+        return Architecture{{w.begin(), w.end()}}.to_string();
+    }();
     c.activation = parse_activation(f.attr_string("/", "activation"));
     c.output = parse_output(f.attr_string("/", "output"));
     c.lr = f.attr_double("/", "alpha");

@@ -10,12 +10,6 @@ namespace {
 
 std::vector<std::int64_t> widths_of(const Architecture& arch) { return {arch.widths.begin(), arch.widths.end()}; }
 
-std::string arch_text(const std::vector<std::int64_t>& w) {
-    std::string s;
-    for (std::size_t i = 0; i < w.size(); ++i) s += (i ? "-" : "") + std::to_string(w[i]);
-    return s;
-}
-
 }  // namespace
 
 h5::File open_for_reading(const std::string& path) {
@@ -32,7 +26,8 @@ Vector read_params(const std::string& path, const Architecture& arch) {
     if (f.has_attr("/", "arch")) {
         const auto w = f.attr_ints("/", "arch");
         if (w != widths_of(arch))
-            throw Error(path + ": params are for arch " + arch_text(w) + ", but the run uses " + arch.to_string());
+            throw Error(path + ": params are for arch " + Architecture{{w.begin(), w.end()}}.to_string() +
+                        ", but the run uses " + arch.to_string());
     }
     const auto dims = f.shape("/params/theta");  // checked before reading: a huge dataset is not read
     if (dims.size() == 1 && Index(dims[0]) != arch.num_params())

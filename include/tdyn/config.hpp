@@ -33,6 +33,10 @@ struct TrainConfig {
     Architecture architecture() const { return Architecture::parse(arch, activation, output); }
 };
 
+/// The names parse_precision and parse_xpath read: "f64" | "f32"; "auto" | "dense" | "sparse".
+std::string to_string(Precision p);
+std::string to_string(XPath x);
+
 /// Writes the configuration as root attributes (docs/FORMAT.md).
 void write_config(h5::File& f, const TrainConfig& c);
 /// Reads it back; attributes added after format 1 (weight_decay) default when absent.
