@@ -157,6 +157,8 @@ std::string flag_message(const std::string& m) {
                                                                 {"output", "--output"},
                                                                 {"perturbation", "--perturbation"},
                                                                 {"which", "--which"},
+                                                                {"init_scheme", "--init-scheme"},
+                                                                {"init_scale", "--init-scale"},
                                                                 {"qr_every", "--qr-every"},
                                                                 {"warmup", "--warmup"}};
     for (const auto& [parameter, flag] : names) {

@@ -25,10 +25,12 @@ struct TrainOptions {
     double perturbation = 0;
     std::string which = "both";
     std::uint64_t seed = 0;
-    std::string init, out = "run.h5";
+    std::string init, init_scheme = "uniform", out = "run.h5";
+    double init_scale = 1;
     bool resume = false, force = false, quiet = false;
-    CLI::Option *lr_opt, *weight_decay_opt, *steps_opt, *batch_opt, *seed_opt, *init_opt, *save_opt, *spectrum_opt,
-        *eigs_opt, *which_opt, *lyapunov_opt, *qr_opt, *warmup_opt, *perturbation_opt;
+    CLI::Option *lr_opt, *weight_decay_opt, *steps_opt, *batch_opt, *seed_opt, *init_opt, *init_scheme_opt,
+        *init_scale_opt, *save_opt, *spectrum_opt, *eigs_opt, *which_opt, *lyapunov_opt, *qr_opt, *warmup_opt,
+        *perturbation_opt;
 };
 
 /// The run's configuration and in-line analyses as the flags give them (all flags, defaults
@@ -42,6 +44,8 @@ std::pair<TrainConfig, InlineAnalyses> from_flags(const TrainOptions& o) {
     config.batch = o.batch;
     config.seed = o.seed;
     config.init = o.init;
+    config.init_scheme = parse_init_scheme(o.init_scheme);
+    config.init_scale = o.init_scale;
     config.save_theta_every = o.save_theta_every;
     InlineAnalyses a;
     a.spectrum.every = o.spectrum_every;
@@ -95,6 +99,8 @@ void check_resume_flags(const TrainOptions& o, const TrainConfig& run, const Inl
         {o.batch_opt, integer(flags.batch), integer(run.batch)},
         {o.seed_opt, std::to_string(flags.seed), std::to_string(run.seed)},
         {o.init_opt, flags.init, run.init},
+        {o.init_scheme_opt, to_string(flags.init_scheme), to_string(run.init_scheme)},
+        {o.init_scale_opt, num(flags.init_scale), num(run.init_scale)},
         {o.save_opt, integer(flags.save_theta_every), integer(run.save_theta_every)},
         {o.spectrum_opt, integer(flags_a.spectrum.every), integer(run_a.spectrum.every)},
         {o.eigs_opt, integer(flags_a.spectrum.options.eig.eigs), integer(run_a.spectrum.options.eig.eigs)},
@@ -119,6 +125,8 @@ int run_train(TrainOptions& o) {
     } else {
         std::tie(config, inline_a) = from_flags(o);
         check_flags(config, inline_a);
+        if (o.init_opt->count() && (o.init_scheme_opt->count() || o.init_scale_opt->count()))
+            throw Error("--init-scheme/--init-scale: theta_0 comes from --init " + o.init + "; give one or the other");
         check_output_path(o.out, o.force);
     }
 
@@ -215,6 +223,14 @@ void setup_train(CLI::App& app, int& exit_code) {
         cmd->add_option("--seed", o->seed, "seed of the initialisation and the shuffling")->capture_default_str();
     o->init_opt = cmd->add_option("--init", o->init, "start from /params/theta of this params or run file")
                       ->check(CLI::ExistingFile);
+    o->init_scheme_opt =
+        cmd->add_option("--init-scheme", o->init_scheme,
+                        "theta_0 without --init: uniform (W, b ~ U(+-s/sqrt(n_in)), PyTorch's default), normal "
+                        "(W ~ N(0, s^2)), xavier (W ~ N(0, 2 s^2/(n_in + n_out))), he (W ~ N(0, 2 s^2/n_in)); "
+                        "biases 0 but for uniform")
+            ->capture_default_str();
+    o->init_scale_opt =
+        cmd->add_option("--init-scale", o->init_scale, "s of --init-scheme")->check(Positive)->capture_default_str();
     o->save_opt =
         cmd->add_option("--save-theta-every", o->save_theta_every, "store theta every S steps (and at the last)")
             ->check(Positive)

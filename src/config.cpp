@@ -18,6 +18,8 @@ void write_config(h5::File& f, const TrainConfig& c) {
     f.set_attr("/", "data", c.data);
     f.set_attr("/", "samples", std::int64_t(c.samples));
     f.set_attr("/", "init", c.init);
+    f.set_attr("/", "init_scheme", to_string(c.init_scheme));
+    f.set_attr("/", "init_scale", c.init_scale);
     f.set_attr("/", "save_theta_every", std::int64_t(c.save_theta_every));
     f.set_attr("/", "precision", to_string(c.precision));
     f.set_attr("/", "x_path", to_string(c.x_path));
@@ -39,6 +41,8 @@ TrainConfig read_config(h5::File& f) {
     c.data = f.attr_string("/", "data");
     c.samples = f.attr_int("/", "samples");
     c.init = f.attr_string("/", "init");
+    if (f.has_attr("/", "init_scheme")) c.init_scheme = parse_init_scheme(f.attr_string("/", "init_scheme"));
+    if (f.has_attr("/", "init_scale")) c.init_scale = f.attr_double("/", "init_scale");
     c.save_theta_every = f.attr_int("/", "save_theta_every");
     c.precision = parse_precision(f.attr_string("/", "precision"));
     c.x_path = parse_xpath(f.attr_string("/", "x_path"));

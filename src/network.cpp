@@ -117,16 +117,49 @@ Eigen::Map<const Vector> bias(const Architecture& arch, const Vector& theta, Ind
     return Eigen::Map<const Vector>(theta.data() + arch.bias_offset(l), arch.widths[l]);
 }
 
-Vector init_params(const Architecture& arch, std::uint64_t seed) {
+InitScheme parse_init_scheme(const std::string& name) {
+    if (name == "uniform") return InitScheme::Uniform;
+    if (name == "normal") return InitScheme::Normal;
+    if (name == "xavier") return InitScheme::Xavier;
+    if (name == "he") return InitScheme::He;
+    throw Error("init_scheme: expected uniform, normal, xavier or he, found '" + name + "'");
+}
+
+std::string to_string(InitScheme s) {
+    switch (s) {
+        case InitScheme::Uniform: return "uniform";
+        case InitScheme::Normal: return "normal";
+        case InitScheme::Xavier: return "xavier";
+        case InitScheme::He: return "he";
+    }
+    return "";
+}
+
+Vector init_params(const Architecture& arch, std::uint64_t seed, InitScheme scheme, double scale) {
+    if (!(scale > 0) || !std::isfinite(scale))
+        throw Error("init_scale " + format_number(scale) + ": must be a positive number");
     std::mt19937_64 gen(seed);
+    auto uniform = [&] { return double(gen() >> 11) * 0x1.0p-53; };  // [0, 1)
     Vector theta(arch.num_params());
     for (Index l = 1; l <= arch.layers(); ++l) {
-        const double r = 1.0 / std::sqrt(double(arch.widths[l - 1]));
-        const Index begin = arch.weight_offset(l), end = arch.weight_offset(l + 1);
-        for (Index i = begin; i < end; ++i) {
-            const double u = double(gen() >> 11) * 0x1.0p-53;  // [0, 1)
-            theta[i] = (2 * u - 1) * r;
+        const double n_in = double(arch.widths[l - 1]), n_out = double(arch.widths[l]);
+        const Index begin = arch.weight_offset(l), biases = arch.bias_offset(l), end = arch.weight_offset(l + 1);
+        if (scheme == InitScheme::Uniform) {
+            const double r = 1.0 / std::sqrt(n_in);
+            for (Index i = begin; i < end; ++i) theta[i] = (2 * uniform() - 1) * r * scale;  // * 1.0 is exact
+            continue;
         }
+        const double sd = scheme == InitScheme::Normal   ? scale
+                          : scheme == InitScheme::Xavier ? scale * std::sqrt(2.0 / (n_in + n_out))
+                                                         : scale * std::sqrt(2.0 / n_in);
+        // Box-Muller: two uniforms give two independent N(0, 1); 1 - u is in (0, 1], so log is finite.
+        for (Index i = begin; i < biases; i += 2) {
+            const double radius = std::sqrt(-2.0 * std::log(1.0 - uniform())),
+                         angle = 6.283185307179586 * uniform();  // 2 pi
+            theta[i] = sd * radius * std::cos(angle);
+            if (i + 1 < biases) theta[i + 1] = sd * radius * std::sin(angle);
+        }
+        theta.segment(biases, end - biases).setZero();
     }
     return theta;
 }

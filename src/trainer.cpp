@@ -100,7 +100,7 @@ Vector Trainer::replay(const Vector& theta_s, Index s, Index t,
 
 Vector initial_theta(const TrainConfig& config) {
     const Architecture arch = config.architecture();
-    if (config.init.empty()) return init_params(arch, config.seed);
+    if (config.init.empty()) return init_params(arch, config.seed, config.init_scheme, config.init_scale);
     return read_params(config.init, arch);
 }
 

@@ -500,6 +500,28 @@ TEST(Cli, DocsShowTheSameHelpAsTheProgram) {
 // run's are accepted and the run completes bit-identically to an uninterrupted one; flags that
 // differ are refused in one line naming each difference ("--lr 0.2 differs from the run's
 // 0.5"), and the file is left as it was. Likewise tdyn lyapunov --resume.
+// --init-scheme/--init-scale: theta_0 of the run is init_params with that scheme (the library's
+// law is tested in network_test.cpp), the run file records both, and --resume names a difference.
+TEST(Cli, InitSchemeIsTheRunsThetaZeroAndItsOwnSetting) {
+    const std::string data = tdyn::test::temp_path("scheme-data.h5");
+    tdyn::test::write_data_file(data, 50, 12, 4, 3);
+    const std::string flags = " --data " + data + " --arch 12-8-4 --seed 5 --init-scheme he --init-scale 2 --quiet";
+    const std::string run = tdyn::test::temp_path("scheme.h5");
+    ASSERT_EQ(tdyn::test::run_tdyn("train" + flags + " --steps 4 --force --out " + run).exit_code, 0);
+    {
+        tdyn::h5::File f = tdyn::h5::File::open_read(run);
+        EXPECT_EQ(f.attr_string("/", "init_scheme"), "he");
+        EXPECT_EQ(f.attr_double("/", "init_scale"), 2.0);
+        const tdyn::Architecture arch = tdyn::Architecture::parse("12-8-4");
+        EXPECT_EQ(tdyn::Vector(f.read_row("/trajectory/theta", 0)),
+                  tdyn::init_params(arch, 5, tdyn::InitScheme::He, 2.0));
+    }
+    const auto bad = tdyn::test::run_tdyn("train" + flags + " --init-scheme xavier --steps 8 --resume --out " + run);
+    EXPECT_EQ(bad.exit_code, 1);
+    EXPECT_NE(bad.err.find("--init-scheme xavier differs from the run's he"), std::string::npos) << bad.err;
+    EXPECT_EQ(tdyn::test::run_tdyn("train" + flags + " --steps 8 --resume --out " + run).exit_code, 0);
+}
+
 TEST(Cli, ResumeAcceptsTheRunsOwnFlagsAndNamesEveryDifference) {
     const std::string data = tdyn::test::temp_path("same-data.h5");
     tdyn::test::write_data_file(data, 200, 12, 4, 3);

@@ -20,13 +20,15 @@ struct TrainConfig {
     std::string arch = "784-50-10";
     Activation activation = Activation::Sigmoid;
     Output output = Output::SoftmaxCE;
-    double lr = 0.1;              ///< alpha
-    double weight_decay = 0;      ///< lambda: the map minimises L + lambda/2 |theta|^2
-    Index steps = 100;            ///< number of updates
-    Index batch = 0;              ///< mini-batch size B; 0 = full batch
-    std::uint64_t seed = 0;       ///< initialisation and shuffling
-    std::string init;             ///< params file with /params/theta to start from ("" = init_params(seed))
-    Index save_theta_every = 10;  ///< S
+    double lr = 0.1;          ///< alpha
+    double weight_decay = 0;  ///< lambda: the map minimises L + lambda/2 |theta|^2
+    Index steps = 100;        ///< number of updates
+    Index batch = 0;          ///< mini-batch size B; 0 = full batch
+    std::uint64_t seed = 0;   ///< initialisation and shuffling
+    std::string init;         ///< params file with /params/theta to start from ("" = init_params(seed))
+    InitScheme init_scheme = InitScheme::Uniform;  ///< without init: how theta_0 is drawn
+    double init_scale = 1;                         ///< s of the scheme
+    Index save_theta_every = 10;                   ///< S
     Precision precision = Precision::F64;
     XPath x_path = XPath::Auto;
 
@@ -39,7 +41,8 @@ std::string to_string(XPath x);
 
 /// Writes the configuration as root attributes (docs/FORMAT.md).
 void write_config(h5::File& f, const TrainConfig& c);
-/// Reads it back; attributes added after format 1 (weight_decay) default when absent.
+/// Reads it back; attributes added after format 1 (weight_decay, init_scheme, init_scale)
+/// default when absent.
 TrainConfig read_config(h5::File& f);
 
 }  // namespace tdyn

@@ -54,9 +54,21 @@ using RowMap = Eigen::Map<RowMatrix>;
 ConstRowMap weight(const Architecture& arch, const Vector& theta, Index l);
 Eigen::Map<const Vector> bias(const Architecture& arch, const Vector& theta, Index l);
 
-/// PyTorch's default for Linear layers: W_l and b_l ~ U(-1/sqrt(n_{l-1}), 1/sqrt(n_{l-1})),
-/// drawn in theta order from std::mt19937_64(seed) as (bits >> 11) * 2^-53, so the same seed
-/// gives the same theta on every platform.
-Vector init_params(const Architecture& arch, std::uint64_t seed);
+/// How theta_0 is drawn (docs/MATH.md "Initialisation"); s = the scale, n_{l-1} -> n_l a layer.
+enum class InitScheme {
+    Uniform,  ///< W_l, b_l ~ U(-s r, s r), r = 1/sqrt(n_{l-1}): PyTorch's Linear default at s = 1
+    Normal,   ///< W_l ~ N(0, s^2), b_l = 0 (arXiv 2506.08523 uses s = 1)
+    Xavier,   ///< W_l ~ N(0, s^2 2/(n_{l-1} + n_l)), b_l = 0 (Glorot and Bengio 2010, normal form)
+    He,       ///< W_l ~ N(0, s^2 2/n_{l-1}), b_l = 0 (He et al. 2015, fan-in)
+};
+InitScheme parse_init_scheme(const std::string& name);  ///< uniform | normal | xavier | he
+std::string to_string(InitScheme s);
+
+/// theta_0 for `scheme` at scale s > 0, drawn in theta order from std::mt19937_64(seed), each
+/// uniform as (bits >> 11) * 2^-53; normals by Box-Muller from pairs of them. The uniform scheme
+/// at s = 1 is PyTorch's default and gives the same bits on every platform (and the same bits as
+/// before the schemes existed); the normal ones use std::log, std::sqrt, std::cos and std::sin.
+Vector init_params(const Architecture& arch, std::uint64_t seed, InitScheme scheme = InitScheme::Uniform,
+                   double scale = 1);
 
 }  // namespace tdyn
