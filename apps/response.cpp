@@ -137,7 +137,8 @@ int run_response(ResponseCliOptions& o) {
         else if (config.data == "mnist" || config.data == "fashion-mnist")
             test = load_dataset(config.data, data_dir(o.problem.data_dir), o.test_samples, classes, true);
         else
-            throw Error("--observable test-loss: the run's data is a file (" + config.data + "); give --test-data FILE");
+            throw Error("--observable test-loss: the run's data is a file (" + config.data +
+                        "); give --test-data FILE");
     }
     Trainer trainer(config, data);
     Vector theta0;
@@ -152,8 +153,11 @@ int run_response(ResponseCliOptions& o) {
     auto map = make_map(config.lr, config.weight_decay);
     const ResponseProgress progress = phase_progress(o.quiet || o.json);
 
-    Json j = {{"file", o.file}, {"param", to_string(param)}, {"observable", to_string(observable)},
-              {"from", o.from}, {"to", to}};
+    Json j = {{"file", o.file},
+              {"param", to_string(param)},
+              {"observable", to_string(observable)},
+              {"from", o.from},
+              {"to", to}};
     std::optional<UnrolledResult> unrolled;
     std::optional<FarResult> far, shadowing;
     if (do_unrolled) {
@@ -296,7 +300,8 @@ void setup_response(CLI::App& app, int& exit_code) {
     cmd->add_option("--param", o->param, "gamma: lr (alpha) or weight-decay (lambda)")->required();
     cmd->add_option("--observable", o->observable, "Phi: loss (training, the data term) or test-loss")
         ->capture_default_str();
-    cmd->add_option("--test-data", o->test_data, "HDF5 data file of the test loss (default: the data set's test split)");
+    cmd->add_option("--test-data", o->test_data,
+                    "HDF5 data file of the test loss (default: the data set's test split)");
     cmd->add_option("--test-samples", o->test_samples, "the first N test samples (0 = all)")
         ->check(CLI::NonNegativeNumber)
         ->capture_default_str();

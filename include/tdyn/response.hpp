@@ -52,41 +52,41 @@ public:
 using ResponseProgress = std::function<void(const std::string& phase, Index done, Index total)>;
 
 struct UnrolledResult {
-    Index steps = 0;          ///< T
-    double average = 0;       ///< <Phi>_T = (1/T) sum_{n=1}^{T} Phi(x_n)
-    double derivative = 0;    ///< d<Phi>_T / d gamma with x_0 fixed
-    Vector adjoint_norm;      ///< |lambda_n|, n = 0..T (lambda_T = grad Phi(x_T) / T)
-    double growth_rate = 0;   ///< least-squares slope of ln |lambda_n| against T - n (per step)
+    Index steps = 0;         ///< T
+    double average = 0;      ///< <Phi>_T = (1/T) sum_{n=1}^{T} Phi(x_n)
+    double derivative = 0;   ///< d<Phi>_T / d gamma with x_0 fixed
+    Vector adjoint_norm;     ///< |lambda_n|, n = 0..T (lambda_T = grad Phi(x_T) / T)
+    double growth_rate = 0;  ///< least-squares slope of ln |lambda_n| against T - n (per step)
 };
 
 /// Backpropagation through T steps from x_0 (the map's steps first .. first + T):
 /// lambda_T = grad Phi_T / T; for n = T-1..0: g += lambda_{n+1} . X_n,
 /// lambda_n = J_n^T lambda_{n+1} + [n >= 1] grad Phi_n / T. States are recomputed from
 /// checkpoints every `checkpoint_every` steps (memory: T / C + C states).
-UnrolledResult unrolled_response(ResponseMap& map, const Vector& x0, Index first, Index T,
-                                 Index checkpoint_every = 50, const ResponseProgress& progress = {});
+UnrolledResult unrolled_response(ResponseMap& map, const Vector& x0, Index first, Index T, Index checkpoint_every = 50,
+                                 const ResponseProgress& progress = {});
 
 struct FarOptions {
-    Index unstable = 1;       ///< u tangent vectors (the unstable dimension; 0: shadowing of a stable map)
-    Index segment = 20;       ///< m steps per segment (QR at each segment end)
-    Index window = 10;        ///< W: psi_n = sum_{w=-W}^{W} (Phi_{n+w} - Phi_bar)
-    Index segments = 100;     ///< K segments: N = K m steps, the primal runs N + 2W steps
+    Index unstable = 1;         ///< u tangent vectors (the unstable dimension; 0: shadowing of a stable map)
+    Index segment = 20;         ///< m steps per segment (QR at each segment end)
+    Index window = 10;          ///< W: psi_n = sum_{w=-W}^{W} (Phi_{n+w} - Phi_bar)
+    Index segments = 100;       ///< K segments: N = K m steps, the primal runs N + 2W steps
     bool unstable_part = true;  ///< false: the shadowing part alone (no nu~, no second derivative)
-    std::uint64_t seed = 0;   ///< the random initial tangent basis
+    std::uint64_t seed = 0;     ///< the random initial tangent basis
 };
 /// Checks the options against the map's dimension; throws Error naming the option.
 void check_far_options(const FarOptions& o, Index dim);
 
 struct FarResult {
-    Index steps = 0;            ///< N = K m
-    double average = 0;         ///< Phi_bar over the N + 2W + 1 states
-    double shadowing = 0;       ///< sc = (1/N) sum_n nu_{n+1} . X_n
-    double unstable = 0;        ///< -uc = -(1/N) sum_n psi_{n+1} [nu~_{n+1} . X_n + sum_j eps_{n+1,j} . (d X_n) e_{n,j}]
-    double derivative = 0;      ///< shadowing + unstable
-    double stderr_ = 0;         ///< standard error of the derivative by batch means over segments
-    Vector exponents;           ///< Lyapunov exponents of the u tangent vectors (per step)
-    Vector segment_shadowing;   ///< per segment k: its share of sc (times K: the segment's own estimate)
-    Vector segment_unstable;    ///< likewise for the unstable part
+    Index steps = 0;           ///< N = K m
+    double average = 0;        ///< Phi_bar over the N + 2W + 1 states
+    double shadowing = 0;      ///< sc = (1/N) sum_n nu_{n+1} . X_n
+    double unstable = 0;       ///< -uc = -(1/N) sum_n psi_{n+1} [nu~_{n+1} . X_n + sum_j eps_{n+1,j} . (d X_n) e_{n,j}]
+    double derivative = 0;     ///< shadowing + unstable
+    double stderr_ = 0;        ///< standard error of the derivative by batch means over segments
+    Vector exponents;          ///< Lyapunov exponents of the u tangent vectors (per step)
+    Vector segment_shadowing;  ///< per segment k: its share of sc (times K: the segment's own estimate)
+    Vector segment_unstable;   ///< likewise for the unstable part
 };
 
 /// FAR from x_0 at map step `first`: the primal runs x_0 .. x_{N+2W}; segment k covers
@@ -120,9 +120,9 @@ std::string to_string(Observable o);
 class GradientDescentMap : public ResponseMap {
 public:
     /// `train` and `test` (test: only for Observable::TestLoss) must outlive the map.
-    GradientDescentMap(const Architecture& arch, const Dataset& train, double alpha, double lambda,
-                       ResponseParam param, Observable observable, const Dataset* test = nullptr,
-                       Precision precision = Precision::F64, XPath x_path = XPath::Auto);
+    GradientDescentMap(const Architecture& arch, const Dataset& train, double alpha, double lambda, ResponseParam param,
+                       Observable observable, const Dataset* test = nullptr, Precision precision = Precision::F64,
+                       XPath x_path = XPath::Auto);
     ~GradientDescentMap() override;
 
     Index dim() const override { return m_arch.num_params(); }
