@@ -9,10 +9,13 @@
 #include "tdyn/response.hpp"
 #include "tdyn/run.hpp"
 
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <iostream>
 #include <optional>
 #include <random>
+#include <unistd.h>
 
 namespace tdyn::cli {
 
@@ -28,19 +31,29 @@ struct ResponseCliOptions {
     bool force = false, quiet = false, json = false;
 };
 
-/// Progress of one phase with its ETA, on stderr.
+/// Progress of each phase with its ETA, on stderr: rewritten in place on a terminal, a line
+/// every ~10 s otherwise (as Progress does for training steps).
 ResponseProgress phase_progress(bool quiet) {
     if (quiet) return {};
-    auto state = std::make_shared<std::pair<std::string, std::unique_ptr<Progress>>>();
-    return [state](const std::string& phase, Index done, Index total) {
-        if (state->first != phase || !state->second) {
-            if (state->second) state->second->done();
-            state->first = phase;
-            std::cerr << "response: " << phase << "\n";
-            state->second = std::make_unique<Progress>(1, total, false);
-        }
-        state->second->update(done, std::nan(""), std::nan(""));
-        if (done == total) state->second->done();
+    using Clock = std::chrono::steady_clock;
+    struct State {
+        std::string phase;
+        Clock::time_point start, last;
+        bool tty = isatty(fileno(stderr));
+    };
+    auto st = std::make_shared<State>();
+    return [st](const std::string& phase, Index done, Index total) {
+        const auto now = Clock::now();
+        if (phase != st->phase) st->phase = phase, st->start = now, st->last = now - std::chrono::hours(1);
+        const double since = std::chrono::duration<double>(now - st->last).count();
+        if (!(done == total || (st->tty ? since > 0.1 : since > 10.0))) return;
+        st->last = now;
+        const double elapsed = std::chrono::duration<double>(now - st->start).count();
+        const double eta = done > 0 ? elapsed * double(total - done) / double(done) : 0;
+        std::fprintf(stderr, "%sresponse: %s %lld/%lld  ETA %d:%02d%s", st->tty ? "\r" : "", phase.c_str(),
+                     (long long)done, (long long)total, int(eta) / 60, int(eta) % 60,
+                     st->tty ? (done == total ? "\033[K\n" : "\033[K") : "\n");
+        std::fflush(stderr);
     };
 }
 
