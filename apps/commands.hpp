@@ -9,4 +9,5 @@ void setup_eval(CLI::App& app, int& exit_code);
 void setup_info(CLI::App& app, int& exit_code);
 void setup_spectrum(CLI::App& app, int& exit_code);
 void setup_lyapunov(CLI::App& app, int& exit_code);
+void setup_response(CLI::App& app, int& exit_code);
 }  // namespace tdyn::cli

@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
     setup_info(app, exit_code);
     setup_spectrum(app, exit_code);
     setup_lyapunov(app, exit_code);
+    setup_response(app, exit_code);
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {

@@ -1,0 +1,165 @@
+// Linear response of training: the derivative d<Phi>/d gamma of a long-time average
+// <Phi> = lim (1/N) sum_n Phi(x_n) along x_{n+1} = f(x_n; gamma), for any map that can apply
+// its Jacobian, its transpose, its second derivative and its parameter derivative
+// X = df/d gamma (ResponseMap). Three estimates (docs/RESPONSE.md, design note response.md):
+//  - unrolled: conventional backpropagation through the T steps, d/d gamma of the finite-T
+//    average with x_0 fixed; grows like exp(lambda_1 T) when the map is chaotic;
+//  - FAR, Ni's fast adjoint response (arXiv 2111.07692; signs and indices as niangxiu/far
+//    far.py): d<Phi>/d gamma = shadowing + unstable, u tangent and u + 2 adjoint vectors;
+//  - the shadowing part alone (NILSAS-like: no second derivative, no window).
+// Memory: the state at each segment start and the tangent basis Q_k (u vectors) per segment
+// are held; one segment (m + 1 states, m + 1 tangent blocks) is recomputed at a time.
+#pragma once
+
+#include "tdyn/data.hpp"
+#include "tdyn/evaluation.hpp"
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace tdyn {
+
+/// A map x_{n+1} = f_n(x_n; gamma) with an observable Phi, at its current state x_n (at()).
+class ResponseMap {
+public:
+    virtual ~ResponseMap() = default;
+    virtual Index dim() const = 0;
+    /// Moves the map to state x at step n (maps may depend on n).
+    virtual void at(Index n, const Vector& x) = 0;
+    /// f(x_n)
+    virtual Vector next() = 0;
+    /// Phi(x_n) and grad Phi(x_n)
+    virtual double phi() = 0;
+    virtual Vector grad_phi() = 0;
+    /// JV = Df(x_n) V
+    virtual void jacobian(const Matrix& V, Matrix& JV) = 0;
+    /// JtW = Df(x_n)^T W
+    virtual void jacobian_transpose(const Matrix& W, Matrix& JtW) = 0;
+    /// X = d f / d gamma at x_n
+    virtual Vector param_derivative() = 0;
+    /// sum_j eps_j . (d_x X) e_j at x_n; Je = Df(x_n) e is given (gradient descent reads H e from it).
+    virtual double param_derivative_trace(const Matrix& e, const Matrix& Je, const Matrix& eps) = 0;
+    /// omega = sum_j D^2 f(x_n)[e_j, .]^T eps_j, i.e. omega_k = sum_j sum_il eps_ij d2f_i/dx_l dx_k e_lj.
+    virtual Vector second_derivative(const Matrix& e, const Matrix& eps) = 0;
+    /// Removes exactly neutral directions (invariant, J v = v) from tangent and adjoint vectors.
+    virtual void project(Matrix& V) const {}
+};
+
+/// Called as work proceeds: phase ("primal", "tangent", "adjoint"), steps done, steps in all.
+using ResponseProgress = std::function<void(const std::string& phase, Index done, Index total)>;
+
+struct UnrolledResult {
+    Index steps = 0;         ///< T
+    double average = 0;      ///< <Phi>_T = (1/T) sum_{n=1}^{T} Phi(x_n)
+    double derivative = 0;   ///< d<Phi>_T / d gamma with x_0 fixed
+    Vector adjoint_norm;     ///< |lambda_n|, n = 0..T (lambda_T = grad Phi(x_T) / T)
+    double growth_rate = 0;  ///< least-squares slope of ln |lambda_n| against T - n (per step)
+};
+
+/// Backpropagation through T steps from x_0 (the map's steps first .. first + T):
+/// lambda_T = grad Phi_T / T; for n = T-1..0: g += lambda_{n+1} . X_n,
+/// lambda_n = J_n^T lambda_{n+1} + [n >= 1] grad Phi_n / T. States are recomputed from
+/// checkpoints every `checkpoint_every` steps (memory: T / C + C states).
+UnrolledResult unrolled_response(ResponseMap& map, const Vector& x0, Index first, Index T, Index checkpoint_every = 50,
+                                 const ResponseProgress& progress = {});
+
+struct FarOptions {
+    Index unstable = 1;         ///< u tangent vectors (the unstable dimension; 0: shadowing of a stable map)
+    Index segment = 20;         ///< m steps per segment (QR at each segment end)
+    Index window = 10;          ///< W: psi_n = sum_{w=-W}^{W} (Phi_{n+w} - Phi_bar)
+    Index segments = 100;       ///< K segments: N = K m steps, the primal runs N + 2W steps
+    bool unstable_part = true;  ///< false: the shadowing part alone (no nu~, no second derivative)
+    std::uint64_t seed = 0;     ///< the random initial tangent basis
+};
+/// Checks the options against the map's dimension; throws Error naming the option.
+void check_far_options(const FarOptions& o, Index dim);
+
+struct FarResult {
+    Index steps = 0;           ///< N = K m
+    double average = 0;        ///< Phi_bar over the N + 2W + 1 states
+    double shadowing = 0;      ///< sc = (1/N) sum_n nu_{n+1} . X_n
+    double unstable = 0;       ///< -uc = -(1/N) sum_n psi_{n+1} [nu~_{n+1} . X_n + sum_j eps_{n+1,j} . (d X_n) e_{n,j}]
+    double derivative = 0;     ///< shadowing + unstable
+    double stderr_ = 0;        ///< standard error of the derivative by batch means over segments
+    Vector exponents;          ///< Lyapunov exponents of the u tangent vectors (per step)
+    Vector segment_shadowing;  ///< per segment k: its share of sc (times K: the segment's own estimate)
+    Vector segment_unstable;   ///< likewise for the unstable part
+};
+
+/// FAR from x_0 at map step `first`: the primal runs x_0 .. x_{N+2W}; segment k covers
+/// x_{W+km} .. x_{W+(k+1)m}; the tangent vectors start at x_0 (the first W steps align them).
+FarResult far_response(ResponseMap& map, const Vector& x0, Index first, const FarOptions& options,
+                       const ResponseProgress& progress = {});
+
+/// Standard error of the mean of `v` by B consecutive batch means (B = min(size, 10)).
+double batch_stderr(const Vector& v);
+
+// ------------------------------------------------------------------------------------------
+// Gradient descent on a network: theta_{n+1} = theta_n - alpha (grad L + lambda theta_n).
+
+enum class ResponseParam { LearningRate, WeightDecay };
+enum class Observable { Loss, TestLoss };
+ResponseParam parse_response_param(const std::string& name);  ///< "lr" | "weight-decay"; throws Error
+Observable parse_observable(const std::string& name);         ///< "loss" | "test-loss"; throws Error
+std::string to_string(ResponseParam p);
+std::string to_string(Observable o);
+
+/// The full-batch gradient-descent map as a ResponseMap:
+///   J v = v - alpha H v (symmetric, so J^T = J), H the Hessian of L + lambda/2 |theta|^2;
+///   X = -(grad L + lambda theta) for alpha, -alpha theta for lambda;
+///   sum_j eps_j.(dX) e_j = -sum_j eps_j.H e_j = -sum_j eps_j.(e_j - J e_j)/alpha for alpha,
+///   -alpha sum_j eps_j.e_j for lambda;
+///   omega = -alpha sum_j grad(eps_j^T H e_j) = -alpha sum_j [H(theta + h e^_j) - H(theta - h e^_j)] eps_j |e_j| / (2h)
+///   (central differences of HVPs along the unit e^_j, step h: tests/response_test.cpp measures it);
+///   Phi = L (the data term, as /trajectory/loss) or the test loss.
+/// For softmax-CE, the h+1 directions that add one constant to every class weight of a hidden
+/// unit (a row of W_L) or to every entry of b_L leave L unchanged: project() removes them.
+class GradientDescentMap : public ResponseMap {
+public:
+    /// `train` and `test` (test: only for Observable::TestLoss) must outlive the map.
+    GradientDescentMap(const Architecture& arch, const Dataset& train, double alpha, double lambda, ResponseParam param,
+                       Observable observable, const Dataset* test = nullptr, Precision precision = Precision::F64,
+                       XPath x_path = XPath::Auto);
+    ~GradientDescentMap() override;
+
+    Index dim() const override { return m_arch.num_params(); }
+    void at(Index n, const Vector& theta) override;
+    Vector next() override;
+    double phi() override;
+    Vector grad_phi() override;
+    void jacobian(const Matrix& V, Matrix& JV) override;
+    void jacobian_transpose(const Matrix& W, Matrix& JtW) override { jacobian(W, JtW); }
+    Vector param_derivative() override;
+    double param_derivative_trace(const Matrix& e, const Matrix& Je, const Matrix& eps) override;
+    Vector second_derivative(const Matrix& e, const Matrix& eps) override;
+    void project(Matrix& V) const override;
+
+    /// The step h of the central differences (default 1e-5, in units of theta along a unit vector).
+    void set_difference_step(double h) { m_h = h; }
+    double alpha() const { return m_alpha; }
+    double lambda() const { return m_lambda; }
+    Evaluation& evaluation() { return *m_eval; }
+    /// HVPs so far (a block of M counts M), the differences' included.
+    Index hvps() const { return m_hvps; }
+    /// Gradients so far (one per at()).
+    Index gradients() const { return m_gradients; }
+
+private:
+    Architecture m_arch;
+    double m_alpha, m_lambda;
+    ResponseParam m_param;
+    Observable m_observable;
+    std::unique_ptr<InputMatrix> m_X, m_X_test;
+    std::unique_ptr<Evaluation> m_eval, m_shifted, m_test;
+    double m_h = 1e-5;
+    Index m_hvps = 0, m_gradients = 0;
+};
+
+/// The h+1 exactly neutral directions of a softmax-CE network (h the last hidden width) as an
+/// orthonormal basis (P x (h+1)); empty for other outputs.
+Matrix neutral_directions(const Architecture& arch);
+
+}  // namespace tdyn

@@ -1,0 +1,384 @@
+#include "tdyn/response.hpp"
+
+#include "tdyn/data.hpp"
+#include "tdyn/lyapunov.hpp"
+
+#include <Eigen/Cholesky>
+#include <Eigen/LU>
+#include <Eigen/QR>
+#include <cmath>
+
+namespace tdyn {
+
+namespace {
+
+void report(const ResponseProgress& p, const char* phase, Index done, Index total) {
+    if (p) p(phase, done, total);
+}
+
+/// V = Q R with the thin Q and R_ii >= 0 (unique, continuous in V).
+void qr_positive(const Matrix& V, Matrix& Q, Matrix& R) {
+    const Index u = V.cols();
+    Eigen::HouseholderQR<Matrix> qr(V);
+    Q = qr.householderQ() * Matrix::Identity(V.rows(), u);
+    R = qr.matrixQR().topRows(u).triangularView<Eigen::Upper>();
+    for (Index i = 0; i < u; ++i)
+        if (R(i, i) < 0) {
+            Q.col(i) = -Q.col(i);
+            R.row(i) = -R.row(i);
+        }
+}
+
+/// b = (eps^T eps)^{-1} eps^T nu: the component of nu along the span of eps, in eps's coordinates.
+Vector along(const Matrix& eps, const Vector& nu) {
+    if (eps.cols() == 0) return Vector();
+    return (eps.transpose() * eps).ldlt().solve(eps.transpose() * nu);
+}
+
+}  // namespace
+
+double batch_stderr(const Vector& v) {
+    const Index n = v.size();
+    if (n < 2) return std::nan("");
+    const Index B = std::min<Index>(n, 10), size = n / B, skip = n - B * size;  // the first `skip` are dropped
+    Vector means(B);
+    for (Index b = 0; b < B; ++b) means[b] = v.segment(skip + b * size, size).mean();
+    const double mean = means.mean();
+    return std::sqrt((means.array() - mean).square().sum() / double(B - 1) / double(B));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+UnrolledResult unrolled_response(ResponseMap& map, const Vector& x0, Index first, Index T, Index checkpoint_every,
+                                 const ResponseProgress& progress) {
+    if (T < 1) throw Error("steps " + std::to_string(T) + ": the unrolled adjoint needs at least 1 step");
+    if (checkpoint_every < 1) throw Error("checkpoint_every " + std::to_string(checkpoint_every) + ": must be >= 1");
+    const Index C = checkpoint_every;
+    UnrolledResult r;
+    r.steps = T;
+    // Forward: states at every C-th step kept, Phi(x_1..x_T) summed.
+    std::vector<Vector> cp;
+    Vector x = x0;
+    double sum = 0;
+    for (Index n = 0; n < T; ++n) {
+        if (n % C == 0) cp.push_back(x);
+        map.at(first + n, x);
+        if (n >= 1) sum += map.phi();
+        x = map.next();
+        report(progress, "primal", n + 1, T);
+    }
+    map.at(first + T, x);
+    sum += map.phi();
+    r.average = sum / double(T);
+
+    // Backward: lambda_T = grad Phi_T / T, then one recomputed segment at a time.
+    Matrix lambda = map.grad_phi() / double(T), Jl;
+    map.project(lambda);
+    r.adjoint_norm.resize(T + 1);
+    r.adjoint_norm[T] = lambda.norm();
+    double g = 0;
+    std::vector<Vector> xs;
+    for (Index s = Index(cp.size()) - 1; s >= 0; --s) {
+        const Index n0 = s * C, n1 = std::min(T, n0 + C);  // states n0 .. n1-1
+        xs.assign(1, cp[s]);
+        for (Index n = n0; n + 1 < n1; ++n) {
+            map.at(first + n, xs.back());
+            xs.push_back(map.next());
+        }
+        for (Index n = n1 - 1; n >= n0; --n) {
+            map.at(first + n, xs[n - n0]);
+            // g += lambda_{n+1} . X_n;  lambda_n = J_n^T lambda_{n+1} + [n >= 1] grad Phi_n / T
+            g += lambda.col(0).dot(map.param_derivative());
+            map.jacobian_transpose(lambda, Jl);
+            if (n >= 1) Jl.col(0) += map.grad_phi() / double(T);
+            map.project(Jl);
+            lambda.swap(Jl);
+            r.adjoint_norm[n] = lambda.norm();
+            report(progress, "adjoint", T - n, T);
+        }
+    }
+    r.derivative = g;
+    // Growth: ln |lambda_n| against T - n, least squares over the finite, non-zero norms.
+    double sw = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
+    for (Index n = 0; n <= T; ++n) {
+        const double a = r.adjoint_norm[n];
+        if (!(a > 0) || !std::isfinite(a)) continue;
+        const double xx = double(T - n), yy = std::log(a);
+        sw += 1, sx += xx, sy += yy, sxx += xx * xx, sxy += xx * yy;
+    }
+    r.growth_rate = sw > 1 ? (sw * sxy - sx * sy) / (sw * sxx - sx * sx) : std::nan("");
+    return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+void check_far_options(const FarOptions& o, Index dim) {
+    if (o.unstable < 0 || o.unstable > dim)
+        throw Error("unstable " + std::to_string(o.unstable) + ": must be between 0 and the dimension " +
+                    std::to_string(dim));
+    if (o.segment < 1) throw Error("segment " + std::to_string(o.segment) + ": must be at least 1");
+    if (o.window < 0) throw Error("window " + std::to_string(o.window) + ": must be >= 0");
+    if (o.segments < 1) throw Error("segments " + std::to_string(o.segments) + ": must be at least 1");
+}
+
+FarResult far_response(ResponseMap& map, const Vector& x0, Index first, const FarOptions& o,
+                       const ResponseProgress& progress) {
+    const Index dim = map.dim();
+    check_far_options(o, dim);
+    const Index u = o.unstable, m = o.segment, W = o.window, K = o.segments, N = K * m, total = N + 2 * W;
+    const bool with_unstable = o.unstable_part;
+    FarResult r;
+    r.steps = N;
+
+    // 1-2. Primal x_0..x_{N+2W} with Phi_n, and the tangent e_{n+1} = J_n e_n from x_0 (the first
+    // W steps align it); at each segment start x_{W+km}: the state, and e = Q_k R_k.
+    std::vector<Vector> cp(K + 1);
+    std::vector<Matrix> Q(K + 1), R(K + 1);
+    Vector Phi(total + 1);
+    Matrix e(dim, u), Je;
+    if (u > 0) {
+        TangentOptions t;
+        t.vectors = u;
+        t.seed = o.seed;
+        e = TangentPropagator(dim, t).basis();  // a seeded random orthonormal basis
+        map.project(e);
+    }
+    Vector x = x0;
+    Vector log_sum = Vector::Zero(u);
+    for (Index n = 0; n <= total; ++n) {
+        if (n >= W && (n - W) % m == 0 && (n - W) / m <= K) {
+            const Index k = (n - W) / m;
+            cp[k] = x;
+            qr_positive(e, Q[k], R[k]);
+            if (k > 0) log_sum += R[k].diagonal().array().log().matrix();
+            e = Q[k];
+        }
+        map.at(first + n, x);
+        Phi[n] = map.phi();
+        if (n == total) break;
+        if (n < W + N && u > 0) {
+            map.jacobian(e, Je);
+            map.project(Je);
+            e.swap(Je);
+        }
+        x = map.next();
+        report(progress, "primal", n + 1, total);
+    }
+    r.exponents = log_sum / double(N);
+    const double Phi_bar = Phi.mean();
+    r.average = Phi_bar;
+    // psi_n = sum_{w=-W}^{W} (Phi_{n+w} - Phi_bar), for W <= n <= W + N.
+    Vector cum(total + 2);
+    cum[0] = 0;
+    for (Index n = 0; n <= total; ++n) cum[n + 1] = cum[n] + (Phi[n] - Phi_bar);
+    auto psi = [&](Index n) { return cum[n + W + 1] - cum[n - W]; };
+
+    // 3. Adjoint, segment by segment from the end. block = [eps | nu' | nu~'] (dim x (u + 2)).
+    // Terminal: eps = Q_K, nu' = grad Phi(x_N), nu~' = 0.
+    const Index cols = with_unstable ? u + 2 : u + 1;  // the shadowing part alone skips nu~'
+    Matrix block = Matrix::Zero(dim, u + 2), Jblock;
+    block.leftCols(u) = Q[K];
+    map.at(first + W + N, cp[K]);
+    block.col(u) = map.grad_phi();
+    map.project(block);
+    Matrix b = Matrix::Zero(u, K + 1), bt = Matrix::Zero(u, K + 1);
+    Vector sp = Vector::Zero(K), up = Vector::Zero(K);
+    Matrix g = Matrix::Zero(u, K), gpsi = Matrix::Zero(u, K);
+    std::vector<Vector> xs(m + 1);
+    std::vector<Matrix> es(m + 1);
+    // At the start of segment k: nu' <- nu' - eps b_k, nu~' <- nu~' - eps b~_k (out of the span of eps).
+    auto split = [&](Index k) {
+        if (u == 0) return;
+        const Matrix eps = block.leftCols(u);
+        b.col(k) = along(eps, block.col(u));
+        bt.col(k) = along(eps, block.col(u + 1));
+        block.col(u) -= eps * b.col(k);
+        block.col(u + 1) -= eps * bt.col(k);
+    };
+    split(K);
+    for (Index k = K - 1; k >= 0; --k) {
+        const Index n0 = W + k * m;
+        xs[0] = cp[k];
+        es[0] = Q[k];
+        for (Index i = 0; i < m; ++i) {
+            map.at(first + n0 + i, xs[i]);
+            if (u > 0) {
+                map.jacobian(es[i], es[i + 1]);
+                map.project(es[i + 1]);
+            }
+            xs[i + 1] = map.next();
+        }
+        // Renormalise at the end of segment k: eps <- eps (e_end^T eps)^{-1}, so e^T eps = I on it
+        // (e^T eps is invariant under the pair J, J^T).
+        if (u > 0) block.leftCols(u) = Matrix(block.leftCols(u) * (es[m].transpose() * block.leftCols(u)).inverse());
+        for (Index i = m - 1; i >= 0; --i) {
+            const Index n = n0 + i;
+            map.at(first + n, xs[i]);
+            const Vector X = map.param_derivative();
+            const Matrix eps = block.leftCols(u);  // eps_{n+1}; block.col(u) = nu'_{n+1}, block.col(u+1) = nu~'_{n+1}
+            sp[k] += block.col(u).dot(X);
+            if (u > 0) g.col(k) += eps.transpose() * X;
+            Vector omega;
+            if (with_unstable) {
+                const double p = psi(n + 1);
+                up[k] += p * block.col(u + 1).dot(X);
+                if (u > 0) {
+                    up[k] += p * map.param_derivative_trace(es[i], es[i + 1], eps);
+                    gpsi.col(k) += p * (eps.transpose() * X);
+                    omega = map.second_derivative(es[i], eps);
+                }
+            }
+            // eps_n = J^T eps_{n+1}; nu'_n = J^T nu'_{n+1} + grad Phi_n; nu~'_n = J^T nu~'_{n+1} + omega_n
+            map.jacobian_transpose(block.leftCols(cols), Jblock);
+            Jblock.col(u) += map.grad_phi();
+            if (omega.size()) Jblock.col(u + 1) += omega;
+            map.project(Jblock);
+            block.leftCols(cols) = Jblock;
+            report(progress, "adjoint", W + N - n, N);
+        }
+        split(k);
+    }
+
+    // 4. Glue: a_0 = -b_0, a_k = R_k^{-T} a_{k-1} - b_k (likewise a~), so nu = nu' + eps a_k is
+    // continuous across segments. 5. sc and uc per segment.
+    Vector a = -b.col(0), at = -bt.col(0);
+    r.segment_shadowing.resize(K);
+    r.segment_unstable.resize(K);
+    for (Index k = 0; k < K; ++k) {
+        if (k > 0 && u > 0) {
+            a = R[k].transpose().triangularView<Eigen::Lower>().solve(a) - b.col(k);
+            at = R[k].transpose().triangularView<Eigen::Lower>().solve(at) - bt.col(k);
+        }
+        const double sc_k = sp[k] + (u > 0 ? g.col(k).dot(a) : 0);
+        const double uc_k = up[k] + (u > 0 ? gpsi.col(k).dot(at) : 0);
+        r.segment_shadowing[k] = sc_k / double(m);
+        r.segment_unstable[k] = with_unstable ? -uc_k / double(m) : 0;
+    }
+    r.shadowing = r.segment_shadowing.mean();
+    r.unstable = r.segment_unstable.mean();
+    r.derivative = r.shadowing + r.unstable;
+    r.stderr_ = batch_stderr(r.segment_shadowing + r.segment_unstable);
+    return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+ResponseParam parse_response_param(const std::string& name) {
+    if (name == "lr") return ResponseParam::LearningRate;
+    if (name == "weight-decay") return ResponseParam::WeightDecay;
+    throw Error("param: expected lr or weight-decay, found '" + name + "'");
+}
+
+Observable parse_observable(const std::string& name) {
+    if (name == "loss") return Observable::Loss;
+    if (name == "test-loss") return Observable::TestLoss;
+    throw Error("observable: expected loss or test-loss, found '" + name + "'");
+}
+
+std::string to_string(ResponseParam p) { return p == ResponseParam::LearningRate ? "lr" : "weight-decay"; }
+std::string to_string(Observable o) { return o == Observable::Loss ? "loss" : "test-loss"; }
+
+GradientDescentMap::GradientDescentMap(const Architecture& arch, const Dataset& train, double alpha, double lambda,
+                                       ResponseParam param, Observable observable, const Dataset* test,
+                                       Precision precision, XPath x_path)
+    : m_arch(arch), m_alpha(alpha), m_lambda(lambda), m_param(param), m_observable(observable) {
+    if (observable == Observable::TestLoss && !test) throw Error("observable test-loss: no test data given");
+    const EvaluationOptions options{lambda, nullptr};
+    m_X = std::make_unique<InputMatrix>(train.X, x_path, precision);
+    m_eval = std::make_unique<Evaluation>(arch, *m_X, train.T, options);
+    m_shifted = std::make_unique<Evaluation>(arch, *m_X, train.T, options);
+    if (observable == Observable::TestLoss) {
+        m_X_test = std::make_unique<InputMatrix>(test->X, x_path, precision);
+        m_test = std::make_unique<Evaluation>(arch, *m_X_test, test->T);
+    }
+}
+
+GradientDescentMap::~GradientDescentMap() = default;
+
+void GradientDescentMap::at(Index, const Vector& theta) {
+    m_eval->reset(theta);
+    ++m_gradients;
+    if (m_test) m_test->reset(theta);
+}
+
+Vector GradientDescentMap::next() {
+    // theta_{n+1} = theta_n - alpha grad E(theta_n), E = L + lambda/2 |theta|^2 (as Trainer::step)
+    Vector theta = m_eval->theta();
+    theta.noalias() -= m_alpha * m_eval->gradient();
+    return theta;
+}
+
+double GradientDescentMap::phi() { return m_test ? m_test->data_loss() : m_eval->data_loss(); }
+
+Vector GradientDescentMap::grad_phi() {
+    if (m_test) return m_test->gradient();  // no weight decay on the test Evaluation
+    return m_eval->gradient() - m_lambda * m_eval->theta();
+}
+
+void GradientDescentMap::jacobian(const Matrix& V, Matrix& JV) {
+    // J V = V - alpha H V
+    JV.resize(V.rows(), V.cols());
+    if (V.cols() == 0) return;
+    m_eval->hessian_times(V, JV);
+    m_hvps += V.cols();
+    JV = V - m_alpha * JV;
+}
+
+Vector GradientDescentMap::param_derivative() {
+    // alpha: X = -(grad L + lambda theta);  lambda: X = -alpha theta
+    if (m_param == ResponseParam::LearningRate) return -m_eval->gradient();
+    return -m_alpha * m_eval->theta();
+}
+
+double GradientDescentMap::param_derivative_trace(const Matrix& e, const Matrix& Je, const Matrix& eps) {
+    // alpha: dX = -H, H e = (e - J e) / alpha;  lambda: dX = -alpha I
+    if (m_param == ResponseParam::LearningRate) return -(eps.cwiseProduct(e - Je)).sum() / m_alpha;
+    return -m_alpha * eps.cwiseProduct(e).sum();
+}
+
+Vector GradientDescentMap::second_derivative(const Matrix& e, const Matrix& eps) {
+    // omega = -alpha sum_j grad(eps_j^T H e_j) = -alpha sum_j d/dr [H(theta + r e_j) eps_j] at r = 0
+    // (the third derivative is symmetric), by central differences along the unit e^_j.
+    const Vector& theta = m_eval->theta();
+    Vector omega = Vector::Zero(theta.size());
+    Matrix Hp(theta.size(), 1), Hm(theta.size(), 1);
+    for (Index j = 0; j < e.cols(); ++j) {
+        const double norm = e.col(j).norm();
+        if (!(norm > 0)) continue;
+        const Vector d = e.col(j) / norm;
+        m_shifted->reset(theta + m_h * d);
+        m_shifted->hessian_times(eps.col(j), Hp);
+        m_shifted->reset(theta - m_h * d);
+        m_shifted->hessian_times(eps.col(j), Hm);
+        m_hvps += 2;
+        omega.noalias() -= (m_alpha * norm / (2 * m_h)) * (Hp.col(0) - Hm.col(0));
+    }
+    return omega;
+}
+
+void GradientDescentMap::project(Matrix& V) const {
+    if (m_arch.output != Output::SoftmaxCE || V.cols() == 0) return;
+    // Subtract the class mean from each row of W_L (a hidden unit's outgoing weights) and from b_L.
+    const Index L = m_arch.layers(), h = m_arch.widths[L - 1], c = m_arch.widths[L];
+    const Index w0 = m_arch.weight_offset(L), b0 = m_arch.bias_offset(L);
+    for (Index col = 0; col < V.cols(); ++col) {
+        for (Index j = 0; j < h; ++j) {
+            auto row = V.col(col).segment(w0 + j * c, c);
+            row.array() -= row.mean();
+        }
+        auto bias = V.col(col).segment(b0, c);
+        bias.array() -= bias.mean();
+    }
+}
+
+Matrix neutral_directions(const Architecture& arch) {
+    if (arch.output != Output::SoftmaxCE) return Matrix(arch.num_params(), 0);
+    const Index L = arch.layers(), h = arch.widths[L - 1], c = arch.widths[L];
+    Matrix N = Matrix::Zero(arch.num_params(), h + 1);
+    const double v = 1 / std::sqrt(double(c));
+    for (Index j = 0; j < h; ++j) N.col(j).segment(arch.weight_offset(L) + j * c, c).setConstant(v);
+    N.col(h).segment(arch.bias_offset(L), c).setConstant(v);
+    return N;
+}
+
+}  // namespace tdyn
