@@ -53,8 +53,7 @@ const double* checked_data(const py::array& a, const std::string& name, char ord
     const bool c = a.flags() & py::array::c_style, f = a.flags() & py::array::f_style;
     if (!c && !f)
         throw Error(name + ": " + shape_text(a) +
-                    " is not contiguous (a strided view or slice); pass numpy.ascontiguousarray(" + name +
-                    "), a copy");
+                    " is not contiguous (a strided view or slice); pass numpy.ascontiguousarray(" + name + "), a copy");
     if (order == 'C' && !c)
         throw Error(name + ": " + shape_text(a) + " is Fortran-ordered; tdyn stores samples as rows (C order): pass " +
                     "numpy.ascontiguousarray(" + name + "), a copy");
@@ -152,8 +151,8 @@ struct Data {
 Data make_data(const py::array& X, const py::array& T, const std::string& name) {
     if (X.ndim() != 2) throw Error("X: expected shape [k, d] (samples are rows), found " + shape_text(X));
     if (T.ndim() != 2 || T.shape(0) != X.shape(0))
-        throw Error("T: expected shape [" + std::to_string(X.shape(0)) + ", c] (one target row per sample of X), found " +
-                    shape_text(T));
+        throw Error("T: expected shape [" + std::to_string(X.shape(0)) +
+                    ", c] (one target row per sample of X), found " + shape_text(T));
     if (X.shape(0) == 0) throw Error("X: no samples");
     auto d = std::make_shared<Dataset>();
     d->name = name;
@@ -255,10 +254,9 @@ Eigenpairs eigenvalues(PyEvaluation& p, Index K, const std::string& which, std::
     p.released([&](Evaluation& ev) {
         r = hessian_eigs(ev, ends == Ends::Top ? Which::Top : Which::Bottom, o, s ? &*s : nullptr);
     });
-    return {adopt(std::move(r.values)), adopt(std::move(r.vectors)), adopt(std::move(r.residuals)),
-            r.matvecs,
-            r.converged,
-            to_string(r.status)};
+    return {
+        adopt(std::move(r.values)), adopt(std::move(r.vectors)), adopt(std::move(r.residuals)), r.matvecs, r.converged,
+        to_string(r.status)};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -363,8 +361,14 @@ public:
         auto lent = std::make_unique<PyEvaluation>();
         lent->e = &c.trainer.evaluation();
         py::object ev = py::cast(std::move(lent));
-        StepInfo s{c.t,           c.to, c.stats.loss, c.stats.accuracy, c.stats.grad_norm, adopt(Vector(c.theta)),
-                   adopt(Vector(c.next_theta)), ev};
+        StepInfo s{c.t,
+                   c.to,
+                   c.stats.loss,
+                   c.stats.accuracy,
+                   c.stats.grad_norm,
+                   adopt(Vector(c.theta)),
+                   adopt(Vector(c.next_theta)),
+                   ev};
         try {
             m_fn(s);
         } catch (py::error_already_set& e) {
@@ -434,8 +438,8 @@ TrainResult train(TrainArgs a, std::optional<py::function> callback) {
     }
     if (!a.resume) {
         theta = initial_theta(config);
-        writer.emplace(RunWriter::create(a.out, config, a.command_line,
-                                         [&](h5::File& f) { write_inline_settings(f, inline_a); }));
+        writer.emplace(
+            RunWriter::create(a.out, config, a.command_line, [&](h5::File& f) { write_inline_settings(f, inline_a); }));
     }
     std::atomic<bool> stop = false;
     std::optional<py::error_already_set> error;
@@ -490,13 +494,16 @@ PYBIND11_MODULE(_tdyn, m) {
 
     // -- data
     py::class_<Data>(m, "Data", "A data set: X [k, d] (samples are rows) and targets T [k, c], owned by tdyn.")
-        .def(py::init([](const py::array& X, const py::array& T, const std::string& name) { return make_data(X, T, name); }),
+        .def(py::init(
+                 [](const py::array& X, const py::array& T, const std::string& name) { return make_data(X, T, name); }),
              py::arg("X"), py::arg("T"), py::arg("name") = "array",
              "Copies X and T (float64, C order, finite) once; the arrays may change afterwards.")
-        .def_property_readonly("X", [](py::object self) { return view(self.cast<Data&>().d->X, self); },
-                               "X [k, d], a read-only view (no copy)")
-        .def_property_readonly("T", [](py::object self) { return view(self.cast<Data&>().d->T, self); },
-                               "T [k, c], a read-only view (no copy)")
+        .def_property_readonly(
+            "X", [](py::object self) { return view(self.cast<Data&>().d->X, self); },
+            "X [k, d], a read-only view (no copy)")
+        .def_property_readonly(
+            "T", [](py::object self) { return view(self.cast<Data&>().d->T, self); },
+            "T [k, c], a read-only view (no copy)")
         .def_property_readonly("name", [](const Data& d) { return d.d->name; })
         .def_property_readonly("samples", [](const Data& d) { return d.d->samples(); })
         .def("__len__", [](const Data& d) { return d.d->samples(); })
@@ -511,8 +518,8 @@ PYBIND11_MODULE(_tdyn, m) {
                 throw Error("split: expected train or test, found '" + split + "'");
             if (samples < 0) throw Error("samples: must be >= 0 (0 = all), found " + std::to_string(samples));
             py::gil_scoped_release nogil;
-            return Data{std::make_shared<const Dataset>(
-                load_dataset(name, data_dir(dir), samples, classes, split == "test"))};
+            return Data{
+                std::make_shared<const Dataset>(load_dataset(name, data_dir(dir), samples, classes, split == "test"))};
         },
         py::arg("name"), py::arg("samples"), py::arg("split"), py::arg("data_dir"), py::arg("classes"));
 
@@ -532,7 +539,8 @@ PYBIND11_MODULE(_tdyn, m) {
         .def(
             "layers",
             [](const Architecture& a, const py::array& theta) {
-                const double* p = vector_arg(theta, "theta", a.num_params(), "the parameters of " + a.to_string()).data();
+                const double* p =
+                    vector_arg(theta, "theta", a.num_params(), "the parameters of " + a.to_string()).data();
                 py::list out;
                 const auto s = py::ssize_t(sizeof(double));
                 for (Index l = 1; l <= a.layers(); ++l) {
@@ -560,21 +568,23 @@ PYBIND11_MODULE(_tdyn, m) {
             "reset",
             [](PyEvaluation& p, const py::array& theta) {
                 Evaluation& e = p.get();
-                const Vector th = vector_arg(theta, "theta", e.num_params(), "the parameters of " + e.arch().to_string());
+                const Vector th =
+                    vector_arg(theta, "theta", e.num_params(), "the parameters of " + e.arch().to_string());
                 p.released([&](Evaluation& ev) { ev.reset(th); }, false);
             },
             py::arg("theta"), "Moves to a new theta (one forward pass, buffers reused).")
-        .def_property_readonly("loss", [](PyEvaluation& p) { return p.get().loss(); },
-                               "L(theta) + weight_decay/2 |theta|^2")
+        .def_property_readonly(
+            "loss", [](PyEvaluation& p) { return p.get().loss(); }, "L(theta) + weight_decay/2 |theta|^2")
         .def_property_readonly("data_loss", [](PyEvaluation& p) { return p.get().data_loss(); })
         .def_property_readonly("accuracy", [](PyEvaluation& p) { return p.get().accuracy(); })
         .def_property_readonly("num_params", [](PyEvaluation& p) { return p.get().num_params(); })
         .def_property_readonly("samples", [](PyEvaluation& p) { return p.get().global_samples(); })
         .def_property_readonly("weight_decay", [](PyEvaluation& p) { return p.get().weight_decay(); })
-        .def_property_readonly("theta", [](PyEvaluation& p) { return adopt(Vector(p.get().theta())); },
-                               "theta (a copy)")
-        .def_property_readonly("output", [](PyEvaluation& p) { return adopt(RowMatrix(p.get().output())); },
-                               "Y [k, c], the network's outputs (a copy)")
+        .def_property_readonly(
+            "theta", [](PyEvaluation& p) { return adopt(Vector(p.get().theta())); }, "theta (a copy)")
+        .def_property_readonly(
+            "output", [](PyEvaluation& p) { return adopt(RowMatrix(p.get().output())); },
+            "Y [k, c], the network's outputs (a copy)")
         .def(
             "gradient",
             [](PyEvaluation& p) {
@@ -674,16 +684,14 @@ PYBIND11_MODULE(_tdyn, m) {
         .def_readonly("converged", &Eigenpairs::converged)
         .def_readonly("status", &Eigenpairs::status)
         .def("__iter__",
-             [](const Eigenpairs& r) {
-                 return py::iter(py::make_tuple(r.values, r.vectors, r.residuals, r.hvps));
-             })
+             [](const Eigenpairs& r) { return py::iter(py::make_tuple(r.values, r.vectors, r.residuals, r.hvps)); })
         .def("__repr__", [](const Eigenpairs& r) {
             return "tdyn.Eigenpairs(values=" + std::string(py::repr(r.values)) + ", hvps=" + std::to_string(r.hvps) +
                    ", converged=" + (r.converged ? "True" : "False") + ", status='" + r.status + "')";
         });
     m.def("eigenvalues", &eigenvalues, py::arg("evaluation"), py::arg("k") = 3, py::arg("which") = "top",
-          py::arg("tol") = py::none(), py::arg("solver") = "lanczos", py::arg("max_iter") = 1000,
-          py::arg("krylov") = 0, py::arg("start") = py::none(),
+          py::arg("tol") = py::none(), py::arg("solver") = "lanczos", py::arg("max_iter") = 1000, py::arg("krylov") = 0,
+          py::arg("start") = py::none(),
           "K eigenpairs of H at one end of its spectrum (Spectra, matrix-free): top = largest, descending; "
           "bottom = smallest, ascending. tol: relative (default the library's, 1e-6).");
 
@@ -710,13 +718,15 @@ PYBIND11_MODULE(_tdyn, m) {
                 return adopt(std::move(th));
             },
             py::arg("step"), "theta at a step: stored, or replayed from the nearest stored step before it")
-        .def_property_readonly("trajectory",
-                               [](Run& r) { return read_group(r.r().file(), "/trajectory", {"theta"}); },
-                               "/trajectory: step, loss, accuracy, grad_norm, theta_step (theta: use theta(step))")
-        .def_property_readonly("lyapunov", [](Run& r) { return read_group(r.r().file(), "/lyapunov"); },
-                               "/lyapunov as a dict of arrays, or None")
-        .def_property_readonly("spectrum", [](Run& r) { return read_group(r.r().file(), "/spectrum"); },
-                               "/spectrum as a dict of arrays, or None")
+        .def_property_readonly(
+            "trajectory", [](Run& r) { return read_group(r.r().file(), "/trajectory", {"theta"}); },
+            "/trajectory: step, loss, accuracy, grad_norm, theta_step (theta: use theta(step))")
+        .def_property_readonly(
+            "lyapunov", [](Run& r) { return read_group(r.r().file(), "/lyapunov"); },
+            "/lyapunov as a dict of arrays, or None")
+        .def_property_readonly(
+            "spectrum", [](Run& r) { return read_group(r.r().file(), "/spectrum"); },
+            "/spectrum as a dict of arrays, or None")
         .def(
             "group", [](Run& r, const std::string& g) { return read_group(r.r().file(), g); }, py::arg("name"),
             "any group of the file (e.g. /spectrum_k3_top) as a dict of arrays, or None")
@@ -738,10 +748,11 @@ PYBIND11_MODULE(_tdyn, m) {
                                        to_string(c.precision), to_string(c.x_path));
             },
             py::arg("step"), "the Evaluation at theta(step) on the run's full data set, with its weight decay")
-        .def("close", [](Run& r) {
-            r.trainer.reset();
-            r.reader.reset();
-        })
+        .def("close",
+             [](Run& r) {
+                 r.trainer.reset();
+                 r.reader.reset();
+             })
         .def("__enter__", [](py::object self) { return self; })
         .def("__exit__", [](Run& r, py::args) {
             r.trainer.reset();
