@@ -14,7 +14,7 @@ ValueError) saying how to convert; tdyn never converts silently.
 """
 
 from dataclasses import dataclass
-import shlex as _shlex
+import os as _os
 
 from ._tdyn import (  # noqa: F401
     Data,
@@ -27,7 +27,6 @@ from ._tdyn import (  # noqa: F401
     TrainResult,
     __version__,
     eigenvalues,
-    open_run,
 )
 from . import _tdyn
 
@@ -41,7 +40,14 @@ def load_data(name="mnist", samples=0, split="train", data_dir=None, classes=10)
     """A named data set (mnist, fashion-mnist) or an HDF5 data file (/X, /T or /labels), as tdyn
     reads it: x = pixel / 255, one-hot targets. samples = 0 takes all, else the first `samples`.
     data_dir: where the named sets are (default $TDYN_DATA, else data/ of the project)."""
-    return _tdyn._load_data(str(name), int(samples), split, "" if data_dir is None else str(data_dir), int(classes))
+    return _tdyn._load_data(_os.fspath(name), int(samples), split, "" if data_dir is None else _os.fspath(data_dir),
+                            int(classes))
+
+
+def open_run(path, data_dir=None):
+    """A run file (tdyn train's, or train()'s) open for reading, with SWMR so that it works while
+    a run writes it. data_dir: where replayed steps and evaluation() find the run's data."""
+    return _tdyn.open_run(_os.fspath(path), "" if data_dir is None else _os.fspath(data_dir))
 
 
 def as_linear_operator(evaluation, lr=None):
@@ -133,8 +139,8 @@ def train(out, *, analyses=(), callback=None, resume=False, force=False, data_di
     full["init"] = full["init"] or ""
     given = ", ".join(f"{k}={v!r}" for k, v in config.items())
     line = f"python3: tdyn.train({out!r}{', ' + given if given else ''}" + (", resume=True" if resume else "") + ")"
-    return _tdyn._train(str(out), full, settings, bool(resume), steps, bool(force),
-                        "" if data_dir is None else str(data_dir), line, callback)
+    return _tdyn._train(_os.fspath(out), full, settings, bool(resume), steps, bool(force),
+                        "" if data_dir is None else _os.fspath(data_dir), line, callback)
 
 
-del dataclass, _shlex
+del dataclass
