@@ -59,3 +59,18 @@ def reference():
     with h5py.File(REFERENCE, "r") as f:
         return {k: f[k][()] for k in ("loss", "accuracy", "gradient", "hvp", "vector", "hessian_top",
                                        "hessian_bottom")} | {"theta": f["params/theta"][()]}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Under ctest (TDYN_PYTEST_SKIP_EXIT=77): a run with skips and no failure exits 77, so ctest
+    reports the test as skipped and scripts/check_skips.py holds the reasons, printed as
+    "SKIPPED: ..." lines, against tests/allowed_skips.txt (stage 1 has MNIST: no skip is allowed
+    for want of it)."""
+    code = os.environ.get("TDYN_PYTEST_SKIP_EXIT")
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if not code or exitstatus != 0 or not skipped:
+        return
+    reasons = sorted({str(r.longrepr[2]) if isinstance(r.longrepr, tuple) else str(r.longrepr) for r in skipped})
+    print(f"\nSKIPPED: {len(skipped)} pytest test(s): " + "; ".join(reasons))
+    session.exitstatus = int(code)
