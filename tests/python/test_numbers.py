@@ -151,3 +151,26 @@ def test_data_views_and_copy_semantics():
     assert d.X[0, 0] != 99.0
     with pytest.raises(ValueError):
         d.X[0, 0] = 1.0  # read-only view of tdyn's memory
+
+
+def test_load_data_reads_an_hdf5_data_file(tmp_path):
+    import h5py
+
+    X = np.arange(12, dtype=np.uint8).reshape(4, 3) * 20
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["X"] = X
+        f["labels"] = np.array([0, 2, 1, 2])
+    d = tdyn.load_data(tmp_path / "d.h5", classes=0)
+    # docs/FORMAT.md: uint8 pixels / 255, labels one-hot over max + 1 classes
+    np.testing.assert_array_equal(d.X, X / 255.0)
+    np.testing.assert_array_equal(d.T, np.eye(3)[[0, 2, 1, 2]])
+    assert tdyn.load_data(tmp_path / "d.h5", samples=2, classes=0).samples == 2
+
+
+@pytest.mark.skipif(not __import__("conftest").have_mnist(), reason="MNIST not found (scripts/setup.sh)")
+def test_test_split_and_samples():
+    from conftest import DATA
+
+    d = tdyn.load_data("mnist", samples=10, split="test", data_dir=DATA)
+    assert d.X.shape == (10, 784) and d.T.shape == (10, 10)
+    assert not np.array_equal(d.X, tdyn.load_data("mnist", samples=10, data_dir=DATA).X)
