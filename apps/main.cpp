@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
         std::cerr << "tdyn: " << e.what() << " (see tdyn --help)\n";
         return kExitUsage;
     } catch (const tdyn::Error& e) {
-        std::cerr << "tdyn: " << e.what() << "\n";
+        std::cerr << "tdyn: " << flag_message(e.what()) << "\n";
         exit_after_error(kExitError);
     } catch (const std::bad_alloc&) {
         std::cerr << "tdyn: out of memory\n";
