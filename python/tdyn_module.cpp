@@ -238,7 +238,6 @@ Eigenpairs eigenvalues(PyEvaluation& p, Index K, const std::string& which, std::
     const Ends ends = parse_ends(which);
     if (ends == Ends::Both) throw Error("which: expected top or bottom, found both (call once for each end)");
     Evaluation& e = p.get();
-    check_eigs(K, e.num_params());
     EigenOptions o;
     o.eigs = K;
     if (tol) o.tol = *tol;
@@ -248,6 +247,10 @@ Eigenpairs eigenvalues(PyEvaluation& p, Index K, const std::string& which, std::
     if (solver == "lanczos") o.solver = EigenSolver::Lanczos;
     else if (solver == "davidson") o.solver = EigenSolver::Davidson;
     else throw Error("solver: expected lanczos or davidson, found '" + solver + "'");
+    SpectrumOptions checked;
+    checked.eig = o;
+    checked.ends = ends;
+    check_spectrum_options(checked, e.num_params());  // eigs and krylov, named
     std::optional<Matrix> s;
     if (start) s = block_arg(*start, "start", e.num_params());
     EigenResult r;
@@ -422,7 +425,7 @@ TrainResult train(TrainArgs a, std::optional<py::function> callback) {
             config = a.config;
             inline_a = a.analyses;
             link_inline_analyses(inline_a, config);
-            check_eigs(inline_a.spectrum.options.eig.eigs, config.architecture().num_params());
+            check_spectrum_options(inline_a.spectrum.options, config.architecture().num_params());
             if (inline_a.spectrum.every > 0 && config.batch > 0)
                 throw Error("spectrum: the in-line spectrum is of the full-batch loss; use batch=0");
             if (inline_a.perturbation.enabled() && !inline_a.lyapunov.enabled())

@@ -128,3 +128,9 @@ def test_evaluation_still_right_after_refusals(problem):
     fresh = tdyn.Evaluation(net, data, theta)
     assert ev.loss == fresh.loss
     np.testing.assert_array_equal(ev.gradient(), fresh.gradient())
+
+
+def test_bad_krylov_is_refused(problem):
+    net, data, theta, ev = problem
+    with pytest.raises(tdyn.Error, match="krylov"):
+        tdyn.eigenvalues(ev, k=3, krylov=3)
