@@ -19,6 +19,7 @@ packages=(
   python3-torch python3-scipy libopenblas0-openmp
   clang libclang-rt-14-dev libomp-14-dev  # scripts/fuzz.sh: libFuzzer, and OpenMP for clang
   clang-format  # scripts/format.sh, ctest Style.ClangFormat
+  pybind11-dev python3-pybind11 python3-pytest  # the Python module (python/) and its tests (ctest Python.Pytest)
 )
 missing=()
 for p in "${packages[@]}"; do

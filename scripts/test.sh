@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine (what CI runs, .ci/run): set-up (packages, data),
 # build, then three labelled stages:
-#   1. ctest            the GoogleTest suite on the Release build (build/)
+#   1. ctest            the GoogleTest suite on the Release build (build/), with the notebooks and
+#                       pytest over the Python module (ctest Python.Pytest: tests/python/)
 #   2. sanitize.sh      the unit tests again under ASan + UBSan (build-asan/)
 #   3. fuzz.sh          each libFuzzer target for FUZZ_SECONDS (default 60) seconds (build-fuzz/)
 # Every stage runs even if an earlier one failed; the script fails if any did, and ends with

@@ -5,6 +5,8 @@
 #                                       tdyn_runs.py and its figures list/draw both groups; plot_run.py
 #                                       writes every expected PNG, explore_run.ipynb and lr_sweep.ipynb
 #                                       execute headless (nbconvert) without a cell error
+#   tests/notebooks_test.sh TDYN api    python_api.ipynb (the Python module in build/python) at the last
+#                                       stored theta of a small run
 #   tests/notebooks_test.sh TDYN bare   a run without /spectrum and /lyapunov: both tools still work and
 #                                       skip those sections; files that are not run files give one line
 #                                       "FILE: not a tdyn run file (...)" and exit status 1
@@ -168,6 +170,11 @@ PY
   fi
   cat "$tmp/sweep/sweep.csv"
   TDYN_SWEEP="$tmp/sweep/sweep.csv" execute lr_sweep.ipynb sweep 3
+elif [ "$mode" = api ]; then
+  # The Python module (build/python, next to the tdyn binary) at the last stored theta of a small run.
+  "$tdyn" train --data-dir "$data" --samples 300 --steps 20 --lr 0.5 --save-theta-every 10 --out "$tmp/run.h5" \
+    --quiet >"$tmp/tdyn.log" 2>&1 || { cat "$tmp/tdyn.log"; fail "tdyn train"; }
+  TDYN_RUN="$tmp/run.h5" TDYN_DATA="$data" TDYN_PYTHON="$(dirname "$tdyn")/python" execute python_api.ipynb api 1
 elif [ "$mode" = bare ]; then
   "$tdyn" train --data-dir "$data" --samples 200 --steps 5 --out "$tmp/bare.h5" --quiet >"$tmp/tdyn.log" 2>&1 ||
     { cat "$tmp/tdyn.log"; fail "tdyn train"; }
@@ -197,6 +204,6 @@ elif [ "$mode" = bare ]; then
   done
   [ ! -e "$tmp/nofig" ] || fail "plot_run.py made an output folder for a file that is not a run"
 else
-  fail "unknown mode $mode (full or bare)"
+  fail "unknown mode $mode (full, api or bare)"
 fi
 echo "PASS: notebooks ($mode)"
