@@ -112,7 +112,8 @@ void init(int* argc, char*** argv) {
     MPI_Comm_size(MPI_COMM_WORLD, &g_size);
     if (g_rank != 0) {
         // Rank 0 prints for all (a failing rank's message travels to it) and writes every file.
-        if (!std::freopen("/dev/null", "w", stdout) || !std::freopen("/dev/null", "w", stderr)) MPI_Abort(MPI_COMM_WORLD, 1);
+        if (!std::freopen("/dev/null", "w", stdout) || !std::freopen("/dev/null", "w", stderr))
+            MPI_Abort(MPI_COMM_WORLD, 1);
         h5::set_memory_only(true);
     }
 }

@@ -55,6 +55,15 @@ with h5py.File("small.h5", "w") as f:
 with h5py.File("V.h5", "w") as f:
     f["vectors"] = rng.standard_normal((3, 6 * 5 + 5 + 5 * 3 + 3))
 PY
+wait_for_theta() {  # wait_for_theta FILE N: until FILE stores N thetas (SWMR read while it is written)
+  for _ in $(seq 300); do
+    "$py" -c "
+import h5py, sys
+f = h5py.File('$1', 'r', swmr=True); sys.exit(0 if f['/trajectory/theta_step'].shape[0] >= $2 else 1)" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  fail "$1 stored no $2 thetas in time"
+}
 problem=(--data small.h5 --arch 6-5-3 --activation tanh --lr 0.5)
 train=(train "${problem[@]}" --steps 12 --save-theta-every 4 --spectrum-every 3 --eigs 2 --which both
   --lyapunov 2 --perturbation 1e-1 --quiet)
@@ -137,17 +146,12 @@ with h5py.File('small.h5', 'a') as f: f['X'][11, 2] = np.nan"
   [ "$rc" = 2 ] && [ "$(grep -c . err.txt)" = 1 ] || fail "bad flag: exit $rc, $(grep -c . err.txt) lines"
   ;;
 resume)
-  long=(train "${problem[@]}" --steps 400 --save-theta-every 7 --lyapunov 2 --quiet)
-  "$tdyn" "${long[@]}" --out whole.h5
-  OMPI_MCA_odls_base_sigkill_timeout=30 mpi 3 "${long[@]}" --out cut.h5 2>err.txt &
+  long=(train "${problem[@]}" --steps 3000 --save-theta-every 7 --lyapunov 2 --quiet)
+  # mpirun (OpenMPI 4.1) sends the ranks SIGCONT at once, SIGTERM after odls_base_sigkill_timeout
+  # (default 1 s) and SIGKILL after as long again; a step here takes milliseconds, 2 s is plenty
+  OMPI_MCA_odls_base_sigkill_timeout=2 mpirun -q -np 3 -x OMP_NUM_THREADS "$tdyn" "${long[@]}" --out cut.h5 2>err.txt &
   pid=$!
-  # wait until the run has stored some theta, then stop it
-  for _ in $(seq 100); do
-    sleep 0.1
-    "$py" -c "
-import h5py, sys
-f = h5py.File('cut.h5', 'r', swmr=True); sys.exit(0 if f['/trajectory/theta_step'].shape[0] >= 3 else 1)" 2>/dev/null && break
-  done
+  wait_for_theta cut.h5 3
   kill -TERM "$pid"
   set +e
   wait "$pid"
@@ -156,33 +160,35 @@ f = h5py.File('cut.h5', 'r', swmr=True); sys.exit(0 if f['/trajectory/theta_step
   cat err.txt
   status=$("$py" -c "import h5py; print(h5py.File('cut.h5', 'r').attrs['status'])")
   [ "$status" = interrupted ] || fail "after SIGTERM: status $status, mpirun exit $rc"
-  mpi 2 train --out cut.h5 --resume --quiet
-  "$py" "$root/tests/mpi_compare.py" cut.h5 whole.h5 1e-13 /trajectory/loss /trajectory/grad_norm /trajectory/theta \
-    /lyapunov/exponents || fail "resumed at np 2 differs from the uninterrupted run"
+  last=$("$py" -c "import h5py; print(int(h5py.File('cut.h5', 'r')['/trajectory/theta_step'][-1]))")
+  echo "interrupted at stored step $last, mpirun exit $rc; resuming at np 2"
+  mpi 2 train --out cut.h5 --resume --steps $((last + 30)) --quiet
+  "$tdyn" "${long[@]}" --steps $((last + 30)) --out whole.h5
+  # (the interrupted run stored one theta more, at the step where it stopped: /params/theta is the last)
+  "$py" "$root/tests/mpi_compare.py" cut.h5 whole.h5 1e-13 /trajectory/loss /trajectory/grad_norm /params/theta \
+    /trajectory/accuracy /lyapunov/exponents /lyapunov/log_growth || fail "resumed at np 2 differs from the uninterrupted run"
   ;;
 kill)
   long=(train "${problem[@]}" --steps 100000 --save-theta-every 50 --quiet)
-  mpi 2 "${long[@]}" --out killed.h5 2>err.txt &
+  mpirun -np 2 -x OMP_NUM_THREADS "$tdyn" "${long[@]}" --out killed.h5 2>err.txt &
   pid=$!
-  for _ in $(seq 100); do
-    sleep 0.1
-    "$py" -c "
-import h5py, sys
-f = h5py.File('killed.h5', 'r', swmr=True); sys.exit(0 if f['/trajectory/theta_step'].shape[0] >= 2 else 1)" 2>/dev/null && break
-  done
-  # the rank that is not rank 0: the tdyn child of mpirun with the larger pid
-  victim=$(pgrep -P "$(pgrep -n -f "mpirun -np 2")" tdyn | sort -n | tail -1 || true)
+  wait_for_theta killed.h5 2
+  # rank 1: the second tdyn child of mpirun
+  victim=$(pgrep -P "$pid" tdyn | sort -n | tail -1 || true)
   [ -n "$victim" ] || fail "no rank to kill"
   kill -KILL "$victim"
   set +e
   wait "$pid"
   rc=$?
   set -e
-  echo "mpirun exit $rc"
+  echo "mpirun exit $rc; its messages:"
   cat err.txt
   [ "$rc" != 0 ] || fail "a killed rank: mpirun exit 0"
+  sleep 2
+  pgrep -P "$pid" >/dev/null && fail "ranks survive"
   "$tdyn" info killed.h5 | grep -q "running" || fail "killed run: status is not running"
-  mpi 2 train --out killed.h5 --resume --steps 120 --quiet
+  last=$("$py" -c "import h5py; print(int(h5py.File('killed.h5', 'r', swmr=True)['/trajectory/theta_step'][-1]))")
+  mpi 2 train --out killed.h5 --resume --steps $((last + 60)) --quiet
   [ "$("$py" -c "import h5py; print(h5py.File('killed.h5', 'r').attrs['status'])")" = completed ] || fail "resume"
   ;;
 *) fail "unknown mode $mode" ;;
