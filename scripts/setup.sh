@@ -19,6 +19,7 @@ packages=(
   python3-torch python3-scipy libopenblas0-openmp
   clang libclang-rt-14-dev libomp-14-dev  # scripts/fuzz.sh: libFuzzer, and OpenMP for clang
   clang-format  # scripts/format.sh, ctest Style.ClangFormat
+  openmpi-bin libopenmpi-dev  # scripts/build.sh --mpi (docs/MPI.md), scripts/test.sh stage 4
 )
 missing=()
 for p in "${packages[@]}"; do

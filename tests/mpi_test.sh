@@ -11,6 +11,10 @@
 #                                    no output file
 #   tests/mpi_test.sh TDYN resume    SIGTERM to mpirun mid-run at np 3: status interrupted; --resume at
 #                                    np 2 completes it with the numbers of an uninterrupted run (1e-13)
+#   tests/mpi_test.sh TDYN reference the MNIST reference (tests/reference, k = 1000, PyTorch float64) at
+#                                    np 2 and 3: loss, gradient, H v within 1e-13 of one process and
+#                                    1e-10 of the reference (the one-process tests' bound); exit 77
+#                                    without MNIST
 #   tests/mpi_test.sh TDYN kill      SIGKILL to one rank: mpirun ends the job, the file is readable
 #                                    (status running) and --resume completes it
 # 1e-13: one process and N ranks add the samples' terms in different groupings (rounding ~1e-16
@@ -190,6 +194,23 @@ kill)
   last=$("$py" -c "import h5py; print(int(h5py.File('killed.h5', 'r', swmr=True)['/trajectory/theta_step'][-1]))")
   mpi 2 train --out killed.h5 --resume --steps $((last + 60)) --quiet
   [ "$("$py" -c "import h5py; print(h5py.File('killed.h5', 'r').attrs['status'])")" = completed ] || fail "resume"
+  ;;
+reference)
+  data="${TDYN_DATA:-$root/data}"
+  if [ ! -s "$data/mnist/train-images-idx3-ubyte" ]; then
+    echo "SKIPPED: no MNIST in $data/mnist (run scripts/setup.sh, or set TDYN_DATA)"
+    exit 77
+  fi
+  ref="$root/tests/reference/mnist_k1000_seed7.h5"
+  "$py" -c "
+import h5py
+with h5py.File('$ref', 'r') as r, h5py.File('v.h5', 'w') as v: v['vector'] = r['vector'][()]"
+  "$tdyn" eval "$ref" --samples 1000 --vector v.h5 --write e1.h5 >/dev/null
+  for n in 2 3; do
+    mpi "$n" eval "$ref" --samples 1000 --vector v.h5 --write "e$n.h5" >/dev/null
+    "$py" "$root/tests/mpi_compare.py" "e$n.h5" e1.h5 1e-13 /loss /accuracy /gradient /hvp || fail "np $n vs one process"
+    "$py" "$root/tests/mpi_compare.py" "e$n.h5" "$ref" 1e-10 /loss /accuracy /gradient /hvp || fail "np $n vs the reference"
+  done
   ;;
 *) fail "unknown mode $mode" ;;
 esac
