@@ -10,7 +10,9 @@
 #include <climits>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <mpi.h>
+#include <string>
 #include <vector>
 
 namespace tdyn::ranks {
@@ -18,6 +20,9 @@ namespace tdyn::ranks {
 namespace {
 
 int g_rank = 0, g_size = 1;
+// TDYN_MPI_TIMING: seconds inside MpiComm::sum (waiting for the slowest rank, then moving and
+// adding the blocks), the number of sums and the doubles summed; rank 0 prints them at the end.
+double g_sum_seconds = 0, g_sum_doubles = 0, g_sums = 0;
 const std::atomic<bool>* g_local_stop = nullptr;
 std::atomic<bool> g_agreed_stop{false};
 
@@ -56,6 +61,13 @@ void check() {
 class MpiComm final : public SampleComm {
 public:
     void sum(double* data, Index n) const override {
+        const double t0 = MPI_Wtime();
+        sum_in_rank_order(data, n);
+        g_sum_seconds += MPI_Wtime() - t0;
+        g_sum_doubles += double(n);
+        g_sums += 1;
+    }
+    void sum_in_rank_order(double* data, Index n) const {
         check();
         if (g_size == 1 || n == 0) return;
         const int N = g_size;
@@ -144,6 +156,7 @@ void check_same(const Vector& x, const std::string& what) {
 }
 
 const std::atomic<bool>* agreed_stop(const std::atomic<bool>* local) {
+    if (g_size == 1) return local;  // nothing to agree on
     g_local_stop = local;
     return &g_agreed_stop;
 }
@@ -156,6 +169,19 @@ Outcome fail(const std::string& line, int code) {
 
 void done() { check(); }
 
-void finalize() { MPI_Finalize(); }
+void finalize() {
+    const char* env = std::getenv("TDYN_MPI_TIMING");
+    if (env && *env && std::string(env) != "0") {
+        // Only from a finished program: every rank calls finalize, on every path.
+        double t[2] = {g_sum_seconds, -g_sum_seconds};
+        MPI_Reduce(g_rank == 0 ? MPI_IN_PLACE : t, t, 2, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
+        if (g_rank == 0)
+            std::fprintf(
+                stderr,
+                "tdyn: mpi timing: %.0f sums of %.3g doubles in all; time in the sums per rank: max %.3f s, min %.3f s\n",
+                g_sums, g_sum_doubles, t[0], -t[1]);
+    }
+    MPI_Finalize();
+}
 
 }  // namespace tdyn::ranks

@@ -5,7 +5,8 @@
 #                                    in-line spectrum top and bottom, Lyapunov exponents and the
 #                                    perturbation series), eval (loss, gradient, H V, J V), spectrum
 #                                    and lyapunov agree with np 1 to 1e-13 normwise relative; every
-#                                    rank holds the same theta at every step (TDYN_MPI_CHECK)
+#                                    rank holds the same theta at every step (TDYN_MPI_CHECK);
+#                                    --batch 5 at np 3
 #   tests/mpi_test.sh TDYN repeat    np 3 twice: every dataset bit-identical
 #   tests/mpi_test.sh TDYN badinput  bad input under mpirun: one line on stderr, one process's exit code,
 #                                    no output file
@@ -108,6 +109,10 @@ agree)
   "$tdyn" eval k1.h5 --write ek1.h5 --vector V.h5 --lr 0.5 >/dev/null
   mpi 4 eval k4.h5 --write ek4.h5 --vector V.h5 --lr 0.5 >/dev/null
   check ek4.h5 ek1.h5
+  # mini-batches of 5 from a global shuffle: each rank takes its rows of the batch (some none)
+  "$tdyn" train "${problem[@]}" --batch 5 --steps 8 --quiet --out b1.h5 >/dev/null
+  TDYN_MPI_CHECK=1 mpi 3 train "${problem[@]}" --batch 5 --steps 8 --quiet --out b3.h5 >/dev/null
+  check b3.h5 b1.h5
   # np 1 under mpirun is one process: bit-identical
   mpi 1 "${train[@]}" --out m1.h5
   "$py" "$root/tests/mpi_compare.py" m1.h5 r1.h5 0 | grep -q "^FAIL" && fail "mpirun -np 1 differs from one process"
