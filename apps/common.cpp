@@ -8,6 +8,7 @@
 
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -17,6 +18,21 @@
 
 namespace tdyn::cli {
 
+namespace {
+CLI::Validator number_check(const char* name, const char* rule, bool (*ok)(double)) {
+    return CLI::Validator(
+        [rule, ok](std::string& text) -> std::string {
+            double x = 0;
+            if (!CLI::detail::lexical_cast(text, x)) return "expected a number, found '" + text + "'";
+            return ok(x) ? std::string() : std::string("must be ") + rule + ", found " + text;
+        },
+        name, name);
+}
+}  // namespace
+
+const CLI::Validator NonNegative = number_check("NONNEGATIVE", ">= 0", [](double x) { return x >= 0; });
+const CLI::Validator Positive = number_check("POSITIVE", "> 0", [](double x) { return x > 0; });
+
 ProblemOptions add_problem_flags(CLI::App* app, ProblemFlags& f) {
     ProblemOptions o;
     o.data = app->add_option("--data", f.data, "mnist, fashion-mnist, or an HDF5 data file (/X and /T or /labels)")
@@ -24,7 +40,7 @@ ProblemOptions add_problem_flags(CLI::App* app, ProblemFlags& f) {
     app->add_option("--data-dir", f.data_dir,
                     "folder holding mnist/ and fashion-mnist/ (default: $TDYN_DATA, else data/ of the project)");
     o.samples = app->add_option("--samples", f.samples, "use the first K samples (0 = all)")
-                    ->check(CLI::NonNegativeNumber)
+                    ->check(NonNegative)
                     ->capture_default_str();
     o.arch = app->add_option("--arch", f.arch, "layer widths, input to output")->capture_default_str();
     o.activation =
@@ -150,12 +166,30 @@ Error with_flag_names(const Error& e, std::initializer_list<std::pair<const char
 
 }  // namespace
 
-void check_eigs_flag(Index K, Index P) {
-    try {
-        check_eigs(K, P);
-    } catch (const Error& e) {
-        throw with_flag_names(e, {{"eigs", "--eigs"}});
+std::string flag_message(const std::string& m) {
+    static const std::pair<const char*, const char*> names[] = {{"lr", "--lr"},
+                                                                {"weight_decay", "--weight-decay"},
+                                                                {"batch", "--batch"},
+                                                                {"eigs", "--eigs"},
+                                                                {"krylov", "--krylov"},
+                                                                {"probes", "--probes"},
+                                                                {"lanczos_steps", "--lanczos-steps"},
+                                                                {"samples", "--samples"},
+                                                                {"arch", "--arch"},
+                                                                {"data", "--data"},
+                                                                {"precision", "--precision"},
+                                                                {"x_path", "--x-path"},
+                                                                {"activation", "--activation"},
+                                                                {"output", "--output"},
+                                                                {"perturbation", "--perturbation"},
+                                                                {"which", "--which"},
+                                                                {"qr_every", "--qr-every"},
+                                                                {"warmup", "--warmup"}};
+    for (const auto& [parameter, flag] : names) {
+        const std::size_t n = std::strlen(parameter);
+        if (m.compare(0, n, parameter) == 0 && m.size() > n && (m[n] == ' ' || m[n] == ':')) return flag + m.substr(n);
     }
+    return m;
 }
 
 void check_qr_flags(Index qr_every, Index warmup) {

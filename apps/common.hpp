@@ -16,6 +16,11 @@
 
 namespace tdyn::cli {
 
+/// CLI11's NonNegativeNumber and PositiveNumber with tdyn's wording: "--samples: must be >= 0,
+/// found -3" (CLI11's own print the range up to DBL_MAX in full). Same names in --help.
+extern const CLI::Validator NonNegative;
+extern const CLI::Validator Positive;
+
 /// Exit codes (docs/CLI.md).
 inline constexpr int kExitError = 1, kExitUsage = 2, kExitDiverged = 3, kExitInterrupted = 130;
 
@@ -92,7 +97,10 @@ private:
 /// The library's checks, with their messages naming this program's flags: the library names
 /// its parameters ("eigs 43: ...", "warmup 3: ... multiple of qr_every 2"), a command its flags
 /// ("--eigs 43: ...", "--warmup 3: ... multiple of --qr-every 2"). Same rules, same text otherwise.
-void check_eigs_flag(Index K, Index P);             ///< --eigs: tdyn::check_eigs
+/// A library message that starts with a parameter name ("samples 61: ...", "arch: ...") starts
+/// with its flag instead ("--samples 61: ..."); main() shows every tdyn::Error through it. Only
+/// the leading word is translated: the same word inside a sentence stays plain English.
+std::string flag_message(const std::string& library_message);
 void check_qr_flags(Index qr_every, Index warmup);  ///< --qr-every, --warmup: tdyn::check_qr_schedule
 
 /// The JSON objects of --json: keys stay in insertion order.

@@ -142,7 +142,7 @@ void setup_eval(CLI::App& app, int& exit_code) {
     o->given = add_problem_flags(cmd, o->problem);
     o->step_opt =
         cmd->add_option("--step", o->step, "run files: the step T (replayed when not stored; default: the last stored)")
-            ->check(CLI::NonNegativeNumber);
+            ->check(NonNegative);
     cmd->add_option("--split", o->split, "train or test split of mnist / fashion-mnist")->capture_default_str();
     cmd->add_flag("--json", o->json, "print one JSON object");
     cmd->add_option("--write", o->write, "write /loss, /accuracy, /gradient (and /hvp, /jvp) to this HDF5 file");

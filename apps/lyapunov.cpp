@@ -194,26 +194,24 @@ void setup_lyapunov(CLI::App& app, int& exit_code) {
         ->check(CLI::ExistingFile);
     o->given = add_problem_flags(cmd, o->problem);
     o->vectors_opt = cmd->add_option("--vectors", o->vectors, "M tangent vectors (the top M exponents)")
-                         ->check(CLI::PositiveNumber)
+                         ->check(Positive)
                          ->capture_default_str();
     o->from_opt = cmd->add_option("--from", o->from, "T0: start the tangent vectors at theta_T0")
-                      ->check(CLI::NonNegativeNumber)
+                      ->check(NonNegative)
                       ->capture_default_str();
     cmd->add_option("--to", o->to, "T1: apply J(T0) .. J(T1 - 1) (default: the run's last step)");
     o->warmup_opt =
         cmd->add_option("--warmup", o->warmup, "W steps that orthonormalise but do not count (multiple of q)")
-            ->check(CLI::NonNegativeNumber)
+            ->check(NonNegative)
             ->capture_default_str();
-    o->qr_opt = cmd->add_option("--qr-every", o->qr_every, "QR every q steps")
-                    ->check(CLI::PositiveNumber)
-                    ->capture_default_str();
+    o->qr_opt = cmd->add_option("--qr-every", o->qr_every, "QR every q steps")->check(Positive)->capture_default_str();
     o->perturbation_opt = cmd->add_option("--perturbation", o->perturbation,
                                           "also run theta_T0 + EPS v_1, renormalised every q steps (0 = none)")
                               ->capture_default_str();
     o->seed_opt = cmd->add_option("--seed", o->seed, "seed of the random initial basis (default: the run's seed)");
     o->checkpoint_opt = cmd->add_option("--checkpoint-every", o->checkpoint_every,
                                         "store the tangent basis every C steps for --resume (default: the run's S)")
-                            ->check(CLI::NonNegativeNumber);
+                            ->check(NonNegative);
     cmd->add_flag("--force", o->force, "replace an existing /lyapunov group");
     cmd->add_flag(
         "--resume", o->resume,

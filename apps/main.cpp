@@ -69,7 +69,7 @@ int main(int argc, char** argv) {
         if (tdyn::ranks::root()) std::cerr << e.what() << "\n";
         exit_after_error(e.code());
     } catch (const tdyn::Error& e) {
-        report(std::string("tdyn: ") + e.what(), kExitError);
+        report(std::string("tdyn: ") + flag_message(e.what()), kExitError);
     } catch (const std::bad_alloc&) {
         report("tdyn: out of memory", kExitError);
     } catch (const std::exception& e) {  // not expected: still one line and a non-zero exit, never a core dump

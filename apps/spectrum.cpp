@@ -109,7 +109,7 @@ int run_spectrum(SpectrumCliOptions& o) {
         TrainConfig config;
         apply_problem_flags(o.problem, o.given, config, false);
         const Architecture arch = config.architecture();
-        check_eigs_flag(o.eigs, arch.num_params());
+        check_spectrum_options(so, arch.num_params());
         const Vector theta = read_params(o.file, arch);  // before the data: a bad file fails fast
         const Dataset data = load_dataset(config.data, data_dir(o.problem.data_dir), config.samples, arch.outputs(),
                                           false, ranks::comm());
@@ -128,7 +128,7 @@ int run_spectrum(SpectrumCliOptions& o) {
     const double alpha = o.lr_opt->count() ? o.lr : config.lr;
     if (info.theta_steps.empty()) throw Error(o.file + ": the run stored no theta yet");
     const std::vector<Index> steps = parse_steps(o.steps, info.theta_steps, info.last_step);
-    check_eigs_flag(o.eigs, config.architecture().num_params());
+    check_spectrum_options(so, config.architecture().num_params());
     if (steps.empty()) throw Error("--steps '" + o.steps + "': no step to analyse");
     SpectrumSettings settings;
     settings.steps = steps;
@@ -187,7 +187,7 @@ void setup_spectrum(CLI::App& app, int& exit_code) {
     cmd->add_option(
         "--steps", o->steps,
         "run files: last (default), stored, or a list like 0,10,50:100:10; steps that are not stored are replayed");
-    cmd->add_option("--eigs", o->eigs, "K eigenvalues at each end")->check(CLI::PositiveNumber)->capture_default_str();
+    cmd->add_option("--eigs", o->eigs, "K eigenvalues at each end")->check(Positive)->capture_default_str();
     cmd->add_option("--which", o->which, "top, bottom or both ends of H's spectrum")->capture_default_str();
     cmd->add_flag("--vectors", o->vectors, "also store the eigenvectors (/spectrum/vectors_top, vectors_bottom)");
     cmd->add_option("--tol", o->tol, "relative tolerance of the eigenvalues")->capture_default_str();
@@ -195,19 +195,19 @@ void setup_spectrum(CLI::App& app, int& exit_code) {
         ->capture_default_str();
     cmd->add_option("--krylov", o->krylov,
                     "Lanczos basis size (0 = max(2K+1, 20)); Davidson: largest search space (0 = 10 K)")
-        ->check(CLI::NonNegativeNumber)
+        ->check(NonNegative)
         ->capture_default_str();
     cmd->add_option("--max-iter", o->max_iter, "Lanczos restarts (Davidson iterations) before giving up")
-        ->check(CLI::PositiveNumber)
+        ->check(Positive)
         ->capture_default_str();
     o->lr_opt = cmd->add_option("--lr", o->lr, "alpha of J = I - alpha H (default: the run's; 0.1 for params files)");
     cmd->add_flag("--trace", o->trace, "Hutchinson estimate of tr H with its standard error");
     cmd->add_flag("--density", o->density, "spectral density of H by stochastic Lanczos quadrature");
     cmd->add_option("--probes", o->probes, "Rademacher probes for --trace and --density")
-        ->check(CLI::PositiveNumber)
+        ->check(Positive)
         ->capture_default_str();
     cmd->add_option("--lanczos-steps", o->lanczos_steps, "Lanczos steps per probe for --density")
-        ->check(CLI::PositiveNumber)
+        ->check(Positive)
         ->capture_default_str();
     cmd->add_option("--grid", o->grid, "grid points of the density")
         ->check(CLI::Range(2, 100000))

@@ -65,7 +65,7 @@ void check_flags(const TrainConfig& c, const InlineAnalyses& a) {
     if (a.spectrum.every > 0 && c.batch > 0)
         throw Error(
             "--spectrum-every: the in-line spectrum is of the full-batch loss; with --batch run tdyn spectrum on the run afterwards");
-    check_eigs_flag(a.spectrum.options.eig.eigs, P);
+    check_spectrum_options(a.spectrum.options, P);
     const Index M = a.lyapunov.tangent.vectors;
     if (M < 0 || M > P)
         throw Error("--lyapunov " + std::to_string(M) + ": M must be between 1 and P = " + std::to_string(P));
@@ -209,11 +209,11 @@ void setup_train(CLI::App& app, int& exit_code) {
                                           "lambda: gradient descent on L + lambda/2 |theta|^2 (also in H and J)")
                               ->capture_default_str();
     o->steps_opt = cmd->add_option("--steps", o->steps, "number of updates; theta_0 .. theta_steps are evaluated")
-                       ->check(CLI::NonNegativeNumber)
+                       ->check(NonNegative)
                        ->capture_default_str();
     o->batch_opt =
         cmd->add_option("--batch", o->batch, "mini-batch size B for SGD with seeded shuffling (0 = full batch)")
-            ->check(CLI::NonNegativeNumber)
+            ->check(NonNegative)
             ->capture_default_str();
     o->seed_opt =
         cmd->add_option("--seed", o->seed, "seed of the initialisation and the shuffling")->capture_default_str();
@@ -221,29 +221,29 @@ void setup_train(CLI::App& app, int& exit_code) {
                       ->check(CLI::ExistingFile);
     o->save_opt =
         cmd->add_option("--save-theta-every", o->save_theta_every, "store theta every S steps (and at the last)")
-            ->check(CLI::PositiveNumber)
+            ->check(Positive)
             ->capture_default_str();
     o->spectrum_opt =
         cmd->add_option("--spectrum-every", o->spectrum_every,
                         "eigenvalues of H (and J) every E steps, from the step's own evaluation (0 = never)")
-            ->check(CLI::NonNegativeNumber)
+            ->check(NonNegative)
             ->capture_default_str();
     o->eigs_opt = cmd->add_option("--eigs", o->eigs, "K eigenvalues at each end of H's spectrum")
-                      ->check(CLI::PositiveNumber)
+                      ->check(Positive)
                       ->capture_default_str();
     o->which_opt =
         cmd->add_option("--which", o->which, "which end of H's spectrum: top, bottom or both")->capture_default_str();
     o->lyapunov_opt =
         cmd->add_option("--lyapunov", o->lyapunov,
                         "carry M tangent vectors V_{t+1} = J(t) V_t for the top M Lyapunov exponents (0 = none)")
-            ->check(CLI::NonNegativeNumber)
+            ->check(NonNegative)
             ->capture_default_str();
     o->qr_opt = cmd->add_option("--qr-every", o->qr_every, "re-orthonormalise the tangent vectors (QR) every q steps")
-                    ->check(CLI::PositiveNumber)
+                    ->check(Positive)
                     ->capture_default_str();
     o->warmup_opt =
         cmd->add_option("--warmup", o->warmup, "W steps that orthonormalise but do not count (multiple of q)")
-            ->check(CLI::NonNegativeNumber)
+            ->check(NonNegative)
             ->capture_default_str();
     o->perturbation_opt =
         cmd->add_option("--perturbation", o->perturbation,

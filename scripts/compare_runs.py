@@ -2,7 +2,7 @@
 """Compares two tdyn HDF5 files (run, params or eval files) number by number: "the same numbers
 before and after" a change that must not change them.
 
-    scripts/compare_runs.py A.h5 B.h5 [--rtol 1e-13] [--quiet]
+    scripts/compare_runs.py A.h5 B.h5 [--rtol 1e-13] [--normwise] [--quiet]
 
 A is the old (reference) file, B the new one. Every dataset, in every group (recursively), and
 every attribute of every group and dataset is compared:
@@ -11,6 +11,12 @@ every attribute of every group and dataset is compared:
     |a - b| / max(|a|, |b|, tiny) (tiny = the smallest normal double; NaN == NaN counts as equal,
     NaN against a number and +inf against -inf count as relative difference inf); FAIL above rtol,
     and FAIL when the shapes differ;
+    Every non-identical numeric dataset also shows its normwise relative difference: per row for
+    a 2-D dataset (one vector per step: |a_r - b_r| / max(|a_r|, |b_r|), the largest over rows),
+    over the whole array otherwise. With --normwise, 2-D datasets pass or fail on that figure
+    instead: a vector computed with sums in another order (other row chunks) differs by ~1e-16
+    of its norm, but an entry near zero that is a difference of O(1) terms differs by far more
+    relative to itself; elementwise, such an entry measures its own cancellation, not the change.
   * string (and other non-numeric) datasets and attributes: FAIL unless equal;
   * a dataset or attribute only in A (missing in the new file): FAIL; only in B (extra in the new
     file): a note, not a failure.
@@ -75,14 +81,30 @@ def max_rel_diff(a, b):
     return float(np.max(rel))
 
 
+def normwise_rel_diff(a, b):
+    """|a - b| / max(|a|, |b|) per row of a 2-D array (the largest over rows), or over the whole
+    array; 0 where both are zero, inf where either is not finite and they differ."""
+    a = np.asarray(a, dtype=np.complex128 if np.iscomplexobj(a) or np.iscomplexobj(b) else np.float64)
+    b = np.asarray(b, dtype=a.dtype)
+    if a.size == 0:
+        return 0.0
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return 0.0 if np.array_equal(a, b, equal_nan=True) else float("inf")
+    rows = (a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)) if a.ndim == 2 else (a.reshape(1, -1), b.reshape(1, -1))
+    diff = np.linalg.norm(rows[0] - rows[1], axis=1)
+    scale = np.maximum(np.linalg.norm(rows[0], axis=1), np.linalg.norm(rows[1], axis=1))
+    rel = np.where(diff == 0, 0.0, diff / np.maximum(scale, TINY))
+    return float(np.max(rel))
+
+
 def bit_identical(a, b):
     a, b = np.asarray(a), np.asarray(b)
     return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
 
 
 class Comparison:
-    def __init__(self, rtol, quiet):
-        self.rtol, self.quiet = rtol, quiet
+    def __init__(self, rtol, quiet, normwise=False):
+        self.rtol, self.quiet, self.normwise = rtol, quiet, normwise
         self.counts = {"identical": 0, "within": 0, "FAIL": 0, "notes": 0, "ignored": 0}
         self.ignored_names = set()
 
@@ -113,8 +135,12 @@ class Comparison:
             self.line("FAIL", name, f"shape {list(a.shape)} vs {list(b.shape)}")
             return
         if is_numeric(a) and is_numeric(b):
-            rel = max_rel_diff(a, b)
+            elementwise, normwise = max_rel_diff(a, b), normwise_rel_diff(a, b)
+            by_rows = self.normwise and a.ndim == 2
+            rel = normwise if by_rows else elementwise
             note = "" if a.dtype == b.dtype else f" (dtype {a.dtype} vs {b.dtype})"
+            note += (f" (normwise per row; elementwise {elementwise:.3e})" if by_rows
+                     else f" (normwise {normwise:.3e})")
             if rel == 0.0 and a.dtype == b.dtype:
                 # equal values but not equal bytes: -0.0 vs 0.0, or NaN payloads
                 self.line("ok", name, f"{kind}: equal values, different bits (signed zeros or NaN payloads)")
@@ -166,6 +192,8 @@ def main():
     ap.add_argument("new", help="the file to check (new)")
     ap.add_argument("--rtol", type=float, default=1e-13,
                     help="largest allowed elementwise relative difference (default 1e-13)")
+    ap.add_argument("--normwise", action="store_true",
+                    help="2-D datasets (a vector per row) pass or fail on the per-row normwise difference")
     ap.add_argument("--quiet", action="store_true", help="print only what is not bit-identical")
     args = ap.parse_args()
     try:
@@ -174,8 +202,9 @@ def main():
     except OSError as e:
         print(f"compare_runs.py: cannot open: {e}", file=sys.stderr)
         return 2
-    c = Comparison(args.rtol, args.quiet)
-    print(f"compare {args.old} (old) with {args.new} (new), rtol {args.rtol:g}")
+    c = Comparison(args.rtol, args.quiet, args.normwise)
+    print(f"compare {args.old} (old) with {args.new} (new), rtol {args.rtol:g}"
+          + (" (2-D datasets: normwise per row)" if args.normwise else ""))
     with fa, fb:
         ta, tb = walk(fa), walk(fb)
         for path in sorted(set(ta) | set(tb)):

@@ -3,6 +3,7 @@
 # tdyn binary and compares every pair of files dataset by dataset (scripts/compare_runs.py).
 #
 #   scripts/same_numbers.sh [OLD_REV] [NEW_BUILD_DIR] [--log FILE] [--rtol R] [--threads N] [--keep]
+#                  [--normwise]
 #
 #   OLD_REV        git revision of the old code (default cabfe59); built here in a temporary
 #                  git worktree (Release, only the tdyn target) that is removed at the end
@@ -12,6 +13,9 @@
 #   --rtol R       largest relative difference allowed (default 1e-13; 0 = bit-identical only)
 #   --threads N    OMP_NUM_THREADS for both binaries (default 2; results are bit-reproducible
 #                  only for the same thread count, so both sides use the same)
+#   --normwise     2-D datasets (theta, tangent bases: a vector per row) pass on the per-row
+#                  normwise relative difference (compare_runs.py --normwise); the elementwise one
+#                  is still printed. For changes that reorder sums: see compare_runs.py's doc
 #   --keep         keep the work folder (old worktree, its build, both sets of runs)
 #
 # The runs (MNIST from $TDYN_DATA, else data/ of this checkout), each with each binary:
@@ -28,13 +32,14 @@
 # take 1.5-3 min per side, most of it d_spectrum's --density (30 probes x 80 Lanczos steps x 5 steps).
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-old_rev="" new_build="" log="" rtol="1e-13" threads=2 keep=0
+old_rev="" new_build="" log="" rtol="1e-13" threads=2 keep=0 normwise=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --log) log="$2"; shift 2 ;;
     --rtol) rtol="$2"; shift 2 ;;
     --threads) threads="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
+    --normwise) normwise="--normwise"; shift ;;
     -h|--help) sed -n '2,/^set -uo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) echo "same_numbers.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) if [ -z "$old_rev" ]; then old_rev="$1"; elif [ -z "$new_build" ]; then new_build="$1";
@@ -127,7 +132,7 @@ for name in a_inline b_batch c_base c_lyapunov d_spectrum e_mnist; do
     continue
   fi
   echo "== $name" >>"$full"
-  "$py" "$root/scripts/compare_runs.py" --rtol "$rtol" "$work/old/$name.h5" "$work/new/$name.h5" >"$work/cmp.txt" 2>&1
+  "$py" "$root/scripts/compare_runs.py" --rtol "$rtol" $normwise "$work/old/$name.h5" "$work/new/$name.h5" >"$work/cmp.txt" 2>&1
   rc=$?
   cat "$work/cmp.txt" >>"$full"
   verdict=PASS; [ $rc = 0 ] || { verdict=FAIL; status=1; }
@@ -136,7 +141,7 @@ for name in a_inline b_batch c_base c_lyapunov d_spectrum e_mnist; do
 done
 say ""
 if [ $status = 0 ]; then
-  say "SAME NUMBERS: every pair passed (old $old_rev vs $new_tdyn, OMP_NUM_THREADS=$threads, rtol $rtol); $((SECONDS - t_start)) s in all"
+  say "SAME NUMBERS: every pair passed (old $old_rev vs $new_tdyn, OMP_NUM_THREADS=$threads, rtol $rtol${normwise:+, 2-D normwise}); $((SECONDS - t_start)) s in all"
 else
   say "DIFFERENT NUMBERS: see the FAIL lines (full output: ${log:-rerun with --log FILE}); $((SECONDS - t_start)) s in all"
 fi

@@ -121,9 +121,9 @@ IdxArray read_idx(const std::string& path) {
 namespace {
 
 Index take(Index available, Index samples, const std::string& what) {
-    if (samples < 0) throw Error("--samples: must be positive, found " + std::to_string(samples));
+    if (samples < 0) throw Error("samples " + std::to_string(samples) + ": must be 0 (all) or positive");
     if (samples > available)
-        throw Error("--samples " + std::to_string(samples) + ": " + what + " holds only " + std::to_string(available) +
+        throw Error("samples " + std::to_string(samples) + ": " + what + " holds only " + std::to_string(available) +
                     " samples");
     return samples == 0 ? available : samples;
 }
@@ -245,7 +245,7 @@ Dataset load_dataset(const std::string& spec, const std::string& dir, Index samp
         if (!std::filesystem::exists(ip, ec))
             throw Error(ip +
                         ": no such file (run scripts/setup.sh to fetch the data sets, or point "
-                        "--data-dir / TDYN_DATA at a folder holding " +
+                        "TDYN_DATA (tdyn --data-dir) at a folder holding " +
                         spec + "/)");
         Dataset ds;
         if (comm.size() == 1) {
@@ -269,7 +269,7 @@ Dataset load_dataset(const std::string& spec, const std::string& dir, Index samp
     }
     std::error_code ec;
     if (!std::filesystem::exists(spec, ec))
-        throw Error("--data: '" + spec + "' is neither mnist, fashion-mnist nor an existing HDF5 data file");
+        throw Error("data: '" + spec + "' is neither mnist, fashion-mnist nor an existing HDF5 data file");
     Dataset ds = read_data_file(spec, samples, classes, comm);
     ds.comm = &comm;
     return ds;

@@ -49,8 +49,8 @@ DriveResult drive(Trainer& trainer, h5::File& file, const std::vector<Analysis*>
     Index mismatched = -1;
 
     auto stored_row = [&](Index t) -> Index {
-        const auto at = std::lower_bound(o.stored.begin(), o.stored.end(), t);
-        return at != o.stored.end() && *at == t ? Index(at - o.stored.begin()) : -1;
+        const Index j = latest_stored(o.stored, t);
+        return j >= 0 && o.stored[j] == t ? j : -1;
     };
     auto needed = [&](Index t) {
         return std::any_of(analyses.begin(), analyses.end(), [&](const Analysis* a) { return a->needs(t); });
@@ -97,11 +97,10 @@ DriveResult drive(Trainer& trainer, h5::File& file, const std::vector<Analysis*>
             while (next <= o.to && !needed(next)) ++next;
             if (next > o.to) break;  // nothing left to analyse
             if (next > t) {
-                Index s = -1;
-                for (Index u : o.stored)
-                    if (u > t && u <= next) s = u;
+                const Index j = latest_stored(o.stored, next);
+                const Index s = j >= 0 ? o.stored[j] : -1;
                 if (s > t) {
-                    theta = file.read_row("/trajectory/theta", hsize_t(stored_row(s)));
+                    theta = file.read_row("/trajectory/theta", hsize_t(j));
                     t = s - 1;
                     continue;
                 }

@@ -18,14 +18,14 @@ namespace tdyn {
 Precision parse_precision(const std::string& name) {
     if (name == "f64") return Precision::F64;
     if (name == "f32") return Precision::F32;
-    throw Error("--precision: expected f64 or f32, found '" + name + "'");
+    throw Error("precision: expected f64 or f32, found '" + name + "'");
 }
 
 XPath parse_xpath(const std::string& name) {
     if (name == "auto") return XPath::Auto;
     if (name == "dense") return XPath::Dense;
     if (name == "sparse") return XPath::Sparse;
-    throw Error("--x-path: expected auto, dense or sparse, found '" + name + "'");
+    throw Error("x_path: expected auto, dense or sparse, found '" + name + "'");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -187,12 +187,12 @@ void InputMatrix::transpose_times(const Eigen::Ref<const RowMatrix>& C, RowMatri
 Evaluation::Evaluation(const Architecture& arch, const InputMatrix& X, const RowMatrix& T,
                        const EvaluationOptions& options)
     : m_arch(arch), m_X(X), m_T(T.data(), T.rows(), T.cols()), m_comm(options.comm ? options.comm : &local_comm()) {
-    // These messages keep the CLI flag name: tests/bad_input_test.cpp and the apps match on it.
+    // The messages name the parameter (arch); the apps show it as the flag (--arch).
     if (X.cols() != arch.inputs())
-        throw Error("--arch " + arch.to_string() + ": input width " + std::to_string(arch.inputs()) +
+        throw Error("arch " + arch.to_string() + ": input width " + std::to_string(arch.inputs()) +
                     " does not match the data, whose samples have " + std::to_string(X.cols()) + " features");
     if (T.cols() != arch.outputs())
-        throw Error("--arch " + arch.to_string() + ": output width " + std::to_string(arch.outputs()) +
+        throw Error("arch " + arch.to_string() + ": output width " + std::to_string(arch.outputs()) +
                     " does not match the data, whose targets have " + std::to_string(T.cols()) + " columns");
     if (T.rows() != X.rows())
         throw Error("data: X has " + std::to_string(X.rows()) + " rows but T has " + std::to_string(T.rows()));

@@ -100,7 +100,7 @@ void apply_update_jacobian(Evaluation& e, double alpha, const Matrix& V, Matrix&
 PerturbedTrajectory::PerturbedTrajectory(const Vector& theta0, const Vector& u, double eps, Index qr_every,
                                          Index warmup)
     : m_eps(eps), m_q(qr_every), m_warmup(warmup) {
-    if (!(eps > 0) || !std::isfinite(eps)) throw Error("--perturbation " + format_number(eps) + ": must be positive");
+    if (!(eps > 0) || !std::isfinite(eps)) throw Error("perturbation " + format_number(eps) + ": must be positive");
     // theta'_0 = theta_0 + eps u / |u|
     m_theta = theta0 + eps * u.normalized();
 }

@@ -14,14 +14,14 @@ Activation parse_activation(const std::string& name) {
     if (name == "relu") return Activation::Relu;
     if (name == "softplus") return Activation::Softplus;
     if (name == "identity") return Activation::Identity;
-    throw Error("--activation: expected sigmoid, tanh, relu, softplus or identity, found '" + name + "'");
+    throw Error("activation: expected sigmoid, tanh, relu, softplus or identity, found '" + name + "'");
 }
 
 Output parse_output(const std::string& name) {
     if (name == "softmax-ce") return Output::SoftmaxCE;
     if (name == "sigmoid-mse") return Output::SigmoidMSE;
     if (name == "identity-mse") return Output::IdentityMSE;
-    throw Error("--output: expected softmax-ce, sigmoid-mse or identity-mse, found '" + name + "'");
+    throw Error("output: expected softmax-ce, sigmoid-mse or identity-mse, found '" + name + "'");
 }
 
 std::string to_string(Activation a) {
@@ -69,7 +69,7 @@ Architecture Architecture::parse(const std::string& text, Activation hidden, Out
     arch.output = output;
     auto bad = [&](const std::string& why) {
         return Error(
-            "--arch: expected widths like 784-50-10 (at least two positive integers "
+            "arch: expected widths like 784-50-10 (at least two positive integers "
             "joined by '-'), found '" +
             text + "': " + why);
     };

@@ -44,20 +44,22 @@ RunReader::RunReader(const std::string& path) : m_file(open_for_reading(path)) {
     i.has_lyapunov = m_file.exists("/lyapunov/step") && m_file.rows("/lyapunov/step") > 0;
 }
 
+Index latest_stored(const std::vector<Index>& stored, Index t) {
+    return Index(std::upper_bound(stored.begin(), stored.end(), t) - stored.begin()) - 1;
+}
+
 Vector RunReader::stored_theta(Index t) {
-    for (std::size_t j = 0; j < m_info.theta_steps.size(); ++j)
-        if (m_info.theta_steps[j] == t) return m_file.read_row("/trajectory/theta", j);
+    const Index j = latest_stored(m_info.theta_steps, t);
+    if (j >= 0 && m_info.theta_steps[j] == t) return m_file.read_row("/trajectory/theta", hsize_t(j));
     throw Error(path() + ": no stored theta at step " + std::to_string(t));
 }
 
 Vector RunReader::theta(Index t, Trainer& trainer) {
-    Index s = -1;
-    for (Index u : m_info.theta_steps)
-        if (u <= t) s = std::max(s, u);
+    const Index j = latest_stored(m_info.theta_steps, t);
+    const Index s = j >= 0 ? m_info.theta_steps[j] : -1;
     if (s < 0) throw Error(path() + ": step " + std::to_string(t) + ": no stored theta at or before it");
-    const Index last = m_info.theta_steps.empty() ? -1 : m_info.theta_steps.back();
-    if (t > std::max(last, m_info.last_step))
-        throw Error("step " + std::to_string(t) + ": " + path() + " ends at step " + std::to_string(m_info.last_step));
+    if (t > m_info.end_step())
+        throw Error("step " + std::to_string(t) + ": " + path() + " ends at step " + std::to_string(m_info.end_step()));
     return s == t ? stored_theta(t) : trainer.replay(stored_theta(s), s, t);
 }
 
@@ -68,20 +70,17 @@ ReverseReader::ReverseReader(RunReader& run, Trainer& trainer, Index from, Index
     if (from < 0 || from > to)
         throw Error("from " + std::to_string(from) + ", to " + std::to_string(to) + ": need 0 <= from <= to");
     run.theta(from, trainer);  // checks both ends exist before any work is promised
-    const Index last =
-        std::max(run.info().last_step, run.info().theta_steps.empty() ? -1 : run.info().theta_steps.back());
-    if (to > last)
-        throw Error("to " + std::to_string(to) + ": " + run.path() + " ends at step " + std::to_string(last));
+    if (to > run.info().end_step())
+        throw Error("to " + std::to_string(to) + ": " + run.path() + " ends at step " +
+                    std::to_string(run.info().end_step()));
 }
 
 bool ReverseReader::next(Index& t, Vector& theta) {
     if (m_next < m_from) return false;
     if (m_segment.empty() || m_next < m_seg0) {
         // The segment [s, m_next] from the nearest stored theta s <= m_next, replayed once.
-        Index s = -1;
-        for (Index u : m_run.info().theta_steps)
-            if (u <= m_next) s = std::max(s, u);
-        s = std::max(s, Index(0));
+        const Index j = latest_stored(m_run.info().theta_steps, m_next);
+        const Index s = j >= 0 ? m_run.info().theta_steps[j] : 0;
         m_segment.clear();
         m_seg0 = s;
         m_trainer.replay(m_run.stored_theta(s), s, m_next, [&](Index, const Vector& th) { m_segment.push_back(th); });

@@ -93,19 +93,39 @@ SolverStatus solver_status(Spectra::CompInfo i) {
                                                    : SolverStatus::NumericalIssue;
 }
 
+/// Davidson's start block and largest search space; the space must hold the block and K more.
+struct DavidsonSizes {
+    Index init, max;
+};
+DavidsonSizes davidson_sizes(const EigenOptions& o, Index P) {
+    const Index K = o.eigs;
+    const DavidsonSizes s{std::min<Index>(2 * K, P / 3), std::min<Index>(o.krylov > 0 ? o.krylov : 10 * K, P)};
+    if (s.max < s.init + K)
+        throw Error("krylov " + std::to_string(s.max) + ": Davidson's search space needs at least " +
+                    std::to_string(s.init + K) + " vectors for K = " + std::to_string(K) + " (start block " +
+                    std::to_string(s.init) + " + K)");
+    return s;
+}
+
+/// Lanczos's basis size (Spectra's ncv), which must exceed K.
+Index lanczos_ncv(const EigenOptions& o, Index P, bool warm) {
+    const Index K = o.eigs;
+    const Index ncv = std::min(o.krylov > 0 ? o.krylov : std::max<Index>(2 * K + 1, warm ? 8 : 20), P);
+    if (ncv <= K)
+        throw Error("krylov " + std::to_string(ncv) +
+                    ": must exceed the number of eigenvalues K = " + std::to_string(K));
+    return ncv;
+}
+
 /// Davidson on H: D from Hutchinson (or 0), start block = the warm vectors (or random),
 /// orthonormalised and filled with random columns up to 2K.
 EigenResult davidson_eigs(Evaluation& e, Which which, const EigenOptions& o, const Matrix* start) {
     HessianOp H(e);
     const Index P = H.rows(), K = o.eigs;
+    const auto [nvec_init, nvec_max] = davidson_sizes(o, P);
     Index diag_hvps = 0;
     const Vector D =
         o.diagonal_probes > 0 ? hutchinson_diagonal(e, o.diagonal_probes, 17, &diag_hvps) : Vector(Vector::Zero(P));
-    const Index nvec_init = std::min<Index>(2 * K, P / 3);
-    const Index nvec_max = std::min<Index>(o.krylov > 0 ? o.krylov : 10 * K, P);
-    if (nvec_max < nvec_init + K)
-        throw Error("--krylov " + std::to_string(nvec_max) +
-                    ": Davidson needs at least 3 K = " + std::to_string(3 * K));
     DiagonalHessianOp op(H, D);
     RelativeDavidson solver(op, K, nvec_init, nvec_max);
     Matrix V0 = rademacher(P, nvec_init, 23);
@@ -161,15 +181,24 @@ void check_eigs(Index K, Index P) {
         throw Error("eigs " + std::to_string(K) + ": must be between 1 and P - 1 = " + std::to_string(P - 1));
 }
 
+void check_spectrum_options(const SpectrumOptions& o, Index P) {
+    check_eigs(o.eig.eigs, P);
+    if (o.eig.solver == EigenSolver::Davidson) davidson_sizes(o.eig, P);
+    else lanczos_ncv(o.eig, P, false);  // a warm start changes only the default, which always fits
+    if (o.trace && o.probes < 2)
+        throw Error("probes " + std::to_string(o.probes) + ": the trace needs at least 2 probes");
+    if (o.density && o.probes < 1) throw Error("probes " + std::to_string(o.probes) + ": at least 1 probe");
+    if (o.density && std::min(o.lanczos_steps, P) < 2)
+        throw Error("lanczos_steps " + std::to_string(o.lanczos_steps) + ": at least 2 steps");
+}
+
 EigenResult hessian_eigs(Evaluation& e, Which which, const EigenOptions& o, const Matrix* start) {
     check_eigs(o.eigs, e.num_params());
     if (o.solver == EigenSolver::Davidson) return davidson_eigs(e, which, o, start);
     HessianOp H(e);
     const Index P = H.rows(), K = o.eigs;
     const bool warm = start && start->cols() > 0;
-    Index ncv = o.krylov > 0 ? o.krylov : std::max<Index>(2 * K + 1, warm ? 8 : 20);
-    ncv = std::min(ncv, P);
-    if (ncv <= K) throw Error("--krylov " + std::to_string(ncv) + ": must exceed --eigs " + std::to_string(K));
+    const Index ncv = lanczos_ncv(o, P, warm);
     Spectra::SymEigsSolver<HessianOp> solver(H, K, ncv);
     if (warm) {
         const Vector v0 = start->rowwise().sum();
@@ -227,7 +256,7 @@ Matrix rademacher(Index rows, Index cols, std::uint64_t seed) {
 }
 
 TraceEstimate hutchinson_trace(Evaluation& e, Index probes, std::uint64_t seed, Index block) {
-    if (probes < 2) throw Error("--probes " + std::to_string(probes) + ": the trace needs at least 2 probes");
+    if (probes < 2) throw Error("probes " + std::to_string(probes) + ": the trace needs at least 2 probes");
     HessianOp H(e);
     const Matrix Z = rademacher(H.rows(), probes, seed);
     Vector q(probes);
@@ -248,9 +277,9 @@ SpectralDensity lanczos_density(Evaluation& e, Index probes, Index steps, Index 
                                 std::uint64_t seed) {
     HessianOp H(e);
     const Index P = H.rows();
-    if (probes < 1) throw Error("--probes: at least 1 probe");
+    if (probes < 1) throw Error("probes " + std::to_string(probes) + ": at least 1 probe");
     steps = std::min(steps, P);
-    if (steps < 2) throw Error("--lanczos-steps: at least 2 steps");
+    if (steps < 2) throw Error("lanczos_steps " + std::to_string(steps) + ": at least 2 steps");
     const Matrix Z = rademacher(P, probes, seed);
     std::vector<double> nodes, weights;
     Matrix Q(P, steps);

@@ -243,6 +243,12 @@ TEST(BadInput, FlagValuesOutOfRangeAreRefused) {
         {"spectrum " + fx.run + " --lr 0", "--lr"},
         {"spectrum " + fx.run + " --lr nan", "--lr"},
         {"spectrum " + fx.run + " --tol -1", "--tol"},
+        // Checked before the run file is opened for writing (check_spectrum_options): the
+        // library names the parameter, tdyn the flag.
+        {"spectrum " + fx.run + " --eigs 3 --krylov 3", "--krylov 3: Davidson's search space needs at least 9"},
+        {"spectrum " + fx.run + " --eigs 3 --krylov 3 --solver lanczos", "--krylov 3: must exceed"},
+        {"spectrum " + fx.run + " --trace --probes 1", "--probes 1: the trace needs at least 2 probes"},
+        {"spectrum " + fx.run + " --density --lanczos-steps 1", "--lanczos-steps 1: at least 2 steps"},
         {"spectrum " + fx.run + " --steps 0:999999999999:1", "--steps: step 999999999999 is past the end"},
         {"spectrum " + fx.run + " --steps 1,,2", "--steps"},
         {"spectrum " + fx.run + " --steps 5:1:1", "--steps"},

@@ -115,7 +115,7 @@ TEST(DataFile, ReadsUint8PixelsAndLabels) {
     EXPECT_EQ(ds.T(1, 2), 1.0);
     EXPECT_EQ(ds.T.cols(), 3);
     EXPECT_EQ(read_data_file(p, 0).T.cols(), 3);  // classes from the largest label
-    expect_error([&] { read_data_file(p, 5); }, {"--samples 5", p, "3 samples"});
+    expect_error([&] { read_data_file(p, 5); }, {"samples 5", p, "3 samples"});
 }
 
 TEST(DataFile, RejectsWrongShapesAndValues) {
@@ -155,7 +155,7 @@ TEST(DataFile, RejectsWrongShapesAndValues) {
         f.write_ints("/labels", std::vector<std::int64_t>{0, std::int64_t(1) << 40});  // would be 2^40 one-hot columns
     }
     expect_error([&] { read_data_file(p5, 0); }, {p5, "label 1099511627776 of sample 1", "not a class index"});
-    expect_error([&] { load_dataset("mnits", "/nonexistent", 0); }, {"--data", "mnits"});
+    expect_error([&] { load_dataset("mnits", "/nonexistent", 0); }, {"data: 'mnits'"});
     expect_error([&] { load_dataset("mnist", "/nonexistent", 0); },
                  {"/nonexistent/mnist/train-images-idx3-ubyte", "setup.sh"});
 }

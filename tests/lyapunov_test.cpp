@@ -252,7 +252,7 @@ TEST(Lyapunov, BadInputGivesOneLineAndTouchesNothing) {
     test::write_data_file(data, 100, 10, 3, 6);
     ASSERT_EQ(test::run_tdyn("train" + small_run_args(data) + " --steps 20 --lyapunov 2 --out " + run).exit_code, 0);
     const std::string before = test::slurp(run);
-    for (const std::string args :
+    for (const std::string& args :
          {"lyapunov " + run + " --vectors 2",            // exists, no --force
           "lyapunov " + run + " --force --vectors 500",  // M > P = 115
           "lyapunov " + run + " --force --warmup 3 --qr-every 2", "lyapunov " + run + " --force --to 21",

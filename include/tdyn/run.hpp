@@ -9,6 +9,7 @@
 #include "tdyn/params.hpp"
 #include "tdyn/trainer.hpp"
 
+#include <algorithm>
 #include <deque>
 #include <functional>
 #include <optional>
@@ -30,7 +31,14 @@ struct RunInfo {
     std::vector<Index> theta_steps;  ///< /trajectory/theta_step
     double last_loss = 0, last_accuracy = 0;
     bool has_spectrum = false, has_lyapunov = false;
+    /// The last step whose theta the file can give: the last stored theta or the last row.
+    Index end_step() const { return std::max(last_step, theta_steps.empty() ? Index(-1) : theta_steps.back()); }
 };
+
+/// The position in `stored` (ascending steps, as RunInfo::theta_steps) of the latest step at or
+/// before t, or -1 when every stored step is after t. The one search behind RunReader::theta,
+/// ReverseReader and the driver's replay jumps.
+Index latest_stored(const std::vector<Index>& stored, Index t);
 
 /// Opens a tdyn run file for reading (SWMR, so it works while a run writes it).
 class RunReader {

@@ -120,6 +120,12 @@ struct SpectrumOptions {
     std::uint64_t seed = 0;
 };
 
+/// Every parameter check of a spectrum analysis on P parameters, done before any work so that a
+/// bad value never stops a run half-way: eigs (check_eigs), krylov (Lanczos: more than K basis
+/// vectors; Davidson: room for the start block and K corrections), probes (>= 2 for the trace,
+/// >= 1 for the density) and lanczos_steps (>= 2). Throws Error naming the parameter.
+void check_spectrum_options(const SpectrumOptions& o, Index P);
+
 struct SpectrumAnalysis {
     EigenResult top, bottom;  ///< empty when not asked for
     Vector jacobian;          ///< eigenvalues of J with the largest |mu| (K of them)
