@@ -3,9 +3,15 @@
 #include "tdyn/lyapunov.hpp"
 #include "tdyn/spectrum.hpp"
 
+#include "tdyn/h5.hpp"
+#include "tdyn/ranks.hpp"
+
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <regex>
 #include <unistd.h>
 #include <utility>
@@ -76,7 +82,27 @@ extern "C" void on_stop_signal(int) {
 const std::atomic<bool>* stop_on_signals() {
     std::signal(SIGINT, on_stop_signal);
     std::signal(SIGTERM, on_stop_signal);
-    return &g_stop;
+    return ranks::agreed_stop(&g_stop);
+}
+
+std::vector<Analysis*> RankCheck::with(std::vector<Analysis*> analyses) {
+    const char* env = std::getenv("TDYN_MPI_CHECK");
+    if (ranks::size() > 1 && env && *env && std::string(env) != "0") analyses.push_back(this);
+    return analyses;
+}
+
+void RankCheck::step(StepContext& c) { ranks::check_same(c.next_theta, "theta at step " + std::to_string(c.t + 1)); }
+
+void share_file(const std::string& path) {
+    if (ranks::size() == 1) return;
+    std::string bytes;
+    if (ranks::root()) {
+        // A missing or unreadable file sends nothing: every rank then fails on it alike.
+        std::ifstream in(path, std::ios::binary);
+        if (in) bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    ranks::broadcast(bytes);
+    if (!ranks::root() && !bytes.empty()) h5::set_image(path, std::move(bytes));
 }
 
 std::string flag_differences(const std::vector<FlagCheck>& checks, const std::string& whose) {

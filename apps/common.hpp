@@ -1,6 +1,7 @@
 // Pieces every subcommand shares: the problem flags, progress lines, JSON output.
 #pragma once
 
+#include "tdyn/analysis.hpp"
 #include "tdyn/trainer.hpp"
 
 #include <CLI/CLI.hpp>
@@ -45,8 +46,29 @@ std::string command_line();
 void set_command_line(int argc, char** argv);
 
 /// SIGINT and SIGTERM set the returned flag (the driver stops at the end of the step); a second
-/// signal kills at once.
+/// signal kills at once. Under MPI the flag is the one all ranks agree on (ranks::agreed_stop),
+/// so every rank stops at the same step.
 const std::atomic<bool>* stop_on_signals();
+
+/// With TDYN_MPI_CHECK set (MPI runs), the last analysis of a pass: at each step every rank
+/// must hold the same bits of theta_{t+1} (ranks::check_same), else the run stops with an error.
+/// Writes nothing. `with()` appends it to a pass's analyses when the variable is set.
+class RankCheck final : public Analysis {
+public:
+    std::vector<Analysis*> with(std::vector<Analysis*> analyses);
+    std::string name() const override { return "rank check"; }
+    void create(h5::File&) override {}
+    void start(Index, const Vector&) override {}
+    void truncate(h5::File&, Index) override {}
+    void restore(h5::File&, Index) override {}
+    void checkpoint(h5::File&, Index) override {}
+    void step(StepContext& c) override;
+};
+
+/// MPI: rank 0 reads the file at `path` (a run file this command reads and then writes) and
+/// sends its bytes to the other ranks, which work on that copy in memory and never open the
+/// file itself. Collective; nothing in one process.
+void share_file(const std::string& path);
 
 /// A flag given with --resume against the stored setting: (option, value given, value stored).
 using FlagCheck = std::tuple<CLI::Option*, std::string, std::string>;

@@ -2,6 +2,7 @@
 // stored (or replayed) theta: how other tools cross-check tdyn.
 #include "commands.hpp"
 #include "common.hpp"
+#include "tdyn/ranks.hpp"
 
 #include "tdyn/hvp.hpp"
 #include "tdyn/run.hpp"
@@ -46,8 +47,8 @@ int run_eval(EvalOptions& o) {
     const Architecture arch = config.architecture();
     Vector theta;
     if (!is_run) theta = read_params(o.file, arch);  // before the data: a bad file fails fast
-    auto data = std::make_shared<const Dataset>(
-        load_dataset(config.data, data_dir(o.problem.data_dir), config.samples, arch.outputs(), o.split == "test"));
+    auto data = std::make_shared<const Dataset>(load_dataset(config.data, data_dir(o.problem.data_dir), config.samples,
+                                                             arch.outputs(), o.split == "test", ranks::comm()));
 
     Index step = -1;
     if (is_run) {
@@ -62,14 +63,15 @@ int run_eval(EvalOptions& o) {
         } else {
             // Replay the run's own updates (its data and batches), from the nearest stored theta.
             TrainConfig replay_config = run->info().config;
-            auto replay_data = std::make_shared<const Dataset>(load_config_data(replay_config, o.problem.data_dir));
+            auto replay_data =
+                std::make_shared<const Dataset>(load_config_data(replay_config, o.problem.data_dir, ranks::comm()));
             Trainer replayer(replay_config, replay_data);
             theta = run->theta(step, replayer);
         }
     }
 
-    InputMatrix X(data->X, config.x_path, config.precision);
-    Evaluation e(arch, X, data->T, theta, EvaluationOptions{config.weight_decay, nullptr});
+    InputMatrix X(data->X, config.x_path, config.precision, 0.3, data->comm);
+    Evaluation e(arch, X, data->T, theta, EvaluationOptions{config.weight_decay, data->comm});
     const Vector& g = e.gradient();
 
     Matrix V, HV;
@@ -93,7 +95,7 @@ int run_eval(EvalOptions& o) {
 
     if (!o.write.empty()) {
         std::error_code ec;
-        std::filesystem::remove(o.write, ec);  // allowed by check_output_path (--force)
+        if (ranks::root()) std::filesystem::remove(o.write, ec);  // allowed by check_output_path (--force)
         h5::File out = h5::File::create(o.write);
         out.write_scalar("/loss", e.data_loss());
         out.write_scalar("/accuracy", e.accuracy());
@@ -108,14 +110,14 @@ int run_eval(EvalOptions& o) {
         }
         out.set_attr("/", "source", o.file);
         out.set_attr("/", "step", std::int64_t(step));
-        out.set_attr("/", "samples", std::int64_t(data->samples()));
+        out.set_attr("/", "samples", std::int64_t(data->global_samples()));
     }
     if (o.json) {
         const Json j = {{"file", o.file},
                         {"step", step},
                         {"data", config.data},
                         {"split", o.split},
-                        {"samples", data->samples()},
+                        {"samples", data->global_samples()},
                         {"arch", arch.to_string()},
                         {"loss", e.data_loss()},
                         {"accuracy", e.accuracy()},
@@ -124,7 +126,7 @@ int run_eval(EvalOptions& o) {
     } else {
         std::cout.precision(17);
         std::cout << o.file << (step >= 0 ? " step " + std::to_string(step) : std::string()) << " on "
-                  << data->samples() << " " << o.split << " samples of " << config.data << "\n"
+                  << data->global_samples() << " " << o.split << " samples of " << config.data << "\n"
                   << "loss      " << e.data_loss() << "\naccuracy  " << e.accuracy() << "\ngrad_norm " << g.norm()
                   << "\n";
     }

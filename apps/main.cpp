@@ -2,10 +2,12 @@
 // stderr and a non-zero exit; see docs/CLI.md for the exit codes.
 #include "commands.hpp"
 #include "common.hpp"
+#include "tdyn/ranks.hpp"
 
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <string>
 
 namespace {
 /// Ends the program after an error, skipping the exit handlers: every file was closed by its
@@ -13,6 +15,7 @@ namespace {
 /// HDF5 1.10's own exit handler tries to close the file again and crashes (SIGSEGV in
 /// H5F__close_cb). tests/bad_input_test.cpp RunFile.WriteError... checks the exit is clean.
 [[noreturn]] void exit_after_error(int code) {
+    tdyn::ranks::finalize();
     std::cout.flush();
     std::cerr.flush();
     std::fflush(nullptr);
@@ -20,8 +23,17 @@ namespace {
 }
 }  // namespace
 
+/// One line and an exit code for an error on this rank. Under MPI the ranks agree first
+/// (ranks::fail): every rank ends with the lowest failing rank's line and code, rank 0 prints it.
+[[noreturn]] void report(const std::string& line, int code) {
+    const tdyn::ranks::Outcome o = tdyn::ranks::fail(line, code);
+    if (tdyn::ranks::root()) std::cerr << o.line << "\n";
+    exit_after_error(o.code);
+}
+
 int main(int argc, char** argv) {
     using namespace tdyn::cli;
+    tdyn::ranks::init(&argc, &argv);
     set_command_line(argc, argv);
     CLI::App app{"tdyn " TDYN_VERSION
                  ": training dynamics of neural networks (gradient descent as a dynamical system)"};
@@ -39,24 +51,31 @@ int main(int argc, char** argv) {
     setup_response(app, exit_code);
     try {
         app.parse(argc, argv);
+        tdyn::ranks::done();  // a rank that failed after the others' last collective is heard here
     } catch (const CLI::CallForHelp& e) {
-        return app.exit(e);
+        const int code = tdyn::ranks::root() ? app.exit(e) : 0;
+        tdyn::ranks::finalize();
+        return code;
     } catch (const CLI::CallForAllHelp& e) {
-        return app.exit(e);
+        const int code = tdyn::ranks::root() ? app.exit(e) : 0;
+        tdyn::ranks::finalize();
+        return code;
     } catch (const CLI::CallForVersion& e) {
-        return app.exit(e);
+        const int code = tdyn::ranks::root() ? app.exit(e) : 0;
+        tdyn::ranks::finalize();
+        return code;
     } catch (const CLI::ParseError& e) {
-        std::cerr << "tdyn: " << e.what() << " (see tdyn --help)\n";
-        return kExitUsage;
+        report(std::string("tdyn: ") + e.what() + " (see tdyn --help)", kExitUsage);
+    } catch (const tdyn::ranks::Failed& e) {  // another rank failed: its line, its code
+        if (tdyn::ranks::root()) std::cerr << e.what() << "\n";
+        exit_after_error(e.code());
     } catch (const tdyn::Error& e) {
-        std::cerr << "tdyn: " << flag_message(e.what()) << "\n";
-        exit_after_error(kExitError);
+        report(std::string("tdyn: ") + flag_message(e.what()), kExitError);
     } catch (const std::bad_alloc&) {
-        std::cerr << "tdyn: out of memory\n";
-        exit_after_error(kExitError);
+        report("tdyn: out of memory", kExitError);
     } catch (const std::exception& e) {  // not expected: still one line and a non-zero exit, never a core dump
-        std::cerr << "tdyn: internal error: " << e.what() << "\n";
-        exit_after_error(kExitError);
+        report(std::string("tdyn: internal error: ") + e.what(), kExitError);
     }
+    tdyn::ranks::finalize();
     return exit_code;
 }

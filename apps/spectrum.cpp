@@ -2,6 +2,7 @@
 // H) at stored steps of a run, written to its /spectrum group, or at a params file's theta.
 #include "commands.hpp"
 #include "common.hpp"
+#include "tdyn/ranks.hpp"
 #include "values.hpp"
 
 #include "tdyn/run.hpp"
@@ -99,6 +100,7 @@ int run_spectrum(SpectrumCliOptions& o) {
     so.sigma = o.sigma;
     so.seed = o.seed;
 
+    share_file(o.file);  // MPI: the other ranks read and write rank 0's copy, in memory
     const bool is_run = [&] {
         h5::File f = h5::File::open_read(o.file, true);
         return f.has_attr("/", "format") && f.attr_string("/", "format") == kRunFormat;
@@ -109,9 +111,10 @@ int run_spectrum(SpectrumCliOptions& o) {
         const Architecture arch = config.architecture();
         check_spectrum_options(so, arch.num_params());
         const Vector theta = read_params(o.file, arch);  // before the data: a bad file fails fast
-        const Dataset data = load_dataset(config.data, data_dir(o.problem.data_dir), config.samples, arch.outputs());
-        InputMatrix X(data.X, config.x_path, config.precision);
-        Evaluation e(arch, X, data.T, theta);
+        const Dataset data = load_dataset(config.data, data_dir(o.problem.data_dir), config.samples, arch.outputs(),
+                                          false, ranks::comm());
+        InputMatrix X(data.X, config.x_path, config.precision, 0.3, data.comm);
+        Evaluation e(arch, X, data.T, theta, EvaluationOptions{0.0, data.comm});
         print_analysis(o.file, -1, analyse_spectrum(e, so, o.lr, nullptr), o.lr, o.json);
         return 0;
     }
@@ -144,7 +147,7 @@ int run_spectrum(SpectrumCliOptions& o) {
         std::cerr << "tdyn: note: " << o.file
                   << " has status running; if it is being written, writing the spectrum will fail\n";
 
-    auto data = std::make_shared<const Dataset>(load_config_data(config, o.problem.data_dir));
+    auto data = std::make_shared<const Dataset>(load_config_data(config, o.problem.data_dir, ranks::comm()));
     Trainer trainer(config, data);  // regenerates theta at steps that are not stored
     Vector theta;
     {

@@ -4,6 +4,7 @@
 #include "values.hpp"
 
 #include "tdyn/analyses.hpp"
+#include "tdyn/ranks.hpp"
 #include "tdyn/run.hpp"
 
 #include <atomic>
@@ -134,6 +135,7 @@ int run_train(TrainOptions& o) {
     Vector theta;
     Index from = 0;
     if (o.resume) {
+        share_file(o.out);  // MPI: the other ranks resume from rank 0's copy, in memory
         {
             // Compare the given flags with the stored run before the file is opened for writing.
             RunReader r(o.out);
@@ -150,10 +152,10 @@ int run_train(TrainOptions& o) {
             throw Error("--steps " + std::to_string(config.steps) + ": " + o.out + " already holds theta at step " +
                         std::to_string(from));
     }
-    auto data = std::make_shared<const Dataset>(load_config_data(config, o.problem.data_dir));
-    if (config.batch > data->samples())  // the Trainer checks it too, naming the parameter
+    auto data = std::make_shared<const Dataset>(load_config_data(config, o.problem.data_dir, ranks::comm()));
+    if (config.batch > data->global_samples())  // the Trainer checks it too, naming the parameter
         throw Error("--batch " + std::to_string(config.batch) + ": must be between 1 and the number of samples (" +
-                    std::to_string(data->samples()) + "), or 0 for full batch");
+                    std::to_string(data->global_samples()) + "), or 0 for full batch");
     Trainer trainer(config, data);
     if (fresh) {
         theta = initial_theta(config);
@@ -161,10 +163,12 @@ int run_train(TrainOptions& o) {
             RunWriter::create(o.out, config, command_line(), [&](h5::File& f) { write_inline_settings(f, inline_a); }));
     }
     const auto analyses = make_inline_analyses(inline_a);
-    writer->begin(pointers(analyses), theta);
+    RankCheck rank_check;
+    const std::vector<Analysis*> passes = rank_check.with(pointers(analyses));
+    writer->begin(passes, theta);
     if (!o.quiet)
         std::cerr << (fresh ? "training " : "resuming ") << config.arch << " (" << to_string(config.activation) << ", "
-                  << to_string(config.output) << ") on " << data->samples() << " samples of " << config.data
+                  << to_string(config.output) << ") on " << data->global_samples() << " samples of " << config.data
                   << ", alpha " << config.lr
                   << (config.batch ? ", batch " + std::to_string(config.batch) : ", full batch") << ", steps " << from
                   << ".." << config.steps << " -> " << o.out << "\n";
@@ -179,7 +183,7 @@ int run_train(TrainOptions& o) {
     d.on_step = [&](Index t, const StepStats& s) { progress.update(t, s.loss, s.accuracy); };
     DriveResult r;
     try {
-        r = drive(trainer, writer->file(), pointers(analyses), theta, d, &*writer);
+        r = drive(trainer, writer->file(), passes, theta, d, &*writer);
     } catch (const h5::DiskFull& e) {  // every step before is flushed: the file is as a kill leaves it
         throw Error(std::string(e.what()) + "; make room, then continue with: tdyn train --out " + o.out + " --resume");
     }

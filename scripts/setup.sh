@@ -20,6 +20,7 @@ packages=(
   clang libclang-rt-14-dev libomp-14-dev  # scripts/fuzz.sh: libFuzzer, and OpenMP for clang
   clang-format  # scripts/format.sh, ctest Style.ClangFormat
   pybind11-dev python3-pybind11 python3-pytest  # the Python module (python/) and its tests (ctest Python.Pytest)
+  openmpi-bin libopenmpi-dev  # scripts/build.sh --mpi (docs/MPI.md), scripts/test.sh stage 4
 )
 missing=()
 for p in "${packages[@]}"; do

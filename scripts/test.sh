@@ -5,6 +5,8 @@
 #                       pytest over the Python module (ctest Python.Pytest: tests/python/)
 #   2. sanitize.sh      the unit tests again under ASan + UBSan (build-asan/)
 #   3. fuzz.sh          each libFuzzer target for FUZZ_SECONDS (default 60) seconds (build-fuzz/)
+#   4. mpi              scripts/build.sh --mpi, then ctest's Mpi.* tests: mpirun -np 1..4 against
+#                       one process (tests/mpi_test.sh, build-mpi/)
 # Every stage runs even if an earlier one failed; the script fails if any did, and ends with
 # ctest's summary line, every skipped test with its reason, and one line per stage. Extra
 # arguments go to the first ctest.
@@ -41,15 +43,21 @@ run_sanitize() {
   check_skips sanitize "$tmp/sanitize.xml" || rc=1
   return $rc
 }
+run_mpi() {
+  "$root/scripts/build.sh" --mpi >/dev/null || return 1
+  (cd "$root/build-mpi" && ctest --output-on-failure -j 1 -R '^Mpi\.')
+}
 run_stage "1. ctest (build/)" run_ctest "$@"
 run_stage "2. sanitizers: scripts/sanitize.sh (build-asan/)" run_sanitize
 run_stage "3. fuzzing: scripts/fuzz.sh, ${FUZZ_SECONDS:-60} s per target (build-fuzz/)" "$root/scripts/fuzz.sh"
+run_stage "4. mpi: tests/mpi_test.sh (build-mpi/)" run_mpi
 stage "summary"
 grep -E '^[0-9]+% tests passed' "$log" || echo "ctest printed no summary line"
 for s in ctest sanitize; do cat "$tmp/skips-$s" 2>/dev/null || echo "skip check ($s): did not run"; done
 status=0
 for name in "1. ctest (build/)" "2. sanitizers: scripts/sanitize.sh (build-asan/)" \
-            "3. fuzzing: scripts/fuzz.sh, ${FUZZ_SECONDS:-60} s per target (build-fuzz/)"; do
+            "3. fuzzing: scripts/fuzz.sh, ${FUZZ_SECONDS:-60} s per target (build-fuzz/)" \
+            "4. mpi: tests/mpi_test.sh (build-mpi/)"; do
   echo "${name%%:*}: ${result[$name]}"
   [[ "${result[$name]}" == passed* ]] || status=1
 done

@@ -2,6 +2,7 @@
 
 #include "tdyn/h5.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -23,7 +24,12 @@ std::string shape_text(const std::vector<std::uint32_t>& dims) {
 
 }  // namespace
 
-IdxArray parse_idx(const std::uint8_t* bytes, std::size_t size, const std::string& what) {
+namespace {
+
+/// The checks of an IDX header against the file's size; `bytes` holds the first
+/// min(size, 16) bytes. Returns the dims and sets `header` to the header's length.
+std::vector<std::uint32_t> idx_dims(const std::uint8_t* bytes, std::size_t size, const std::string& what,
+                                    std::size_t& header) {
     if (size < 4) throw Error(what + ": not an IDX file: " + std::to_string(size) + " bytes, too short for a header");
     if (bytes[0] != 0 || bytes[1] != 0)
         throw Error(what + ": not an IDX file: magic number must start with two zero bytes");
@@ -36,26 +42,60 @@ IdxArray parse_idx(const std::uint8_t* bytes, std::size_t size, const std::strin
     if (ndims < 1 || ndims > 3)
         throw Error(what + ": IDX header says " + std::to_string(ndims) +
                     " dimensions; expected 1 (labels) or 3 (images)");
-    const std::size_t header = 4 + 4 * ndims;
+    header = 4 + 4 * ndims;
     if (size < header) throw Error(what + ": truncated: file ends inside the IDX header");
-    IdxArray a;
+    std::vector<std::uint32_t> dims;
     std::size_t count = 1;
     for (std::size_t i = 0; i < ndims; ++i) {
-        a.dims.push_back(big_endian_u32(bytes + 4 + 4 * i));
+        dims.push_back(big_endian_u32(bytes + 4 + 4 * i));
         // The file size bounds the count, so check before multiplying further: no overflow, no huge allocation.
-        count *= a.dims.back();
+        count *= dims.back();
         if (count > size) break;
     }
     const std::size_t have = size - header;
     if (count != have) {
-        std::string shape = shape_text(a.dims);
+        std::string shape = shape_text(dims);
         if (count > have)
             throw Error(what + ": truncated: header says " + shape + " bytes of data, file holds " +
                         std::to_string(have));
         throw Error(what + ": " + std::to_string(have - count) + " bytes of trailing data after the " + shape +
                     " array the header describes");
     }
+    return dims;
+}
+
+}  // namespace
+
+IdxArray parse_idx(const std::uint8_t* bytes, std::size_t size, const std::string& what) {
+    IdxArray a;
+    std::size_t header = 0;
+    a.dims = idx_dims(bytes, size, what, header);
     a.data.assign(bytes + header, bytes + size);
+    return a;
+}
+
+IdxArray read_idx_rows(const std::string& path, std::size_t first, std::size_t count) {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(path, ec)) throw Error(path + ": no such file");
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw Error(path + ": cannot open for reading");
+    const auto size = std::filesystem::file_size(path, ec);
+    if (ec) throw Error(path + ": cannot read its size");
+    std::uint8_t head[16] = {};
+    in.read(reinterpret_cast<char*>(head), std::streamsize(std::min<std::uintmax_t>(size, 16)));
+    IdxArray a;
+    std::size_t header = 0;
+    a.dims = idx_dims(head, size, path, header);
+    std::size_t row = 1;
+    for (std::size_t i = 1; i < a.dims.size(); ++i) row *= a.dims[i];
+    if (first + count > a.dims[0])
+        throw Error(path + ": rows " + std::to_string(first) + ".." + std::to_string(first + count) +
+                    " requested, the file holds " + std::to_string(a.dims[0]));
+    a.first = first;
+    a.data.resize(count * row);
+    in.seekg(std::streamoff(header + first * row));
+    in.read(reinterpret_cast<char*>(a.data.data()), std::streamsize(a.data.size()));
+    if (!in) throw Error(path + ": read error");
     return a;
 }
 
@@ -88,9 +128,10 @@ Index take(Index available, Index samples, const std::string& what) {
     return samples == 0 ? available : samples;
 }
 
-void one_hot(RowMatrix& T, Index row, std::int64_t label, Index classes, const std::string& what) {
+/// Row `row` of T one-hot at `label`; `sample` (the global index) names it in errors.
+void one_hot(RowMatrix& T, Index row, Index sample, std::int64_t label, Index classes, const std::string& what) {
     if (label < 0 || label >= classes)
-        throw Error(what + ": label " + std::to_string(label) + " of sample " + std::to_string(row) +
+        throw Error(what + ": label " + std::to_string(label) + " of sample " + std::to_string(sample) +
                     " is outside 0.." + std::to_string(classes - 1));
     T(row, label) = 1.0;
 }
@@ -115,15 +156,22 @@ Dataset dataset_from_idx(const IdxArray& images, const IdxArray& labels, const s
         throw Error(images_path + ": images of " + std::to_string(images.dims[1]) + " x " +
                     std::to_string(images.dims[2]) + " pixels: expected between 1 and 2^24 pixels each");
     const Index d = Index(images.dims[1]) * Index(images.dims[2]);
+    // The rows held (all, or a rank's block) that fall among the first k.
+    const Index first = Index(images.first);
+    const Index n = std::clamp<Index>(std::min(Index(images.data.size()) / d, Index(labels.data.size())), 0,
+                                      std::max<Index>(k - first, 0));
+    if (Index(labels.first) != first) throw Error(labels_path + ": holds other rows than " + images_path);
     Dataset ds;
-    ds.X.resize(k, d);
-    for (Index i = 0; i < k * d; ++i) ds.X.data()[i] = double(images.data[i]) / 255.0;
-    ds.T = RowMatrix::Zero(k, classes);
-    for (Index i = 0; i < k; ++i) one_hot(ds.T, i, labels.data[i], classes, labels_path);
+    ds.first_row = first;
+    ds.total_rows = k;
+    ds.X.resize(n, d);
+    for (Index i = 0; i < n * d; ++i) ds.X.data()[i] = double(images.data[i]) / 255.0;
+    ds.T = RowMatrix::Zero(n, classes);
+    for (Index i = 0; i < n; ++i) one_hot(ds.T, i, first + i, labels.data[i], classes, labels_path);
     return ds;
 }
 
-Dataset read_data_file(const std::string& path, Index samples, Index classes) {
+Dataset read_data_file(const std::string& path, Index samples, Index classes, const SampleComm& comm) {
     h5::File f = h5::File::open_read(path);
     if (!f.exists("/X")) throw Error(path + ": not a data file: no dataset /X (expected /X [k x d] and /T or /labels)");
     const auto xdims = f.shape("/X");
@@ -133,44 +181,49 @@ Dataset read_data_file(const std::string& path, Index samples, Index classes) {
     ds.name = path;
     const Index available = Index(xdims[0]);
     const Index k = take(available, samples, path);
+    // This rank's block of the first k rows (all of them in one process), read as a hyperslab.
+    const Index r0 = shard_begin(k, comm.rank(), comm.size()), n = shard_begin(k, comm.rank() + 1, comm.size()) - r0;
+    ds.first_row = r0;
+    ds.total_rows = k;
     if (f.type_class("/X") == h5::File::Type::Integer) {
         if (f.type_size("/X") != 1) throw Error(path + ": /X: integer data must be uint8 pixels (0..255)");
-        std::vector<hsize_t> dims;
-        const auto bytes = f.read_u8("/X", dims);
-        ds.X.resize(k, Index(xdims[1]));
-        for (Index i = 0; i < ds.X.size(); ++i) ds.X.data()[i] = double(bytes[i]) / 255.0;
+        ds.X = f.read_rows("/X", hsize_t(r0), hsize_t(n)) / 255.0;  // pixels converted to double by HDF5, exactly
     } else if (f.type_class("/X") == h5::File::Type::Float) {
-        ds.X = f.read_matrix("/X").topRows(k);
+        ds.X = f.read_rows("/X", hsize_t(r0), hsize_t(n));
     } else {
         throw Error(path + ": /X: expected uint8, float32 or float64 values");
     }
     if (!ds.X.allFinite()) throw Error(path + ": /X: contains NaN or Inf values");
     if (f.exists("/T")) {
-        RowMatrix T = f.read_matrix("/T");
-        if (Index(T.rows()) != available)
-            throw Error(path + ": /T has " + std::to_string(T.rows()) + " rows but /X has " +
+        const auto tdims = f.shape("/T");
+        if (tdims.empty() || Index(tdims[0]) != available)
+            throw Error(path + ": /T has " + std::to_string(tdims.empty() ? 0 : tdims[0]) + " rows but /X has " +
                         std::to_string(available));
-        ds.T = T.topRows(k);
+        if (tdims.size() != 2) throw Error(path + ": /T: expected a 2-d dataset [k x c]");
+        ds.T = f.read_rows("/T", hsize_t(r0), hsize_t(n));
         if (!ds.T.allFinite()) throw Error(path + ": /T: contains NaN or Inf values");
     } else if (f.exists("/labels")) {
-        const auto labels = f.read_ints("/labels");
-        if (Index(labels.size()) != available)
-            throw Error(path + ": /labels has " + std::to_string(labels.size()) + " entries but /X has " +
-                        std::to_string(available) + " rows");
+        const auto ldims = f.shape("/labels");
+        if (ldims.size() != 1 || Index(ldims[0]) != available)
+            throw Error(path + ": /labels has " + std::to_string(ldims.empty() ? 0 : ldims[0]) +
+                        " entries but /X has " + std::to_string(available) + " rows");
+        if (f.type_class("/labels") != h5::File::Type::Integer) throw Error(path + ": /labels: expected integers");
+        const RowMatrix labels = f.read_rows("/labels", hsize_t(r0), hsize_t(n));  // integers, exact in a double
         Index c = classes;
         if (c == 0) {
-            // Classes from the largest label, bounded so that a corrupt label cannot ask for terabytes.
+            // Classes from the largest label of all ranks, bounded so that a corrupt label cannot ask for terabytes.
             constexpr Index kMaxClasses = Index(1) << 20;
-            for (Index i = 0; i < k; ++i) {
-                if (labels[i] >= kMaxClasses)
-                    throw Error(path + ": /labels: label " + std::to_string(labels[i]) + " of sample " +
-                                std::to_string(i) + " is not a class index (at most " + std::to_string(kMaxClasses) +
-                                " classes)");
-                c = std::max<Index>(c, Index(labels[i]) + 1);
+            for (Index i = 0; i < n; ++i) {
+                if (labels(i, 0) >= double(kMaxClasses))
+                    throw Error(path + ": /labels: label " + std::to_string(std::int64_t(labels(i, 0))) +
+                                " of sample " + std::to_string(r0 + i) + " is not a class index (at most " +
+                                std::to_string(kMaxClasses) + " classes)");
+                c = std::max<Index>(c, Index(labels(i, 0)) + 1);
             }
+            c = comm.max(c);
         }
-        ds.T = RowMatrix::Zero(k, std::max<Index>(c, 1));
-        for (Index i = 0; i < k; ++i) one_hot(ds.T, i, labels[i], c, path + ": /labels");
+        ds.T = RowMatrix::Zero(n, std::max<Index>(c, 1));
+        for (Index i = 0; i < n; ++i) one_hot(ds.T, i, r0 + i, std::int64_t(labels(i, 0)), c, path + ": /labels");
     } else {
         throw Error(path + ": not a data file: no /T [k x c] or /labels [k] next to /X");
     }
@@ -183,7 +236,8 @@ std::string data_dir(const std::string& flag) {
     return std::string(TDYN_SOURCE_DIR) + "/data";
 }
 
-Dataset load_dataset(const std::string& spec, const std::string& dir, Index samples, Index classes, bool test) {
+Dataset load_dataset(const std::string& spec, const std::string& dir, Index samples, Index classes, bool test,
+                     const SampleComm& comm) {
     if (spec == "mnist" || spec == "fashion-mnist") {
         const std::string base = dir + "/" + spec + "/" + (test ? "t10k" : "train");
         const std::string ip = base + "-images-idx3-ubyte", lp = base + "-labels-idx1-ubyte";
@@ -193,14 +247,32 @@ Dataset load_dataset(const std::string& spec, const std::string& dir, Index samp
                         ": no such file (run scripts/setup.sh to fetch the data sets, or point "
                         "TDYN_DATA (tdyn --data-dir) at a folder holding " +
                         spec + "/)");
-        Dataset ds = dataset_from_idx(read_idx(ip), read_idx(lp), ip, lp, samples, classes);
+        Dataset ds;
+        if (comm.size() == 1) {
+            ds = dataset_from_idx(read_idx(ip), read_idx(lp), ip, lp, samples, classes);
+        } else {
+            // This rank's block [K r/N, K (r+1)/N) of the first K samples: the headers first, then only those rows.
+            const IdxArray head = read_idx_rows(ip, 0, 0), labels_head = read_idx_rows(lp, 0, 0);
+            if (head.dims.size() != 3 || labels_head.dims.size() != 1 || labels_head.dims[0] != head.dims[0]) {
+                ds = dataset_from_idx(head, labels_head, ip, lp, samples, classes);  // throws, naming the file
+            } else {
+                const Index K = take(head.dims[0], samples, ip);
+                const Index r0 = shard_begin(K, comm.rank(), comm.size());
+                const std::size_t n = std::size_t(shard_begin(K, comm.rank() + 1, comm.size()) - r0);
+                ds = dataset_from_idx(read_idx_rows(ip, std::size_t(r0), n), read_idx_rows(lp, std::size_t(r0), n), ip,
+                                      lp, samples, classes);
+            }
+        }
         ds.name = spec;
+        ds.comm = &comm;
         return ds;
     }
     std::error_code ec;
     if (!std::filesystem::exists(spec, ec))
         throw Error("data: '" + spec + "' is neither mnist, fashion-mnist nor an existing HDF5 data file");
-    return read_data_file(spec, samples, classes);
+    Dataset ds = read_data_file(spec, samples, classes, comm);
+    ds.comm = &comm;
+    return ds;
 }
 
 }  // namespace tdyn

@@ -63,10 +63,13 @@ void reduce_in_order(const std::vector<M>& acc, Index T, O& out) {
 
 }  // namespace
 
-InputMatrix::InputMatrix(const RowMatrix& X, XPath path, Precision precision, double sparse_threshold)
+InputMatrix::InputMatrix(const RowMatrix& X, XPath path, Precision precision, double sparse_threshold,
+                         const SampleComm* comm)
     : m_X(X.data(), X.rows(), X.cols()), m_precision(precision) {
-    const double n = double(X.rows()) * double(X.cols());
-    m_density = n > 0 ? double((X.array() != 0.0).count()) / n : 1.0;
+    // (non-zeros, entries) of all ranks' rows: exact sums of integers below 2^53
+    double count[2] = {double((X.array() != 0.0).count()), double(X.rows()) * double(X.cols())};
+    if (comm && path == XPath::Auto) comm->sum(count, 2);
+    m_density = count[1] > 0 ? count[0] / count[1] : 1.0;
     m_sparse = path == XPath::Sparse || (path == XPath::Auto && m_density < sparse_threshold);
     if (m_sparse) {
         // One CSR of X serves both products: X B row by row, X^T C by scattering rows of C.

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <thread>
 
 namespace tdyn::h5 {
@@ -89,6 +90,57 @@ hid_t intermediate_groups() {
 /// resumed would then grow at the end of the file where the uninterrupted run filled the rest,
 /// and end larger. Without aggregation every allocation is exact (at the end of the file, or in
 /// space freed in the same session), so a resumed run lays out its file as an uninterrupted one.
+hid_t latest_format_fapl();
+
+bool g_memory_only = false;
+/// Memory-only mode: files rank 0 sent (their bytes), and files written here, kept open after
+/// their File closed (an id from H5Freopen). HDF5 1.10's H5Fget_file_image of an open
+/// latest-format file gives a superblock with a wrong checksum, so written files stay open.
+struct Held {
+    std::string bytes;
+    Handle open;
+};
+std::map<std::string, Held>& held() {
+    static std::map<std::string, Held> m;
+    return m;
+}
+
+/// latest_format_fapl() on HDF5's core driver with no backing store, opening `image` if given.
+hid_t memory_fapl(const std::string* image) {
+    hid_t fapl = latest_format_fapl();
+    // A killed writer's image carries its "open for writing" mark: lift it, as open_write does.
+    hbool_t clear = true;
+    if (fapl >= 0 && image) H5Pset(fapl, "clear_status_flags", &clear);
+    if (fapl >= 0 && (H5Pset_fapl_core(fapl, 1 << 20, 0) < 0 ||
+                      (image && H5Pset_file_image(fapl, const_cast<char*>(image->data()), image->size()) < 0))) {
+        Handle drop(fapl);
+        return H5I_INVALID_HID;
+    }
+    return fapl;
+}
+
+/// The name HDF5's core driver gets for the file at `path`: one that is on no disk (with a
+/// file image, the core driver refuses a name that exists).
+std::string memory_name(const std::string& path) { return "tdyn-memory:" + path; }
+
+/// The file at `path` in memory: a new id of a held open file, or the sent bytes opened
+/// read-write (this process's own copy; only then does HDF5 lift the mark). Empty if neither.
+Handle open_held(const std::string& path) {
+    const auto it = held().find(path);
+    if (it == held().end()) return Handle();
+    if (it->second.open) return Handle(H5Freopen(it->second.open.id()));
+    Handle fapl(memory_fapl(&it->second.bytes));
+    return Handle(fapl ? H5Fopen(memory_name(path).c_str(), H5F_ACC_RDWR, fapl.id()) : H5I_INVALID_HID);
+}
+
+}  // namespace
+
+void set_memory_only(bool on) { g_memory_only = on; }
+bool memory_only() { return g_memory_only; }
+void set_image(const std::string& path, std::string bytes) { held()[path] = Held{std::move(bytes), Handle()}; }
+
+namespace {
+
 hid_t latest_format_fapl() {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl >= 0 && (H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST) < 0 ||
@@ -189,8 +241,40 @@ std::int64_t File::check(std::int64_t ret, const std::string& object, std::strin
     return ret;
 }
 
+File& File::operator=(File&& o) noexcept {
+    if (this != &o) {
+        keep_image();
+        m_file = std::move(o.m_file);
+        m_path = std::move(o.m_path);
+        m_swmr_read = o.m_swmr_read;
+        m_writable = o.m_writable;
+        m_fd = o.m_fd;
+        m_series_bytes = o.m_series_bytes;
+        m_series_changed = o.m_series_changed;
+        m_memory = o.m_memory;
+    }
+    return *this;
+}
+
+void File::keep_image() noexcept {
+    if (!m_memory || !m_writable || !m_file) return;
+    try {
+        Handle again(H5Freopen(m_file.id()));  // keeps the file open when this File closes
+        if (again) held()[m_path] = Held{std::string(), std::move(again)};
+    } catch (...) {  // out of memory: the copy is lost, never the program
+    }
+}
+
 File File::create(const std::string& path) {
     silence_hdf5();
+    if (g_memory_only) {
+        Handle fapl(memory_fapl(nullptr));
+        Handle f(H5Fcreate(memory_name(path).c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.id()));
+        if (!fapl || !f) throw Error(path + ": cannot create the file in memory");
+        File file(std::move(f), path, false, true);
+        file.m_memory = true;
+        return file;
+    }
     std::error_code ec;
     if (std::filesystem::exists(path, ec)) throw Error(path + ": file exists");
     Handle fapl(latest_format_fapl());
@@ -203,6 +287,13 @@ File File::create(const std::string& path) {
 
 File File::open_read(const std::string& path, bool swmr) {
     silence_hdf5();
+    if (g_memory_only && held().count(path)) {
+        Handle f = open_held(path);
+        if (!f) throw Error(path + ": cannot open the HDF5 file (the copy rank 0 sent)" + io_cause());
+        File file(std::move(f), path, false, false);
+        file.m_memory = true;
+        return file;
+    }
     std::error_code ec;
     if (!std::filesystem::is_regular_file(path, ec)) throw Error(path + ": no such file");
     if (H5Fis_hdf5(path.c_str()) <= 0) throw Error(path + ": not an HDF5 file");
@@ -219,6 +310,14 @@ File File::open_read(const std::string& path, bool swmr) {
 
 File File::open_write(const std::string& path, double wait_seconds) {
     silence_hdf5();
+    if (g_memory_only) {
+        if (!held().count(path)) throw Error(path + ": no such file (rank 0 sent no copy)");
+        Handle f = open_held(path);
+        if (!f) throw Error(path + ": cannot open the HDF5 file for writing (the copy rank 0 sent)" + io_cause());
+        File file(std::move(f), path, false, true);
+        file.m_memory = true;
+        return file;
+    }
     std::error_code ec;
     if (!std::filesystem::is_regular_file(path, ec)) throw Error(path + ": no such file");
     if (H5Fis_hdf5(path.c_str()) <= 0) throw Error(path + ": not an HDF5 file");
@@ -251,7 +350,10 @@ File File::open_write(const std::string& path, double wait_seconds) {
     }
 }
 
-void File::start_swmr() { check(H5Fstart_swmr_write(m_file.id()), "", "cannot start SWMR writing"); }
+void File::start_swmr() {
+    if (m_memory) return;  // no readers to serve
+    check(H5Fstart_swmr_write(m_file.id()), "", "cannot start SWMR writing");
+}
 
 void File::flush() {
     check(H5Fflush(m_file.id(), H5F_SCOPE_GLOBAL), "", "cannot flush to disk (disk full?)");

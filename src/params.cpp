@@ -50,6 +50,7 @@ void write_params(const std::string& path, const Vector& theta, const Architectu
 
 void check_output_path(const std::string& path, bool force, const std::string& flag) {
     if (path.empty()) throw Error(flag + ": no output path given");
+    if (h5::memory_only()) return;  // MPI ranks other than 0 write in memory; rank 0 checks the path
     const fs::path p(path);
     const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
     std::error_code ec;

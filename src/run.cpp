@@ -99,7 +99,7 @@ bool ReverseReader::next(Index& t, Vector& theta) {
 RunWriter RunWriter::create(const std::string& path, const TrainConfig& config, const std::string& command_line,
                             const std::function<void(h5::File&)>& settings) {
     std::error_code ec;
-    fs::remove(path, ec);  // check_output_path has allowed it (--force)
+    if (!h5::memory_only()) fs::remove(path, ec);  // check_output_path has allowed it (--force)
     RunWriter w(h5::File::create(path));
     w.m_config = config;
     h5::File& f = w.m_file;

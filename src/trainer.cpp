@@ -15,17 +15,17 @@ Trainer::Trainer(const TrainConfig& config, std::shared_ptr<const Dataset> data)
         throw Error("lr: the learning rate must be a positive number, found " + format_number(config.lr));
     if (!(config.weight_decay >= 0) || !std::isfinite(config.weight_decay))
         throw Error("weight_decay: lambda must be a finite number >= 0, found " + format_number(config.weight_decay));
-    if (config.batch < 0 || config.batch > m_data->samples())
+    if (config.batch < 0 || config.batch > m_data->global_samples())
         throw Error("batch " + std::to_string(config.batch) + ": must be between 1 and the number of samples (" +
-                    std::to_string(m_data->samples()) + "), or 0 for full batch");
+                    std::to_string(m_data->global_samples()) + "), or 0 for full batch");
     if (config.batch == 0) {
-        m_X = std::make_unique<InputMatrix>(m_data->X, config.x_path, config.precision);
+        m_X = std::make_unique<InputMatrix>(m_data->X, config.x_path, config.precision, 0.3, m_data->comm);
         m_eval = std::make_unique<Evaluation>(m_arch, *m_X, m_data->T, options());
     }
 }
 
 std::vector<Index> Trainer::batch_rows(Index t) const {
-    const Index k = m_data->samples(), B = m_config.batch;
+    const Index k = m_data->global_samples(), B = m_config.batch;
     const Index per_epoch = k / B, epoch = t / per_epoch, pos = t % per_epoch;
     std::vector<Index> perm(k);
     for (Index i = 0; i < k; ++i) perm[i] = i;
@@ -43,7 +43,12 @@ Evaluation& Trainer::evaluation_for(Index t, const Vector& theta) {
         m_eval->reset(theta);
         return *m_eval;
     }
-    const auto rows = batch_rows(t);
+    // The batch's rows (global indices) that this rank holds, in batch order; the Evaluation's
+    // means divide by the batch size B, the sum of the ranks' counts.
+    std::vector<Index> rows;
+    const Index r0 = m_data->first_row, r1 = r0 + m_data->samples();
+    for (Index r : batch_rows(t))
+        if (r >= r0 && r < r1) rows.push_back(r - r0);
     const Index B = Index(rows.size());
     m_batch_X.resize(B, m_data->X.cols());
     m_batch_T.resize(B, m_data->T.cols());
@@ -60,7 +65,7 @@ Evaluation& Trainer::evaluation_for(Index t, const Vector& theta) {
 
 Evaluation& Trainer::full_batch_evaluation(const Vector& theta) {
     if (!m_eval) {
-        m_X = std::make_unique<InputMatrix>(m_data->X, m_config.x_path, m_config.precision);
+        m_X = std::make_unique<InputMatrix>(m_data->X, m_config.x_path, m_config.precision, 0.3, m_data->comm);
         m_eval = std::make_unique<Evaluation>(m_arch, *m_X, m_data->T, options());
     }
     if (m_last == m_eval.get() && m_eval->theta() == theta) return *m_eval;
@@ -104,8 +109,8 @@ Vector initial_theta(const TrainConfig& config) {
     return read_params(config.init, arch);
 }
 
-Dataset load_config_data(const TrainConfig& config, const std::string& dir) {
-    return load_dataset(config.data, data_dir(dir), config.samples, config.architecture().outputs());
+Dataset load_config_data(const TrainConfig& config, const std::string& dir, const SampleComm& comm) {
+    return load_dataset(config.data, data_dir(dir), config.samples, config.architecture().outputs(), false, comm);
 }
 
 }  // namespace tdyn

@@ -20,6 +20,12 @@ public:
     /// The global sample count when this rank holds `local` rows. Collective. The default sums
     /// the counts with sum() (exact below 2^53).
     virtual Index global_rows(Index local) const;
+    /// The largest of the ranks' values (a data file's class count). Collective. The default is
+    /// one rank's answer; a comm of several ranks whose data may need it overrides it.
+    virtual Index max(Index local) const { return local; }
+    /// This process among the ranks that share the samples: rows [K r/N, K (r+1)/N) are rank r's.
+    virtual int rank() const { return 0; }
+    virtual int size() const { return 1; }
 };
 
 /// One process holds every sample: sums are already global.
@@ -28,6 +34,10 @@ public:
     void sum(double*, Index) const override {}
     Index global_rows(Index local) const override { return local; }
 };
+
+/// First global row of rank r's block when K rows are split over N ranks: K r / N (the same
+/// formula as the row chunks), so block sizes differ by at most one and a rank may hold none.
+inline Index shard_begin(Index K, int r, int N) { return K * r / N; }
 
 /// The process-wide LocalComm, the Evaluation's default.
 const SampleComm& local_comm();

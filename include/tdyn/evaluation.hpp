@@ -26,13 +26,14 @@ XPath parse_xpath(const std::string& name);          ///< "auto" | "dense" | "sp
 class InputMatrix {
 public:
     /// `path` Auto picks the sparse path when the measured density is below
-    /// `sparse_threshold` (MNIST: about 0.19). X is taken as the row-major float64 matrix itself:
+    /// `sparse_threshold` (MNIST: about 0.19). With `comm` (X is one rank's block of rows) the
+    /// density is that of all ranks' rows, so every rank takes the same path (collective). X is taken as the row-major float64 matrix itself:
     /// anything else (column-major, float, a temporary) would be converted into a temporary that
     /// dies with the call, so it does not compile (the deleted overload below).
     explicit InputMatrix(const RowMatrix& X, XPath path = XPath::Auto, Precision precision = Precision::F64,
-                         double sparse_threshold = 0.3);
+                         double sparse_threshold = 0.3, const SampleComm* comm = nullptr);
     InputMatrix(const RowMatrix&& X, XPath path = XPath::Auto, Precision precision = Precision::F64,
-                double sparse_threshold = 0.3) = delete;
+                double sparse_threshold = 0.3, const SampleComm* comm = nullptr) = delete;
     Index rows() const { return m_X.rows(); }
     Index cols() const { return m_X.cols(); }
     double density() const { return m_density; }

@@ -40,6 +40,9 @@ private:
 class File {
 public:
     File() = default;  ///< no file (closed); assign an opened one to use it
+    File(File&& o) noexcept = default;
+    File& operator=(File&& o) noexcept;
+    ~File() { keep_image(); }
     enum class Type { Float, Integer, Other };
 
     /// A new file; fails if it exists (never clobbers). Latest format, so SWMR is possible.
@@ -136,6 +139,8 @@ public:
     std::vector<std::string> children(const std::string& group) const;
 
 private:
+    /// Memory-only mode: a writable file's bytes are kept under its path when it closes.
+    void keep_image() noexcept;
     File(Handle h, std::string path, bool swmr_read, bool writable)
         : m_file(std::move(h)), m_path(std::move(path)), m_swmr_read(swmr_read), m_writable(writable) {}
     Handle open_dataset(const std::string& name) const;
@@ -168,7 +173,19 @@ private:
     int m_fd = -2;                     ///< the POSIX descriptor reserve_space() uses (-1: none, -2: not looked up)
     std::uint64_t m_series_bytes = 0;  ///< one chunk of every chunked dataset (reserve_space)
     bool m_series_changed = true;      ///< m_series_bytes must be recounted
+    bool m_memory = false;             ///< held in memory (set_memory_only), not on disk
 };
+
+/// Memory-only mode, for the ranks of an MPI run other than rank 0 (ranks.hpp): they run the
+/// same program as rank 0 but must not touch its output files. Files they create or open for
+/// writing live in memory (HDF5's core driver, no backing store); a closed one is kept under
+/// its path, so reopening it finds what was written. Files opened for reading come from
+/// memory if held there (set_image), else from disk (inputs: data and params files).
+void set_memory_only(bool on);
+bool memory_only();
+/// The bytes of the file at `path` as rank 0 read them from disk: this process opens them
+/// instead of the disk file (memory-only mode).
+void set_image(const std::string& path, std::string bytes);
 
 /// The disk (or a file-size limit) has no room for the next writes; the file is intact.
 class DiskFull : public Error {

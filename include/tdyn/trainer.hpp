@@ -52,7 +52,7 @@ public:
 
 private:
     /// The objective of the map: L + lambda/2 |theta|^2 (config.weight_decay).
-    EvaluationOptions options() const { return {m_config.weight_decay, nullptr}; }
+    EvaluationOptions options() const { return {m_config.weight_decay, m_data->comm}; }
     Evaluation& evaluation_for(Index t, const Vector& theta);
 
     TrainConfig m_config;
@@ -70,7 +70,8 @@ private:
 /// and finiteness), else init_params(arch, seed).
 Vector initial_theta(const TrainConfig& config);
 
-/// Loads the data set the config names (dir: --data-dir, see data_dir()).
-Dataset load_config_data(const TrainConfig& config, const std::string& dir);
+/// Loads the data set the config names (dir: --data-dir, see data_dir()); with comm, this
+/// rank's block of it (load_dataset).
+Dataset load_config_data(const TrainConfig& config, const std::string& dir, const SampleComm& comm = local_comm());
 
 }  // namespace tdyn
