@@ -17,7 +17,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         if (a.num_params() <= 0 || a.num_params() > 2147483647) std::abort();
         if (Architecture::parse(a.to_string()).widths != a.widths) std::abort();
     } catch (const Error& e) {
-        if (std::string(e.what()).rfind("--arch: ", 0) != 0) std::abort();  // names the flag
+        if (std::string(e.what()).rfind("arch: ", 0) != 0) std::abort();  // names the parameter (tdyn shows --arch)
     }
     try {
         parse_activation(text);

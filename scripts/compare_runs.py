@@ -13,8 +13,8 @@ every attribute of every group and dataset is compared:
     and FAIL when the shapes differ;
     Every non-identical numeric dataset also shows its normwise relative difference: per row for
     a 2-D dataset (one vector per step: |a_r - b_r| / max(|a_r|, |b_r|), the largest over rows),
-    over the whole array otherwise. With --normwise, 2-D datasets pass or fail on that figure
-    instead: a vector computed with sums in another order (other row chunks) differs by ~1e-16
+    over the whole array otherwise. With --normwise, 2-D datasets and the vectors under /params/
+    (theta of a params or run file) pass or fail on that figure instead: a vector computed with sums in another order (other row chunks) differs by ~1e-16
     of its norm, but an entry near zero that is a difference of O(1) terms differs by far more
     relative to itself; elementwise, such an entry measures its own cancellation, not the change.
   * string (and other non-numeric) datasets and attributes: FAIL unless equal;
@@ -136,10 +136,10 @@ class Comparison:
             return
         if is_numeric(a) and is_numeric(b):
             elementwise, normwise = max_rel_diff(a, b), normwise_rel_diff(a, b)
-            by_rows = self.normwise and a.ndim == 2
+            by_rows = self.normwise and (a.ndim == 2 or (a.ndim == 1 and name.startswith("/params/")))
             rel = normwise if by_rows else elementwise
             note = "" if a.dtype == b.dtype else f" (dtype {a.dtype} vs {b.dtype})"
-            note += (f" (normwise per row; elementwise {elementwise:.3e})" if by_rows
+            note += (f" (normwise{' per row' if a.ndim == 2 else ''}; elementwise {elementwise:.3e})" if by_rows
                      else f" (normwise {normwise:.3e})")
             if rel == 0.0 and a.dtype == b.dtype:
                 # equal values but not equal bytes: -0.0 vs 0.0, or NaN payloads
@@ -193,7 +193,7 @@ def main():
     ap.add_argument("--rtol", type=float, default=1e-13,
                     help="largest allowed elementwise relative difference (default 1e-13)")
     ap.add_argument("--normwise", action="store_true",
-                    help="2-D datasets (a vector per row) pass or fail on the per-row normwise difference")
+                    help="2-D datasets (a vector per row) and /params/ vectors pass or fail on the normwise difference")
     ap.add_argument("--quiet", action="store_true", help="print only what is not bit-identical")
     args = ap.parse_args()
     try:

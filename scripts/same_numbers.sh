@@ -13,7 +13,7 @@
 #   --rtol R       largest relative difference allowed (default 1e-13; 0 = bit-identical only)
 #   --threads N    OMP_NUM_THREADS for both binaries (default 2; results are bit-reproducible
 #                  only for the same thread count, so both sides use the same)
-#   --normwise     2-D datasets (theta, tangent bases: a vector per row) pass on the per-row
+#   --normwise     2-D datasets (theta, tangent bases: a vector per row) and /params/theta pass on the
 #                  normwise relative difference (compare_runs.py --normwise); the elementwise one
 #                  is still printed. For changes that reorder sums: see compare_runs.py's doc
 #   --keep         keep the work folder (old worktree, its build, both sets of runs)
