@@ -74,13 +74,24 @@ IdxArray parse_idx(const std::uint8_t* bytes, std::size_t size, const std::strin
     return a;
 }
 
-IdxArray read_idx_rows(const std::string& path, std::size_t first, std::size_t count) {
+namespace {
+
+/// An IDX file opened for reading, and its size; one-line errors naming the file.
+std::ifstream open_idx(const std::string& path, std::uintmax_t& size) {
     std::error_code ec;
     if (!std::filesystem::is_regular_file(path, ec)) throw Error(path + ": no such file");
     std::ifstream in(path, std::ios::binary);
     if (!in) throw Error(path + ": cannot open for reading");
-    const auto size = std::filesystem::file_size(path, ec);
+    size = std::filesystem::file_size(path, ec);
     if (ec) throw Error(path + ": cannot read its size");
+    return in;
+}
+
+}  // namespace
+
+IdxArray read_idx_rows(const std::string& path, std::size_t first, std::size_t count) {
+    std::uintmax_t size = 0;
+    std::ifstream in = open_idx(path, size);
     std::uint8_t head[16] = {};
     in.read(reinterpret_cast<char*>(head), std::streamsize(std::min<std::uintmax_t>(size, 16)));
     IdxArray a;
@@ -100,12 +111,8 @@ IdxArray read_idx_rows(const std::string& path, std::size_t first, std::size_t c
 }
 
 IdxArray read_idx(const std::string& path) {
-    std::error_code ec;
-    if (!std::filesystem::is_regular_file(path, ec)) throw Error(path + ": no such file");
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error(path + ": cannot open for reading");
-    const auto size = std::filesystem::file_size(path, ec);
-    if (ec) throw Error(path + ": cannot read its size");
+    std::uintmax_t size = 0;
+    std::ifstream in = open_idx(path, size);
     // Read the header first: parse_idx rejects a bad header before the body is read.
     std::vector<std::uint8_t> bytes(std::min<std::uintmax_t>(size, 16));
     in.read(reinterpret_cast<char*>(bytes.data()), std::streamsize(bytes.size()));
