@@ -2,6 +2,7 @@
 """Tables and figures of a learning-rate sweep over seeds (scripts/sweep_seeds.sh).
 
     sweep_summary.py summary DIR                  # DIR/runs.csv, DIR/summary.csv, DIR/figures/*.png
+    sweep_summary.py table DIR                    # summary.csv as a Markdown table
     sweep_summary.py perturb RUN.h5 OUT.h5 --eps E --seed S   # theta_0 of RUN, weights + U(-E, E)
     sweep_summary.py distance REF.h5 PERT.h5 OUT.csv          # |theta'_t - theta_t| per step
 
@@ -65,16 +66,22 @@ def read_distance(path):
     return d[:, 0], d[:, 1]
 
 
+EARLY = 25  # steps of the early-time comparison of distance and tangent exponents
+
+
 def distance_fits(step, d):
-    """(slope of ln d over the steps before d first reaches 1, ln(d_T/d_0)/T)."""
+    """(slope of ln d over the steps before d first reaches 1, the same over steps 0..EARLY only,
+    ln(d_T/d_0)/T)."""
     ok = np.isfinite(d) & (d > 0)
     step, d = step[ok], d[ok]
     if len(d) < 3:
-        return NAN, NAN
+        return NAN, NAN, NAN
     sat = np.flatnonzero(d >= 1.0)
     end = sat[0] if len(sat) else len(d)
     fit = np.polyfit(step[:end], np.log(d[:end]), 1)[0] if end >= 3 else NAN
-    return fit, math.log(d[-1] / d[0]) / (step[-1] - step[0])
+    e = min(end, EARLY + 1)
+    early = np.polyfit(step[:e], np.log(d[:e]), 1)[0] if e >= 3 else NAN
+    return fit, early, math.log(d[-1] / d[0]) / (step[-1] - step[0])
 
 
 def run_row(path, times):
@@ -97,8 +104,9 @@ def run_row(path, times):
             g = ly.log_growth[:, 0] / float(ly.attrs.get("qr_every", 1))
             q = max(1, len(g) // 4)
             row["lambda1_first_quarter"], row["lambda1_last_quarter"] = float(np.mean(g[:q])), float(np.mean(g[-q:]))
+            row["lambda1_early"] = float(np.mean(g[ly.step < EARLY]))
         else:
-            row["lambda1_first_quarter"] = row["lambda1_last_quarter"] = NAN
+            row["lambda1_first_quarter"] = row["lambda1_last_quarter"] = row["lambda1_early"] = NAN
         row["benettin"] = float(pe.exponent[-1]) if pe is not None and len(pe.step) else NAN
         if sp is not None and len(sp.step):
             ratio = sp.lambda_max * c["alpha"] / 2.0
@@ -109,7 +117,7 @@ def run_row(path, times):
         else:
             row["sharpness_first"] = row["sharpness_last"] = row["sharpness_max_ratio"] = row["sharpness_last_ratio"] = NAN
     dd = read_distance(os.path.join(os.path.dirname(path), f"distance_{m.group(1)}_seed_{m.group(2)}.csv"))
-    row["distance_fit"], row["distance_end"] = distance_fits(*dd) if dd else (NAN, NAN)
+    row["distance_fit"], row["distance_fit_early"], row["distance_end"] = distance_fits(*dd) if dd else (NAN, NAN, NAN)
     row["distance_final"] = float(dd[1][-1]) if dd else NAN
     row["seconds"], row["cpu_seconds"] = times.get(("main", m.group(1), m.group(2)), (NAN, NAN))
     extra = [times.get((k, m.group(1), m.group(2)), (0.0, 0.0))[1] for k in ("ref", "pert")]
@@ -118,7 +126,8 @@ def run_row(path, times):
 
 
 NUMERIC = ["final_loss", "final_accuracy", "max_accuracy", "t90", "lambda1", "lambda2", "lambda3",
-           "lambda1_first_quarter", "lambda1_last_quarter", "benettin", "distance_fit", "distance_end",
+           "lambda1_first_quarter", "lambda1_last_quarter", "lambda1_early", "benettin", "distance_fit",
+           "distance_fit_early", "distance_end",
            "distance_final", "sharpness_first", "sharpness_last", "sharpness_max_ratio", "sharpness_last_ratio", "seconds", "cpu_seconds",
            "distance_cpu_seconds"]
 
@@ -187,7 +196,7 @@ def figures(folder, rows, summ):
     band(ax, "distance_fit", "distance fit, weights U(±1e-8) (paper)", ls=":")
     ax.axhline(0, color="k", lw=0.6)
     ax.set_ylabel("exponent per step")
-    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_yscale("symlog", linthresh=1e-5)
     ax.legend(fontsize=7)
     ax = axs[1]
     band(ax, "t90", "steps to 90 % training accuracy")
@@ -227,7 +236,7 @@ def figures(folder, rows, summ):
     axs[0].axhline(0, color="k", lw=0.6)
     axs[0].set_xlabel("step")
     axs[0].set_ylabel("finite-time top exponent (10-step mean)")
-    axs[0].set_ylim(-0.6, 0.6)
+    axs[0].set_yscale("symlog", linthresh=1e-2)
     axs[0].legend(fontsize=6, ncol=2, title=r"$\alpha$", title_fontsize=7)
     axs[1].set_xlabel("step")
     axs[1].set_ylabel(r"$|\theta'_t - \theta_t|$ (weights perturbed by U(±1e-8))")
@@ -246,9 +255,36 @@ def fmt_alpha(alpha, folder):
     return f"{alpha:g}"
 
 
+def table(folder):
+    """summary.csv as a Markdown table: mean ± standard deviation over seeds (n = seeds)."""
+    with open(os.path.join(folder, "summary.csv")) as f:
+        rows = list(csv.DictReader(f))
+
+    def ms(r, k, p=3):
+        m, e = float(r[k + "_mean"]), float(r[k + "_std"])
+        if not np.isfinite(m):
+            return "-"
+        return f"{m:.{p}g}" + (f" ± {e:.2g}" if np.isfinite(e) else "")
+
+    print("| alpha | n | lambda_1 | lambda_2 | lambda_3 | finite-time lambda_1, steps 0-49 / 150-199 | two-traj. tdyn "
+          "(renorm.) | distance fit, steps 0-25 (tangent, same steps) | ln(d_200/d_0)/200 | t90 (reached) | "
+          "lambda_max(H) / (2/alpha): step 0 / 200 | final acc |")
+    print("|" + "---|" * 12)
+    for r in rows:
+        a = float(r["alpha"])
+        first = float(r["sharpness_first_mean"]) * a / 2
+        print(f"| {a:g} | {r['seeds']} | {ms(r, 'lambda1')} | {ms(r, 'lambda2')} | {ms(r, 'lambda3')} | "
+              f"{ms(r, 'lambda1_first_quarter')} / {ms(r, 'lambda1_last_quarter')} | {ms(r, 'benettin')} | "
+              f"{ms(r, 'distance_fit_early')} ({ms(r, 'lambda1_early')}) | {ms(r, 'distance_end')} | "
+              f"{ms(r, 't90')} ({r['reached_90']}/{r['seeds']}) | {first:.3g} / {ms(r, 'sharpness_last_ratio')} | "
+              f"{ms(r, 'final_accuracy')} |")
+
+
 def main(argv):
     if len(argv) >= 2 and argv[0] == "summary":
         summary(argv[1])
+    elif len(argv) >= 2 and argv[0] == "table":
+        table(argv[1])
     elif len(argv) >= 3 and argv[0] == "perturb":
         eps = float(argv[argv.index("--eps") + 1])
         seed = int(argv[argv.index("--seed") + 1]) if "--seed" in argv else 0
