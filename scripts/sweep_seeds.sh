@@ -5,7 +5,8 @@
 #   scripts/sweep_seeds.sh -o DIR --lrs "0.1 1 10" --seeds "0 1 2" [--steps N] [--distance EPS] [--] TRAIN FLAGS...
 #
 # DIR/lr_<alpha>_seed_<s>.h5: one run file each. A run whose file says completed or diverged is
-# skipped; one that says running or interrupted (killed, stopped) is continued with --resume.
+# skipped; one that says running or interrupted (killed, stopped) is continued with --resume from
+# its last stored theta (every steps/4 steps unless --save-theta-every is given after --).
 # --distance EPS: also the two-trajectory estimate of arXiv 2506.08523: theta_0 of the run with
 # every weight (not the biases) moved by U(-EPS, EPS) is trained without analyses, next to a plain
 # copy of the unperturbed run, both storing theta every step; |theta'_t - theta_t| for t = 0..N
@@ -35,6 +36,9 @@ done
 [[ -x "$tdyn" ]] || { echo "sweep_seeds.sh: $tdyn not found; build first (scripts/build.sh)" >&2; exit 1; }
 [[ "$steps" =~ ^[1-9][0-9]*$ ]] || { echo "sweep_seeds.sh: --steps: expected a positive integer, found '$steps'" >&2; exit 2; }
 mkdir -p "$out"
+# theta (and the analyses' checkpoint) every steps/4 steps, so a killed run resumes from there;
+# a --save-theta-every after -- overrides it
+save=$(( steps / 4 > 0 ? steps / 4 : 1 ))
 times="$out/times.csv"
 [[ -f "$times" ]] || echo "kind,alpha,seed,seconds,cpu_seconds,exit" > "$times"
 
@@ -69,7 +73,8 @@ for s in $seeds; do
     case "$st" in
       completed|diverged) echo "skip  alpha $a seed $s ($st)" ;;
       running|interrupted) echo "resume alpha $a seed $s"; train main "$a" "$s" "${common[@]}" --out "$run" --resume || continue ;;
-      *) echo "run   alpha $a seed $s"; train main "$a" "$s" "${common[@]}" --save-theta-every "$steps" --out "$run" --force || continue ;;
+      *) echo "run   alpha $a seed $s"
+         train main "$a" "$s" --save-theta-every "$save" "${common[@]}" --out "$run" --force || continue ;;
     esac
     [[ -n "$distance" ]] || continue
     dist="$out/distance_${a}_seed_${s}.csv"

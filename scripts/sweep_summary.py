@@ -144,7 +144,10 @@ def summary(folder):
             for r in csv.DictReader(f):
                 key = (r["kind"], r["alpha"], r["seed"])  # a resumed run adds its passes
                 w, c = times.get(key, (0.0, 0.0))
-                times[key] = (w + float(r["seconds"]), c + float(r.get("cpu_seconds") or "nan"))
+                try:
+                    times[key] = (w + float(r["seconds"]), c + float(r["cpu_seconds"]))
+                except (KeyError, TypeError, ValueError):
+                    pass  # a pass killed with its timer has no times
     paths = sorted(glob.glob(os.path.join(folder, "lr_*_seed_*.h5")))
     rows = [run_row(p, times) for p in paths]
     rows.sort(key=lambda r: (r["alpha"], r["seed"]))
