@@ -1,0 +1,131 @@
+#!/usr/bin/python3
+"""Sharpness against 2/alpha in the runs of one folder (edge of stability, issue 18 parts 2 and 3).
+
+    stability_summary.py DIR [-o FIGURE.png] [--csv OUT.csv]
+
+For each DIR/lr_<alpha>_seed_<s>.h5 (scripts/sweep_seeds.sh): the first analysed step at which
+lambda_max(H) >= 2/alpha, the ratio lambda_max / (2/alpha) at and after it (mean, standard deviation,
+min, max over the analysed steps from there on), how often the loss rose from one step to the next
+after it, the bottom eigenvalue of H where a spectrum group holds it, the running top Lyapunov exponent
+at the end and the finite-time top exponent (mean log growth per step) before and after the crossing.
+Prints a Markdown table; the figure has sharpness / (2/alpha), the loss and the finite-time exponent.
+"""
+import argparse
+import glob
+import math
+import os
+import re
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "notebooks"))
+import tdyn_runs  # noqa: E402
+
+
+def analyse(path):
+    m = re.search(r"lr_([^_]+)_seed_(\d+)\.h5$", path)
+    r = {"alpha": float(m.group(1)), "seed": int(m.group(2)), "path": path}
+    with tdyn_runs.RunFile(path) as run:
+        t, s, ly = run.trajectory(), run.spectrum(), run.lyapunov()
+        r["status"], r["steps"] = run.status, int(t.step[-1])
+        r["loss0"], r["loss"], r["accuracy"] = float(t.loss[0]), float(t.loss[-1]), float(t.accuracy[-1])
+        bottoms = {}
+        for name in run.spectrum_names():
+            g = run.spectrum(name)
+            if g.attrs.get("which") in ("bottom", "both"):
+                for st, b in zip(g.step, g.hessian_bottom[:, 0]):
+                    bottoms[int(st)] = float(b)
+        r["bottom"] = bottoms
+        r["t"], r["loss_series"] = t.step, t.loss
+        r["s_step"], r["ratio"] = s.step, s.lambda_max * r["alpha"] / 2.0
+        r["lambda_max"] = s.lambda_max
+        # Starting below 2/alpha: the first analysed step at or above it. Starting above (a catapult):
+        # the first analysed step back below 1.05 x 2/alpha; the statistics "after" start there.
+        r["above_at_start"] = bool(r["ratio"][0] >= 1.0)
+        hit = np.flatnonzero(r["ratio"] < 1.05 if r["above_at_start"] else r["ratio"] >= 1.0)
+        r["first"] = int(s.step[hit[0]]) if len(hit) else math.nan
+        if len(hit):
+            after = r["ratio"][hit[0]:]
+            r["after_mean"], r["after_std"] = float(after.mean()), float(after.std(ddof=1)) if len(after) > 1 else math.nan
+            r["after_min"], r["after_max"], r["after_n"] = float(after.min()), float(after.max()), len(after)
+            dl = np.diff(t.loss[int(r["first"]):])
+            r["loss_rises"] = float(np.mean(dl > 0)) if len(dl) else math.nan
+        else:
+            r.update(after_mean=math.nan, after_std=math.nan, after_min=math.nan, after_max=math.nan, after_n=0,
+                     loss_rises=math.nan)
+        r["ratio_max"] = float(np.nanmax(r["ratio"]))
+        if ly is not None and len(ly.step):
+            r["ly_step"], r["ly_growth"] = ly.step, ly.log_growth[:, 0] / float(ly.attrs.get("qr_every", 1))
+            r["lambda1"] = float(ly.exponents[-1, 0])
+            f = r["first"]
+            pre = r["ly_growth"][ly.step < f] if np.isfinite(f) else r["ly_growth"]
+            post = r["ly_growth"][ly.step >= f] if np.isfinite(f) else np.array([])
+            r["ft_before"] = float(pre.mean()) if len(pre) else math.nan
+            r["ft_after"] = float(post.mean()) if len(post) else math.nan
+        else:
+            r["ly_step"] = None
+            r["lambda1"] = r["ft_before"] = r["ft_after"] = math.nan
+    return r
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folder")
+    ap.add_argument("-o", "--figure")
+    ap.add_argument("--csv")
+    a = ap.parse_args(argv)
+    rows = sorted((analyse(p) for p in glob.glob(os.path.join(a.folder, "lr_*_seed_*.h5"))),
+                  key=lambda r: (r["alpha"], r["seed"]))
+    if not rows:
+        sys.exit(f"stability_summary: no lr_*_seed_*.h5 in {a.folder}")
+    cols = ["alpha", "seed", "status", "steps", "loss0", "loss", "accuracy", "first", "after_mean", "after_std",
+            "after_min", "after_max", "after_n", "ratio_max", "loss_rises", "lambda1", "ft_before", "ft_after"]
+    print("| alpha | 2/alpha | seed | status | steps | loss (start -> end) | acc | lambda_max / (2/alpha): first, after 1st reach (mean ± sd, min-max, n) | max ratio | loss rises after | bottom eig (step: value) | lambda_1 | finite-time before / after |")
+    print("|" + "---|" * 13)
+    for r in rows:
+        b = ", ".join(f"{k}: {v:.3g}" for k, v in sorted(r["bottom"].items())) or "-"
+        first = "never" if not np.isfinite(r["first"]) else f"step {r['first']}"
+        if r["above_at_start"]:
+            first = f"starts at {r['ratio'][0]:.2f}, below 1.05 from {first}"
+        print(f"| {r['alpha']:g} | {2 / r['alpha']:.4g} | {r['seed']} | {r['status']} | {r['steps']} | "
+              f"{r['loss0']:.4g} -> {r['loss']:.4g} | {r['accuracy']:.3f} | {first}; {r['after_mean']:.3f} ± "
+              f"{r['after_std']:.3f}, {r['after_min']:.3f}-{r['after_max']:.3f}, n = {r['after_n']} | "
+              f"{r['ratio_max']:.3f} | {r['loss_rises']:.2f} | {b} | {r['lambda1']:.4f} | "
+              f"{r['ft_before']:.4f} / {r['ft_after']:.4f} |")
+    if a.csv:
+        with open(a.csv, "w") as f:
+            f.write(",".join(cols) + "\n")
+            for r in rows:
+                f.write(",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + "\n")
+    if a.figure:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, axs = plt.subplots(3, 1, figsize=(7, 8.5), sharex=True)
+        for i, r in enumerate(rows):
+            col = f"C{i}"
+            lab = rf"$\alpha$ = {r['alpha']:g} (2/$\alpha$ = {2 / r['alpha']:.3g})"
+            axs[0].plot(r["s_step"], r["lambda_max"], ".-", color=col, ms=3, lw=1, label=lab)
+            axs[0].axhline(2 / r["alpha"], color=col, ls="--", lw=0.8)
+            axs[1].semilogy(r["t"], r["loss_series"], color=col, lw=1)
+            if r["ly_step"] is not None and len(r["ly_step"]) > 10:
+                w = 10
+                axs[2].plot(r["ly_step"][w - 1:], np.convolve(r["ly_growth"], np.ones(w) / w, mode="valid"), color=col,
+                            lw=1)
+            if np.isfinite(r["first"]):
+                for ax in axs:
+                    ax.axvline(r["first"], color=col, lw=0.5, alpha=0.5)
+        axs[0].set_ylabel(r"$\lambda_{max}(H)$ (dashed: 2/$\alpha$)")
+        axs[0].legend(fontsize=7)
+        axs[1].set_ylabel("training loss")
+        axs[2].axhline(0, color="k", lw=0.6)
+        axs[2].set_ylabel("finite-time top exponent\n(10-step mean)")
+        axs[2].set_xlabel("step")
+        fig.tight_layout()
+        fig.savefig(a.figure, dpi=110)
+        print(f"\nstability_summary: wrote {a.figure}")
+
+
+if __name__ == "__main__":
+    main()
