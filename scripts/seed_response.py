@@ -3,6 +3,7 @@
 
     scripts/seed_response.py collect RUN.h5 PARAM TAG [-o DIR]   # /response/PARAM/loss arrays -> DIR/TAG_*.csv
     scripts/seed_response.py record  TAG KEY=VALUE... [-o DIR] < response.json   # one row of DIR/results.csv
+    scripts/seed_response.py ftle RUN.h5 TAG FROM T... [-o DIR]       # finite-time exponents -> DIR/TAG_ftle.csv
     scripts/seed_response.py plot [-o DIR] [--figures docs/figures]
 
 collect: the unrolled adjoint's norm (TAG_adjoint.csv: steps back, |lambda|) and FAR's per-segment
@@ -46,6 +47,22 @@ def collect(args):
                 for k in range(len(s)):
                     o.write(f"{k},{s[k]:.8e},{u[k]:.8e},{s[k] + u[k]:.8e}\n")
             print(f"collect: {len(s)} segments, FAR {np.mean(s + u):.5g}")
+    return 0
+
+
+def ftle(args):
+    import h5py
+    import numpy as np
+    os.makedirs(args.out, exist_ok=True)
+    with h5py.File(args.run, "r") as f:
+        g, s = f["/lyapunov/log_growth"][:], f["/lyapunov/step"][:]
+    path = os.path.join(args.out, f"{args.tag}_ftle.csv")
+    with open(path, "w") as o:
+        o.write("from,to,T," + ",".join(f"ftle_{i + 1}" for i in range(g.shape[1])) + "\n")
+        for t in args.T:
+            m = (s >= args.start) & (s < args.start + t)
+            o.write(f"{args.start},{args.start + t},{t}," + ",".join(f"{x:.6g}" for x in g[m].sum(0) / m.sum()) + "\n")
+    print(open(path).read(), end="")
     return 0
 
 
@@ -97,36 +114,48 @@ def plot(args):
     rows = read_csv(os.path.join(args.out, "results.csv")) if os.path.exists(os.path.join(args.out, "results.csv")) else []
     written = []
 
-    # 1. The unrolled derivative against T, and the adjoint's norm against steps back.
+    # 1. The unrolled derivative against T, the adjoint's norm against steps back, and the adjoint's
+    # fitted growth rate against the finite-time exponent of the same window.
     un = [r for r in rows if r["tag"].startswith("unrolled") and r["unrolled"]]
-    adj = os.path.join(args.out, "main_adjoint.csv")
+    adj = os.path.join(args.out, "main_lr_adjoint.csv")
+    ft = os.path.join(args.out, "seed_ftle.csv")
     lam1 = num(args.lambda1)
-    if un or os.path.exists(adj):
-        fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
-        if un:
-            T = np.array([num(r["T"]) for r in un])
-            d = np.abs([num(r["unrolled"]) for r in un])
-            o = np.argsort(T)
-            ax[0].semilogy(T[o], d[o], "o-", label="|unrolled d<L>_T/d alpha|")
-            if np.isfinite(lam1):
-                ax[0].semilogy(T[o], d[o][0] * np.exp(lam1 * (T[o] - T[o][0])), "k--",
-                               label=f"exp(lambda_1 T), lambda_1 = {lam1:.3g}")
-            fd = [r for r in rows if r["tag"] == "fd_lr" and r["fd"]]
-            if fd:
-                ax[0].axhline(abs(num(fd[0]["fd"])), color="C2", label="|finite differences|")
-            ax[0].set_xlabel("T (steps)")
-            ax[0].set_title("unrolled derivative against T")
-            ax[0].legend(fontsize=8)
+    if un:
+        fig, ax = plt.subplots(1, 3, figsize=(14, 3.8))
+        T = np.array([num(r["T"]) for r in un])
+        o = np.argsort(T)
+        T = T[o]
+        d = np.abs([num(r["unrolled"]) for r in un])[o]
+        ax[0].loglog(T, d, "o-", label="|unrolled d<L>_T/d alpha|")
+        fd = [r for r in rows if r["tag"] == "fd_lr" and r["fd"]]
+        if fd:
+            v, e = num(fd[-1]["fd"]), num(fd[-1]["fd_stderr"])
+            ax[0].axhline(abs(v), color="C2", label=f"|finite differences| (T = {fd[-1]['T']})")
+        ax[0].set_xlabel("T (steps)")
+        ax[0].set_title("unrolled derivative against T")
+        ax[0].legend(fontsize=8)
         if os.path.exists(adj):
             a = read_csv(adj)
             x = np.array([num(r["steps_back"]) for r in a])
             y = np.array([num(r["adjoint_norm"]) for r in a])
-            ax[1].semilogy(x, y, lw=1, label="|adjoint lambda_n|")
+            ax[1].semilogy(x, y, lw=1, label="|adjoint lambda_n|, T = 800")
             if np.isfinite(lam1):
-                ax[1].semilogy(x, y[-1] * np.exp(lam1 * x), "k--", label=f"exp(lambda_1 (T - n))")
+                ax[1].semilogy(x, y[np.argmin(x)] * np.exp(lam1 * x), "k--", label=f"exp(lambda_1 (T - n)), {lam1:.3g}")
             ax[1].set_xlabel("T - n (steps back)")
             ax[1].set_title("norm of the unrolled adjoint")
             ax[1].legend(fontsize=8)
+        g = np.array([num(r["growth_rate"]) for r in un])[o]
+        ax[2].semilogx(T, g, "o-", label="adjoint growth rate (fit)")
+        if os.path.exists(ft):
+            f = read_csv(ft)
+            ax[2].semilogx([num(r["T"]) for r in f], [num(r["ftle_1"]) for r in f], "s--",
+                           label="finite-time exponent, same window")
+        if np.isfinite(lam1):
+            ax[2].axhline(lam1, color="k", ls=":", label=f"lambda_1 over steps 200-1400")
+        ax[2].set_xlabel("T (steps)")
+        ax[2].set_ylabel("per step")
+        ax[2].set_title("growth rate against the exponent")
+        ax[2].legend(fontsize=8)
         fig.tight_layout()
         p = os.path.join(args.figures, "seed_unrolled.png")
         fig.savefig(p, dpi=args.dpi)
@@ -173,7 +202,7 @@ def plot(args):
         plt.close(fig)
 
     # 3. FAR against U (and W), per parameter.
-    sw = [r for r in rows if r["tag"].startswith("sweep") and r["far"]]
+    sw = [r for r in rows if (r["tag"].startswith("sweep") or r["tag"].startswith("main")) and r["far"]]
     if sw:
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
         for ax, param in zip(axes, ("lr", "weight-decay")):
@@ -208,6 +237,12 @@ def main(argv=None):
     c.add_argument("param")
     c.add_argument("tag")
     c.add_argument("-o", "--out", default=DEFAULT)
+    t = sub.add_parser("ftle", help="finite-time exponents of the run's /lyapunov group over FROM..FROM+T")
+    t.add_argument("run")
+    t.add_argument("tag")
+    t.add_argument("start", type=int)
+    t.add_argument("T", type=int, nargs="+")
+    t.add_argument("-o", "--out", default=DEFAULT)
     r = sub.add_parser("record")
     r.add_argument("tag")
     r.add_argument("kv", nargs="*")
@@ -219,7 +254,7 @@ def main(argv=None):
     p.add_argument("--segment", default="20", help="m, steps per segment of the FAR run")
     p.add_argument("--dpi", type=int, default=110)
     args = ap.parse_args(argv)
-    return {"collect": collect, "record": record, "plot": plot}[args.cmd](args)
+    return {"collect": collect, "ftle": ftle, "record": record, "plot": plot}[args.cmd](args)
 
 
 if __name__ == "__main__":
