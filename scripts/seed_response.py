@@ -138,7 +138,7 @@ def plot(args):
             a = read_csv(adj)
             x = np.array([num(r["steps_back"]) for r in a])
             y = np.array([num(r["adjoint_norm"]) for r in a])
-            ax[1].semilogy(x, y, lw=1, label="|adjoint lambda_n|, T = 800")
+            ax[1].semilogy(x, y, lw=1, label="|adjoint lambda_n|, T = 800, alpha = 2.5")
             if np.isfinite(lam1):
                 ax[1].semilogy(x, y[np.argmin(x)] * np.exp(lam1 * x), "k--", label=f"exp(lambda_1 (T - n)), {lam1:.3g}")
             ax[1].set_xlabel("T - n (steps back)")
@@ -150,8 +150,20 @@ def plot(args):
             f = read_csv(ft)
             ax[2].semilogx([num(r["T"]) for r in f], [num(r["ftle_1"]) for r in f], "s--",
                            label="finite-time exponent, same window")
+        a3 = sorted([r for r in rows if r["tag"].startswith("a3_unrolled") and r["unrolled"]], key=lambda r: num(r["T"]))
+        if a3:
+            ax[0].loglog([num(r["T"]) for r in a3], [abs(num(r["unrolled"])) for r in a3], "^-", color="C3",
+                         label="the same at alpha = 3")
+            ax[0].legend(fontsize=8)
+            ax[2].semilogx([num(r["T"]) for r in a3], [num(r["growth_rate"]) for r in a3], "^-", color="C3",
+                           label="alpha = 3: growth rate")
+            ft3 = os.path.join(args.out, "a3_ftle.csv")
+            if os.path.exists(ft3):
+                f = read_csv(ft3)
+                ax[2].semilogx([num(r["T"]) for r in f], [num(r["ftle_1"]) for r in f], "v--", color="C4",
+                               label="alpha = 3: finite-time exponent")
         if np.isfinite(lam1):
-            ax[2].axhline(lam1, color="k", ls=":", label=f"lambda_1 over steps 200-1400")
+            ax[2].axhline(lam1, color="k", ls=":", label="alpha = 2.5: lambda_1 over steps 200-1400")
         ax[2].set_xlabel("T (steps)")
         ax[2].set_ylabel("per step")
         ax[2].set_title("growth rate against the exponent")
@@ -193,7 +205,7 @@ def plot(args):
         ax.set_xlabel("N = K m steps used")
         name = "alpha" if param == "lr" else "lambda"
         ax.set_ylabel(f"d<L>/d {name}")
-        ax.set_title(f"FAR d<L>/d {name} converging in T (batch-means error bars)")
+        ax.set_title(f"d<L>/d {name}: running mean over the first N steps of one FAR run", fontsize=10)
         ax.legend(fontsize=8)
         fig.tight_layout()
         p = os.path.join(args.figures, f"seed_far_{param}.png")
