@@ -221,7 +221,7 @@ def plot(args):
             rs = [r for r in sw if r["param"] == param]
             for W in sorted({int(num(r["W"])) for r in rs}):
                 q = sorted([r for r in rs if int(num(r["W"])) == W], key=lambda r: num(r["U"]))
-                ax.errorbar([num(r["U"]) + 0.05 * W for r in q], [num(r["far"]) for r in q],
+                ax.errorbar([num(r["U"]) + 0.02 * (W - 10) for r in q], [num(r["far"]) for r in q],
                             yerr=[num(r["far_stderr"]) for r in q], fmt="o-", capsize=2, label=f"FAR, W = {W}")
                 ax.plot([num(r["U"]) for r in q], [num(r["far_shadowing"]) for r in q], "s:", label=f"shadowing, W = {W}")
             fd = [r for r in rows if r["tag"] == f"fd_{param}" and r["fd"]]
