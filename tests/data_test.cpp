@@ -48,15 +48,22 @@ TEST(Idx, ReadsMnist) {
     EXPECT_EQ(ds.X.rows(), 60000);
     EXPECT_EQ(ds.X.cols(), 784);
     EXPECT_EQ(ds.T.cols(), 10);
-    EXPECT_EQ(ds.X.maxCoeff(), 1.0);  // pixel / 255
-    EXPECT_EQ(ds.X.minCoeff(), 0.0);
+    ASSERT_TRUE(ds.X.has_pixels());  // held as the bytes, x = pixel / 255
+    EXPECT_TRUE(ds.X.pixels() == images.data);
+    EXPECT_EQ(ds.X.dense().maxCoeff(), 1.0);
+    EXPECT_EQ(ds.X.dense().minCoeff(), 0.0);
+    for (int p = 0; p < 256; ++p) EXPECT_EQ(InputData::pixel_value(std::uint8_t(p)), double(p) / 255.0);
     EXPECT_EQ(ds.T.row(0).sum(), 1.0);
     EXPECT_EQ(ds.T(0, 5), 1.0);  // the first training image is a 5
     EXPECT_EQ(ds.T(1, 0), 1.0);  // the second a 0
     // MNIST is about 19% non-zero, which is what the sparse X path counts on.
-    EXPECT_NEAR(double((ds.X.array() != 0).count()) / double(ds.X.size()), 0.19, 0.01);
+    EXPECT_NEAR(double(ds.X.nonzeros()) / double(ds.X.size()), 0.19, 0.01);
+    EXPECT_EQ(ds.X.nonzeros(), Index((ds.X.dense().array() != 0).count()));
     const Dataset first = load_dataset("mnist", data_dir(""), 100);
-    EXPECT_EQ(first.X, ds.X.topRows(100));
+    EXPECT_EQ(first.X.dense(), ds.X.dense().topRows(100));
+    RowMatrix row(1, 784);
+    ds.X.copy_row(59999, row.data());
+    EXPECT_EQ(row, ds.X.dense().row(59999));
 }
 
 TEST(Idx, RejectsTruncatedFile) {
@@ -111,6 +118,7 @@ TEST(DataFile, ReadsUint8PixelsAndLabels) {
     }
     const Dataset ds = read_data_file(p, 2, 3);
     EXPECT_EQ(ds.X.rows(), 2);
+    EXPECT_FALSE(ds.X.has_pixels());
     EXPECT_EQ(ds.X(0, 1), 255.0);
     EXPECT_EQ(ds.T(1, 2), 1.0);
     EXPECT_EQ(ds.T.cols(), 3);
