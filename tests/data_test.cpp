@@ -107,6 +107,34 @@ TEST(Idx, RejectsMismatchedImageAndLabelCounts) {
     expect_error([&] { dataset_from_idx(read_idx(ip), read_idx(ip), ip, ip, 0); }, {"expected an idx1"});
 }
 
+/// A rank r of N for the per-rank readers; the sums are not needed here.
+struct RankOf final : SampleComm {
+    int r, n;
+    RankOf(int r_, int n_) : r(r_), n(n_) {}
+    void sum(double*, Index) const override {}
+    int rank() const override { return r; }
+    int size() const override { return n; }
+};
+
+// MPI (docs/MPI.md): rank r reads only its block [K r/N, K (r+1)/N) of the first K rows, as pixels
+// from the IDX file's offsets; its X equals those rows of the one-process X, bit for bit.
+TEST(Idx, EachRankReadsItsBlockOfPixels) {
+    TDYN_REQUIRE_MNIST();
+    const Index K = 1001;
+    const Dataset all = load_dataset("mnist", data_dir(""), K);
+    const RowMatrix X = all.X.dense();
+    for (int r = 0; r < 3; ++r) {
+        const RankOf comm(r, 3);
+        const Dataset ds = load_dataset("mnist", data_dir(""), K, 10, false, comm);
+        const Index r0 = shard_begin(K, r, 3), n = shard_begin(K, r + 1, 3) - r0;
+        ASSERT_TRUE(ds.X.has_pixels());
+        EXPECT_EQ(ds.first_row, r0);
+        EXPECT_EQ(ds.global_samples(), K);
+        EXPECT_EQ(ds.X.dense(), X.middleRows(r0, n));
+        EXPECT_EQ(ds.T, all.T.middleRows(r0, n));
+    }
+}
+
 TEST(DataFile, ReadsUint8PixelsAndLabels) {
     const std::string p = temp_path("small.h5");
     {
