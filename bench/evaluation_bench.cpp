@@ -28,7 +28,7 @@ void set_counters(benchmark::State& state, Index k, const Timer& tm, const Adjac
 }
 
 void BM_XProduct(benchmark::State& state, Index k) {
-    const RowMatrix& X = mnist(k).X;
+    const RowMatrix& X = mnist_x(k);
     const RowMatrix W = RowMatrix::Random(X.cols(), 50) * 0.05;
     RowMatrix out(X.rows(), W.cols());
     out.noalias() = X * W;  // warm-up

@@ -55,7 +55,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 const IdxArray images = parse_idx(data, n, "images");
                 const IdxArray labels = parse_idx(data + n, size - n, "labels");
                 const Dataset ds = dataset_from_idx(images, labels, "images", "labels", 0, 10);
-                if (ds.X.rows() != ds.T.rows() || !ds.X.allFinite() || ds.X.maxCoeff() > 1.0) std::abort();
+                if (ds.X.rows() != ds.T.rows() || !ds.X.dense().allFinite() || ds.X.dense().maxCoeff() > 1.0)
+                    std::abort();
             } catch (const Error&) {}
         }
     }

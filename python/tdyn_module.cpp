@@ -146,6 +146,13 @@ public:
 
 struct Data {
     std::shared_ptr<const Dataset> d;
+    /// X as float64 for the X property when the data set holds pixels: made on first access.
+    std::shared_ptr<const RowMatrix> dense;
+    const RowMatrix& X() {
+        if (!d->X.has_pixels()) return d->X.values();
+        if (!dense) dense = std::make_shared<const RowMatrix>(d->X.dense());
+        return *dense;
+    }
 };
 
 Data make_data(const py::array& X, const py::array& T, const std::string& name) {
@@ -157,7 +164,7 @@ Data make_data(const py::array& X, const py::array& T, const std::string& name) 
     auto d = std::make_shared<Dataset>();
     d->name = name;
     // The Dataset owns its copy: the caller's arrays may change or go away afterwards.
-    d->X = Eigen::Map<const RowMatrix>(checked_data(X, "X", 'C'), X.shape(0), X.shape(1));
+    d->X = InputData(RowMatrix(Eigen::Map<const RowMatrix>(checked_data(X, "X", 'C'), X.shape(0), X.shape(1))));
     d->T = Eigen::Map<const RowMatrix>(checked_data(T, "T", 'C'), T.shape(0), T.shape(1));
     return {std::move(d)};
 }
@@ -502,8 +509,9 @@ PYBIND11_MODULE(_tdyn, m) {
              py::arg("X"), py::arg("T"), py::arg("name") = "array",
              "Copies X and T (float64, C order, finite) once; the arrays may change afterwards.")
         .def_property_readonly(
-            "X", [](py::object self) { return view(self.cast<Data&>().d->X, self); },
-            "X [k, d], a read-only view (no copy)")
+            "X", [](py::object self) { return view(self.cast<Data&>().X(), self); },
+            "X [k, d], a read-only view (no copy; for pixel data, loaded from IDX or uint8 files, a float64 "
+            "pixel / 255 made on first access and kept)")
         .def_property_readonly(
             "T", [](py::object self) { return view(self.cast<Data&>().d->T, self); },
             "T [k, c], a read-only view (no copy)")

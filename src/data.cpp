@@ -3,6 +3,7 @@
 #include "tdyn/h5.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -111,18 +112,19 @@ IdxArray read_idx_rows(const std::string& path, std::size_t first, std::size_t c
 }
 
 IdxArray read_idx(const std::string& path) {
+    // The header's checks against the file size (idx_dims), then the body straight into the array.
     std::uintmax_t size = 0;
     std::ifstream in = open_idx(path, size);
-    // Read the header first: parse_idx rejects a bad header before the body is read.
-    std::vector<std::uint8_t> bytes(std::min<std::uintmax_t>(size, 16));
-    in.read(reinterpret_cast<char*>(bytes.data()), std::streamsize(bytes.size()));
-    if (bytes.size() >= 4 && (bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08))
-        return parse_idx(bytes.data(), bytes.size(), path);  // throws with the reason
-    bytes.resize(size);
-    in.read(reinterpret_cast<char*>(bytes.data() + std::min<std::uintmax_t>(size, 16)),
-            std::streamsize(size - std::min<std::uintmax_t>(size, 16)));
+    std::uint8_t head[16] = {};
+    in.read(reinterpret_cast<char*>(head), std::streamsize(std::min<std::uintmax_t>(size, 16)));
+    IdxArray a;
+    std::size_t header = 0;
+    a.dims = idx_dims(head, size, path, header);
+    a.data.resize(size - header);
+    in.seekg(std::streamoff(header));
+    in.read(reinterpret_cast<char*>(a.data.data()), std::streamsize(a.data.size()));
     if (!in) throw Error(path + ": read error");
-    return parse_idx(bytes.data(), bytes.size(), path);
+    return a;
 }
 
 namespace {
@@ -145,7 +147,7 @@ void one_hot(RowMatrix& T, Index row, Index sample, std::int64_t label, Index cl
 
 }  // namespace
 
-Dataset dataset_from_idx(const IdxArray& images, const IdxArray& labels, const std::string& images_path,
+Dataset dataset_from_idx(IdxArray images, const IdxArray& labels, const std::string& images_path,
                          const std::string& labels_path, Index samples, Index classes) {
     if (images.dims.size() != 3)
         throw Error(images_path + ": expected an idx3 image file (k x rows x cols), found " +
@@ -171,8 +173,9 @@ Dataset dataset_from_idx(const IdxArray& images, const IdxArray& labels, const s
     Dataset ds;
     ds.first_row = first;
     ds.total_rows = k;
-    ds.X.resize(n, d);
-    for (Index i = 0; i < n * d; ++i) ds.X.data()[i] = double(images.data[i]) / 255.0;
+    // X = pixel / 255, held as the pixels: the first n rows of the bytes, moved, not copied.
+    images.data.resize(std::size_t(n * d));
+    ds.X = InputData(std::move(images.data), n, d);
     ds.T = RowMatrix::Zero(n, classes);
     for (Index i = 0; i < n; ++i) one_hot(ds.T, i, first + i, labels.data[i], classes, labels_path);
     return ds;
@@ -194,13 +197,15 @@ Dataset read_data_file(const std::string& path, Index samples, Index classes, co
     ds.total_rows = k;
     if (f.type_class("/X") == h5::File::Type::Integer) {
         if (f.type_size("/X") != 1) throw Error(path + ": /X: integer data must be uint8 pixels (0..255)");
-        ds.X = f.read_rows("/X", hsize_t(r0), hsize_t(n)) / 255.0;  // pixels converted to double by HDF5, exactly
+        // held as the pixels, x = pixel / 255
+        ds.X = InputData(f.read_rows_u8("/X", hsize_t(r0), hsize_t(n)), n, Index(xdims[1]));
     } else if (f.type_class("/X") == h5::File::Type::Float) {
-        ds.X = f.read_rows("/X", hsize_t(r0), hsize_t(n));
+        RowMatrix X = f.read_rows("/X", hsize_t(r0), hsize_t(n));
+        if (!X.allFinite()) throw Error(path + ": /X: contains NaN or Inf values");
+        ds.X = InputData(std::move(X));
     } else {
         throw Error(path + ": /X: expected uint8, float32 or float64 values");
     }
-    if (!ds.X.allFinite()) throw Error(path + ": /X: contains NaN or Inf values");
     if (f.exists("/T")) {
         const auto tdims = f.shape("/T");
         if (tdims.empty() || Index(tdims[0]) != available)
@@ -235,6 +240,53 @@ Dataset read_data_file(const std::string& path, Index samples, Index classes, co
         throw Error(path + ": not a data file: no /T [k x c] or /labels [k] next to /X");
     }
     return ds;
+}
+
+// ---------------------------------------------------------------------------------------------
+// InputData
+
+// pixel / 255 for every byte value, computed as before the table existed: double(p) / 255.0
+const std::array<double, 256> InputData::kPixelValue = [] {
+    std::array<double, 256> v{};
+    for (int p = 0; p < 256; ++p) v[std::size_t(p)] = double(p) / 255.0;
+    return v;
+}();
+
+InputData::InputData(RowMatrix values) : m_rows(values.rows()), m_cols(values.cols()), m_values(std::move(values)) {}
+
+InputData::InputData(std::vector<std::uint8_t> pixels, Index rows, Index cols)
+    : m_rows(rows), m_cols(cols), m_has_pixels(true), m_pixels(std::move(pixels)) {
+    if (Index(m_pixels.size()) != rows * cols)
+        throw Error("X: " + std::to_string(m_pixels.size()) + " pixels do not fill " + std::to_string(rows) + " x " +
+                    std::to_string(cols));
+}
+
+void InputData::copy_row(Index i, double* out) const {
+    if (!m_has_pixels) {
+        Eigen::Map<Eigen::RowVectorXd>(out, m_cols) = m_values.row(i);
+        return;
+    }
+    const std::uint8_t* p = m_pixels.data() + i * m_cols;
+    for (Index j = 0; j < m_cols; ++j) out[j] = pixel_value(p[j]);
+}
+
+RowMatrix InputData::dense() const {
+    if (!m_has_pixels) return m_values;
+    RowMatrix X(m_rows, m_cols);
+    const Index rows = m_rows;
+#pragma omp parallel for schedule(static) if (X.size() >= (Index(1) << 20))
+    for (Index i = 0; i < rows; ++i) copy_row(i, X.row(i).data());
+    return X;
+}
+
+Index InputData::nonzeros() const {
+    if (!m_has_pixels) return Index((m_values.array() != 0.0).count());
+    const std::uint8_t* p = m_pixels.data();
+    const Index n = Index(m_pixels.size());
+    Index count = 0;
+#pragma omp parallel for schedule(static) reduction(+ : count) if (n >= (Index(1) << 20))
+    for (Index i = 0; i < n; ++i) count += p[i] != 0;
+    return count;
 }
 
 std::string data_dir(const std::string& flag) {

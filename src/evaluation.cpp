@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
+#include <limits>
+#include <new>
 #include <type_traits>
 
 #ifdef _OPENMP
@@ -63,20 +65,89 @@ void reduce_in_order(const std::vector<M>& acc, Index T, O& out) {
 
 }  // namespace
 
-InputMatrix::InputMatrix(const RowMatrix& X, XPath path, Precision precision, double sparse_threshold,
-                         const SampleComm* comm)
-    : m_X(X.data(), X.rows(), X.cols()), m_precision(precision) {
+namespace {
+
+/// out = the CSR of X in scalar S with the entries S(x(i, j)) != 0 (what Eigen's sparseView of
+/// X.cast<S>() holds), built in two row-parallel passes (count, then fill) into storage of
+/// exactly nnz entries: no growth, no temporary.
+template <class S, class Entry>
+void build_csr(Index k, Index d, Entry x, Eigen::SparseMatrix<S, Eigen::RowMajor>& out) {
+    using StorageIndex = typename Eigen::SparseMatrix<S, Eigen::RowMajor>::StorageIndex;
+    std::vector<Index> start(std::size_t(k) + 1, 0);
+#pragma omp parallel for schedule(static) if (k * d >= kParallelElems)
+    for (Index i = 0; i < k; ++i) {
+        Index n = 0;
+        for (Index j = 0; j < d; ++j) n += S(x(i, j)) != S(0);
+        start[std::size_t(i) + 1] = n;
+    }
+    for (Index i = 0; i < k; ++i) start[std::size_t(i) + 1] += start[std::size_t(i)];
+    const Index nnz = start[std::size_t(k)];
+    if (nnz > Index(std::numeric_limits<StorageIndex>::max()))
+        throw Error("X: " + std::to_string(nnz) + " non-zeros, more than the sparse path's index type holds (" +
+                    std::to_string(std::numeric_limits<StorageIndex>::max()) + "); use x_path dense");
+    out.resize(k, d);  // compressed, empty
+    out.resizeNonZeros(nnz);
+    StorageIndex* outer = out.outerIndexPtr();
+    StorageIndex* inner = out.innerIndexPtr();
+    S* val = out.valuePtr();
+    for (Index i = 0; i <= k; ++i) outer[i] = StorageIndex(start[std::size_t(i)]);
+#pragma omp parallel for schedule(static) if (k * d >= kParallelElems)
+    for (Index i = 0; i < k; ++i) {
+        Index p = start[std::size_t(i)];
+        for (Index j = 0; j < d; ++j) {
+            const S v = S(x(i, j));
+            if (v == S(0)) continue;
+            inner[p] = StorageIndex(j);
+            val[p++] = v;
+        }
+    }
+}
+
+}  // namespace
+
+template <class Entry>
+void InputMatrix::build(Entry x, Index nonzeros, XPath path, double sparse_threshold, const SampleComm* comm) {
+    const Index k = rows(), d = cols();
     // (non-zeros, entries) of all ranks' rows: exact sums of integers below 2^53
-    double count[2] = {double((X.array() != 0.0).count()), double(X.rows()) * double(X.cols())};
+    double count[2] = {double(nonzeros), double(k) * double(d)};
     if (comm && path == XPath::Auto) comm->sum(count, 2);
     m_density = count[1] > 0 ? count[0] / count[1] : 1.0;
     m_sparse = path == XPath::Sparse || (path == XPath::Auto && m_density < sparse_threshold);
     if (m_sparse) {
         // One CSR of X serves both products: X B row by row, X^T C by scattering rows of C.
-        if (precision == Precision::F32) m_Xs32 = X.cast<float>().sparseView();
-        else m_Xs = X.sparseView();
-    } else if (precision == Precision::F32) {
-        m_X32 = X.cast<float>();
+        if (m_precision == Precision::F32) build_csr<float>(k, d, x, m_Xs32);
+        else build_csr<double>(k, d, x, m_Xs);
+    } else if (m_precision == Precision::F32) {
+        // X in float: each entry the float64 x_ij cast to float
+        m_X32.resize(k, d);
+#pragma omp parallel for schedule(static) if (k * d >= kParallelElems)
+        for (Index i = 0; i < k; ++i)
+            for (Index j = 0; j < d; ++j) m_X32(i, j) = float(x(i, j));
+    }
+}
+
+InputMatrix::InputMatrix(const RowMatrix& X, XPath path, Precision precision, double sparse_threshold,
+                         const SampleComm* comm)
+    : m_X(X.data(), X.rows(), X.cols()), m_precision(precision) {
+    build([&X](Index i, Index j) { return X(i, j); }, Index((X.array() != 0.0).count()), path, sparse_threshold, comm);
+}
+
+InputMatrix::InputMatrix(const InputData& X, XPath path, Precision precision, double sparse_threshold,
+                         const SampleComm* comm)
+    : m_X(X.has_pixels() ? nullptr : X.values().data(), X.rows(), X.cols()), m_precision(precision) {
+    if (!X.has_pixels()) {
+        build([&V = X.values()](Index i, Index j) { return V(i, j); }, X.nonzeros(), path, sparse_threshold, comm);
+        return;
+    }
+    const std::uint8_t* px = X.pixels().data();
+    const Index d = X.cols();
+    // x_ij = pixel / 255 (InputData::pixel_value: the same double as double(pixel) / 255.0)
+    build([px, d](Index i, Index j) { return InputData::pixel_value(px[i * d + j]); }, X.nonzeros(), path,
+          sparse_threshold, comm);
+    if (!m_sparse && m_precision == Precision::F64) {
+        // the dense float64 path multiplies with X itself: its own k x d float64 copy
+        m_Xown = X.dense();
+        new (&m_X) Eigen::Map<const RowMatrix>(m_Xown.data(), m_Xown.rows(), m_Xown.cols());
     }
 }
 

@@ -568,6 +568,24 @@ RowMatrix File::read_rows(const std::string& name, hsize_t first, hsize_t count)
     return m;
 }
 
+std::vector<std::uint8_t> File::read_rows_u8(const std::string& name, hsize_t first, hsize_t count) const {
+    Handle d = open_dataset(name);
+    Handle fs(check(H5Dget_space(d.id()), name, "cannot read the shape"));
+    Handle t(check(H5Dget_type(d.id()), name, "cannot read the type"));
+    const auto dims = extent(fs.id(), name);
+    if (H5Tget_class(t.id()) != H5T_INTEGER || H5Tget_size(t.id()) != 1 || H5Tget_sign(t.id()) != H5T_SGN_NONE)
+        fail(name, "expected uint8, found " + type_text(t.id()));
+    if (dims.empty() || dims.size() > 2) fail(name, "expected a 1-d or 2-d dataset, found " + describe(dims));
+    if (first > dims[0] || count > dims[0] - first)
+        fail(name, "rows " + std::to_string(first) + ".." + std::to_string(first + count) +
+                       " requested, the dataset has " + std::to_string(dims[0]));
+    std::vector<std::uint8_t> v(count * (dims.size() == 2 ? dims[1] : 1));
+    if (v.empty()) return v;
+    Handle ms = select_rows(fs.id(), name, first, count);
+    check(H5Dread(d.id(), H5T_NATIVE_UINT8, ms.id(), fs.id(), H5P_DEFAULT, v.data()), name, "cannot read");
+    return v;
+}
+
 Vector File::read_row(const std::string& name, hsize_t row) const { return read_rows(name, row, 1).row(0).transpose(); }
 
 // ---------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ Evaluation& Trainer::evaluation_for(Index t, const Vector& theta) {
     m_batch_X.resize(B, m_data->X.cols());
     m_batch_T.resize(B, m_data->T.cols());
     for (Index i = 0; i < B; ++i) {
-        m_batch_X.row(i) = m_data->X.row(rows[i]);
+        m_data->X.copy_row(rows[i], m_batch_X.row(i).data());
         m_batch_T.row(i) = m_data->T.row(rows[i]);
     }
     // Mini-batches are small: the dense path, in the precision asked for.

@@ -48,15 +48,22 @@ TEST(Idx, ReadsMnist) {
     EXPECT_EQ(ds.X.rows(), 60000);
     EXPECT_EQ(ds.X.cols(), 784);
     EXPECT_EQ(ds.T.cols(), 10);
-    EXPECT_EQ(ds.X.maxCoeff(), 1.0);  // pixel / 255
-    EXPECT_EQ(ds.X.minCoeff(), 0.0);
+    ASSERT_TRUE(ds.X.has_pixels());  // held as the bytes, x = pixel / 255
+    EXPECT_TRUE(ds.X.pixels() == images.data);
+    EXPECT_EQ(ds.X.dense().maxCoeff(), 1.0);
+    EXPECT_EQ(ds.X.dense().minCoeff(), 0.0);
+    for (int p = 0; p < 256; ++p) EXPECT_EQ(InputData::pixel_value(std::uint8_t(p)), double(p) / 255.0);
     EXPECT_EQ(ds.T.row(0).sum(), 1.0);
     EXPECT_EQ(ds.T(0, 5), 1.0);  // the first training image is a 5
     EXPECT_EQ(ds.T(1, 0), 1.0);  // the second a 0
     // MNIST is about 19% non-zero, which is what the sparse X path counts on.
-    EXPECT_NEAR(double((ds.X.array() != 0).count()) / double(ds.X.size()), 0.19, 0.01);
+    EXPECT_NEAR(double(ds.X.nonzeros()) / double(ds.X.size()), 0.19, 0.01);
+    EXPECT_EQ(ds.X.nonzeros(), Index((ds.X.dense().array() != 0).count()));
     const Dataset first = load_dataset("mnist", data_dir(""), 100);
-    EXPECT_EQ(first.X, ds.X.topRows(100));
+    EXPECT_EQ(first.X.dense(), ds.X.dense().topRows(100));
+    RowMatrix row(1, 784);
+    ds.X.copy_row(59999, row.data());
+    EXPECT_EQ(row, ds.X.dense().row(59999));
 }
 
 TEST(Idx, RejectsTruncatedFile) {
@@ -100,6 +107,34 @@ TEST(Idx, RejectsMismatchedImageAndLabelCounts) {
     expect_error([&] { dataset_from_idx(read_idx(ip), read_idx(ip), ip, ip, 0); }, {"expected an idx1"});
 }
 
+/// A rank r of N for the per-rank readers; the sums are not needed here.
+struct RankOf final : SampleComm {
+    int r, n;
+    RankOf(int r_, int n_) : r(r_), n(n_) {}
+    void sum(double*, Index) const override {}
+    int rank() const override { return r; }
+    int size() const override { return n; }
+};
+
+// MPI (docs/MPI.md): rank r reads only its block [K r/N, K (r+1)/N) of the first K rows, as pixels
+// from the IDX file's offsets; its X equals those rows of the one-process X, bit for bit.
+TEST(Idx, EachRankReadsItsBlockOfPixels) {
+    TDYN_REQUIRE_MNIST();
+    const Index K = 1001;
+    const Dataset all = load_dataset("mnist", data_dir(""), K);
+    const RowMatrix X = all.X.dense();
+    for (int r = 0; r < 3; ++r) {
+        const RankOf comm(r, 3);
+        const Dataset ds = load_dataset("mnist", data_dir(""), K, 10, false, comm);
+        const Index r0 = shard_begin(K, r, 3), n = shard_begin(K, r + 1, 3) - r0;
+        ASSERT_TRUE(ds.X.has_pixels());
+        EXPECT_EQ(ds.first_row, r0);
+        EXPECT_EQ(ds.global_samples(), K);
+        EXPECT_EQ(ds.X.dense(), X.middleRows(r0, n));
+        EXPECT_EQ(ds.T, all.T.middleRows(r0, n));
+    }
+}
+
 TEST(DataFile, ReadsUint8PixelsAndLabels) {
     const std::string p = temp_path("small.h5");
     {
@@ -111,6 +146,7 @@ TEST(DataFile, ReadsUint8PixelsAndLabels) {
     }
     const Dataset ds = read_data_file(p, 2, 3);
     EXPECT_EQ(ds.X.rows(), 2);
+    EXPECT_FALSE(ds.X.has_pixels());
     EXPECT_EQ(ds.X(0, 1), 255.0);
     EXPECT_EQ(ds.T(1, 2), 1.0);
     EXPECT_EQ(ds.T.cols(), 3);

@@ -156,6 +156,64 @@ TEST(Reference, LossAccuracyGradientMatchPyTorch) {
     EXPECT_LT(relative_error(e.gradient(), ref.read_vector("/gradient")), 1e-10);
 }
 
+// X read from pixels (the data set holds the bytes) against X as the float64 matrix pixel / 255
+// that the loaders built before (issue 19): the same entries on every path, so the same bits.
+// Truth for the sparse paths: Eigen's own sparseView of that matrix (the CSR the old code built)
+// times B; for the dense paths the InputMatrix of the float64 matrix; then a whole Evaluation
+// (loss, gradient, H V) from both, bit for bit.
+TEST(InputPaths, PixelsGiveTheBitsOfTheFloat64Matrix) {
+    TDYN_REQUIRE_MNIST();
+    const Dataset ds = load_dataset("mnist", data_dir(""), 2000);
+    ASSERT_TRUE(ds.X.has_pixels());
+    const RowMatrix Xd = ds.X.dense();  // the old loader's X
+    const IdxArray images = read_idx(test::mnist_dir() + "/train-images-idx3-ubyte");
+    for (Index i = 0; i < Xd.size(); ++i) ASSERT_EQ(Xd.data()[i], double(images.data[std::size_t(i)]) / 255.0) << i;
+    const Index d = Xd.cols();
+    const RowMatrix B = RowMatrix::Random(d, 7), C = RowMatrix::Random(Xd.rows(), 7);
+    // sparse float64: X B as the old CSR (sparseView) gives it
+    {
+        const Eigen::SparseMatrix<double, Eigen::RowMajor> S = Xd.sparseView();
+        const InputMatrix X(ds.X, XPath::Sparse);
+        RowMatrix out;
+        X.times(B, out);
+        const RowMatrix ref = S * B;
+        EXPECT_TRUE(out == ref);
+    }
+    // sparse float32: the CSR of X.cast<float>()
+    {
+        const Eigen::SparseMatrix<float, Eigen::RowMajor> S = Xd.cast<float>().sparseView();
+        const InputMatrix X(ds.X, XPath::Sparse, Precision::F32);
+        RowMatrix out;
+        X.times(B, out);
+        const RowMatrixF ref = S * RowMatrixF(B.cast<float>());
+        EXPECT_TRUE(out == ref.cast<double>());
+    }
+    // every path: products and a whole Evaluation from pixels equal those from the float64 matrix
+    const Architecture arch = Architecture::parse("784-50-10");
+    const Vector theta = init_params(arch, 3);
+    Matrix V = Matrix::Random(theta.size(), 3);
+    for (XPath path : {XPath::Auto, XPath::Dense, XPath::Sparse})
+        for (Precision prec : {Precision::F64, Precision::F32}) {
+            const InputMatrix Xp(ds.X, path, prec), Xm(Xd, path, prec);
+            EXPECT_EQ(Xp.sparse(), Xm.sparse());
+            EXPECT_EQ(Xp.density(), Xm.density());
+            RowMatrix a, b;
+            Xp.times(B, a);
+            Xm.times(B, b);
+            EXPECT_TRUE(a == b);
+            Xp.transpose_times(C, a);
+            Xm.transpose_times(C, b);
+            EXPECT_TRUE(a == b);
+            Evaluation ep(arch, Xp, ds.T, theta), em(arch, Xm, ds.T, theta);
+            EXPECT_EQ(ep.loss(), em.loss());
+            EXPECT_TRUE(ep.gradient() == em.gradient());
+            Matrix hp(theta.size(), 3), hm(theta.size(), 3);
+            ep.hessian_times(V, hp);
+            em.hessian_times(V, hm);
+            EXPECT_TRUE(hp == hm);
+        }
+}
+
 TEST(Evaluation, RejectsArchitectureThatDoesNotFitTheData) {
     const auto p = test::random_problem(Architecture::parse("5-4-3"), 4, 1);
     InputMatrix X(p.X);

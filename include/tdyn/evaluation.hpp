@@ -6,6 +6,7 @@
 
 #include "tdyn/comm.hpp"
 #include "tdyn/common.hpp"
+#include "tdyn/data.hpp"
 #include "tdyn/network.hpp"
 
 #include <Eigen/SparseCore>
@@ -22,7 +23,12 @@ Precision parse_precision(const std::string& name);  ///< "f64" | "f32"; throws 
 XPath parse_xpath(const std::string& name);          ///< "auto" | "dense" | "sparse"; throws Error
 
 /// The k x d input matrix X (samples are rows) with the products tdyn needs:
-/// out = X B and out = X^T C. Built once per data set; it views X, which must outlive it.
+/// out = X B and out = X^T C. Built once per data set. What it holds depends on the path:
+///   sparse: X's CSR alone (m_Xs or m_Xs32; about 12 bytes per non-zero in float64);
+///   dense float32: X in float (4 k d bytes);
+///   dense float64: a view of float64 X (which must outlive it), or for pixel data (InputData)
+///   its own k x d float64 copy, pixel / 255 (8 k d bytes: 376 MB for MNIST).
+/// Every path's entries are those of the float64 X (pixel / 255), cast to the path's scalar.
 class InputMatrix {
 public:
     /// `path` Auto picks the sparse path when the measured density is below
@@ -34,12 +40,18 @@ public:
                          double sparse_threshold = 0.3, const SampleComm* comm = nullptr);
     InputMatrix(const RowMatrix&& X, XPath path = XPath::Auto, Precision precision = Precision::F64,
                 double sparse_threshold = 0.3, const SampleComm* comm = nullptr) = delete;
+    /// From a data set's X: float64 values as above (viewed on the dense float64 path, so they
+    /// must outlive it); pixels are read once into what the path holds (no float64 copy unless
+    /// the path is dense float64), and the InputData may go away afterwards.
+    explicit InputMatrix(const InputData& X, XPath path = XPath::Auto, Precision precision = Precision::F64,
+                         double sparse_threshold = 0.3, const SampleComm* comm = nullptr);
+    InputMatrix(const InputData&& X, XPath path = XPath::Auto, Precision precision = Precision::F64,
+                double sparse_threshold = 0.3, const SampleComm* comm = nullptr) = delete;
     Index rows() const { return m_X.rows(); }
     Index cols() const { return m_X.cols(); }
     double density() const { return m_density; }
     bool sparse() const { return m_sparse; }
     Precision precision() const { return m_precision; }
-    const Eigen::Map<const RowMatrix>& dense() const { return m_X; }
 
     /// out = X B  (k x n), B is d x n
     void times(const Eigen::Ref<const RowMatrix>& B, RowMatrix& out) const;
@@ -64,7 +76,12 @@ private:
     template <class S>
     void chunked_transpose_product(const Eigen::Ref<const RowMatrixT<S>>& C, Eigen::Ref<RowMatrixT<S>> out) const;
 
-    Eigen::Map<const RowMatrix> m_X;
+    /// The path's choice and storage from X's entries x(i, j) (float64) and its non-zero count.
+    template <class Entry>
+    void build(Entry x, Index nonzeros, XPath path, double sparse_threshold, const SampleComm* comm);
+
+    Eigen::Map<const RowMatrix> m_X;  // X in float64 (dense float64 path; else only its shape)
+    RowMatrix m_Xown;                 // X in float64, owned (dense float64 path over pixels)
     double m_density = 1;
     bool m_sparse = false;
     Precision m_precision = Precision::F64;

@@ -96,6 +96,8 @@ public:
     Vector read_row(const std::string& name, hsize_t row) const;
     /// Rows [first, first + count) of a 1-d (as count x 1) or 2-d dataset.
     RowMatrix read_rows(const std::string& name, hsize_t first, hsize_t count) const;
+    /// The same rows of a stored uint8 dataset as bytes (row-major, count x columns).
+    std::vector<std::uint8_t> read_rows_u8(const std::string& name, hsize_t first, hsize_t count) const;
 
     // Attributes of an object ("/" for the root). Setting replaces an existing one.
     // Strings are written variable-length UTF-8 (as h5py does); both kinds are read.
