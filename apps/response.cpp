@@ -26,6 +26,7 @@ struct ResponseCliOptions {
     ProblemOptions given;
     std::string file, param, observable = "loss", method = "all", test_data;
     Index from = 0, to = -1, unstable = -1, window = 10, segment = 20, ensemble = 8, test_samples = 1000;
+    Index burn_in = 200, burn_in_vectors = 8;
     double check_fd = 0, kick = 1e-8;
     std::uint64_t seed = 0;
     bool force = false, quiet = false, json = false;
@@ -124,21 +125,35 @@ int run_response(ResponseCliOptions& o) {
     if (o.ensemble < 2) throw Error("--ensemble " + std::to_string(o.ensemble) + ": must be at least 2");
     const std::string group = "/response/" + to_string(param) + "/" + to_string(observable);
 
-    // U: the flag, else the number of positive exponents the run's /lyapunov group measured.
+    // U: the flag, else the number of positive exponents the run's /lyapunov group measured, else
+    // estimated in a burn-in from theta_T0 (below, once the map exists).
     Index U = o.unstable;
+    std::string unstable_source = U >= 0 ? "flag" : "";
+    bool need_burn_in = false;
     {
         h5::File f = h5::File::open_read(o.file);
         if (f.exists(group) && !o.force) throw Error(o.file + ": already holds " + group + "; --force replaces it");
         if (U < 0 && (do_far || do_shadowing)) {
-            if (!f.exists("/lyapunov/exponents") || f.rows("/lyapunov/exponents") == 0)
-                throw Error("--unstable: not given, and " + o.file +
-                            " holds no Lyapunov exponents to count (run tdyn lyapunov first, or give --unstable U)");
-            const Vector ex = f.read_row("/lyapunov/exponents", f.rows("/lyapunov/exponents") - 1);
-            U = 0;
-            for (Index i = 0; i < ex.size(); ++i) U += std::isfinite(ex[i]) && ex[i] > 0;
-            if (U == ex.size())
-                std::cerr << "tdyn: warning: all " << U << " stored exponents are positive; U may be larger\n";
+            if (f.exists("/lyapunov/exponents") && f.rows("/lyapunov/exponents") > 0) {
+                const Vector ex = f.read_row("/lyapunov/exponents", f.rows("/lyapunov/exponents") - 1);
+                U = 0;
+                for (Index i = 0; i < ex.size(); ++i) U += std::isfinite(ex[i]) && ex[i] > 0;
+                unstable_source = "lyapunov";
+                if (U == ex.size())
+                    std::cerr << "tdyn: warning: all " << U << " stored exponents are positive; U may be larger\n";
+            } else {
+                need_burn_in = true;
+                unstable_source = "burn-in";
+            }
         }
+    }
+    if (need_burn_in) {
+        if (o.burn_in_vectors < 1 || o.burn_in_vectors > P)
+            throw Error("--burn-in-vectors " + std::to_string(o.burn_in_vectors) +
+                        ": must be between 1 and P = " + std::to_string(P));
+        if (o.burn_in < 20 || o.burn_in > T)
+            throw Error("--burn-in " + std::to_string(o.burn_in) +
+                        ": must be between 20 and --to - --from = " + std::to_string(T) + " (or give --unstable U)");
     }
     if (U > P) throw Error("--unstable " + std::to_string(U) + ": must be at most P = " + std::to_string(P));
 
@@ -165,12 +180,33 @@ int run_response(ResponseCliOptions& o) {
     };
     auto map = make_map(config.lr, config.weight_decay);
     const ResponseProgress progress = phase_progress(o.quiet || o.json);
+    std::optional<UnstableEstimate> burn;
+    if (need_burn_in) {
+        // M tangent vectors over the first B steps of the window, QR every 10 steps, the first
+        // quarter (rounded to a multiple of 10) not counted: U = #{exponents > 0}.
+        BurnInOptions bo;
+        bo.vectors = o.burn_in_vectors;
+        bo.steps = o.burn_in;
+        bo.qr_every = 10;
+        bo.warmup = o.burn_in / 40 * 10;  // B >= 20, so B - warmup >= q
+        bo.seed = o.seed;
+        burn = estimate_unstable_dim(*map, theta0, o.from, bo, progress);
+        U = burn->unstable;
+        if (U == bo.vectors)
+            std::cerr << "tdyn: warning: all " << U
+                      << " burn-in exponents are positive; U may be larger (raise --burn-in-vectors)\n";
+    }
 
     Json j = {{"file", o.file},
               {"param", to_string(param)},
               {"observable", to_string(observable)},
               {"from", o.from},
               {"to", to}};
+    if (do_far || do_shadowing) {
+        j["unstable_dim"] = U;
+        j["unstable_source"] = unstable_source;
+    }
+    if (burn) j["burn_in_exponents"] = std::vector<double>(burn->exponents.begin(), burn->exponents.end());
     std::optional<UnrolledResult> unrolled;
     std::optional<FarResult> far, shadowing;
     if (do_unrolled) {
@@ -243,6 +279,8 @@ int run_response(ResponseCliOptions& o) {
         f.set_attr(group, "from", std::int64_t(o.from));
         f.set_attr(group, "to", std::int64_t(to));
         f.set_attr(group, "command_line", command_line());
+        if (do_far || do_shadowing) f.set_attr(group, "unstable_source", unstable_source);
+        if (burn) f.write_vector(group + "/burn_in_exponents", burn->exponents);
         if (unrolled) {
             const std::string g = group + "/unrolled";
             f.write_vector(g + "/adjoint_norm", unrolled->adjoint_norm);
@@ -285,6 +323,11 @@ int run_response(ResponseCliOptions& o) {
     std::cout.precision(6);
     std::cout << o.file << ": d<" << to_string(observable) << ">/d " << to_string(param) << " over steps " << o.from
               << ".." << to << "\n";
+    if (burn) {
+        std::cout << "  U = " << U << " from a " << o.burn_in << "-step burn-in, exponents";
+        for (Index i = 0; i < burn->exponents.size(); ++i) std::cout << " " << burn->exponents[i];
+        std::cout << "\n";
+    }
     if (unrolled)
         std::cout << "  unrolled   " << unrolled->derivative << "  (|adjoint| grows " << unrolled->growth_rate
                   << " per step)\n";
@@ -322,7 +365,13 @@ void setup_response(CLI::App& app, int& exit_code) {
     cmd->add_option("--to", o->to, "T1: last step (default: the run's last step)");
     cmd->add_option("--method", o->method, "unrolled, far, shadowing, all or none")->capture_default_str();
     cmd->add_option("--unstable", o->unstable,
-                    "U tangent vectors (default: the positive exponents of the run's /lyapunov group)");
+                    "U tangent vectors (default: the positive exponents of the run's /lyapunov group, else "
+                    "of a burn-in)");
+    cmd->add_option("--burn-in", o->burn_in,
+                    "B: without --unstable and /lyapunov, U counts the positive exponents over steps T0..T0+B")
+        ->capture_default_str();
+    cmd->add_option("--burn-in-vectors", o->burn_in_vectors, "M tangent vectors of the burn-in (U <= M)")
+        ->capture_default_str();
     cmd->add_option("--window", o->window, "W: psi_n sums Phi_{n-W} .. Phi_{n+W}")->capture_default_str();
     cmd->add_option("--segment", o->segment, "S steps per segment (QR at each end)")->capture_default_str();
     cmd->add_option("--seed", o->seed, "seed of the tangent basis and of the finite-difference kicks")

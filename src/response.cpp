@@ -263,6 +263,44 @@ FarResult far_response(ResponseMap& map, const Vector& x0, Index first, const Fa
 
 // ---------------------------------------------------------------------------------------------
 
+UnstableEstimate estimate_unstable_dim(ResponseMap& map, const Vector& x0, Index first, const BurnInOptions& o,
+                                       const ResponseProgress& progress) {
+    const Index dim = map.dim();
+    if (o.vectors < 1 || o.vectors > dim)
+        throw Error("burn-in vectors " + std::to_string(o.vectors) + ": must be between 1 and the dimension " +
+                    std::to_string(dim));
+    if (o.qr_every < 1) throw Error("burn-in qr_every " + std::to_string(o.qr_every) + ": must be at least 1");
+    if (o.warmup < 0 || o.warmup % o.qr_every != 0)
+        throw Error("burn-in warmup " + std::to_string(o.warmup) + ": must be a non-negative multiple of " +
+                    std::to_string(o.qr_every));
+    if (o.steps < o.warmup + o.qr_every)
+        throw Error("burn-in steps " + std::to_string(o.steps) +
+                    ": must be at least warmup + q = " + std::to_string(o.warmup + o.qr_every));
+    TangentOptions t;
+    t.vectors = o.vectors, t.qr_every = o.qr_every, t.warmup = o.warmup, t.seed = o.seed;
+    TangentPropagator tp(dim, t);
+    const auto apply = [&](const Matrix& V, Matrix& JV) {
+        Matrix P = V;
+        map.project(P);  // the neutral directions (J v = v exactly) would count as exponent 0
+        map.jacobian(P, JV);
+        map.project(JV);
+    };
+    Vector x = x0;
+    for (Index n = 0; n < o.steps; ++n) {
+        map.at(first + n, x);
+        tp.step(apply);
+        if (n + 1 < o.steps) x = map.next();
+        report(progress, "burn-in", n + 1, o.steps);
+    }
+    UnstableEstimate r;
+    r.exponents = tp.exponents();
+    for (Index i = 0; i < r.exponents.size(); ++i)
+        r.unstable += std::isfinite(r.exponents[i]) && r.exponents[i] > o.threshold;
+    return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+
 ResponseParam parse_response_param(const std::string& name) {
     if (name == "lr") return ResponseParam::LearningRate;
     if (name == "weight-decay") return ResponseParam::WeightDecay;

@@ -282,6 +282,39 @@ TEST(Response, UnrolledAdjointGrowsAtTheTopExponentOnCatMap) {
     EXPECT_GT(std::abs(r.derivative), 1e10);  // it says nothing about -10 pi
 }
 
+// The burn-in estimate of U against exact exponents. GD on a quadratic A = V diag(a) V^T with
+// alpha = 1: J = I - A is constant, exponents ln|1 - a_i| = ln 1.5, ln 1.2, ln 0.8, ln 0.6 (then
+// ln 0.1, ln 0.05); after the 50 warm-up steps the nested subspaces are aligned to
+// (0.6/0.8)^50 ~ 6e-7 or better, and that error decays further over the 150 counted steps, so
+// the counted exponents are exact to about 1e-8 (tolerance 1e-6). U = 2. The cat map: ln phi^2 and
+// -ln phi^2 (its 2 vectors span the plane: the sum of the exponents is ln det A = 0), U = 1.
+TEST(Response, BurnInCountsTheUnstableDimension) {
+    std::mt19937_64 gen(11);
+    std::normal_distribution<double> N01;
+    Matrix B(6, 6);
+    for (Index i = 0; i < B.size(); ++i) B.data()[i] = N01(gen);
+    const Matrix V = Eigen::HouseholderQR<Matrix>(B).householderQ();
+    const Vector a{{2.5, 2.2, 1.05, 1.8, 1.6, 0.9}};  // 1 - a: -1.5, -1.2, -0.05, -0.8, -0.6, 0.1
+    const Matrix A = V * a.asDiagonal() * V.transpose();
+    QuadraticGd quad(A, 1.0);
+    BurnInOptions o;
+    o.vectors = 4, o.steps = 200, o.warmup = 50, o.qr_every = 10;
+    const UnstableEstimate q = estimate_unstable_dim(quad, Vector::Constant(6, 1e-3), 0, o);
+    EXPECT_EQ(q.unstable, 2);
+    const Vector exact{{std::log(1.5), std::log(1.2), std::log(0.8), std::log(0.6)}};
+    for (Index i = 0; i < 4; ++i) EXPECT_NEAR(q.exponents[i], exact[i], 1e-6) << i;
+
+    CatMap cat(false);
+    o.vectors = 2, o.steps = 100, o.warmup = 20, o.qr_every = 5;
+    const UnstableEstimate c = estimate_unstable_dim(cat, Vector{{0.1234, 0.5678}}, 0, o);
+    const double l1 = std::log((3 + std::sqrt(5.0)) / 2);
+    EXPECT_EQ(c.unstable, 1);
+    EXPECT_NEAR(c.exponents[0], l1, 1e-9);
+    EXPECT_NEAR(c.exponents[1], -l1, 1e-9);
+    o.warmup = 7;  // not a multiple of q
+    EXPECT_THROW(estimate_unstable_dim(cat, Vector{{0.1, 0.2}}, 0, o), Error);
+}
+
 // ------------------------------------------------------------------------------------------
 // The gradient-descent map of a small tanh softmax-CE network with weight decay, each piece
 // against central differences (h = 1e-5 on smooth functions of O(1): truncation ~1e-10,
@@ -485,6 +518,29 @@ TEST(ResponseCli, UnrolledExplodesAndFarAgreesWithFiniteDifferences) {
     EXPECT_EQ(Index(f.read_vector("/response/lr/loss/unrolled/adjoint_norm").size()), 801);
 }
 
+// Without --unstable and without a /lyapunov group, U comes from a burn-in over the window's first
+// B steps: the JSON and the run file say so, U is the number of positive burn-in exponents, and
+// the top one agrees in sign with tdyn lyapunov over the same steps (0.04-0.1 on this run).
+TEST(ResponseCli, UnstableDimensionFromABurnIn) {
+    const std::string run = chaotic_run();
+    const auto r =
+        run_tdyn("response " + run + " --param lr --method shadowing --from 200 --to 400 --burn-in 100 --json");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["unstable_source"], "burn-in");
+    const auto ex = j["burn_in_exponents"].get<std::vector<double>>();
+    ASSERT_EQ(ex.size(), 8u);
+    EXPECT_EQ(j["unstable_dim"].get<Index>(), std::count_if(ex.begin(), ex.end(), [](double x) { return x > 0; }));
+    const auto ly = run_tdyn("lyapunov " + run + " --vectors 1 --from 200 --to 300 --json --quiet");
+    ASSERT_EQ(ly.exit_code, 0) << ly.err;
+    const double lambda1 = nlohmann::json::parse(ly.out)["exponents"][0].get<double>();
+    EXPECT_GT(lambda1, 0);
+    EXPECT_GT(*std::max_element(ex.begin(), ex.end()), 0);
+    h5::File f = h5::File::open_read(run);
+    EXPECT_EQ(f.attr_string("/response/lr/loss", "unstable_source"), "burn-in");
+    EXPECT_EQ(Index(f.read_vector("/response/lr/loss/burn_in_exponents").size()), 8);
+}
+
 // Bad input: one line naming the flag, a non-zero exit, the run file untouched.
 TEST(ResponseCli, BadInputNamesTheFlagAndLeavesTheFileAlone) {
     const std::string run = chaotic_run();
@@ -498,7 +554,7 @@ TEST(ResponseCli, BadInputNamesTheFlagAndLeavesTheFileAlone) {
              {"--param lr --to 5000", "--to"},
              {"--param weight-decay --unstable 1 --check-fd 0.5", "--check-fd"},
              {"--param lr --unstable 1000", "--unstable"},
-             {"--param lr", "--unstable"},  // no /lyapunov group to count U from
+             {"--param lr --burn-in 5", "--burn-in"},  // no /lyapunov group: U from a burn-in
          }) {
         const auto r = run_tdyn("response " + run + " " + args + " --quiet");
         EXPECT_EQ(r.exit_code, 1) << args;

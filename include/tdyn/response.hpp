@@ -94,6 +94,24 @@ struct FarResult {
 FarResult far_response(ResponseMap& map, const Vector& x0, Index first, const FarOptions& options,
                        const ResponseProgress& progress = {});
 
+struct BurnInOptions {
+    Index vectors = 8;       ///< M tangent vectors (U is at most M)
+    Index steps = 200;       ///< B map steps from x_0
+    Index qr_every = 10;     ///< q: QR every q steps
+    Index warmup = 50;       ///< the first steps align the basis and do not count (multiple of q)
+    double threshold = 0;    ///< U = #{exponents > threshold}
+    std::uint64_t seed = 0;  ///< the random initial basis
+};
+struct UnstableEstimate {
+    Index unstable = 0;  ///< U
+    Vector exponents;    ///< the M finite-time exponents over steps warmup..B (per step, in QR order)
+};
+/// The unstable dimension U estimated in a burn-in: M tangent vectors carried B steps from x_0
+/// (the map's steps first .. first + B - 1; the map's neutral directions projected out), QR every
+/// q steps; U counts the exponents above the threshold. Cost: B M Jacobian products.
+UnstableEstimate estimate_unstable_dim(ResponseMap& map, const Vector& x0, Index first, const BurnInOptions& options,
+                                       const ResponseProgress& progress = {});
+
 /// Standard error of the mean of `v` by B consecutive batch means (B = min(size, 10)).
 double batch_stderr(const Vector& v);
 
