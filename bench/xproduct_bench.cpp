@@ -37,7 +37,7 @@ const RowMatrix& x_with_density(Index k, int permille) {
     static std::map<std::pair<Index, int>, std::unique_ptr<RowMatrix>> cache;
     auto& slot = cache[{k, permille}];
     if (slot) return *slot;
-    RowMatrix X = mnist(k).X;
+    RowMatrix X = mnist_x(k);
     const double base = double((X.array() != 0.0).count()) / double(X.size()), target = permille / 1000.0;
     for (Index i = 0; i < X.size(); ++i) {
         double& x = X.data()[i];
