@@ -6,8 +6,10 @@
 
 #include <barrier>
 #include <cmath>
+#include <cstdint>
 #include <gtest/gtest.h>
 #include <limits>
+#include <random>
 #include <thread>
 #include <type_traits>
 
@@ -205,6 +207,59 @@ TEST(InputPaths, PixelsGiveTheBitsOfTheFloat64Matrix) {
             Xm.transpose_times(C, b);
             EXPECT_TRUE(a == b);
             Evaluation ep(arch, Xp, ds.T, theta), em(arch, Xm, ds.T, theta);
+            EXPECT_EQ(ep.loss(), em.loss());
+            EXPECT_TRUE(ep.gradient() == em.gradient());
+            Matrix hp(theta.size(), 3), hm(theta.size(), 3);
+            ep.hessian_times(V, hp);
+            em.hessian_times(V, hm);
+            EXPECT_TRUE(hp == hm);
+        }
+}
+
+// The same as PixelsGiveTheBitsOfTheFloat64Matrix without MNIST, so that the sanitizer stage
+// (which runs without it) also covers the pixel path: InputData built from bytes (about 20 %
+// non-zero, a zero row, the extreme values 1 and 255), against the float64 matrix pixel / 255.
+TEST(InputPaths, PixelsOfASmallImageSetGiveTheBitsOfTheFloat64Matrix) {
+    const Index k = 300, d = 20;
+    std::mt19937_64 g(11);
+    std::vector<std::uint8_t> pixels(std::size_t(k * d), 0);
+    for (std::size_t i = 0; i < pixels.size(); ++i)
+        if (g() % 5 == 0) pixels[i] = std::uint8_t(1 + g() % 255);
+    for (Index j = 0; j < d; ++j) pixels[std::size_t(7 * d + j)] = 0;  // a zero row
+    pixels[0] = 1, pixels[1] = 255;
+    RowMatrix Xd(k, d);
+    for (Index i = 0; i < k * d; ++i) Xd.data()[i] = double(pixels[std::size_t(i)]) / 255.0;
+    const InputData data(pixels, k, d);
+    ASSERT_TRUE(data.has_pixels());
+    EXPECT_TRUE(data.dense() == Xd);
+    EXPECT_EQ(data.nonzeros(), Index((Xd.array() != 0.0).count()));
+    RowMatrix T = RowMatrix::Zero(k, 3);
+    for (Index i = 0; i < k; ++i) T(i, Index(g() % 3)) = 1;
+    const RowMatrix B = RowMatrix::Random(d, 5), C = RowMatrix::Random(k, 5);
+    {  // the CSR from bytes is the CSR of Eigen's sparseView of the float64 matrix
+        const Eigen::SparseMatrix<double, Eigen::RowMajor> S = Xd.sparseView();
+        const InputMatrix X(data, XPath::Sparse);
+        RowMatrix out;
+        X.times(B, out);
+        const RowMatrix ref = S * B;
+        EXPECT_TRUE(out == ref);
+    }
+    const Architecture arch = Architecture::parse("20-6-3");
+    const Vector theta = init_params(arch, 5);
+    const Matrix V = Matrix::Random(theta.size(), 3);
+    for (XPath path : {XPath::Auto, XPath::Dense, XPath::Sparse})
+        for (Precision prec : {Precision::F64, Precision::F32}) {
+            const InputMatrix Xp(data, path, prec), Xm(Xd, path, prec);
+            EXPECT_EQ(Xp.sparse(), Xm.sparse());
+            EXPECT_EQ(Xp.density(), Xm.density());
+            RowMatrix a, b;
+            Xp.times(B, a);
+            Xm.times(B, b);
+            EXPECT_TRUE(a == b);
+            Xp.transpose_times(C, a);
+            Xm.transpose_times(C, b);
+            EXPECT_TRUE(a == b);
+            Evaluation ep(arch, Xp, T, theta), em(arch, Xm, T, theta);
             EXPECT_EQ(ep.loss(), em.loss());
             EXPECT_TRUE(ep.gradient() == em.gradient());
             Matrix hp(theta.size(), 3), hm(theta.size(), 3);
