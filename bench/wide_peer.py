@@ -37,18 +37,12 @@ def torch_worker(args):
     import torch
 
     sys.path.insert(0, os.path.join(ROOT, "bench"))
-    from peer_torch import load_mnist
+    from peer_torch import init_params, load_mnist
 
     torch.set_num_threads(args.threads)
     X, T, _ = load_mnist(args.data_dir, args.k)
-    widths = [int(w) for w in args.arch.split("-")]
-    g = torch.Generator().manual_seed(1)
-    params = []
-    for n_in, n_out in zip(widths[:-1], widths[1:]):
-        bound = 1.0 / n_in ** 0.5
-        W = (torch.rand(n_in, n_out, generator=g, dtype=torch.float64) * 2 - 1) * bound
-        b = (torch.rand(n_out, generator=g, dtype=torch.float64) * 2 - 1) * bound
-        params += [W.requires_grad_(), b.requires_grad_()]
+    params = init_params([int(w) for w in args.arch.split("-")], 1)
+    g = torch.Generator().manual_seed(2)  # the tangent vectors' start
 
     def loss_fn():
         Z = X

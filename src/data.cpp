@@ -90,7 +90,12 @@ std::ifstream open_idx(const std::string& path, std::uintmax_t& size) {
 
 }  // namespace
 
-IdxArray read_idx_rows(const std::string& path, std::size_t first, std::size_t count) {
+namespace {
+
+/// Rows [first, first + count) of an IDX file (count kAllRows: through the last row): the
+/// header's checks against the file size (idx_dims), then those rows straight into the array.
+constexpr std::size_t kAllRows = std::size_t(-1);
+IdxArray read_idx_block(const std::string& path, std::size_t first, std::size_t count) {
     std::uintmax_t size = 0;
     std::ifstream in = open_idx(path, size);
     std::uint8_t head[16] = {};
@@ -100,6 +105,7 @@ IdxArray read_idx_rows(const std::string& path, std::size_t first, std::size_t c
     a.dims = idx_dims(head, size, path, header);
     std::size_t row = 1;
     for (std::size_t i = 1; i < a.dims.size(); ++i) row *= a.dims[i];
+    if (count == kAllRows) count = a.dims[0] - std::min<std::size_t>(first, a.dims[0]);
     if (first + count > a.dims[0])
         throw Error(path + ": rows " + std::to_string(first) + ".." + std::to_string(first + count) +
                     " requested, the file holds " + std::to_string(a.dims[0]));
@@ -111,21 +117,13 @@ IdxArray read_idx_rows(const std::string& path, std::size_t first, std::size_t c
     return a;
 }
 
-IdxArray read_idx(const std::string& path) {
-    // The header's checks against the file size (idx_dims), then the body straight into the array.
-    std::uintmax_t size = 0;
-    std::ifstream in = open_idx(path, size);
-    std::uint8_t head[16] = {};
-    in.read(reinterpret_cast<char*>(head), std::streamsize(std::min<std::uintmax_t>(size, 16)));
-    IdxArray a;
-    std::size_t header = 0;
-    a.dims = idx_dims(head, size, path, header);
-    a.data.resize(size - header);
-    in.seekg(std::streamoff(header));
-    in.read(reinterpret_cast<char*>(a.data.data()), std::streamsize(a.data.size()));
-    if (!in) throw Error(path + ": read error");
-    return a;
+}  // namespace
+
+IdxArray read_idx_rows(const std::string& path, std::size_t first, std::size_t count) {
+    return read_idx_block(path, first, count);
 }
+
+IdxArray read_idx(const std::string& path) { return read_idx_block(path, 0, kAllRows); }
 
 namespace {
 

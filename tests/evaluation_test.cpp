@@ -163,40 +163,35 @@ TEST(Reference, LossAccuracyGradientMatchPyTorch) {
 // Truth for the sparse paths: Eigen's own sparseView of that matrix (the CSR the old code built)
 // times B; for the dense paths the InputMatrix of the float64 matrix; then a whole Evaluation
 // (loss, gradient, H V) from both, bit for bit.
-TEST(InputPaths, PixelsGiveTheBitsOfTheFloat64Matrix) {
-    TDYN_REQUIRE_MNIST();
-    const Dataset ds = load_dataset("mnist", data_dir(""), 2000);
-    ASSERT_TRUE(ds.X.has_pixels());
-    const RowMatrix Xd = ds.X.dense();  // the old loader's X
-    const IdxArray images = read_idx(test::mnist_dir() + "/train-images-idx3-ubyte");
-    for (Index i = 0; i < Xd.size(); ++i) ASSERT_EQ(Xd.data()[i], double(images.data[std::size_t(i)]) / 255.0) << i;
-    const Index d = Xd.cols();
-    const RowMatrix B = RowMatrix::Random(d, 7), C = RowMatrix::Random(Xd.rows(), 7);
-    // sparse float64: X B as the old CSR (sparseView) gives it
-    {
+/// The checks both pixel tests make: X from the bytes `data` against Xd = pixel / 255 built
+/// independently. Sparse float64 and float32 products against Eigen's sparseView of Xd (the CSR
+/// the old loaders built); then on every path and precision the products and a whole Evaluation
+/// (loss, gradient, H V of `vectors` random vectors) from both, bit for bit.
+void expect_pixels_give_the_bits_of(const InputData& data, const RowMatrix& Xd, const RowMatrix& T,
+                                    const Architecture& arch, Index vectors) {
+    const Index k = Xd.rows(), d = Xd.cols();
+    const RowMatrix B = RowMatrix::Random(d, vectors), C = RowMatrix::Random(k, vectors);
+    {  // sparse float64: X B as the old CSR (sparseView) gives it
         const Eigen::SparseMatrix<double, Eigen::RowMajor> S = Xd.sparseView();
-        const InputMatrix X(ds.X, XPath::Sparse);
+        const InputMatrix X(data, XPath::Sparse);
         RowMatrix out;
         X.times(B, out);
         const RowMatrix ref = S * B;
         EXPECT_TRUE(out == ref);
     }
-    // sparse float32: the CSR of X.cast<float>()
-    {
+    {  // sparse float32: the CSR of X.cast<float>()
         const Eigen::SparseMatrix<float, Eigen::RowMajor> S = Xd.cast<float>().sparseView();
-        const InputMatrix X(ds.X, XPath::Sparse, Precision::F32);
+        const InputMatrix X(data, XPath::Sparse, Precision::F32);
         RowMatrix out;
         X.times(B, out);
         const RowMatrixF ref = S * RowMatrixF(B.cast<float>());
         EXPECT_TRUE(out == ref.cast<double>());
     }
-    // every path: products and a whole Evaluation from pixels equal those from the float64 matrix
-    const Architecture arch = Architecture::parse("784-50-10");
     const Vector theta = init_params(arch, 3);
-    Matrix V = Matrix::Random(theta.size(), 3);
+    const Matrix V = Matrix::Random(theta.size(), vectors);
     for (XPath path : {XPath::Auto, XPath::Dense, XPath::Sparse})
         for (Precision prec : {Precision::F64, Precision::F32}) {
-            const InputMatrix Xp(ds.X, path, prec), Xm(Xd, path, prec);
+            const InputMatrix Xp(data, path, prec), Xm(Xd, path, prec);
             EXPECT_EQ(Xp.sparse(), Xm.sparse());
             EXPECT_EQ(Xp.density(), Xm.density());
             RowMatrix a, b;
@@ -206,19 +201,29 @@ TEST(InputPaths, PixelsGiveTheBitsOfTheFloat64Matrix) {
             Xp.transpose_times(C, a);
             Xm.transpose_times(C, b);
             EXPECT_TRUE(a == b);
-            Evaluation ep(arch, Xp, ds.T, theta), em(arch, Xm, ds.T, theta);
+            Evaluation ep(arch, Xp, T, theta), em(arch, Xm, T, theta);
             EXPECT_EQ(ep.loss(), em.loss());
             EXPECT_TRUE(ep.gradient() == em.gradient());
-            Matrix hp(theta.size(), 3), hm(theta.size(), 3);
+            Matrix hp(theta.size(), vectors), hm(theta.size(), vectors);
             ep.hessian_times(V, hp);
             em.hessian_times(V, hm);
             EXPECT_TRUE(hp == hm);
         }
 }
 
-// The same as PixelsGiveTheBitsOfTheFloat64Matrix without MNIST, so that the sanitizer stage
-// (which runs without it) also covers the pixel path: InputData built from bytes (about 20 %
-// non-zero, a zero row, the extreme values 1 and 255), against the float64 matrix pixel / 255.
+TEST(InputPaths, PixelsGiveTheBitsOfTheFloat64Matrix) {
+    TDYN_REQUIRE_MNIST();
+    const Dataset ds = load_dataset("mnist", data_dir(""), 2000);
+    ASSERT_TRUE(ds.X.has_pixels());
+    const RowMatrix Xd = ds.X.dense();  // the old loader's X
+    const IdxArray images = read_idx(test::mnist_dir() + "/train-images-idx3-ubyte");
+    for (Index i = 0; i < Xd.size(); ++i) ASSERT_EQ(Xd.data()[i], double(images.data[std::size_t(i)]) / 255.0) << i;
+    expect_pixels_give_the_bits_of(ds.X, Xd, ds.T, Architecture::parse("784-50-10"), 7);
+}
+
+// The same without MNIST, so that the sanitizer stage (which runs without it) also covers the
+// pixel path: InputData built from bytes (about 20 % non-zero, a zero row, the extreme values 1
+// and 255), against the float64 matrix pixel / 255.
 TEST(InputPaths, PixelsOfASmallImageSetGiveTheBitsOfTheFloat64Matrix) {
     const Index k = 300, d = 20;
     std::mt19937_64 g(11);
@@ -235,38 +240,7 @@ TEST(InputPaths, PixelsOfASmallImageSetGiveTheBitsOfTheFloat64Matrix) {
     EXPECT_EQ(data.nonzeros(), Index((Xd.array() != 0.0).count()));
     RowMatrix T = RowMatrix::Zero(k, 3);
     for (Index i = 0; i < k; ++i) T(i, Index(g() % 3)) = 1;
-    const RowMatrix B = RowMatrix::Random(d, 5), C = RowMatrix::Random(k, 5);
-    {  // the CSR from bytes is the CSR of Eigen's sparseView of the float64 matrix
-        const Eigen::SparseMatrix<double, Eigen::RowMajor> S = Xd.sparseView();
-        const InputMatrix X(data, XPath::Sparse);
-        RowMatrix out;
-        X.times(B, out);
-        const RowMatrix ref = S * B;
-        EXPECT_TRUE(out == ref);
-    }
-    const Architecture arch = Architecture::parse("20-6-3");
-    const Vector theta = init_params(arch, 5);
-    const Matrix V = Matrix::Random(theta.size(), 3);
-    for (XPath path : {XPath::Auto, XPath::Dense, XPath::Sparse})
-        for (Precision prec : {Precision::F64, Precision::F32}) {
-            const InputMatrix Xp(data, path, prec), Xm(Xd, path, prec);
-            EXPECT_EQ(Xp.sparse(), Xm.sparse());
-            EXPECT_EQ(Xp.density(), Xm.density());
-            RowMatrix a, b;
-            Xp.times(B, a);
-            Xm.times(B, b);
-            EXPECT_TRUE(a == b);
-            Xp.transpose_times(C, a);
-            Xm.transpose_times(C, b);
-            EXPECT_TRUE(a == b);
-            Evaluation ep(arch, Xp, T, theta), em(arch, Xm, T, theta);
-            EXPECT_EQ(ep.loss(), em.loss());
-            EXPECT_TRUE(ep.gradient() == em.gradient());
-            Matrix hp(theta.size(), 3), hm(theta.size(), 3);
-            ep.hessian_times(V, hp);
-            em.hessian_times(V, hm);
-            EXPECT_TRUE(hp == hm);
-        }
+    expect_pixels_give_the_bits_of(data, Xd, T, Architecture::parse("20-6-3"), 5);
 }
 
 TEST(Evaluation, RejectsArchitectureThatDoesNotFitTheData) {
