@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <random>
 
 namespace tdyn {
@@ -151,9 +153,10 @@ TEST(Activation, ArrayPoliciesMatchScalarFunctions) {
 }
 
 // The vectorised tanh of double arrays (activation.hpp, elem::detail::TanhOp) against tanhl
-// (64-bit mantissa: its own error is ~2^-11 ulp of a double). Bound 2 ulp: each branch's error
-// analysis gives <= 1.7 (series: rounding of a, a^3 p; exterior: exp's ulp and one division,
-// damped by t >= 0.5); glibc's own tanh reaches 2.1 ulp on the same points.
+// (64-bit mantissa: its own error is ~2^-11 ulp of a double). Bound 2 ulp: the errors are the
+// roundings of a + a^3 p (series) and of exp, one addition and one division damped by t >= 0.5
+// (exterior), a few half-ulps; measured 1.63 ulp. glibc's own tanh reaches 2.08 ulp on the same
+// points (printed, not asserted).
 TEST(Activation, VectorisedTanhIsWithinTwoUlpOfTanhl) {
     std::mt19937_64 g(7);
     std::uniform_real_distribution<double> u(-1, 1);
@@ -166,14 +169,17 @@ TEST(Activation, VectorisedTanhIsWithinTwoUlpOfTanhl) {
         else x[i] = std::copysign(0.5 + 0.1 * std::abs(u(g)), u(g));      // around the switch at 0.55
     }
     const Eigen::ArrayXd t = elem::tanh(x);
-    double worst = 0, at = 0;
+    double worst = 0, at = 0, worst_libm = 0;
     for (Index i = 0; i < n; ++i) {
         const long double ref = tanhl(static_cast<long double>(x[i]));
         const double r = static_cast<double>(ref);
         const double ulp = std::nextafter(std::abs(r), INFINITY) - std::abs(r);
         const double err = static_cast<double>(std::abs(static_cast<long double>(t[i]) - ref) / ulp);
         if (err > worst) worst = err, at = x[i];
+        worst_libm = std::max(worst_libm, static_cast<double>(std::abs(std::tanh(x[i]) - ref) / ulp));
     }
+    // docs/MATH.md quotes these two
+    std::printf("vectorised tanh: worst %.3f ulp at x = %.17g; glibc tanh: worst %.3f ulp\n", worst, at, worst_libm);
     EXPECT_LE(worst, 2.0) << "at x = " << at;
     // special values, and the same bits for an element in a packet and in a row's tail
     Eigen::ArrayXd s(7);

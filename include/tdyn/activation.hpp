@@ -17,8 +17,8 @@ namespace elem::detail {
 ///   t(a) = a + a^3 (c_3 + c_5 a^2 + ... + c_39 a^36)   for a < 0.55 (odd Taylor series; term
 ///          n + 1 over term n is about (2a/pi)^2 < 0.13, so the tail past a^39 is < 2^-60 t(a)),
 ///   t(a) = 1 - 2 / (e^{2a} + 1)                         for a >= 0.55 (t >= 0.5: no cancellation).
-/// Measured against tanhl on 4M points (tests/network_test.cpp): at most 1.7 ulp, glibc's tanh
-/// 2.1 ulp. NaN stays NaN, tanh(+-inf) = +-1, tanh(-0) = -0.
+/// Against tanhl on 1M test points (Activation.VectorisedTanhIsWithinTwoUlpOfTanhl prints both):
+/// at most 1.63 ulp, glibc's tanh 2.08 ulp. NaN stays NaN, tanh(+-inf) = +-1, tanh(-0) = -0.
 struct TanhOp {
     static constexpr double kSeriesBound = 0.55;
     /// c_3, c_5, ..., c_39: 2^2n (2^2n - 1) B_2n / (2n)!, n = 2..20 (B: Bernoulli numbers)
