@@ -35,11 +35,10 @@ XPath parse_xpath(const std::string& name) {
 
 namespace {
 
-/// Below this many elements a pass runs on one thread: the fork/join costs more than it saves.
-constexpr Index kParallelElems = Index(1) << 16;
-
 using detail::chunk_begin;
 using detail::for_each_chunk;
+using detail::kParallelElems;
+using detail::reduce_in_order;
 using detail::row_chunks;
 using detail::rows_product;
 
@@ -50,17 +49,6 @@ void cast_rows(const Src& src, Dst& dst) {
     const Index rows = src.rows();
 #pragma omp parallel for schedule(static) if (src.size() >= kParallelElems)
     for (Index i = 0; i < rows; ++i) dst.row(i) = src.row(i).template cast<typename Dst::Scalar>();
-}
-
-/// out = sum_t acc[t] in the fixed order t = 0, 1, ..., parallel over the rows of out.
-template <class M, class O>
-void reduce_in_order(const std::vector<M>& acc, Index T, O& out) {
-    const Index rows = out.rows();
-#pragma omp parallel for schedule(static) if (T > 1 && out.size() >= kParallelElems)
-    for (Index i = 0; i < rows; ++i) {
-        out.row(i) = acc[0].row(i);
-        for (Index t = 1; t < T; ++t) out.row(i) += acc[t].row(i);
-    }
 }
 
 }  // namespace
@@ -181,15 +169,13 @@ void InputMatrix::chunked_transpose_product(const Eigen::Ref<const RowMatrixT<S>
         else return m_acc64;
     }
     ();
-    if (Index(acc.size()) < T) acc.resize(T);
-    for (Index t = 0; t < T; ++t) acc[t].resize(d, n);
     // Columns of C per pass of the sparse scatter: a d x tile slice of the accumulator
     // (784 x 256 doubles = 1.6 MB) stays in cache while the chunk's rows stream through.
     constexpr Index tile = std::is_same_v<S, float> ? 512 : 256;
     constexpr Index row_block = 256;
-    for_each_chunk(T, [&](Index t) {
+    auto part = [&](Index t, RowMatrixT<S>& a) {
         const Index r0 = chunk_begin(k, t, T), r1 = chunk_begin(k, t + 1, T);
-        RowMatrixT<S>& a = acc[t];
+        a.resize(d, n);
         if (!m_sparse) {
             // acc_t = X[r0:r1]^T C[r0:r1]  (Eigen GEMM, single-threaded)
             if constexpr (std::is_same_v<S, float>)
@@ -217,9 +203,12 @@ void InputMatrix::chunked_transpose_product(const Eigen::Ref<const RowMatrixT<S>
                 }
             }
         }
-    });
-    // out = acc_0 + acc_1 + ... in chunk order
-    reduce_in_order(acc, T, out);
+    };
+    // out = acc_0 + acc_1 + ... in chunk order. All T accumulators at once up to 32 MB (the
+    // gradient, blocks of up to 3 vectors of 784-50-10 at k = 60000), else one per thread
+    // (8 vectors: 40 MB -> 5 MB); the same bits either way.
+    const bool all_at_once = double(T) * double(d) * double(n) * sizeof(S) <= 32e6;
+    detail::sum_chunks_in_order(T, all_at_once ? T : Index(detail::max_threads()), acc, part, out);
 }
 
 template void InputMatrix::product<double>(const Eigen::Ref<const RowMatrix>&, Eigen::Ref<RowMatrix>) const;

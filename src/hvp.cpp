@@ -28,8 +28,10 @@ namespace tdyn {
 
 namespace {
 
-/// Below this many elements a pass runs on one thread: the fork/join costs more than it saves.
-constexpr Index kParallelElems = Index(1) << 16;
+using detail::kParallelElems;
+using detail::max_threads;
+using detail::reduce_in_order;
+using detail::thread_index;
 
 /// Vectors per chunk of a block: the wide buffers (k x n_1 M, a few of them) stay near
 /// 200 MB each, so a block of any size fits in memory and pages stay warm between chunks.
@@ -144,42 +146,64 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
     // R{A_1} = X V_W1 + 1 V_b1^T: one wide product; the bias is added where R{A_1} is read.
     RA1.resize(k, n1 * M);
     m_X.product<S>(VW1, RA1);
+    // R{Z_1} = f'(A_1) .* (R{A_1} + 1 V_b1^T) is as wide as R{A_1} but read only twice, by
+    // R{A_2} here and by R{dW_2} in the backward pass: it is never stored whole, but built per
+    // fixed row chunk of k (row_chunks.hpp) into a per-thread buffer and used at once. Same
+    // formulas, same GEMM shapes per row, so the bits are those of whole-matrix passes.
+    const Index T = detail::row_chunks(k);
+    m_chunk.resize(std::max(1, max_threads()));
+    auto RZ1_rows = [&](Index r0, Index n, RowMatrix& rz) {
+        const Index nh = n1;
+        const RowMatrix& f1 = m_fd1[0];
+        const Eigen::RowVectorXd& b1cat = m_bcat[1];
+        rz.resize(n, nh * M);
+        for (Index i = 0; i < n; ++i)
+            for (Index m = 0; m < M; ++m)
+                rz.row(i).segment(m * nh, nh).array() =
+                    f1.row(r0 + i).array() * (RA1.row(r0 + i).segment(m * nh, nh).template cast<double>().array() +
+                                              b1cat.segment(m * nh, nh).array());
+    };
     for (Index l = 2; l <= L; ++l) {
         const Index h = l - 1, nh = w[h];
-        // R{Z_h} = f'(A_h) .* R{A_h}   (R{A_1} + 1 V_b1^T for h = 1)
+        RowMatrix& RA = m_RA[l];
+        RA.resize(k, w[l] * M);
+        const Eigen::RowVectorXd& blcat = m_bcat[l];
+        const auto& Wl = weight(m_arch, m_theta, l);
+        if (h == 1) {
+            // per row chunk: R{A_2} = R{Z_1} W_2 + Z_1 [V_W2^(m)] + 1 V_b2^T
+            detail::for_each_chunk(T, [&](Index t) {
+                const Index r0 = detail::chunk_begin(k, t, T), n = detail::chunk_begin(k, t + 1, T) - r0;
+                RowMatrix& rz = m_chunk[thread_index()];
+                RZ1_rows(r0, n, rz);
+                RowMap(RA.data() + r0 * w[l] * M, n * M, w[l]).noalias() = RowMap(rz.data(), n * M, nh) * Wl;
+                RA.middleRows(r0, n).noalias() += m_Z[0].middleRows(r0, n) * m_VWcat[l];
+                for (Index i = r0; i < r0 + n; ++i) RA.row(i) += blcat;
+            });
+            continue;
+        }
+        // R{Z_h} = f'(A_h) .* R{A_h}
         RowMatrix& RZ = m_RZ[h];
         RZ.resize(k, nh * M);
         const RowMatrix& f1 = m_fd1[h - 1];
-        const Eigen::RowVectorXd& b1cat = m_bcat[1];
 #pragma omp parallel for schedule(static) if (wide >= kParallelElems)
-        for (Index i = 0; i < k; ++i) {
-            for (Index m = 0; m < M; ++m) {
-                auto rz = RZ.row(i).segment(m * nh, nh).array();
-                if (h == 1)
-                    rz = f1.row(i).array() * (RA1.row(i).segment(m * nh, nh).template cast<double>().array() +
-                                              b1cat.segment(m * nh, nh).array());
-                else rz = f1.row(i).array() * m_RA[h].row(i).segment(m * nh, nh).array();
-            }
-        }
+        for (Index i = 0; i < k; ++i)
+            for (Index m = 0; m < M; ++m)
+                RZ.row(i).segment(m * nh, nh).array() = f1.row(i).array() * m_RA[h].row(i).segment(m * nh, nh).array();
         // R{A_l} = R{Z_h} W_l + Z_h V_Wl + 1 V_bl^T:  view(R{Z_h}) W_l for all vectors, Z_h [V_Wl^(m)]
-        RowMatrix& RA = m_RA[l];
-        RA.resize(k, w[l] * M);
-        detail::rows_product(rows_view(RZ, nh), weight(m_arch, m_theta, l), rows_view(RA, w[l]));
+        detail::rows_product(rows_view(RZ, nh), Wl, rows_view(RA, w[l]));
         detail::rows_product(m_Z[h - 1], m_VWcat[l], RA, true);
-        const Eigen::RowVectorXd& blcat = m_bcat[l];
 #pragma omp parallel for schedule(static) if (wide >= kParallelElems)
         for (Index i = 0; i < k; ++i) RA.row(i) += blcat;
     }
 
-    // ---- output: R{delta_L} = (d delta_L / d A_L) R{A_L}, per sample and vector (loss.hpp);
-    // Gauss-Newton drops the residual (y - t) term of d delta_L / d A_L
-    RowMatrix& Rd = m_RA[0];  // R{delta_L}, k x c M
-    Rd.resize(k, c * M);
+    // ---- output: R{delta_L} = (d delta_L / d A_L) R{A_L}, per sample and vector (loss.hpp),
+    // over R{A_L} (not read again); Gauss-Newton drops the residual (y - t) term
+    if (L == 1) m_RA[1].resize(k, c * M);
+    RowMatrix& Rd = m_RA[L];  // R{delta_L}, k x c M
     {
         const double inv_k = 1.0 / double(m_k_global);  // the global k of the mean
         if (L == 1) {
             // no hidden layer: R{A_L} = R{A_1} + 1 V_b1^T, in float64
-            m_RA[1].resize(k, c * M);
             const Eigen::RowVectorXd& b1cat = m_bcat[1];
 #pragma omp parallel for schedule(static) if (wide >= kParallelElems)
             for (Index i = 0; i < k; ++i) m_RA[1].row(i) = RA1.row(i).template cast<double>() + b1cat;
@@ -206,21 +230,8 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
     m_small.resize(3);
     RowMatrix& G1 = m_small[0];
     RowMatrix& G2 = m_small[1];
-    for (Index l = L; l >= 2; --l) {
-        const Index h = l - 1, nh = w[h], nl = w[l];
-        RowMatrix& Rdl = l == L ? Rd : m_RZ[l];
-        RowMatrix& RZ = m_RZ[h];
-        // R{dW_l} = Z_h^T R{delta_l} + R{Z_h}^T delta_l:  G1 = Z_h^T [R{delta_l}^(m)],
-        // G2 = delta_l^T [R{Z_h}^(m)] (each n x n M, fixed-order chunked sums)
-        G1.resize(nh, nl * M);
-        chunked_at_b(m_Z[h - 1], Rdl, G1);
-        if (!gauss_newton) {
-            G2.resize(nl, nh * M);
-            chunked_at_b(m_delta[l - 1], RZ, G2);
-        }
-        // R{db_l} = column sums of R{delta_l}
-        m_small[2].resize(1, nl * M);
-        chunked_colsum<double>(Rdl, m_small[2].data());
+    // R{dW_l} = G1 + G2^T and R{db_l} (in m_small[2]) of every vector into out
+    auto write_layer = [&](Index l, Index nh, Index nl) {
         for (Index m = 0; m < M; ++m) {
             double* o = out.col(m).data();
             RowMap RgW(o + m_arch.weight_offset(l), nh, nl);
@@ -228,29 +239,70 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
             if (!gauss_newton) RgW += G2.middleCols(m * nh, nh).transpose();
             Eigen::Map<Eigen::RowVectorXd>(o + m_arch.bias_offset(l), nl) = m_small[2].row(0).segment(m * nl, nl);
         }
-        // R{delta_h} = (R{delta_l} W_l^T + delta_l V_Wl^T) .* f'(A_h) + (delta_l W_l^T) .* f''(A_h) .* R{A_h}
-        // first P = view(R{delta_l}) W_l^T + delta_l [V_Wl^(m)T], into RZ's storage
-        detail::rows_product(rows_view(Rdl, nl), weight(m_arch, m_theta, l).transpose(), rows_view(RZ, nh));
-        if (!gauss_newton) detail::rows_product(m_delta[l - 1], m_VWTcat[l], RZ, true);
+    };
+    for (Index l = L; l >= 2; --l) {
+        const Index h = l - 1, nh = w[h], nl = w[l];
+        RowMatrix& Rdl = l == L ? Rd : m_RZ[l];
+        const auto& Wl = weight(m_arch, m_theta, l);
         const RowMatrix& f1 = m_fd1[h - 1];
         const RowMatrix& f2 = m_fd2[h - 1];
-        const Eigen::RowVectorXd& b1cat = m_bcat[1];
+        // R{dW_l} = Z_h^T R{delta_l} + R{Z_h}^T delta_l:  G1 = Z_h^T [R{delta_l}^(m)],
+        // G2 = delta_l^T [R{Z_h}^(m)] (each n x n M, fixed-order chunked sums)
+        G1.resize(nh, nl * M);
+        chunked_at_b(m_Z[h - 1], Rdl, G1);
+        // R{db_l} = column sums of R{delta_l}
+        m_small[2].resize(1, nl * M);
+        chunked_colsum<double>(Rdl, m_small[2].data());
+        if (h == 1) {
+            // Per row chunk, R{Z_1} rebuilt (see the forward pass): its term of G2, the chunk sum of
+            // chunked_at_b; then R{delta_1} = (P .* f'(A_1) + f''-term) with
+            // P = R{delta_2} W_2^T + delta_2 [V_W2^(m)T] in the same buffer, into RA1 (scalar S).
+            G2.resize(nl, nh * M);
+            if (Index(m_acc.size()) < T) m_acc.resize(T);
+            const Eigen::RowVectorXd& b1cat = m_bcat[1];
+            detail::for_each_chunk(T, [&](Index t) {
+                const Index r0 = detail::chunk_begin(k, t, T), n = detail::chunk_begin(k, t + 1, T) - r0;
+                RowMatrix& p = m_chunk[thread_index()];
+                if (!gauss_newton) {
+                    RZ1_rows(r0, n, p);
+                    m_acc[t].noalias() = m_delta[l - 1].middleRows(r0, n).transpose() * p;
+                }
+                p.resize(n, nh * M);
+                RowMap(p.data(), n * M, nh).noalias() =
+                    ConstRowMap(Rdl.data() + r0 * nl * M, n * M, nl) * Wl.transpose();
+                if (!gauss_newton) p.noalias() += m_delta[l - 1].middleRows(r0, n) * m_VWTcat[l];
+                for (Index i = 0; i < n; ++i)
+                    for (Index m = 0; m < M; ++m) {
+                        auto pm = p.row(i).segment(m * nh, nh).array();
+                        auto ra = RA1.row(r0 + i).segment(m * nh, nh).array();
+                        if (gauss_newton) ra = (pm * f1.row(r0 + i).array()).template cast<S>();
+                        else
+                            ra = (pm * f1.row(r0 + i).array() +
+                                  f2.row(r0 + i).array() *
+                                      (ra.template cast<double>().array() + b1cat.segment(m * nh, nh).array()))
+                                     .template cast<S>();
+                    }
+            });
+            if (!gauss_newton) reduce_in_order(m_acc, T, G2);
+            write_layer(l, nh, nl);
+            continue;
+        }
+        RowMatrix& RZ = m_RZ[h];
+        if (!gauss_newton) {
+            G2.resize(nl, nh * M);
+            chunked_at_b(m_delta[l - 1], RZ, G2);
+        }
+        write_layer(l, nh, nl);
+        // R{delta_h} = (R{delta_l} W_l^T + delta_l V_Wl^T) .* f'(A_h) + (delta_l W_l^T) .* f''(A_h) .* R{A_h}
+        // first P = view(R{delta_l}) W_l^T + delta_l [V_Wl^(m)T], into RZ's storage
+        detail::rows_product(rows_view(Rdl, nl), Wl.transpose(), rows_view(RZ, nh));
+        if (!gauss_newton) detail::rows_product(m_delta[l - 1], m_VWTcat[l], RZ, true);
 #pragma omp parallel for schedule(static) if (wide >= kParallelElems)
         for (Index i = 0; i < k; ++i) {
             for (Index m = 0; m < M; ++m) {
                 auto p = RZ.row(i).segment(m * nh, nh).array();
-                if (h == 1) {
-                    auto ra = RA1.row(i).segment(m * nh, nh).array();
-                    if (gauss_newton) ra = (p * f1.row(i).array()).template cast<S>();
-                    else
-                        ra = (p * f1.row(i).array() + f2.row(i).array() * (ra.template cast<double>().array() +
-                                                                           b1cat.segment(m * nh, nh).array()))
-                                 .template cast<S>();
-                } else if (gauss_newton) {
-                    p *= f1.row(i).array();
-                } else {
-                    p = p * f1.row(i).array() + f2.row(i).array() * m_RA[h].row(i).segment(m * nh, nh).array();
-                }
+                if (gauss_newton) p *= f1.row(i).array();
+                else p = p * f1.row(i).array() + f2.row(i).array() * m_RA[h].row(i).segment(m * nh, nh).array();
             }
         }
     }

@@ -89,7 +89,7 @@ private:
     Eigen::SparseMatrix<float, Eigen::RowMajor> m_Xs32;  // X in CSR (F32 sparse path)
     RowMatrixF m_X32;                                    // X in float (F32 dense path)
     // Scratch, grown on demand and kept: the float casts of the public times/transpose_times
-    // on the F32 path, and the per-chunk d x n accumulators of X^T C. Because of it, one
+    // on the F32 path, and the d x n accumulators of X^T C (one per thread). Because of it, one
     // InputMatrix must not serve two products at the same time from different threads
     // (tdyn runs one Evaluation at a time; give each concurrent Evaluation its own InputMatrix).
     mutable RowMatrixF m_in32, m_out32;
@@ -218,12 +218,14 @@ private:
     };
     // Wide R-operator scratch for a chunk of at most m_chunk vectors, kept between products:
     //   m_RA1_64/32 = X [V_W1^(1) ...] (k x n_1 m), then R{delta_1} in place (the X path's scalar)
-    //   m_RA[l], m_RZ[l], m_Rd[l]: R{A_l}, R{Z_l}, R{delta_l} of layers l >= 2 / hidden layers
+    //   m_RA[l], m_RZ[l]: R{A_l} of layers l >= 2 (R{A_L} then R{delta_L}), R{Z_l} (then
+    //   R{delta_l}) of hidden layers
+    //   l >= 2; R{Z_1} is never whole, m_chunk holds one row chunk of it per thread (hvp.cpp)
     //   m_VW1_64/32 = [V_W1^(1) ...] (d x n_1 m), m_XtR_64/32 = X^T R{delta_1} (d x n_1 m)
     //   m_VWcat[l] = [V_Wl^(1) ...], m_VWTcat[l] = [V_Wl^(1)T ...], m_bcat[l] = [V_bl^(1) ...]
     RowMatrix m_RA1_64, m_VW1_64, m_XtR_64;
     RowMatrixF m_RA1_32, m_VW1_32, m_XtR_32;
-    std::vector<RowMatrix> m_RA, m_RZ, m_Rd, m_VWcat, m_VWTcat, m_small;
+    std::vector<RowMatrix> m_RA, m_RZ, m_VWcat, m_VWTcat, m_small, m_chunk;
     std::vector<Eigen::RowVectorXd> m_bcat;
     Vector m_sample_loss;
 };

@@ -4,6 +4,7 @@
 //   delta:    d = (dl/da) / k                                   (a row of delta_L)
 //   r_delta:  R{d} = (d^2 l / da^2) R{a} / k, for M vectors     (a row of R{delta_L}, H)
 //   r_delta_gauss_newton: the same without the residual (y - t) term (Gauss-Newton)
+//     (both may write R{d} over R{a}: each entry is written after every read it needs)
 //   output_derivative: dy/da (c x c)
 // k is the GLOBAL sample count (the mean is over all samples, evaluation.hpp). The arithmetic
 // order of each formula is the one tdyn has always used: results are bit for bit the same.
