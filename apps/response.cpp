@@ -449,12 +449,15 @@ int run_response(ResponseCliOptions& o) {
     if (do_unrolled) {
         const std::string g = group + "/unrolled";
         UnrolledResult unrolled;
+        bool saved = false;
         if (h5::File f = h5::File::open_read(o.file); f.exists(g)) {
+            saved = true;
             unrolled.adjoint_norm = f.read_vector(g + "/adjoint_norm");
             unrolled.derivative = f.attr_double(g, "derivative");
             unrolled.average = f.attr_double(g, "average");
             unrolled.growth_rate = f.attr_double(g, "growth_rate");
-        } else {
+        }  // closed before the file is opened for writing
+        if (!saved) {
             unrolled = unrolled_response(*map, theta0, o.from, T, std::max<Index>(1, o.segment), progress);
             h5::File w = h5::File::open_write(o.file);
             w.write_vector(g + "/adjoint_norm", unrolled.adjoint_norm);
@@ -518,7 +521,7 @@ int run_response(ResponseCliOptions& o) {
         for (auto it = counts.begin(); it != counts.end(); ++it) j["far"][it.key()] = it.value();
         if (do_shadowing) {
             // FAR's shadowing part is the shadowing estimate (nu' does not see nu~' or omega): no second pass.
-            if (h5::File f = h5::File::open_read(o.file); !f.exists(group + "/shadowing")) {
+            if (!h5::File::open_read(o.file).exists(group + "/shadowing")) {
                 h5::File w = h5::File::open_write(o.file);
                 write_far(w, group + "/shadowing", *far, false);
                 w.flush();
@@ -657,8 +660,8 @@ void setup_response(CLI::App& app, int& exit_code) {
                     "others; same numbers)")
         ->capture_default_str();
     cmd->add_option("--stop-after", o->stop_after,
-                    "stop after N units of saved progress (FAR segments of either phase, finite-difference pairs; "
-                    "0 = none); the same command continues")
+                    "stop after N units of saved progress (the unrolled adjoint, FAR segments of either phase, "
+                    "finite-difference pairs; 0 = none); the same command continues")
         ->capture_default_str();
     cmd->add_flag("--force", o->force,
                   "replace an existing /response/PARAM/OBSERVABLE group, finished or not (without it an unfinished "
