@@ -27,9 +27,10 @@ def main():
     ap.add_argument("new")
     ap.add_argument("run")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("flags", nargs=argparse.REMAINDER)
-    a = ap.parse_args()
-    flags = [f for f in a.flags if f != "--"]
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    a = ap.parse_args(argv[:cut])
+    flags = argv[cut + 1:]
     tmp = tempfile.mkdtemp()
     results = {"old": [], "new": []}
     try:
