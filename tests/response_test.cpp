@@ -530,8 +530,8 @@ TEST(ResponseNetwork, NeutralDirectionsAreInvariantAndProjectedOut) {
 
 // ------------------------------------------------------------------------------------------
 // tdyn response on a small chaotic network: 10-8-3 tanh softmax-CE on 200 samples, alpha 1.5,
-// weight decay 0.01 (loss ~0.6 and stationary, top exponent ~0.04, a second ~0.004, the rest
-// slightly negative), steps 200..1000.
+// weight decay 0.01 (loss ~0.6 and stationary, top exponent ~0.045 over 20000 steps, a second
+// ~0.004, the rest near 0), steps 200..1000.
 
 namespace {
 
@@ -548,7 +548,12 @@ std::string chaotic_run() {
 }  // namespace
 
 // The unrolled adjoint grows like exp(lambda_1 (T - n)): its fitted rate is within 10 % of the
-// top exponent that tdyn lyapunov measures over the same steps (measured: 0.0425 against 0.0400).
+// top exponent that tdyn lyapunov measures over the same steps (measured on this trajectory:
+// 0.0738 against 0.0800; before the vectorised tanh, on another trajectory, 0.0401 against 0.0411).
+// Fragile: over 800 steps lambda_1 varies by about 50 % between trajectories, and the two rates
+// agree within 10 % on only 12 of 26 trajectories of this map (docs/RESPONSE.md, "The small
+// chaotic case"; scripts/small_chaotic_spread.sh); tolerance not changed, the check should become
+// statistical.
 // FAR against the finite-difference ensemble (16 pairs, H = 1e-3): within 3 combined standard
 // errors. The map is not uniformly hyperbolic (exponents near 0), so FAR's unstable part has a
 // large variance (docs/RESPONSE.md); the check is what the issue asks, not tuned to pass.
