@@ -57,12 +57,13 @@ def variants(w):
 
 
 def long_runs(w):
-    pooled = {}
-    for f in sorted(x for x in os.listdir(w) if re.match(r"L_.*\.h5$", x)):
+    pooled, per_build = {}, {}
+    for f in sorted(x for x in os.listdir(w) if re.match(r"[LP]_.*\.h5$", x)):
         p = os.path.join(w, f)
         lg = ds(p, "/lyapunov/log_growth")
         m = len(lg) // len(ds(p, "/lyapunov/step"))
         lg = lg[0::m]
+        per_build.setdefault("_".join(f.split("_")[:2]), []).append((st.mean(lg), st.mean(lg[:800]), st.mean(lg[800:])))
         print("%s: lambda_1 over %d steps %.4f (halves %.4f, %.4f)" %
               (f, len(lg), st.mean(lg), st.mean(lg[:len(lg) // 2]), st.mean(lg[len(lg) // 2:])))
         for B in [100, 200, 400, 800, 1600, 3200, 6400]:
@@ -84,6 +85,13 @@ def long_runs(w):
                   (j["unrolled"]["growth_rate"], j["far"]["derivative"], j["far"]["stderr"], j["far"]["shadowing"],
                    j["far"]["unstable"], ", ".join("%.4f" % x for x in j["far"]["exponents"]),
                    j["shadowing"]["derivative"], j["shadowing"]["stderr"], j["fd_derivative"], j["fd_stderr"]))
+    for b, v in per_build.items():
+        if len(v) > 1:
+            print("%s (L: seeds, P: perturbations of seed 0), %d long runs: lambda_1 %.4f +- %.4f (sd), standard error %.4f; first 800 counted steps"
+                  " %.4f +- %.4f, the rest %.4f +- %.4f" %
+                  (b, len(v), st.mean(x[0] for x in v), st.stdev(x[0] for x in v),
+                   st.stdev(x[0] for x in v) / len(v) ** 0.5, st.mean(x[1] for x in v), st.stdev(x[1] for x in v),
+                   st.mean(x[2] for x in v), st.stdev(x[2] for x in v)))
     print("pooled blocks:")
     for B, b in pooled.items():
         if len(b) > 1:

@@ -13,10 +13,10 @@
 # trajectory it replays theta_200 with this build's rounding.
 # Variants: seed 0 as in the test; theta_0 - k 1e-12 grad L(theta_0), k = 1..6 (one step at lr k e-12, then
 # --init); --seed 1..6. Each: train 1000 steps, `lyapunov --vectors 1 --from 200`, and the test's response
-# command. Then 20000-step runs (seeds 0, 1) with `lyapunov --vectors 3 --from 200` and `response` over
-# steps 200..5000. Output in WORKDIR: variants.out (one line per variant: name|lyapunov json|response json),
-# L_*.h5 and R_*.json; summaries: scripts/small_chaotic_spread.py WORKDIR.
-# About 4 min on 1 thread (2 shared cores at load 5). Set OMP_NUM_THREADS=1 on a shared machine.
+# command. Then 20000-step runs (seeds 0..5) with `lyapunov --vectors 3 --from 200`, and for seeds 0, 1 `response`
+# over steps 200..5000. Output in WORKDIR: variants.out (one line per variant: name|lyapunov json|response json),
+# L_*.h5, P_*.h5 and R_*.json; summaries: scripts/small_chaotic_spread.py WORKDIR.
+# About 8 min on 1 thread (2 shared cores at load 3-5). Set OMP_NUM_THREADS=1 on a shared machine.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 W="$1"
@@ -46,14 +46,22 @@ for k in 1 2 3 4 5 6; do
     done
 done
 for s in 1 2 3 4 5 6; do for b in "${builds[@]}"; do one "${b,,}_seed$s" "${!b}" --seed "$s"; done; done
-for b in "${builds[@]}"; do
-    for s in 0 1; do
+for s in 0 1 2 3 4 5; do
+    for b in "${builds[@]}"; do
         rm -f "L_${b}_$s.h5" "R_L_${b}_$s.h5"
         "${!b}" train $ARGS --steps 20000 --seed "$s" --out "L_${b}_$s.h5" >/dev/null
         "${!b}" lyapunov "L_${b}_$s.h5" --vectors 3 --from 200 --json --quiet
         echo
+        [[ $s -le 1 ]] || continue  # response over 200..5000 for seeds 0 and 1 only
         cp "L_${b}_$s.h5" "R_L_${b}_$s.h5"
         "$NEW" response "R_L_${b}_$s.h5" --param lr --from 200 --to 5000 --unstable 2 --check-fd 1e-3 --ensemble 16 \
             --json --quiet >"R_L_${b}_$s.json"
     done
+done
+# 20000 steps from four of the 1e-12 perturbations of seed 0 (this build): one attractor per seed, or not?
+for k in 1 2 3 4; do
+    rm -f "P_NEW_$k.h5"
+    "$NEW" train $ARGS --steps 20000 --init "p_NEW_$k.h5" --out "P_NEW_$k.h5" >/dev/null
+    "$NEW" lyapunov "P_NEW_$k.h5" --vectors 3 --from 200 --json --quiet
+    echo
 done
