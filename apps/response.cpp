@@ -2,19 +2,22 @@
 // (or the test loss) with respect to the learning rate or the weight decay, along a stored
 // full-batch run: the unrolled adjoint, FAR (shadowing + unstable parts), the shadowing part
 // alone, and the brute check by an ensemble of finite differences. Results go to
-// /response/PARAM/OBSERVABLE in the run file (docs/FORMAT.md, docs/RESPONSE.md).
+// /response/PARAM/OBSERVABLE in the run file (docs/FORMAT.md, docs/RESPONSE.md), and so does the
+// progress, per segment: an interrupted pass continues when the same command runs again.
 #include "commands.hpp"
 #include "common.hpp"
 
 #include "tdyn/response.hpp"
 #include "tdyn/run.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <optional>
 #include <random>
+#include <tuple>
 #include <unistd.h>
 
 namespace tdyn::cli {
@@ -26,8 +29,8 @@ struct ResponseCliOptions {
     ProblemOptions given;
     std::string file, param, observable = "loss", method = "all", test_data;
     Index from = 0, to = -1, unstable = -1, window = 10, segment = 20, ensemble = 8, test_samples = 1000;
-    Index burn_in = 200, burn_in_vectors = 8;
-    double check_fd = 0, kick = 1e-8;
+    Index burn_in = 200, burn_in_vectors = 8, stop_after = 0;
+    double check_fd = 0, kick = 1e-8, tangent_memory = 2000;
     std::uint64_t seed = 0;
     bool force = false, quiet = false, json = false;
 };
@@ -69,6 +72,131 @@ double trajectory_average(ResponseMap& map, Vector theta, Index first, Index T) 
     }
     map.at(first + T, theta);
     return (sum + map.phi()) / double(T);
+}
+
+/// FAR's progress in the run file, under GROUP/state: the segment starts (state, Q_k, R_k) and
+/// Phi_n of the forward phase, then one row of sums per adjoint segment and the adjoint vectors
+/// [eps | nu' | nu~'] after the last one (two slots, so a kill while one is written leaves the
+/// other). The counters are attributes written last: rows beyond them are from an interrupted write.
+class FarStore {
+public:
+    FarStore(std::string file, const std::string& group, Index dim, Index u)
+        : m_file(std::move(file)), m_g(group + "/state"), m_dim(dim), m_u(u) {}
+
+    /// The stored progress into `s` (left empty when there is none).
+    void load(FarState& s, const FarOptions& o) {
+        const Index K = o.segments, u = m_u, total = K * o.segment + 2 * o.window;
+        h5::File f = h5::File::open_read(m_file);
+        if (!f.exists(m_g)) return;
+        m_started = f.attr_int(m_g, "started");
+        m_phi = f.attr_int(m_g, "phi_count");
+        m_adjoint = f.attr_int(m_g, "adjoint_done");
+        if (m_started == 0) return;
+        s = FarState();
+        s.started = m_started, s.phi_count = m_phi, s.adjoint_done = m_adjoint;
+        s.forward_done = f.attr_int(m_g, "forward_done") != 0;
+        s.cp.resize(K + 1);
+        s.Q.assign(K + 1, Matrix(m_dim, 0));
+        s.R.assign(K + 1, Matrix(0, 0));
+        for (Index k = 0; k < m_started; ++k) {
+            s.cp[k] = f.read_row(m_g + "/segment_start", k);
+            if (u > 0) {
+                s.Q[k] = Eigen::Map<const Matrix>(f.read_row(m_g + "/Q", k).data(), m_dim, u);
+                s.R[k] = Eigen::Map<const Matrix>(f.read_row(m_g + "/R", k).data(), u, u);
+            }
+        }
+        s.Phi = Vector::Zero(total + 1);
+        s.Phi.head(m_phi) = f.read_vector(m_g + "/phi").head(m_phi);
+        if (m_adjoint == 0) return;
+        s.b = Matrix::Zero(u, K + 1), s.bt = Matrix::Zero(u, K + 1);
+        s.sp = Vector::Zero(K), s.up = Vector::Zero(K);
+        s.g = Matrix::Zero(u, K), s.gpsi = Matrix::Zero(u, K);
+        for (Index j = 0; j < m_adjoint; ++j) {
+            const Vector row = f.read_row(m_g + "/adjoint", j);  // k, sp, up, b, b~, g, gpsi
+            const Index k = Index(row[0]);
+            s.sp[k] = row[1], s.up[k] = row[2];
+            s.b.col(k) = row.segment(3, u), s.bt.col(k) = row.segment(3 + u, u);
+            s.g.col(k) = row.segment(3 + 2 * u, u), s.gpsi.col(k) = row.segment(3 + 3 * u, u);
+        }
+        s.block.resize(m_dim, u + 2);
+        const Index slot = m_adjoint % 2;
+        for (Index c = 0; c < u + 2; ++c) s.block.col(c) = f.read_row(m_g + "/carry", slot * (u + 2) + c);
+    }
+
+    /// Appends what `s` holds beyond the file, then the counters.
+    void save(const FarState& s) {
+        const Index u = m_u;
+        h5::File f = h5::File::open_write(m_file);
+        if (!f.exists(m_g)) {
+            f.create_series(m_g + "/segment_start", m_dim, 1);
+            if (u > 0) {
+                f.create_series(m_g + "/Q", m_dim * u, 1);
+                f.create_series(m_g + "/R", u * u, 64);
+            }
+            f.create_series(m_g + "/phi", 0, 1024);
+            f.create_series(m_g + "/adjoint", 3 + 4 * u, 64);
+            f.create_series(m_g + "/carry", m_dim, 1);
+        } else {
+            // Rows written after the counters were (an interrupted write) are dropped.
+            auto cut = [&](const std::string& name, Index n) {
+                if (f.exists(name) && Index(f.rows(name)) > n) f.truncate_rows(name, hsize_t(n));
+            };
+            cut(m_g + "/segment_start", m_started);
+            cut(m_g + "/Q", m_started);
+            cut(m_g + "/R", m_started);
+            cut(m_g + "/phi", m_phi);
+            cut(m_g + "/adjoint", m_adjoint);
+        }
+        for (Index k = m_started; k < s.started; ++k) {
+            f.append(m_g + "/segment_start", s.cp[k]);
+            if (u > 0) {
+                f.append(m_g + "/Q", s.Q[k].data(), hsize_t(m_dim * u));
+                f.append(m_g + "/R", s.R[k].data(), hsize_t(u * u));
+            }
+        }
+        for (Index n = m_phi; n < s.phi_count; ++n) f.append_scalar(m_g + "/phi", s.Phi[n]);
+        if (s.adjoint_done > m_adjoint) {
+            const Index K = Index(s.cp.size()) - 1;
+            for (Index j = m_adjoint; j < s.adjoint_done; ++j) {
+                const Index k = K - 1 - j;
+                Vector row(3 + 4 * u);  // k, sp, up, b, b~, g, gpsi
+                row[0] = double(k), row[1] = s.sp[k], row[2] = s.up[k];
+                row.segment(3, u) = s.b.col(k), row.segment(3 + u, u) = s.bt.col(k);
+                row.segment(3 + 2 * u, u) = s.g.col(k), row.segment(3 + 3 * u, u) = s.gpsi.col(k);
+                f.append(m_g + "/adjoint", row);
+            }
+            const Index slot = s.adjoint_done % 2;
+            while (Index(f.rows(m_g + "/carry")) < 2 * (u + 2)) f.append(m_g + "/carry", Vector::Zero(m_dim));
+            for (Index c = 0; c < u + 2; ++c)
+                f.overwrite_row(m_g + "/carry", hsize_t(slot * (u + 2) + c), s.block.col(c).data(), hsize_t(m_dim));
+        }
+        f.set_attr(m_g, "started", std::int64_t(s.started));
+        f.set_attr(m_g, "phi_count", std::int64_t(s.phi_count));
+        f.set_attr(m_g, "forward_done", std::int64_t(s.forward_done));
+        f.set_attr(m_g, "adjoint_done", std::int64_t(s.adjoint_done));
+        f.flush();
+        m_started = s.started, m_phi = s.phi_count, m_adjoint = s.adjoint_done;
+    }
+
+private:
+    std::string m_file, m_g;
+    Index m_dim, m_u;
+    Index m_started = 0, m_phi = 0, m_adjoint = 0;  // what the file holds
+};
+
+/// A finished FAR (or shadowing) result as written below.
+FarResult read_far(const h5::File& f, const std::string& g, bool full) {
+    FarResult r;
+    r.segment_shadowing = f.read_vector(g + "/segment_shadowing");
+    r.segment_unstable = full ? f.read_vector(g + "/segment_unstable") : Vector::Zero(r.segment_shadowing.size());
+    r.exponents = f.read_vector(g + "/exponents");
+    r.shadowing = f.attr_double(g, "shadowing");
+    r.unstable = full ? f.attr_double(g, "unstable") : 0;
+    r.derivative = f.attr_double(g, "derivative");
+    r.stderr_ = f.attr_double(g, "stderr");
+    r.average = f.attr_double(g, "average");
+    r.steps = f.attr_int(g, "segments") * f.attr_int(g, "segment");
+    return r;
 }
 
 int run_response(ResponseCliOptions& o) {
@@ -123,17 +251,76 @@ int run_response(ResponseCliOptions& o) {
         throw Error("--check-fd " + format_number(o.check_fd) + ": gamma - H must be >= 0 (the run's " + o.param +
                     " is " + format_number(gamma) + ")");
     if (o.ensemble < 2) throw Error("--ensemble " + std::to_string(o.ensemble) + ": must be at least 2");
+    if (!(o.tangent_memory >= 0))
+        throw Error("--tangent-memory " + format_number(o.tangent_memory) + ": must be >= 0 (MB)");
+    if (o.stop_after < 0) throw Error("--stop-after " + std::to_string(o.stop_after) + ": must be >= 0");
     const std::string group = "/response/" + to_string(param) + "/" + to_string(observable);
 
+    // The settings that decide the numbers, as the group stores them: an unfinished pass
+    // continues only under the same ones.
+    const bool test_loss = observable == Observable::TestLoss;
+    auto settings = [&](Index U, const std::string& source) {
+        std::vector<std::tuple<std::string, std::string, std::string>> v = {
+            // flag, attribute, value
+            {"--from", "from", std::to_string(o.from)},
+            {"--to", "to", std::to_string(to)},
+            {"--method", "method", o.method},
+            {"--window", "window", std::to_string(o.window)},
+            {"--segment", "segment", std::to_string(o.segment)},
+            {"--seed", "seed", std::to_string(std::int64_t(o.seed))},
+            {"--check-fd", "check_fd", format_number(o.check_fd)}};
+        if (o.check_fd > 0) {
+            v.emplace_back("--ensemble", "ensemble", std::to_string(o.ensemble));
+            v.emplace_back("--kick", "kick", format_number(o.kick));
+        }
+        if (test_loss) {
+            v.emplace_back("--test-data", "test_data", o.test_data);
+            v.emplace_back("--test-samples", "test_samples", std::to_string(o.test_samples));
+        }
+        if (do_far || do_shadowing) {
+            if (source == "burn-in") {
+                v.emplace_back("--burn-in", "burn_in", std::to_string(o.burn_in));
+                v.emplace_back("--burn-in-vectors", "burn_in_vectors", std::to_string(o.burn_in_vectors));
+            }
+            v.emplace_back("--unstable", "unstable_dim", std::to_string(U));
+        }
+        return v;
+    };
+
     // U: the flag, else the number of positive exponents the run's /lyapunov group measured, else
-    // estimated in a burn-in from theta_T0 (below, once the map exists).
+    // estimated in a burn-in from theta_T0 (below, once the map exists). A pass left unfinished
+    // in the file keeps its own.
     Index U = o.unstable;
     std::string unstable_source = U >= 0 ? "flag" : "";
-    bool need_burn_in = false;
+    bool need_burn_in = false, resume = false;
+    std::optional<Vector> burn_exponents;
     {
         h5::File f = h5::File::open_read(o.file);
-        if (f.exists(group) && !o.force) throw Error(o.file + ": already holds " + group + "; --force replaces it");
-        if (U < 0 && (do_far || do_shadowing)) {
+        if (f.exists(group) && !o.force) {
+            const bool unfinished = f.has_attr(group, "status") && f.attr_string(group, "status") == "running";
+            if (!unfinished) throw Error(o.file + ": already holds " + group + "; --force replaces it");
+            resume = true;
+            if ((do_far || do_shadowing) && f.has_attr(group, "unstable_dim")) {
+                if (U < 0) U = f.attr_int(group, "unstable_dim");
+                unstable_source = f.attr_string(group, "unstable_source");
+                if (f.exists(group + "/burn_in_exponents"))
+                    burn_exponents = f.read_vector(group + "/burn_in_exponents");
+            }
+            std::string diff;
+            for (const auto& [flag, attr, value] : settings(U, unstable_source)) {
+                const std::string stored = !f.has_attr(group, attr)                  ? "(none)"
+                                           : attr == "method" || attr == "test_data" ? f.attr_string(group, attr)
+                                           : attr == "check_fd" || attr == "kick"
+                                               ? format_number(f.attr_double(group, attr))
+                                               : std::to_string(f.attr_int(group, attr));
+                if (stored != value)
+                    diff += (diff.empty() ? "" : "; ") + flag + " " + value + " differs from its " + stored;
+            }
+            if (!diff.empty())
+                throw Error(o.file + ": " + group + " holds an unfinished pass: " + diff +
+                            " (run its own command to continue it, or --force to start over)");
+        }
+        if (!resume && U < 0 && (do_far || do_shadowing)) {
             if (f.exists("/lyapunov/exponents") && f.rows("/lyapunov/exponents") > 0) {
                 const Vector ex = f.read_row("/lyapunov/exponents", f.rows("/lyapunov/exponents") - 1);
                 U = 0;
@@ -159,7 +346,7 @@ int run_response(ResponseCliOptions& o) {
 
     auto data = std::make_shared<const Dataset>(load_config_data(config, o.problem.data_dir));
     std::optional<Dataset> test;
-    if (observable == Observable::TestLoss) {
+    if (test_loss) {
         const Index classes = config.architecture().outputs();
         if (!o.test_data.empty()) test = read_data_file(o.test_data, o.test_samples, classes);
         else if (config.data == "mnist" || config.data == "fashion-mnist")
@@ -180,7 +367,6 @@ int run_response(ResponseCliOptions& o) {
     };
     auto map = make_map(config.lr, config.weight_decay);
     const ResponseProgress progress = phase_progress(o.quiet || o.json);
-    std::optional<UnstableEstimate> burn;
     if (need_burn_in) {
         // M tangent vectors over the first B steps of the window, QR every 10 steps, the first
         // quarter (rounded to a multiple of 10) not counted: U = #{exponents > 0}.
@@ -190,12 +376,46 @@ int run_response(ResponseCliOptions& o) {
         bo.qr_every = 10;
         bo.warmup = o.burn_in / 40 * 10;  // B >= 20, so B - warmup >= q
         bo.seed = o.seed;
-        burn = estimate_unstable_dim(*map, theta0, o.from, bo, progress);
-        U = burn->unstable;
+        const UnstableEstimate burn = estimate_unstable_dim(*map, theta0, o.from, bo, progress);
+        U = burn.unstable;
+        burn_exponents = burn.exponents;
         if (U == bo.vectors)
             std::cerr << "tdyn: warning: all " << U
                       << " burn-in exponents are positive; U may be larger (raise --burn-in-vectors)\n";
     }
+
+    // A new pass: the group with its settings, status running (the run's other groups are not touched).
+    if (!resume) {
+        h5::File f = h5::File::open_write(o.file);
+        if (f.exists(group)) f.remove(group);  // --force
+        f.ensure_group(group);
+        for (const auto& [flag, attr, value] : settings(U, unstable_source)) {
+            if (attr == "method" || attr == "test_data") f.set_attr(group, attr, value);
+            else if (attr == "check_fd" || attr == "kick")
+                f.set_attr(group, attr, attr == "kick" ? o.kick : o.check_fd);
+            else f.set_attr(group, attr, std::int64_t(std::stoll(value)));
+        }
+        f.set_attr(group, "status", "running");
+        f.set_attr(group, "command_line", command_line());
+        if (do_far || do_shadowing) f.set_attr(group, "unstable_source", unstable_source);
+        if (burn_exponents) f.write_vector(group + "/burn_in_exponents", *burn_exponents);
+        f.flush();
+    }
+
+    // Progress is saved per unit (a FAR segment of either phase, a finite-difference pair); the
+    // pass stops after --stop-after units or on SIGINT/SIGTERM, resumable.
+    const std::atomic<bool>* stop = stop_on_signals();
+    Index units = 0;
+    auto go_on = [&] {
+        ++units;
+        return !(stop->load() || (o.stop_after > 0 && units >= o.stop_after));
+    };
+    auto interrupted = [&](const std::string& where) {
+        if (!o.quiet)
+            std::cerr << "tdyn: stopped in " << where << "; " << o.file << ":" << group
+                      << " holds the progress; run the same command again to continue\n";
+        return kExitInterrupted;
+    };
 
     Json j = {{"file", o.file},
               {"param", to_string(param)},
@@ -206,15 +426,51 @@ int run_response(ResponseCliOptions& o) {
         j["unstable_dim"] = U;
         j["unstable_source"] = unstable_source;
     }
-    if (burn) j["burn_in_exponents"] = std::vector<double>(burn->exponents.begin(), burn->exponents.end());
-    std::optional<UnrolledResult> unrolled;
-    std::optional<FarResult> far, shadowing;
+    if (burn_exponents) j["burn_in_exponents"] = std::vector<double>(burn_exponents->begin(), burn_exponents->end());
+    if (resume) j["resumed"] = true;
+
+    auto write_far = [&](h5::File& f, const std::string& g, const FarResult& r, bool full) {
+        f.write_vector(g + "/segment_shadowing", r.segment_shadowing);
+        if (full) f.write_vector(g + "/segment_unstable", r.segment_unstable);
+        f.write_vector(g + "/exponents", r.exponents);
+        f.set_attr(g, "derivative", full ? r.derivative : r.shadowing);
+        f.set_attr(g, "shadowing", r.shadowing);
+        if (full) f.set_attr(g, "unstable", r.unstable);
+        f.set_attr(g, "stderr", full ? r.stderr_ : batch_stderr(r.segment_shadowing));
+        f.set_attr(g, "average", r.average);
+        f.set_attr(g, "unstable_dim", std::int64_t(U));
+        f.set_attr(g, "window", std::int64_t(o.window));
+        f.set_attr(g, "segment", std::int64_t(o.segment));
+        f.set_attr(g, "segments", std::int64_t(K));
+        f.set_attr(g, "seed", std::int64_t(o.seed));
+    };
+
+    // The unrolled adjoint: saved once done (a stopped pass recomputes it: 2 evaluations + 1 HVP a step).
     if (do_unrolled) {
-        unrolled = unrolled_response(*map, theta0, o.from, T, std::max<Index>(1, o.segment), progress);
-        j["unrolled"] = {{"derivative", unrolled->derivative},
-                         {"average", unrolled->average},
-                         {"growth_rate", unrolled->growth_rate},
-                         {"adjoint_norm_first", unrolled->adjoint_norm[0]}};
+        const std::string g = group + "/unrolled";
+        UnrolledResult unrolled;
+        bool saved = false;
+        if (h5::File f = h5::File::open_read(o.file); f.exists(g)) {
+            saved = true;
+            unrolled.adjoint_norm = f.read_vector(g + "/adjoint_norm");
+            unrolled.derivative = f.attr_double(g, "derivative");
+            unrolled.average = f.attr_double(g, "average");
+            unrolled.growth_rate = f.attr_double(g, "growth_rate");
+        }  // closed before the file is opened for writing
+        if (!saved) {
+            unrolled = unrolled_response(*map, theta0, o.from, T, std::max<Index>(1, o.segment), progress);
+            h5::File w = h5::File::open_write(o.file);
+            w.write_vector(g + "/adjoint_norm", unrolled.adjoint_norm);
+            w.set_attr(g, "derivative", unrolled.derivative);
+            w.set_attr(g, "average", unrolled.average);
+            w.set_attr(g, "growth_rate", unrolled.growth_rate);
+            w.flush();
+            if (!go_on()) return interrupted("the unrolled adjoint (done)");
+        }
+        j["unrolled"] = {{"derivative", unrolled.derivative},
+                         {"average", unrolled.average},
+                         {"growth_rate", unrolled.growth_rate},
+                         {"adjoint_norm_first", unrolled.adjoint_norm[0]}};
     }
     FarOptions fo;
     fo.unstable = U;
@@ -222,11 +478,38 @@ int run_response(ResponseCliOptions& o) {
     fo.window = o.window;
     fo.segments = K;
     fo.seed = o.seed;
-    Index far_gradients = 0, far_hvps = 0;
+    fo.keep_bytes = o.tangent_memory * 1e6;
+    // FAR (or the shadowing part alone) from its stored progress; nullopt when stopped.
+    auto far_pass = [&](const std::string& g, bool full, Json& out) -> std::optional<FarResult> {
+        if (h5::File f = h5::File::open_read(o.file); f.exists(g) && f.has_attr(g, "derivative"))
+            return read_far(f, g, full);
+        fo.unstable_part = full;
+        FarStore store(o.file, g, P, U);
+        FarState state;
+        store.load(state, fo);
+        const bool fresh = state.started == 0;
+        const Index g0 = map->gradients(), h0 = map->hvps(), s0 = map->shifted_evaluations();
+        const FarResult r = far_response(*map, theta0, o.from, fo, progress, &state, [&](const FarState& s) {
+            store.save(s);
+            return go_on();
+        });
+        if (!r.finished) return std::nullopt;
+        if (fresh) {  // the counts of one whole pass
+            const double N = double(r.steps);
+            out["hvps_per_step"] = double(map->hvps() - h0) / N;
+            out["evaluations_per_step"] = double(map->gradients() - g0) / N;
+            out["shifted_evaluations_per_step"] = double(map->shifted_evaluations() - s0) / N;
+            out["recomputed_segments"] = r.recomputed;
+        }
+        h5::File w = h5::File::open_write(o.file);
+        write_far(w, g, r, full);
+        w.flush();
+        return r;
+    };
     if (do_far) {
-        const Index g0 = map->gradients(), h0 = map->hvps();
-        far = far_response(*map, theta0, o.from, fo, progress);
-        far_gradients = map->gradients() - g0, far_hvps = map->hvps() - h0;
+        Json counts = Json::object();
+        const auto far = far_pass(group + "/far", true, counts);
+        if (!far) return interrupted("FAR");
         j["far"] = {{"derivative", far->derivative},
                     {"shadowing", far->shadowing},
                     {"unstable", far->unstable},
@@ -234,20 +517,35 @@ int run_response(ResponseCliOptions& o) {
                     {"average", far->average},
                     {"unstable_dim", U},
                     {"steps", far->steps},
-                    {"exponents", std::vector<double>(far->exponents.begin(), far->exponents.end())},
-                    {"hvps_per_step", double(far_hvps) / double(far->steps)},
-                    {"evaluations_per_step", double(far_gradients) / double(far->steps)}};
+                    {"exponents", std::vector<double>(far->exponents.begin(), far->exponents.end())}};
+        for (auto it = counts.begin(); it != counts.end(); ++it) j["far"][it.key()] = it.value();
+        if (do_shadowing) {
+            // FAR's shadowing part is the shadowing estimate (nu' does not see nu~' or omega): no second pass.
+            if (!h5::File::open_read(o.file).exists(group + "/shadowing")) {
+                h5::File w = h5::File::open_write(o.file);
+                write_far(w, group + "/shadowing", *far, false);
+                w.flush();
+            }
+            j["shadowing"] = {{"derivative", far->shadowing}, {"stderr", batch_stderr(far->segment_shadowing)}};
+        }
+    } else if (do_shadowing) {
+        Json counts = Json::object();
+        const auto sh = far_pass(group + "/shadowing", false, counts);
+        if (!sh) return interrupted("the shadowing pass");
+        j["shadowing"] = {{"derivative", sh->shadowing}, {"stderr", batch_stderr(sh->segment_shadowing)}};
     }
-    if (do_shadowing) {
-        fo.unstable_part = false;
-        shadowing = far_response(*map, theta0, o.from, fo, progress);
-        j["shadowing"] = {{"derivative", shadowing->shadowing}, {"stderr", batch_stderr(shadowing->segment_shadowing)}};
-    }
-    Vector quotients;
-    double fd = 0, fd_stderr = 0;
     if (o.check_fd > 0) {
-        // N pairs at gamma +- H from theta_T0 plus one tiny random kick per pair (common to the pair).
-        quotients.resize(o.ensemble);
+        // N pairs at gamma +- H from theta_T0 plus one tiny random kick per pair (common to the
+        // pair); each quotient is saved as it comes, and the kicks of saved pairs are drawn again
+        // and skipped, so a continued pass draws the same kicks.
+        const std::string g = group + "/fd";
+        Vector quotients(o.ensemble);
+        Index done = 0;
+        if (h5::File f = h5::File::open_read(o.file); f.exists(g + "/quotients")) {
+            const Vector q = f.read_vector(g + "/quotients");
+            done = std::min<Index>(q.size(), o.ensemble);
+            quotients.head(done) = q.head(done);
+        }
         auto plus = param == ResponseParam::LearningRate ? make_map(config.lr + o.check_fd, config.weight_decay)
                                                          : make_map(config.lr, config.weight_decay + o.check_fd);
         auto minus = param == ResponseParam::LearningRate ? make_map(config.lr - o.check_fd, config.weight_decay)
@@ -257,63 +555,39 @@ int run_response(ResponseCliOptions& o) {
         for (Index r = 0; r < o.ensemble; ++r) {
             Vector kick(P);
             for (Index i = 0; i < P; ++i) kick[i] = N01(gen);
+            if (r < done) continue;
             const Vector start = theta0 + o.kick * kick;
             const double ap = trajectory_average(*plus, start, o.from, T);
             const double am = trajectory_average(*minus, start, o.from, T);
             quotients[r] = (ap - am) / (2 * o.check_fd);
+            {
+                h5::File w = h5::File::open_write(o.file);
+                if (!w.exists(g + "/quotients")) w.create_series(g + "/quotients", 0, 64);
+                w.append_scalar(g + "/quotients", quotients[r]);
+                w.flush();
+            }
             if (progress) progress("finite differences", r + 1, o.ensemble);
+            if (r + 1 < o.ensemble && !go_on()) return interrupted("the finite differences");
         }
-        fd = quotients.mean();
-        fd_stderr = std::sqrt((quotients.array() - fd).square().sum() / double(o.ensemble - 1) / double(o.ensemble));
+        const double fd = quotients.mean();
+        const double fd_stderr =
+            std::sqrt((quotients.array() - fd).square().sum() / double(o.ensemble - 1) / double(o.ensemble));
+        h5::File w = h5::File::open_write(o.file);
+        w.set_attr(g, "fd_derivative", fd);
+        w.set_attr(g, "fd_stderr", fd_stderr);
+        w.set_attr(g, "h", o.check_fd);
+        w.set_attr(g, "kick", o.kick);
+        w.flush();
         j["fd_derivative"] = fd;
         j["fd_stderr"] = fd_stderr;
         j["fd_h"] = o.check_fd;
         j["ensemble"] = o.ensemble;
     }
-
-    // Everything is computed: only now is the file opened for writing.
     {
-        h5::File f = h5::File::open_write(o.file);
-        if (f.exists(group)) f.remove(group);
-        f.ensure_group(group);
-        f.set_attr(group, "from", std::int64_t(o.from));
-        f.set_attr(group, "to", std::int64_t(to));
-        f.set_attr(group, "command_line", command_line());
-        if (do_far || do_shadowing) f.set_attr(group, "unstable_source", unstable_source);
-        if (burn) f.write_vector(group + "/burn_in_exponents", burn->exponents);
-        if (unrolled) {
-            const std::string g = group + "/unrolled";
-            f.write_vector(g + "/adjoint_norm", unrolled->adjoint_norm);
-            f.set_attr(g, "derivative", unrolled->derivative);
-            f.set_attr(g, "average", unrolled->average);
-            f.set_attr(g, "growth_rate", unrolled->growth_rate);
-        }
-        auto write_far = [&](const std::string& g, const FarResult& r, bool full) {
-            f.write_vector(g + "/segment_shadowing", r.segment_shadowing);
-            if (full) f.write_vector(g + "/segment_unstable", r.segment_unstable);
-            f.write_vector(g + "/exponents", r.exponents);
-            f.set_attr(g, "derivative", full ? r.derivative : r.shadowing);
-            f.set_attr(g, "shadowing", r.shadowing);
-            if (full) f.set_attr(g, "unstable", r.unstable);
-            f.set_attr(g, "stderr", full ? r.stderr_ : batch_stderr(r.segment_shadowing));
-            f.set_attr(g, "average", r.average);
-            f.set_attr(g, "unstable_dim", std::int64_t(U));
-            f.set_attr(g, "window", std::int64_t(o.window));
-            f.set_attr(g, "segment", std::int64_t(o.segment));
-            f.set_attr(g, "segments", std::int64_t(K));
-            f.set_attr(g, "seed", std::int64_t(o.seed));
-        };
-        if (far) write_far(group + "/far", *far, true);
-        if (shadowing) write_far(group + "/shadowing", *shadowing, false);
-        if (o.check_fd > 0) {
-            const std::string g = group + "/fd";
-            f.write_vector(g + "/quotients", quotients);
-            f.set_attr(g, "fd_derivative", fd);
-            f.set_attr(g, "fd_stderr", fd_stderr);
-            f.set_attr(g, "h", o.check_fd);
-            f.set_attr(g, "kick", o.kick);
-        }
-        f.flush();
+        h5::File w = h5::File::open_write(o.file);
+        w.set_attr(group, "status", "completed");
+        w.set_attr(group, "command_line", command_line());
+        w.flush();
     }
 
     if (o.json) {
@@ -322,23 +596,24 @@ int run_response(ResponseCliOptions& o) {
     }
     std::cout.precision(6);
     std::cout << o.file << ": d<" << to_string(observable) << ">/d " << to_string(param) << " over steps " << o.from
-              << ".." << to << "\n";
-    if (burn) {
+              << ".." << to << (resume ? " (continued)" : "") << "\n";
+    if (burn_exponents) {
         std::cout << "  U = " << U << " from a " << o.burn_in << "-step burn-in, exponents";
-        for (Index i = 0; i < burn->exponents.size(); ++i) std::cout << " " << burn->exponents[i];
+        for (Index i = 0; i < burn_exponents->size(); ++i) std::cout << " " << (*burn_exponents)[i];
         std::cout << "\n";
     }
-    if (unrolled)
-        std::cout << "  unrolled   " << unrolled->derivative << "  (|adjoint| grows " << unrolled->growth_rate
-                  << " per step)\n";
-    if (far)
-        std::cout << "  FAR        " << far->derivative << " +- " << far->stderr_ << "  = shadowing " << far->shadowing
-                  << " + unstable " << far->unstable << "  (U = " << U << ", W = " << o.window << ", S = " << o.segment
-                  << ", " << far->steps << " steps)\n";
-    if (shadowing) std::cout << "  shadowing  " << shadowing->shadowing << "\n";
+    if (j.contains("unrolled"))
+        std::cout << "  unrolled   " << j["unrolled"]["derivative"].get<double>() << "  (|adjoint| grows "
+                  << j["unrolled"]["growth_rate"].get<double>() << " per step)\n";
+    if (j.contains("far"))
+        std::cout << "  FAR        " << j["far"]["derivative"].get<double>() << " +- "
+                  << j["far"]["stderr"].get<double>() << "  = shadowing " << j["far"]["shadowing"].get<double>()
+                  << " + unstable " << j["far"]["unstable"].get<double>() << "  (U = " << U << ", W = " << o.window
+                  << ", S = " << o.segment << ", " << j["far"]["steps"].get<Index>() << " steps)\n";
+    if (j.contains("shadowing")) std::cout << "  shadowing  " << j["shadowing"]["derivative"].get<double>() << "\n";
     if (o.check_fd > 0)
-        std::cout << "  finite differences " << fd << " +- " << fd_stderr << "  (H = " << o.check_fd << ", "
-                  << o.ensemble << " pairs)\n";
+        std::cout << "  finite differences " << j["fd_derivative"].get<double>() << " +- "
+                  << j["fd_stderr"].get<double>() << "  (H = " << o.check_fd << ", " << o.ensemble << " pairs)\n";
     return 0;
 }
 
@@ -349,7 +624,7 @@ void setup_response(CLI::App& app, int& exit_code) {
     CLI::App* cmd = app.add_subcommand(
         "response",
         "d<Phi>/d gamma of a stored full-batch run: unrolled adjoint, FAR (shadowing + unstable), finite differences");
-    cmd->add_option("RUN", o->file, "run file; results go to its /response group")
+    cmd->add_option("RUN", o->file, "run file; results and progress go to its /response group")
         ->required()
         ->check(CLI::ExistingFile);
     o->given = add_problem_flags(cmd, o->problem);
@@ -380,7 +655,17 @@ void setup_response(CLI::App& app, int& exit_code) {
         ->capture_default_str();
     cmd->add_option("--ensemble", o->ensemble, "N trajectory pairs of the finite differences")->capture_default_str();
     cmd->add_option("--kick", o->kick, "size of the random kick of theta_T0 per pair")->capture_default_str();
-    cmd->add_flag("--force", o->force, "replace an existing /response/PARAM/OBSERVABLE group");
+    cmd->add_option("--tangent-memory", o->tangent_memory,
+                    "MB for the states and tangent vectors of the last FAR segments (the adjoint recomputes the "
+                    "others; same numbers)")
+        ->capture_default_str();
+    cmd->add_option("--stop-after", o->stop_after,
+                    "stop after N units of saved progress (the unrolled adjoint, FAR segments of either phase, "
+                    "finite-difference pairs; 0 = none); the same command continues")
+        ->capture_default_str();
+    cmd->add_flag("--force", o->force,
+                  "replace an existing /response/PARAM/OBSERVABLE group, finished or not (without it an unfinished "
+                  "pass continues)");
     cmd->add_flag("--json", o->json, "print the result as one JSON object");
     cmd->add_flag("--quiet", o->quiet, "no progress output");
     cmd->callback([o, &exit_code] { exit_code = run_response(*o); });

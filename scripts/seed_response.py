@@ -74,7 +74,7 @@ def record(args):
     if "far" in j:
         f = j["far"]
         row.update(far=f["derivative"], far_stderr=f["stderr"], far_shadowing=f["shadowing"],
-                   far_unstable=f["unstable"], U=f["unstable_dim"], hvps_per_step=f["hvps_per_step"],
+                   far_unstable=f["unstable"], U=f["unstable_dim"], hvps_per_step=f.get("hvps_per_step", ""),
                    exponents=" ".join(f"{x:.4g}" for x in f["exponents"]))
     if "shadowing" in j:
         row.update(shadowing=j["shadowing"]["derivative"], shadowing_stderr=j["shadowing"]["stderr"])

@@ -286,6 +286,7 @@ void Evaluation::reset(const Vector& theta) {
                     m_arch.to_string() + ", found " + std::to_string(theta.size()));
     m_theta = theta;
     m_have_gradient = false;
+    m_have_deltas = false;
     m_have_curvature = false;
     forward();
     // E = L + lambda/2 |theta|^2
@@ -439,7 +440,7 @@ void Evaluation::forward() {
     m_accuracy = sums[1] / double(m_k_global);
 }
 
-void Evaluation::backward() {
+void Evaluation::backward(bool with_gradient) {
     const SerialIfSmall serial(*this);
     const Index L = m_arch.layers(), k = samples(), c = m_arch.outputs();
     // delta_L = dL/dA_L, one row per sample (loss.hpp):
@@ -459,20 +460,22 @@ void Evaluation::backward() {
     m_grad.resize(num_params());
     for (Index l = L; l >= 1; --l) {
         const RowMatrix& delta = m_delta[l - 1];
-        RowMap gW(m_grad.data() + m_arch.weight_offset(l), m_arch.widths[l - 1], m_arch.widths[l]);
-        // dL/dW_l = Z_{l-1}^T delta_l  (Z_0 = X), as fixed-order sums over row chunks
-        if (l == 1) {
-            if (m_X.precision() == Precision::F64) {
-                m_X.transpose_product<double>(delta, gW);
+        if (with_gradient) {
+            RowMap gW(m_grad.data() + m_arch.weight_offset(l), m_arch.widths[l - 1], m_arch.widths[l]);
+            // dL/dW_l = Z_{l-1}^T delta_l  (Z_0 = X), as fixed-order sums over row chunks
+            if (l == 1) {
+                if (m_X.precision() == Precision::F64) {
+                    m_X.transpose_product<double>(delta, gW);
+                } else {
+                    m_X.transpose_times(delta, m_XtR_64);
+                    gW = m_XtR_64;
+                }
             } else {
-                m_X.transpose_times(delta, m_XtR_64);
-                gW = m_XtR_64;
+                chunked_at_b(m_Z[l - 2], delta, gW);
             }
-        } else {
-            chunked_at_b(m_Z[l - 2], delta, gW);
+            // dL/db_l = column sums of delta_l
+            chunked_colsum<double>(delta, m_grad.data() + m_arch.bias_offset(l));
         }
-        // dL/db_l = column sums of delta_l
-        chunked_colsum<double>(delta, m_grad.data() + m_arch.bias_offset(l));
         if (l > 1) {
             // delta_{l-1} = (delta_l W_l^T) .* f'(A_{l-1})
             RowMatrix& prev = m_delta[l - 2];
@@ -491,6 +494,8 @@ void Evaluation::backward() {
             });
         }
     }
+    m_have_deltas = true;
+    if (!with_gradient) return;  // every rank takes the same branch: the reduction stays collective
     // This rank's sums over its samples, then the one reduction over ranks for the whole vector.
     m_comm->sum(m_grad.data(), m_grad.size());
     // grad E = grad L + lambda theta

@@ -63,8 +63,9 @@ void Evaluation::gauss_newton_times(const Eigen::Ref<const Matrix>& V, Eigen::Re
 void Evaluation::block_product(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> out, bool gauss_newton) {
     const Index L = m_arch.layers(), k = samples(), P = num_params(), M = V.cols();
     assert(V.rows() == P && out.rows() == P && out.cols() == M);
-    if (M == 0) return;  // an empty block (block solvers ask for one): nothing to multiply
-    gradient();          // delta_l, l = 1..L
+    if (M == 0) return;                // an empty block (block solvers ask for one): nothing to multiply
+    if (!m_products_only) gradient();  // delta_l, l = 1..L (and the gradient, which callers use next)
+    else if (!m_have_deltas) backward(false);
     const SerialIfSmall serial(*this);
     if (!m_have_curvature) {
         // f'(A_l) and (delta_{l+1} W_{l+1}^T) .* f''(A_l) for the hidden layers: the same for every v.

@@ -119,52 +119,116 @@ void check_far_options(const FarOptions& o, Index dim) {
     if (o.segment < 1) throw Error("segment " + std::to_string(o.segment) + ": must be at least 1");
     if (o.window < 0) throw Error("window " + std::to_string(o.window) + ": must be >= 0");
     if (o.segments < 1) throw Error("segments " + std::to_string(o.segments) + ": must be at least 1");
+    if (!(o.keep_bytes >= 0)) throw Error("keep_bytes " + std::to_string(o.keep_bytes) + ": must be >= 0");
 }
 
 FarResult far_response(ResponseMap& map, const Vector& x0, Index first, const FarOptions& o,
-                       const ResponseProgress& progress) {
+                       const ResponseProgress& progress, FarState* state, const FarSegmentDone& on_segment) {
     const Index dim = map.dim();
     check_far_options(o, dim);
     const Index u = o.unstable, m = o.segment, W = o.window, K = o.segments, N = K * m, total = N + 2 * W;
     const bool with_unstable = o.unstable_part;
+    FarState local;
+    FarState& s = state ? *state : local;
     FarResult r;
     r.steps = N;
+    const auto stopped = [&] {
+        if (!on_segment || on_segment(s)) return false;
+        r.finished = false;
+        return true;
+    };
+    if (s.started == 0) {
+        s = FarState();
+        s.cp.resize(K + 1);
+        s.Q.resize(K + 1);
+        s.R.resize(K + 1);
+        s.Phi = Vector::Zero(total + 1);
+    }
+    if (Index(s.cp.size()) != K + 1 || s.Phi.size() != total + 1 || s.started > K + 1 || s.adjoint_done > K)
+        throw Error("far state: holds " + std::to_string(s.cp.size()) + " segment starts and " +
+                    std::to_string(s.Phi.size()) + " values of Phi, these options need " + std::to_string(K + 1) +
+                    " and " + std::to_string(total + 1));
+
+    // The states and tangent blocks of each step of the last segments the forward phase ran, as
+    // many as keep_bytes allows: the adjoint takes them instead of recomputing (same bits).
+    struct Kept {
+        std::vector<Vector> xs;  // x_{W+km+i}, i = 0..m
+        std::vector<Matrix> es;  // e there (es[0] = Q_k, es[m] = Q_{k+1} R_{k+1})
+    };
+    std::vector<Kept> kept(K);
+    const double segment_bytes = 8.0 * double(m + 1) * double(u + 1) * double(dim);
+    const Index keep_max = Index(std::min<double>(double(K), std::floor(o.keep_bytes / segment_bytes)));
 
     // 1-2. Primal x_0..x_{N+2W} with Phi_n, and the tangent e_{n+1} = J_n e_n from x_0 (the first
     // W steps align it); at each segment start x_{W+km}: the state, and e = Q_k R_k.
-    std::vector<Vector> cp(K + 1);
-    std::vector<Matrix> Q(K + 1), R(K + 1);
-    Vector Phi(total + 1);
-    Matrix e(dim, u), Je;
-    if (u > 0) {
-        TangentOptions t;
-        t.vectors = u;
-        t.seed = o.seed;
-        e = TangentPropagator(dim, t).basis();  // a seeded random orthonormal basis
-        map.project(e);
+    if (!s.forward_done) {
+        const bool resumed = s.started > 0;
+        const Index n0 = resumed ? W + (s.started - 1) * m : 0;
+        Vector x;
+        Matrix e(dim, u), Je;
+        if (resumed) {
+            x = s.cp[s.started - 1];
+            e = s.Q[s.started - 1];
+        } else {
+            x = x0;
+            if (u > 0) {
+                TangentOptions t;
+                t.vectors = u;
+                t.seed = o.seed;
+                e = TangentPropagator(dim, t).basis();  // a seeded random orthonormal basis
+                map.project(e);
+            }
+        }
+        Kept* cur = nullptr;
+        std::vector<Index> held;  // the kept segments, oldest first
+        for (Index n = n0; n <= total; ++n) {
+            if (n >= W && (n - W) % m == 0 && (n - W) / m <= K) {
+                const Index k = (n - W) / m;
+                if (cur) {  // i = m of segment k - 1
+                    cur->xs.push_back(x);
+                    cur->es.push_back(e);
+                    cur = nullptr;
+                }
+                if (!(resumed && n == n0)) {  // a resumed pass holds the start it continues from
+                    s.cp[k] = x;
+                    qr_positive(e, s.Q[k], s.R[k]);
+                    e = s.Q[k];
+                    s.started = k + 1;
+                    s.phi_count = n;
+                    if (stopped()) return r;
+                }
+                if (k < K && keep_max > 0) {
+                    held.push_back(k);
+                    if (Index(held.size()) > keep_max) {
+                        kept[held.front()] = Kept();
+                        held.erase(held.begin());
+                    }
+                    cur = &kept[k];
+                }
+            }
+            if (cur) {
+                cur->xs.push_back(x);
+                cur->es.push_back(e);
+            }
+            map.at(first + n, x);
+            s.Phi[n] = map.phi();
+            if (n == total) break;
+            if (n < W + N && u > 0) {
+                map.jacobian(e, Je);
+                map.project(Je);
+                e.swap(Je);
+            }
+            x = map.next();
+            report(progress, "primal", n + 1, total);
+        }
+        s.phi_count = total + 1;
+        s.forward_done = true;
+        if (stopped()) return r;
     }
-    Vector x = x0;
     Vector log_sum = Vector::Zero(u);
-    for (Index n = 0; n <= total; ++n) {
-        if (n >= W && (n - W) % m == 0 && (n - W) / m <= K) {
-            const Index k = (n - W) / m;
-            cp[k] = x;
-            qr_positive(e, Q[k], R[k]);
-            if (k > 0) log_sum += R[k].diagonal().array().log().matrix();
-            e = Q[k];
-        }
-        map.at(first + n, x);
-        Phi[n] = map.phi();
-        if (n == total) break;
-        if (n < W + N && u > 0) {
-            map.jacobian(e, Je);
-            map.project(Je);
-            e.swap(Je);
-        }
-        x = map.next();
-        report(progress, "primal", n + 1, total);
-    }
+    for (Index k = 1; k <= K; ++k) log_sum += s.R[k].diagonal().array().log().matrix();
     r.exponents = log_sum / double(N);
+    const Vector& Phi = s.Phi;
     const double Phi_bar = Phi.mean();
     r.average = Phi_bar;
     // psi_n = sum_{w=-W}^{W} (Phi_{n+w} - Phi_bar), for W <= n <= W + N.
@@ -176,38 +240,49 @@ FarResult far_response(ResponseMap& map, const Vector& x0, Index first, const Fa
     // 3. Adjoint, segment by segment from the end. block = [eps | nu' | nu~'] (dim x (u + 2)).
     // Terminal: eps = Q_K, nu' = grad Phi(x_N), nu~' = 0.
     const Index cols = with_unstable ? u + 2 : u + 1;  // the shadowing part alone skips nu~'
-    Matrix block = Matrix::Zero(dim, u + 2), Jblock;
-    block.leftCols(u) = Q[K];
-    map.at(first + W + N, cp[K]);
-    block.col(u) = map.grad_phi();
-    map.project(block);
-    Matrix b = Matrix::Zero(u, K + 1), bt = Matrix::Zero(u, K + 1);
-    Vector sp = Vector::Zero(K), up = Vector::Zero(K);
-    Matrix g = Matrix::Zero(u, K), gpsi = Matrix::Zero(u, K);
-    std::vector<Vector> xs(m + 1);
-    std::vector<Matrix> es(m + 1);
+    Matrix& block = s.block;
+    Matrix Jblock;
     // At the start of segment k: nu' <- nu' - eps b_k, nu~' <- nu~' - eps b~_k (out of the span of eps).
     auto split = [&](Index k) {
         if (u == 0) return;
         const Matrix eps = block.leftCols(u);
-        b.col(k) = along(eps, block.col(u));
-        bt.col(k) = along(eps, block.col(u + 1));
-        block.col(u) -= eps * b.col(k);
-        block.col(u + 1) -= eps * bt.col(k);
+        s.b.col(k) = along(eps, block.col(u));
+        s.bt.col(k) = along(eps, block.col(u + 1));
+        block.col(u) -= eps * s.b.col(k);
+        block.col(u + 1) -= eps * s.bt.col(k);
     };
-    split(K);
-    for (Index k = K - 1; k >= 0; --k) {
+    if (s.adjoint_done == 0) {
+        block = Matrix::Zero(dim, u + 2);
+        block.leftCols(u) = s.Q[K];
+        map.at(first + W + N, s.cp[K]);
+        block.col(u) = map.grad_phi();
+        map.project(block);
+        s.b = Matrix::Zero(u, K + 1), s.bt = Matrix::Zero(u, K + 1);
+        s.sp = Vector::Zero(K), s.up = Vector::Zero(K);
+        s.g = Matrix::Zero(u, K), s.gpsi = Matrix::Zero(u, K);
+        split(K);
+    }
+    std::vector<Vector> xr(m + 1);
+    std::vector<Matrix> er(m + 1);
+    for (Index k = K - 1 - s.adjoint_done; k >= 0; --k) {
         const Index n0 = W + k * m;
-        xs[0] = cp[k];
-        es[0] = Q[k];
-        for (Index i = 0; i < m; ++i) {
-            map.at(first + n0 + i, xs[i]);
-            if (u > 0) {
-                map.jacobian(es[i], es[i + 1]);
-                map.project(es[i + 1]);
+        const bool have = !kept[k].xs.empty();
+        if (!have) {
+            // Recompute the segment from its start: states and tangent blocks.
+            ++r.recomputed;
+            xr[0] = s.cp[k];
+            er[0] = s.Q[k];
+            for (Index i = 0; i < m; ++i) {
+                map.at(first + n0 + i, xr[i]);
+                if (u > 0) {
+                    map.jacobian(er[i], er[i + 1]);
+                    map.project(er[i + 1]);
+                }
+                xr[i + 1] = map.next();
             }
-            xs[i + 1] = map.next();
         }
+        const std::vector<Vector>& xs = have ? kept[k].xs : xr;
+        const std::vector<Matrix>& es = have ? kept[k].es : er;
         // Renormalise at the end of segment k: eps <- eps (e_end^T eps)^{-1}, so e^T eps = I on it
         // (e^T eps is invariant under the pair J, J^T).
         if (u > 0) block.leftCols(u) = Matrix(block.leftCols(u) * (es[m].transpose() * block.leftCols(u)).inverse());
@@ -216,15 +291,15 @@ FarResult far_response(ResponseMap& map, const Vector& x0, Index first, const Fa
             map.at(first + n, xs[i]);
             const Vector X = map.param_derivative();
             const Matrix eps = block.leftCols(u);  // eps_{n+1}; block.col(u) = nu'_{n+1}, block.col(u+1) = nu~'_{n+1}
-            sp[k] += block.col(u).dot(X);
-            if (u > 0) g.col(k) += eps.transpose() * X;
+            s.sp[k] += block.col(u).dot(X);
+            if (u > 0) s.g.col(k) += eps.transpose() * X;
             Vector omega;
             if (with_unstable) {
                 const double p = psi(n + 1);
-                up[k] += p * block.col(u + 1).dot(X);
+                s.up[k] += p * block.col(u + 1).dot(X);
                 if (u > 0) {
-                    up[k] += p * map.param_derivative_trace(es[i], es[i + 1], eps);
-                    gpsi.col(k) += p * (eps.transpose() * X);
+                    s.up[k] += p * map.param_derivative_trace(es[i], es[i + 1], eps);
+                    s.gpsi.col(k) += p * (eps.transpose() * X);
                     omega = map.second_derivative(es[i], eps);
                 }
             }
@@ -237,20 +312,23 @@ FarResult far_response(ResponseMap& map, const Vector& x0, Index first, const Fa
             report(progress, "adjoint", W + N - n, N);
         }
         split(k);
+        kept[k] = Kept();
+        s.adjoint_done = K - k;
+        if (stopped()) return r;
     }
 
     // 4. Glue: a_0 = -b_0, a_k = R_k^{-T} a_{k-1} - b_k (likewise a~), so nu = nu' + eps a_k is
     // continuous across segments. 5. sc and uc per segment.
-    Vector a = -b.col(0), at = -bt.col(0);
+    Vector a = -s.b.col(0), at = -s.bt.col(0);
     r.segment_shadowing.resize(K);
     r.segment_unstable.resize(K);
     for (Index k = 0; k < K; ++k) {
         if (k > 0 && u > 0) {
-            a = R[k].transpose().triangularView<Eigen::Lower>().solve(a) - b.col(k);
-            at = R[k].transpose().triangularView<Eigen::Lower>().solve(at) - bt.col(k);
+            a = s.R[k].transpose().triangularView<Eigen::Lower>().solve(a) - s.b.col(k);
+            at = s.R[k].transpose().triangularView<Eigen::Lower>().solve(at) - s.bt.col(k);
         }
-        const double sc_k = sp[k] + (u > 0 ? g.col(k).dot(a) : 0);
-        const double uc_k = up[k] + (u > 0 ? gpsi.col(k).dot(at) : 0);
+        const double sc_k = s.sp[k] + (u > 0 ? s.g.col(k).dot(a) : 0);
+        const double uc_k = s.up[k] + (u > 0 ? s.gpsi.col(k).dot(at) : 0);
         r.segment_shadowing[k] = sc_k / double(m);
         r.segment_unstable[k] = with_unstable ? -uc_k / double(m) : 0;
     }
@@ -325,6 +403,7 @@ GradientDescentMap::GradientDescentMap(const Architecture& arch, const Dataset& 
     m_X = std::make_unique<InputMatrix>(train.X, x_path, precision);
     m_eval = std::make_unique<Evaluation>(arch, *m_X, train.T, options);
     m_shifted = std::make_unique<Evaluation>(arch, *m_X, train.T, options);
+    m_shifted->set_products_only(true);  // it serves differences of H v: no gradient needed
     if (observable == Observable::TestLoss) {
         m_X_test = std::make_unique<InputMatrix>(test->X, x_path, precision);
         m_test = std::make_unique<Evaluation>(arch, *m_X_test, test->T);
@@ -389,6 +468,7 @@ Vector GradientDescentMap::second_derivative(const Matrix& e, const Matrix& eps)
         m_shifted->reset(theta - m_h * d);
         m_shifted->hessian_times(eps.col(j), Hm);
         m_hvps += 2;
+        m_shifted_evaluations += 2;
         omega.noalias() -= (m_alpha * norm / (2 * m_h)) * (Hp.col(0) - Hm.col(0));
     }
     return omega;

@@ -150,6 +150,27 @@ TEST(HessianVector, BlockEqualsSingleProducts) {
     EXPECT_EQ(H.products(), 2 * M);
 }
 
+// An Evaluation set to products only skips the gradient's product with X but runs the same
+// backprop for delta_l: its H V has the bits of the ordinary Evaluation's, sparse and dense,
+// with weight decay, every output; asked for the gradient afterwards, it computes it in full.
+TEST(HessianVector, ProductsOnlyGivesTheSameBitsWithoutTheGradient) {
+    for (Output o : test::all_outputs())
+        for (XPath path : {XPath::Dense, XPath::Sparse}) {
+            const auto p = test::random_problem(Architecture::parse("9-6-5-4", Activation::Tanh, o), 40, 8);
+            InputMatrix X(p.X, path);
+            const EvaluationOptions opt{0.01, nullptr};
+            Evaluation full(p.arch, X, p.T, p.theta, opt), only(p.arch, X, p.T, opt);
+            only.set_products_only(true);
+            only.reset(p.theta);
+            Matrix V(p.theta.size(), 3), HV1(p.theta.size(), 3), HV2(p.theta.size(), 3);
+            for (Index m = 0; m < 3; ++m) V.col(m) = random_vector(p.theta.size(), 200 + m);
+            full.hessian_times(V, HV1);
+            only.hessian_times(V, HV2);
+            EXPECT_EQ(HV1, HV2);
+            EXPECT_EQ(only.gradient(), full.gradient());
+        }
+}
+
 // A block wider than one chunk (at most 16 vectors per chunk, hvp.cpp) is split into equal
 // chunks; every path still gives M single products to rounding (1e-14; float32 paths 1e-6,
 // since the block and the single product round the float32 sums in different orders).

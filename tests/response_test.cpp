@@ -9,6 +9,7 @@
 #include <Eigen/Eigenvalues>
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 using namespace tdyn;
@@ -431,6 +432,80 @@ TEST(ResponseNetwork, SecondDerivativeTermMatchesFiniteDifferences) {
     EXPECT_LT(err_at_default, 1e-9);
 }
 
+// The forward phase keeps the states and tangent blocks of its last segments so that the adjoint
+// need not recompute them. Truth: the recomputing pass (keep_bytes 0), whose states and tangents
+// are the same operations on the same inputs, so every number must agree to the bit; and the
+// counts: keeping a segment saves exactly its m state updates and m u Jacobian products.
+TEST(ResponseNetwork, KeptSegmentsGiveTheBitsOfRecomputedOnes) {
+    const NetCase c = net_case();
+    FarOptions o;
+    o.unstable = 2, o.segment = 5, o.window = 3, o.segments = 6;
+    const double segment_bytes = 8.0 * (o.segment + 1) * (o.unstable + 1) * double(c.p.theta.size());
+    struct Pass {
+        FarResult r;
+        Index hvps, gradients;
+    };
+    auto pass = [&](double keep_bytes) {
+        GradientDescentMap m(c.p.arch, c.train, c.alpha, c.lambda, ResponseParam::LearningRate, Observable::Loss);
+        FarOptions k = o;
+        k.keep_bytes = keep_bytes;
+        const FarResult r = far_response(m, c.p.theta, 0, k);
+        return Pass{r, m.hvps(), m.gradients()};
+    };
+    const Pass none = pass(0), some = pass(2.5 * segment_bytes), all = pass(1e12);
+    EXPECT_EQ(none.r.recomputed, 6);
+    EXPECT_EQ(some.r.recomputed, 4);
+    EXPECT_EQ(all.r.recomputed, 0);
+    for (const Pass* q : {&some, &all}) {
+        EXPECT_EQ(q->r.derivative, none.r.derivative);
+        EXPECT_EQ(q->r.shadowing, none.r.shadowing);
+        EXPECT_EQ(q->r.unstable, none.r.unstable);
+        EXPECT_EQ(q->r.segment_shadowing, none.r.segment_shadowing);
+        EXPECT_EQ(q->r.segment_unstable, none.r.segment_unstable);
+        EXPECT_EQ(q->r.exponents, none.r.exponents);
+        const Index saved = none.r.recomputed - q->r.recomputed;
+        EXPECT_EQ(none.hvps - q->hvps, saved * o.segment * o.unstable);
+        EXPECT_EQ(none.gradients - q->gradients, saved * o.segment);
+    }
+    // All kept: per step 1 + 1 evaluations (forward, adjoint) and u + (u + 2) + 2u = 4u + 2 HVPs,
+    // plus the u HVPs of the first W steps and one evaluation at each of the 2W + 2 extra states.
+    const Index N = o.segment * o.segments, u = o.unstable, W = o.window;
+    EXPECT_EQ(all.hvps, N * (4 * u + 2) + W * u);
+    EXPECT_EQ(all.gradients, 2 * N + 2 * W + 2);
+    std::printf("FAR on 5-4-3, u = 2: %.4f (kept or recomputed: the same bits)\n", all.r.derivative);
+}
+
+// A FAR pass stopped after every few segments and continued from its state, each part with a new
+// map (as a new process would), gives the bits of one uninterrupted pass.
+TEST(ResponseNetwork, StoppedAndContinuedFarGivesTheBitsOfOnePass) {
+    const NetCase c = net_case();
+    FarOptions o;
+    o.unstable = 2, o.segment = 5, o.window = 3, o.segments = 6;
+    auto map = [&] {
+        return GradientDescentMap(c.p.arch, c.train, c.alpha, c.lambda, ResponseParam::LearningRate, Observable::Loss);
+    };
+    for (bool unstable_part : {true, false}) {
+        o.unstable_part = unstable_part;
+        auto whole_map = map();
+        const FarResult whole = far_response(whole_map, c.p.theta, 0, o);
+        FarState state;
+        FarResult r;
+        int parts = 0;
+        do {
+            auto m = map();
+            Index calls = 0;
+            r = far_response(m, c.p.theta, 0, o, {}, &state, [&](const FarState&) { return ++calls < 3; });
+            ++parts;
+        } while (!r.finished && parts < 100);
+        EXPECT_EQ(parts, 5);  // 2K + 2 = 14 segment calls, 3 per part (the third stops)
+        EXPECT_EQ(r.derivative, whole.derivative);
+        EXPECT_EQ(r.shadowing, whole.shadowing);
+        EXPECT_EQ(r.segment_shadowing, whole.segment_shadowing);
+        EXPECT_EQ(r.segment_unstable, whole.segment_unstable);
+        EXPECT_EQ(r.exponents, whole.exponents);
+    }
+}
+
 // Softmax-CE is invariant under adding one constant to the class weights of a hidden unit or to
 // b_L: h + 1 = 5 directions with grad L . v = 0 and H v = lambda v (weight decay only), so
 // J v = (1 - alpha lambda) v to rounding (1e-12); project() removes exactly them.
@@ -455,8 +530,8 @@ TEST(ResponseNetwork, NeutralDirectionsAreInvariantAndProjectedOut) {
 
 // ------------------------------------------------------------------------------------------
 // tdyn response on a small chaotic network: 10-8-3 tanh softmax-CE on 200 samples, alpha 1.5,
-// weight decay 0.01 (loss ~0.6 and stationary, top exponent ~0.04, a second ~0.004, the rest
-// slightly negative), steps 200..1000.
+// weight decay 0.01 (loss ~0.6 and stationary, top exponent 0.051 +- 0.008 over 20000 steps, a second
+// ~0.004, the rest near 0), steps 200..1000.
 
 namespace {
 
@@ -473,7 +548,12 @@ std::string chaotic_run() {
 }  // namespace
 
 // The unrolled adjoint grows like exp(lambda_1 (T - n)): its fitted rate is within 10 % of the
-// top exponent that tdyn lyapunov measures over the same steps (measured: 0.0425 against 0.0400).
+// top exponent that tdyn lyapunov measures over the same steps (measured on this trajectory:
+// 0.0738 against 0.0800; before the vectorised tanh, on another trajectory, 0.0401 against 0.0411).
+// Fragile: over 800 steps lambda_1 varies by about 50 % between trajectories, and the two rates
+// agree within 10 % on only 12 of 26 trajectories of this map (docs/RESPONSE.md, "The small
+// chaotic case"; scripts/small_chaotic_spread.sh); tolerance not changed, the check should become
+// statistical.
 // FAR against the finite-difference ensemble (16 pairs, H = 1e-3): within 3 combined standard
 // errors. The map is not uniformly hyperbolic (exponents near 0), so FAR's unstable part has a
 // large variance (docs/RESPONSE.md); the check is what the issue asks, not tuned to pass.
@@ -555,6 +635,8 @@ TEST(ResponseCli, BadInputNamesTheFlagAndLeavesTheFileAlone) {
              {"--param weight-decay --unstable 1 --check-fd 0.5", "--check-fd"},
              {"--param lr --unstable 1000", "--unstable"},
              {"--param lr --burn-in 5", "--burn-in"},  // no /lyapunov group: U from a burn-in
+             {"--param lr --unstable 1 --tangent-memory -1", "--tangent-memory"},
+             {"--param lr --unstable 1 --stop-after -2", "--stop-after"},
          }) {
         const auto r = run_tdyn("response " + run + " " + args + " --quiet");
         EXPECT_EQ(r.exit_code, 1) << args;
@@ -562,4 +644,68 @@ TEST(ResponseCli, BadInputNamesTheFlagAndLeavesTheFileAlone) {
         EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
     }
     EXPECT_EQ(slurp(run), before);
+}
+
+// An interrupted pass continues where it stopped. `--stop-after 7` stops after 7 units of saved
+// progress (FAR segments of either phase, finite-difference pairs); the same command run again
+// continues, until it completes. Truth: the same command run once on a copy of the file; every
+// number (JSON and run file) must agree to the bit, the run's own groups must be untouched. A
+// different command on the unfinished pass fails with one line naming the flag; --force starts over.
+TEST(ResponseCli, AnInterruptedPassContinuesToTheBitsOfOnePass) {
+    const std::string run = chaotic_run(), whole = temp_path("resp-whole.h5");
+    std::filesystem::copy_file(run, whole);
+    const Vector loss_before = h5::File::open_read(run).read_vector("/trajectory/loss");
+    const std::string args =
+        " --param lr --method all --unstable 2 --from 200 --to 500 --check-fd 1e-3 --ensemble 4 --json";
+    const auto one = run_tdyn("response " + whole + args);
+    ASSERT_EQ(one.exit_code, 0) << one.err;
+    int parts = 0;
+    Command r;
+    do {
+        r = run_tdyn("response " + run + args + " --stop-after 7");
+        ++parts;
+        if (parts == 2) {
+            // The unfinished pass refuses another command, naming the flag, and is left as it was.
+            const std::string before = slurp(run);
+            const auto other = run_tdyn("response " + run +
+                                        " --param lr --method all --unstable 2 --from 200 --to 500 "
+                                        "--check-fd 1e-3 --ensemble 4 --window 5 --quiet");
+            EXPECT_EQ(other.exit_code, 1);
+            EXPECT_NE(other.err.find("--window 5 differs from its 10"), std::string::npos) << other.err;
+            EXPECT_EQ(std::count(other.err.begin(), other.err.end(), '\n'), 1) << other.err;
+            EXPECT_EQ(slurp(run), before);
+        }
+        if (r.exit_code != 0) EXPECT_EQ(r.exit_code, 130) << r.err;
+    } while (r.exit_code == 130 && parts < 20);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_GE(parts, 4);  // K = 14: 30 FAR units, the unrolled adjoint, 3 pairs
+    const auto a = nlohmann::json::parse(one.out), b = nlohmann::json::parse(r.out);
+    std::printf("one pass: FAR %.6f, shadowing %.6f, fd %.6f; %d parts: FAR %.6f\n",
+                a["far"]["derivative"].get<double>(), a["shadowing"]["derivative"].get<double>(),
+                a["fd_derivative"].get<double>(), parts, b["far"]["derivative"].get<double>());
+    for (const char* key : {"derivative", "shadowing", "unstable", "stderr", "average"})
+        EXPECT_EQ(a["far"][key].get<double>(), b["far"][key].get<double>()) << key;
+    EXPECT_EQ(a["far"]["exponents"], b["far"]["exponents"]);
+    EXPECT_EQ(a["unrolled"]["derivative"].get<double>(), b["unrolled"]["derivative"].get<double>());
+    EXPECT_EQ(a["shadowing"]["derivative"].get<double>(), b["shadowing"]["derivative"].get<double>());
+    EXPECT_EQ(a["fd_derivative"].get<double>(), b["fd_derivative"].get<double>());
+    {
+        h5::File fa = h5::File::open_read(whole), fb = h5::File::open_read(run);
+        for (const char* d : {"/response/lr/loss/far/segment_shadowing", "/response/lr/loss/far/segment_unstable",
+                              "/response/lr/loss/fd/quotients", "/response/lr/loss/unrolled/adjoint_norm"})
+            EXPECT_EQ(fa.read_vector(d), fb.read_vector(d)) << d;
+        EXPECT_EQ(fb.attr_string("/response/lr/loss", "status"), "completed");
+        EXPECT_EQ(fb.read_vector("/trajectory/loss"), loss_before);
+        EXPECT_EQ(fb.children("/"), fa.children("/"));
+    }
+    // Finished: the same command refuses to overwrite; --force computes it again from the start.
+    const auto again = run_tdyn("response " + run + args);
+    EXPECT_EQ(again.exit_code, 1);
+    EXPECT_NE(again.err.find("--force"), std::string::npos) << again.err;
+    const auto forced = run_tdyn("response " + run + args + " --force");
+    ASSERT_EQ(forced.exit_code, 0) << forced.err;
+    const auto c = nlohmann::json::parse(forced.out);
+    EXPECT_FALSE(c.contains("resumed"));
+    EXPECT_EQ(a["far"]["derivative"].get<double>(), c["far"]["derivative"].get<double>());
+    EXPECT_EQ(a["fd_derivative"].get<double>(), c["fd_derivative"].get<double>());
 }

@@ -162,10 +162,15 @@ public:
     /// J_A = dA_L / dtheta; the weight-decay term is quadratic, so its Hessian lambda I is its own
     /// Gauss-Newton part (hvp.cpp, docs/MATH.md).
     void gauss_newton_times(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> GV);
+    /// Products only: the products above need backprop's delta_l but not the gradient, whose
+    /// product with X is then skipped (an Evaluation at theta +- h v that only serves differences
+    /// of H v). Same bits; gradient() still computes the gradient when asked.
+    void set_products_only(bool on) { m_products_only = on; }
 
 private:
     void forward();
-    void backward();
+    /// delta_l of every layer and, with_gradient, the gradient from them.
+    void backward(bool with_gradient = true);
     /// dy/dA_L for sample i (c x c).
     RowMatrix output_derivative(Index i) const;
     void block_product(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> out, bool gauss_newton);
@@ -184,6 +189,7 @@ private:
     Vector m_grad;
     double m_loss = 0, m_data_loss = 0, m_accuracy = 0;
     bool m_have_gradient = false;
+    bool m_have_deltas = false, m_products_only = false;
     // HVP scratch (hvp.cpp): f'(A_l), f''(A_l) of hidden layers, and the wide R-operator blocks.
     std::vector<RowMatrix> m_fd1, m_fd2;
     bool m_have_curvature = false;

@@ -8,7 +8,9 @@
 //    far.py): d<Phi>/d gamma = shadowing + unstable, u tangent and u + 2 adjoint vectors;
 //  - the shadowing part alone (NILSAS-like: no second derivative, no window).
 // Memory: the state at each segment start and the tangent basis Q_k (u vectors) per segment
-// are held; one segment (m + 1 states, m + 1 tangent blocks) is recomputed at a time.
+// are held; the forward phase also keeps the states and tangent blocks of each step of its
+// last segments (as many as FarOptions::keep_bytes allows), and the adjoint recomputes the
+// others one segment (m + 1 states, m + 1 tangent blocks) at a time: the same bits either way.
 #pragma once
 
 #include "tdyn/data.hpp"
@@ -73,6 +75,10 @@ struct FarOptions {
     Index segments = 100;       ///< K segments: N = K m steps, the primal runs N + 2W steps
     bool unstable_part = true;  ///< false: the shadowing part alone (no nu~, no second derivative)
     std::uint64_t seed = 0;     ///< the random initial tangent basis
+    /// Bytes for the per-step states and tangent blocks the forward phase keeps for the adjoint,
+    /// 8 (m + 1)(u + 1) dim a segment; the adjoint recomputes the segments that did not fit
+    /// (1 state update + u Jacobian products a step). 0: recompute every segment.
+    double keep_bytes = 2e9;
 };
 /// Checks the options against the map's dimension; throws Error naming the option.
 void check_far_options(const FarOptions& o, Index dim);
@@ -87,12 +93,35 @@ struct FarResult {
     Vector exponents;          ///< Lyapunov exponents of the u tangent vectors (per step)
     Vector segment_shadowing;  ///< per segment k: its share of sc (times K: the segment's own estimate)
     Vector segment_unstable;   ///< likewise for the unstable part
+    bool finished = true;      ///< false: stopped by the segment callback (the state holds the progress)
+    Index recomputed = 0;      ///< segments the adjoint recomputed (not kept by the forward phase)
 };
+
+/// Everything FAR needs to continue where it stopped, at a segment boundary (the CLI keeps it in
+/// the run file). Forward phase: the segment starts k = 0 .. started - 1 with their state
+/// x_{W+km} and e = Q_k R_k there, and Phi_0 .. Phi_{phi_count - 1}. Adjoint phase: segments
+/// K - 1 .. K - adjoint_done are done; block = [eps | nu' | nu~'] after the last of them and
+/// the per-segment sums b, b~ (u x (K + 1)), g, gpsi (u x K), sp, up (K).
+struct FarState {
+    Index started = 0, phi_count = 0, adjoint_done = 0;
+    bool forward_done = false;
+    std::vector<Vector> cp;
+    std::vector<Matrix> Q, R;
+    Vector Phi;
+    Matrix block, b, bt, g, gpsi;
+    Vector sp, up;
+};
+/// Called after each segment start of the forward phase (once its state is in FarState), after the
+/// forward phase's last 2W steps, and after each segment of the adjoint; false stops FAR there.
+using FarSegmentDone = std::function<bool(const FarState&)>;
 
 /// FAR from x_0 at map step `first`: the primal runs x_0 .. x_{N+2W}; segment k covers
 /// x_{W+km} .. x_{W+(k+1)m}; the tangent vectors start at x_0 (the first W steps align them).
+/// With `state`, FAR continues from it (empty: from the start) and leaves its progress there;
+/// a pass stopped by `on_segment` and continued from its state gives the bits of one pass.
 FarResult far_response(ResponseMap& map, const Vector& x0, Index first, const FarOptions& options,
-                       const ResponseProgress& progress = {});
+                       const ResponseProgress& progress = {}, FarState* state = nullptr,
+                       const FarSegmentDone& on_segment = {});
 
 struct BurnInOptions {
     Index vectors = 8;       ///< M tangent vectors (U is at most M)
@@ -164,6 +193,8 @@ public:
     Index hvps() const { return m_hvps; }
     /// Gradients so far (one per at()).
     Index gradients() const { return m_gradients; }
+    /// Evaluations at theta +- h e^_j so far (the second-derivative differences; forward and backward pass).
+    Index shifted_evaluations() const { return m_shifted_evaluations; }
 
 private:
     Architecture m_arch;
@@ -173,7 +204,7 @@ private:
     std::unique_ptr<InputMatrix> m_X, m_X_test;
     std::unique_ptr<Evaluation> m_eval, m_shifted, m_test;
     double m_h = 1e-5;
-    Index m_hvps = 0, m_gradients = 0;
+    Index m_hvps = 0, m_gradients = 0, m_shifted_evaluations = 0;
 };
 
 /// The h+1 exactly neutral directions of a softmax-CE network (h the last hidden width) as an
