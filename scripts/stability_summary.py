@@ -8,6 +8,9 @@ lambda_max(H) >= 2/alpha, the ratio lambda_max / (2/alpha) at and after it (mean
 min, max over the analysed steps from there on), how often the loss rose from one step to the next
 after it, the bottom eigenvalue of H where a spectrum group holds it, the running top Lyapunov exponent
 at the end and the finite-time top exponent (mean log growth per step) before and after the crossing.
+The CSV also has the late phase: the ratio at the last analysed step, its mean, sd and the fraction of
+analysed steps at or above 2/alpha over the last half of the run (steps >= steps/2), the finite-time
+top exponent there, and the top three running exponents at the end.
 Prints a Markdown table; the figure has sharpness / (2/alpha), the loss and the finite-time exponent.
 """
 import argparse
@@ -55,6 +58,12 @@ def analyse(path):
             r.update(after_mean=math.nan, after_std=math.nan, after_min=math.nan, after_max=math.nan, after_n=0,
                      loss_rises=math.nan)
         r["ratio_max"] = float(np.nanmax(r["ratio"]))
+        r["ratio_last"] = float(r["ratio"][-1])
+        late = r["ratio"][s.step >= r["steps"] / 2]
+        r["late_mean"] = float(late.mean()) if len(late) else math.nan
+        r["late_std"] = float(late.std(ddof=1)) if len(late) > 1 else math.nan
+        r["late_above"] = float(np.mean(late >= 1.0)) if len(late) else math.nan
+        r["late_n"] = len(late)
         if ly is not None and len(ly.step):
             r["ly_step"], r["ly_growth"] = ly.step, ly.log_growth[:, 0] / float(ly.attrs.get("qr_every", 1))
             r["lambda1"] = float(ly.exponents[-1, 0])
@@ -63,9 +72,14 @@ def analyse(path):
             post = r["ly_growth"][ly.step >= f] if np.isfinite(f) else np.array([])
             r["ft_before"] = float(pre.mean()) if len(pre) else math.nan
             r["ft_after"] = float(post.mean()) if len(post) else math.nan
+            lt = r["ly_growth"][ly.step >= r["steps"] / 2]
+            r["ft_late"] = float(lt.mean()) if len(lt) else math.nan
+            r["lambda2"], r["lambda3"] = (float(ly.exponents[-1, k]) if ly.exponents.shape[1] > k else math.nan
+                                          for k in (1, 2))
         else:
             r["ly_step"] = None
             r["lambda1"] = r["ft_before"] = r["ft_after"] = math.nan
+            r["ft_late"] = r["lambda2"] = r["lambda3"] = math.nan
     return r
 
 
@@ -80,7 +94,8 @@ def main(argv=None):
     if not rows:
         sys.exit(f"stability_summary: no lr_*_seed_*.h5 in {a.folder}")
     cols = ["alpha", "seed", "status", "steps", "loss0", "loss", "accuracy", "first", "after_mean", "after_std",
-            "after_min", "after_max", "after_n", "ratio_max", "loss_rises", "lambda1", "ft_before", "ft_after"]
+            "after_min", "after_max", "after_n", "ratio_max", "loss_rises", "lambda1", "ft_before", "ft_after",
+            "ratio_last", "late_mean", "late_std", "late_above", "late_n", "ft_late", "lambda2", "lambda3"]
     print("| alpha | 2/alpha | seed | status | steps | loss (start -> end) | acc | lambda_max / (2/alpha): first, after 1st reach (mean ± sd, min-max, n) | max ratio | loss rises after | bottom eig (step: value) | lambda_1 | finite-time before / after |")
     print("|" + "---|" * 13)
     for r in rows:
