@@ -11,6 +11,9 @@ at the end and the finite-time top exponent (mean log growth per step) before an
 The CSV also has the late phase: the ratio at the last analysed step, its mean, sd and the fraction of
 analysed steps at or above 2/alpha over the last half of the run (steps >= steps/2), the finite-time
 top exponent there, and the top three running exponents at the end.
+--settle prints a second table for runs that start above 2/alpha (does lambda_max settle below it?):
+the ratio at steps 0, 10, 30, 50, 100, 200 (those analysed), the first analysed step below 2/alpha
+and the last one at or above it, the late-phase figures above and the loss and accuracy at the end.
 Prints a Markdown table; the figure has sharpness / (2/alpha), the loss and the finite-time exponent.
 """
 import argparse
@@ -88,6 +91,7 @@ def main(argv=None):
     ap.add_argument("folder")
     ap.add_argument("-o", "--figure")
     ap.add_argument("--csv")
+    ap.add_argument("--settle", action="store_true", help="also the table of settling below 2/alpha")
     a = ap.parse_args(argv)
     rows = sorted((analyse(p) for p in glob.glob(os.path.join(a.folder, "lr_*_seed_*.h5"))),
                   key=lambda r: (r["alpha"], r["seed"]))
@@ -108,6 +112,26 @@ def main(argv=None):
               f"{r['after_std']:.3f}, {r['after_min']:.3f}-{r['after_max']:.3f}, n = {r['after_n']} | "
               f"{r['ratio_max']:.3f} | {r['loss_rises']:.2f} | {b} | {r['lambda1']:.4f} | "
               f"{r['ft_before']:.4f} / {r['ft_after']:.4f} |")
+    if a.settle:
+        print("\n| alpha | 2/alpha | steps | lambda_max / (2/alpha) at steps 0, 10, 30, 50, 100, 200 | first step below | "
+              "last step at or above | second half: mean ± sd (fraction >= 1) | lambda_1, lambda_2, lambda_3 | "
+              "finite-time top exponent, steps 0-19 / second half | loss, accuracy at the end |")
+        print("|" + "---|" * 10)
+        for r in rows:
+            at = []
+            for st in (0, 10, 30, 50, 100, 200):
+                k = np.flatnonzero(r["s_step"] == st)
+                if len(k):
+                    at.append(f"{r['ratio'][k[0]]:.3f}")
+            below = np.flatnonzero(r["ratio"] < 1.0)
+            above = np.flatnonzero(r["ratio"] >= 1.0)
+            fb = f"{int(r['s_step'][below[0]])}" if len(below) else "never"
+            la = f"{int(r['s_step'][above[-1]])}" if len(above) else "none"
+            early = (f"{np.mean(r['ly_growth'][r['ly_step'] < 20]):.4f}" if r["ly_step"] is not None else "-")
+            print(f"| {r['alpha']:g} | {2 / r['alpha']:.4g} | {r['steps']} | {', '.join(at)} | {fb} | {la} | "
+                  f"{r['late_mean']:.3f} ± {r['late_std']:.3f} ({r['late_above']:.2f}) | {r['lambda1']:.4f}, "
+                  f"{r['lambda2']:.4f}, {r['lambda3']:.4f} | {early} / {r['ft_late']:.4f} | "
+                  f"{r['loss']:.4f}, {r['accuracy']:.4f} |")
     if a.csv:
         with open(a.csv, "w") as f:
             f.write(",".join(cols) + "\n")
