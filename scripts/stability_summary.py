@@ -8,6 +8,12 @@ lambda_max(H) >= 2/alpha, the ratio lambda_max / (2/alpha) at and after it (mean
 min, max over the analysed steps from there on), how often the loss rose from one step to the next
 after it, the bottom eigenvalue of H where a spectrum group holds it, the running top Lyapunov exponent
 at the end and the finite-time top exponent (mean log growth per step) before and after the crossing.
+The CSV also has the late phase: the ratio at the last analysed step, its mean, sd and the fraction of
+analysed steps at or above 2/alpha over the last half of the run (steps >= steps/2), the finite-time
+top exponent there, and the top three running exponents at the end.
+--settle prints a second table for runs that start above 2/alpha (does lambda_max settle below it?):
+the ratio at steps 0, 10, 30, 50, 100, 200 (those analysed), the first analysed step below 2/alpha
+and the last one at or above it, the late-phase figures above and the loss and accuracy at the end.
 Prints a Markdown table; the figure has sharpness / (2/alpha), the loss and the finite-time exponent.
 """
 import argparse
@@ -55,6 +61,12 @@ def analyse(path):
             r.update(after_mean=math.nan, after_std=math.nan, after_min=math.nan, after_max=math.nan, after_n=0,
                      loss_rises=math.nan)
         r["ratio_max"] = float(np.nanmax(r["ratio"]))
+        r["ratio_last"] = float(r["ratio"][-1])
+        late = r["ratio"][s.step >= r["steps"] / 2]
+        r["late_mean"] = float(late.mean()) if len(late) else math.nan
+        r["late_std"] = float(late.std(ddof=1)) if len(late) > 1 else math.nan
+        r["late_above"] = float(np.mean(late >= 1.0)) if len(late) else math.nan
+        r["late_n"] = len(late)
         if ly is not None and len(ly.step):
             r["ly_step"], r["ly_growth"] = ly.step, ly.log_growth[:, 0] / float(ly.attrs.get("qr_every", 1))
             r["lambda1"] = float(ly.exponents[-1, 0])
@@ -63,9 +75,14 @@ def analyse(path):
             post = r["ly_growth"][ly.step >= f] if np.isfinite(f) else np.array([])
             r["ft_before"] = float(pre.mean()) if len(pre) else math.nan
             r["ft_after"] = float(post.mean()) if len(post) else math.nan
+            lt = r["ly_growth"][ly.step >= r["steps"] / 2]
+            r["ft_late"] = float(lt.mean()) if len(lt) else math.nan
+            r["lambda2"], r["lambda3"] = (float(ly.exponents[-1, k]) if ly.exponents.shape[1] > k else math.nan
+                                          for k in (1, 2))
         else:
             r["ly_step"] = None
             r["lambda1"] = r["ft_before"] = r["ft_after"] = math.nan
+            r["ft_late"] = r["lambda2"] = r["lambda3"] = math.nan
     return r
 
 
@@ -74,13 +91,15 @@ def main(argv=None):
     ap.add_argument("folder")
     ap.add_argument("-o", "--figure")
     ap.add_argument("--csv")
+    ap.add_argument("--settle", action="store_true", help="also the table of settling below 2/alpha")
     a = ap.parse_args(argv)
     rows = sorted((analyse(p) for p in glob.glob(os.path.join(a.folder, "lr_*_seed_*.h5"))),
                   key=lambda r: (r["alpha"], r["seed"]))
     if not rows:
         sys.exit(f"stability_summary: no lr_*_seed_*.h5 in {a.folder}")
     cols = ["alpha", "seed", "status", "steps", "loss0", "loss", "accuracy", "first", "after_mean", "after_std",
-            "after_min", "after_max", "after_n", "ratio_max", "loss_rises", "lambda1", "ft_before", "ft_after"]
+            "after_min", "after_max", "after_n", "ratio_max", "loss_rises", "lambda1", "ft_before", "ft_after",
+            "ratio_last", "late_mean", "late_std", "late_above", "late_n", "ft_late", "lambda2", "lambda3"]
     print("| alpha | 2/alpha | seed | status | steps | loss (start -> end) | acc | lambda_max / (2/alpha): first, after 1st reach (mean ± sd, min-max, n) | max ratio | loss rises after | bottom eig (step: value) | lambda_1 | finite-time before / after |")
     print("|" + "---|" * 13)
     for r in rows:
@@ -93,6 +112,26 @@ def main(argv=None):
               f"{r['after_std']:.3f}, {r['after_min']:.3f}-{r['after_max']:.3f}, n = {r['after_n']} | "
               f"{r['ratio_max']:.3f} | {r['loss_rises']:.2f} | {b} | {r['lambda1']:.4f} | "
               f"{r['ft_before']:.4f} / {r['ft_after']:.4f} |")
+    if a.settle:
+        print("\n| alpha | 2/alpha | steps | lambda_max / (2/alpha) at steps 0, 10, 30, 50, 100, 200 | first step below | "
+              "last step at or above | second half: mean ± sd (fraction >= 1) | lambda_1, lambda_2, lambda_3 | "
+              "finite-time top exponent, steps 0-19 / second half | loss, accuracy at the end |")
+        print("|" + "---|" * 10)
+        for r in rows:
+            at = []
+            for st in (0, 10, 30, 50, 100, 200):
+                k = np.flatnonzero(r["s_step"] == st)
+                if len(k):
+                    at.append(f"{r['ratio'][k[0]]:.3f}")
+            below = np.flatnonzero(r["ratio"] < 1.0)
+            above = np.flatnonzero(r["ratio"] >= 1.0)
+            fb = f"{int(r['s_step'][below[0]])}" if len(below) else "never"
+            la = f"{int(r['s_step'][above[-1]])}" if len(above) else "none"
+            early = (f"{np.mean(r['ly_growth'][r['ly_step'] < 20]):.4f}" if r["ly_step"] is not None else "-")
+            print(f"| {r['alpha']:g} | {2 / r['alpha']:.4g} | {r['steps']} | {', '.join(at)} | {fb} | {la} | "
+                  f"{r['late_mean']:.3f} ± {r['late_std']:.3f} ({r['late_above']:.2f}) | {r['lambda1']:.4f}, "
+                  f"{r['lambda2']:.4f}, {r['lambda3']:.4f} | {early} / {r['ft_late']:.4f} | "
+                  f"{r['loss']:.4f}, {r['accuracy']:.4f} |")
     if a.csv:
         with open(a.csv, "w") as f:
             f.write(",".join(cols) + "\n")
