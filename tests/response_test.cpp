@@ -675,7 +675,9 @@ TEST(ResponseCli, AnInterruptedPassContinuesToTheBitsOfOnePass) {
             EXPECT_EQ(std::count(other.err.begin(), other.err.end(), '\n'), 1) << other.err;
             EXPECT_EQ(slurp(run), before);
         }
-        if (r.exit_code != 0) EXPECT_EQ(r.exit_code, 130) << r.err;
+        if (r.exit_code != 0) {
+            EXPECT_EQ(r.exit_code, 130) << r.err;
+        }
     } while (r.exit_code == 130 && parts < 20);
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_GE(parts, 4);  // K = 14: 30 FAR units, the unrolled adjoint, 3 pairs
