@@ -456,6 +456,7 @@ int run_response(ResponseCliOptions& o) {
             unrolled.derivative = f.attr_double(g, "derivative");
             unrolled.average = f.attr_double(g, "average");
             unrolled.growth_rate = f.attr_double(g, "growth_rate");
+            unrolled.mean_log_growth = mean_log_growth(unrolled.adjoint_norm);
         }  // closed before the file is opened for writing
         if (!saved) {
             unrolled = unrolled_response(*map, theta0, o.from, T, std::max<Index>(1, o.segment), progress);
@@ -464,12 +465,14 @@ int run_response(ResponseCliOptions& o) {
             w.set_attr(g, "derivative", unrolled.derivative);
             w.set_attr(g, "average", unrolled.average);
             w.set_attr(g, "growth_rate", unrolled.growth_rate);
+            w.set_attr(g, "mean_log_growth", unrolled.mean_log_growth);
             w.flush();
             if (!go_on()) return interrupted("the unrolled adjoint (done)");
         }
         j["unrolled"] = {{"derivative", unrolled.derivative},
                          {"average", unrolled.average},
                          {"growth_rate", unrolled.growth_rate},
+                         {"mean_log_growth", unrolled.mean_log_growth},
                          {"adjoint_norm_first", unrolled.adjoint_norm[0]}};
     }
     FarOptions fo;
@@ -604,7 +607,8 @@ int run_response(ResponseCliOptions& o) {
     }
     if (j.contains("unrolled"))
         std::cout << "  unrolled   " << j["unrolled"]["derivative"].get<double>() << "  (|adjoint| grows "
-                  << j["unrolled"]["growth_rate"].get<double>() << " per step)\n";
+                  << j["unrolled"]["mean_log_growth"].get<double>() << " per step on average, fit "
+                  << j["unrolled"]["growth_rate"].get<double>() << ")\n";
     if (j.contains("far"))
         std::cout << "  FAR        " << j["far"]["derivative"].get<double>() << " +- "
                   << j["far"]["stderr"].get<double>() << "  = shadowing " << j["far"]["shadowing"].get<double>()

@@ -107,7 +107,16 @@ UnrolledResult unrolled_response(ResponseMap& map, const Vector& x0, Index first
         sw += 1, sx += xx, sy += yy, sxx += xx * xx, sxy += xx * yy;
     }
     r.growth_rate = sw > 1 ? (sw * sxy - sx * sy) / (sw * sxx - sx * sx) : std::nan("");
+    r.mean_log_growth = mean_log_growth(r.adjoint_norm);
     return r;
+}
+
+double mean_log_growth(const Vector& adjoint_norm) {
+    const Index T = adjoint_norm.size() - 1;
+    if (T < 1) return std::nan("");
+    const double first = adjoint_norm[0], last = adjoint_norm[T];
+    if (!(first > 0) || !(last > 0) || !std::isfinite(first) || !std::isfinite(last)) return std::nan("");
+    return (std::log(first) - std::log(last)) / double(T);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -280,6 +280,8 @@ TEST(Response, UnrolledAdjointGrowsAtTheTopExponentOnCatMap) {
     const UnrolledResult r = unrolled_response(map, Vector{{0.1234, 0.5678}}, 0, 40, 7);
     const double lambda1 = std::log((3 + std::sqrt(5.0)) / 2);
     EXPECT_NEAR(r.growth_rate, lambda1, 0.02 * lambda1);
+    EXPECT_NEAR(r.mean_log_growth, lambda1, 0.02 * lambda1);
+    EXPECT_EQ(r.mean_log_growth, mean_log_growth(r.adjoint_norm));
     EXPECT_GT(std::abs(r.derivative), 1e10);  // it says nothing about -10 pi
 }
 
@@ -535,60 +537,75 @@ TEST(ResponseNetwork, NeutralDirectionsAreInvariantAndProjectedOut) {
 
 namespace {
 
-std::string chaotic_run() {
+std::string chaotic_run(int steps = 1000) {
     const std::string data = temp_path("resp-data.h5"), run = temp_path("resp-run.h5");
     write_data_file(data, 200, 10, 3, 4);
     const auto r =
-        run_tdyn("train --data " + data +
-                 " --arch 10-8-3 --activation tanh --lr 1.5 --weight-decay 0.01 --steps 1000 --quiet --out " + run);
+        run_tdyn("train --data " + data + " --arch 10-8-3 --activation tanh --lr 1.5 --weight-decay 0.01 --steps " +
+                 std::to_string(steps) + " --quiet --out " + run);
     EXPECT_EQ(r.exit_code, 0) << r.err;
     return run;
 }
 
 }  // namespace
 
-// The unrolled adjoint grows like exp(lambda_1 (T - n)): its fitted rate is within 10 % of the
-// top exponent that tdyn lyapunov measures over the same steps (measured on this trajectory:
-// 0.0738 against 0.0800; before the vectorised tanh, on another trajectory, 0.0401 against 0.0411).
-// Fragile: over 800 steps lambda_1 varies by about 50 % between trajectories, and the two rates
-// agree within 10 % on only 12 of 26 trajectories of this map (docs/RESPONSE.md, "The small
-// chaotic case"; scripts/small_chaotic_spread.sh); tolerance not changed, the check should become
-// statistical.
-// FAR against the finite-difference ensemble (16 pairs, H = 1e-3): within 3 combined standard
-// errors. The map is not uniformly hyperbolic (exponents near 0), so FAR's unstable part has a
-// large variance (docs/RESPONSE.md); the check is what the issue asks, not tuned to pass.
+// The unrolled adjoint grows like exp(lambda_1 (T - n)): over steps 200..2200 its mean log growth
+// per step, (ln |lambda_0| - ln |lambda_T|) / T, is within 10 % of the top exponent that tdyn
+// lyapunov measures over the same steps. Both are the growth of the same product of Jacobians
+// (J is symmetric), so they track each other on every trajectory even though lambda_1 of a
+// 2000-step window itself varies by about 30 % between trajectories (0.028-0.089): on 6
+// trajectories of this map (seeds 0-5, 2026-11-29) the difference was +0.9 % to +4.7 % over
+// 2000 steps, +0.8 % to +2.3 % over 4000, and -2 % to +12 % over 800 (the ends of the window,
+// where the adjoint and the tangent vector align, weigh more in a short window). The
+// least-squares slope (growth_rate) is not the estimate to compare: the growth comes in bursts,
+// which the fit weights by where they fall; it was 8-17 % below lambda_1 on the same windows,
+// and within 10 % on only 12 of 26 trajectories over 800 steps (docs/RESPONSE.md, "The small
+// chaotic case"). Because the check holds on every trajectory, it runs on every build.
+// FAR against the finite-difference ensemble (16 pairs, H = 1e-3) over steps 200..1000: within
+// 3 combined standard errors. The map is not uniformly hyperbolic (exponents near 0), so FAR's
+// unstable part has a large variance (docs/RESPONSE.md); the check is what the issue asks, not
+// tuned to pass; it held on 25 of 26 trajectories.
 //
-// The numbers are of one chaotic trajectory, and chaos makes the trajectory depend on the
+// The FAR numbers are of one chaotic trajectory, and chaos makes the trajectory depend on the
 // rounding of the build. The sanitizer build (scripts/sanitize.sh: -O1, no -march=native, so no
-// FMA) follows another trajectory of the same map, on which the fitted rate is 0.0371 against
-// lambda_1 = 0.0427 (13 %, measured 2026-11-29), and FAR -6.3 +- 7.9 against finite differences
-// 0.23 +- 0.22. There the commands run, so memory errors are still caught, but the two
-// statistical checks are left to the Release build, where the 10 % the issue asks for was set.
+// FMA) follows another trajectory of the same map, on which FAR gave -6.3 +- 7.9 against finite
+// differences 0.23 +- 0.22 (measured 2026-11-29). There the commands run, so memory errors are
+// still caught, but the FAR check is left to the Release build.
 #if defined(__SANITIZE_ADDRESS__)
 constexpr bool kOtherRounding = true;
 #else
 constexpr bool kOtherRounding = false;
 #endif
 TEST(ResponseCli, UnrolledExplodesAndFarAgreesWithFiniteDifferences) {
-    const std::string run = chaotic_run();
-    const auto ly = run_tdyn("lyapunov " + run + " --vectors 1 --from 200 --json --quiet");
+    const std::string run = chaotic_run(2200), copy = temp_path("resp-run-unrolled.h5");
+    std::filesystem::copy_file(run, copy, std::filesystem::copy_options::overwrite_existing);
+    // the unrolled adjoint over steps 200..2200 against lambda_1 of the same steps
+    const auto ly = run_tdyn("lyapunov " + copy + " --vectors 1 --from 200 --json --quiet");
     ASSERT_EQ(ly.exit_code, 0) << ly.err;
     const double lambda1 = nlohmann::json::parse(ly.out)["exponents"][0].get<double>();
+    const auto u = run_tdyn("response " + copy + " --param lr --from 200 --to 2200 --method unrolled --json --quiet");
+    ASSERT_EQ(u.exit_code, 0) << u.err;
+    const auto ju = nlohmann::json::parse(u.out)["unrolled"];
+    const double growth = ju["mean_log_growth"];
+    std::printf("steps 200..2200: lambda_1 %.4f, unrolled mean log growth %.4f (%+.1f %%), least-squares %.4f\n",
+                lambda1, growth, 100 * (growth / lambda1 - 1), ju["growth_rate"].get<double>());
+    ASSERT_GT(lambda1, 0);
+    EXPECT_NEAR(growth, lambda1, 0.1 * lambda1);
+    EXPECT_GT(ju["adjoint_norm_first"].get<double>(), 1e10);  // about exp(lambda_1 2000) / T: it says nothing
+
+    // FAR and the finite-difference ensemble over steps 200..1000
     const auto r = run_tdyn("response " + run +
                             " --param lr --from 200 --to 1000 --unstable 2 --check-fd 1e-3 --ensemble 16 --json");
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const auto j = nlohmann::json::parse(r.out);
     std::printf(
-        "lambda_1 %.4f, unrolled growth %.4f, unrolled %.4g; FAR %.4f +- %.4f (shadowing %.4f, unstable %.4f); "
+        "steps 200..1000: unrolled %.4g; FAR %.4f +- %.4f (shadowing %.4f, unstable %.4f); "
         "shadowing alone %.4f; finite differences %.4f +- %.4f\n",
-        lambda1, j["unrolled"]["growth_rate"].get<double>(), j["unrolled"]["derivative"].get<double>(),
-        j["far"]["derivative"].get<double>(), j["far"]["stderr"].get<double>(), j["far"]["shadowing"].get<double>(),
-        j["far"]["unstable"].get<double>(), j["shadowing"]["derivative"].get<double>(),
-        j["fd_derivative"].get<double>(), j["fd_stderr"].get<double>());
-    ASSERT_GT(lambda1, 0);
+        j["unrolled"]["derivative"].get<double>(), j["far"]["derivative"].get<double>(),
+        j["far"]["stderr"].get<double>(), j["far"]["shadowing"].get<double>(), j["far"]["unstable"].get<double>(),
+        j["shadowing"]["derivative"].get<double>(), j["fd_derivative"].get<double>(), j["fd_stderr"].get<double>());
     const double far = j["far"]["derivative"], se = j["far"]["stderr"], fd = j["fd_derivative"], fd_se = j["fd_stderr"];
     if (!kOtherRounding) {
-        EXPECT_NEAR(j["unrolled"]["growth_rate"].get<double>(), lambda1, 0.1 * lambda1);
         EXPECT_LT(std::abs(far - fd), 3 * std::hypot(se, fd_se));
     }
     // The results are in the run file.

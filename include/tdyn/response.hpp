@@ -59,7 +59,15 @@ struct UnrolledResult {
     double derivative = 0;   ///< d<Phi>_T / d gamma with x_0 fixed
     Vector adjoint_norm;     ///< |lambda_n|, n = 0..T (lambda_T = grad Phi(x_T) / T)
     double growth_rate = 0;  ///< least-squares slope of ln |lambda_n| against T - n (per step)
+    /// (ln |lambda_0| - ln |lambda_T|) / T: the mean log growth per step, the adjoint's own
+    /// Lyapunov-type rate, to compare with lambda_1. When the growth comes in bursts the
+    /// least-squares slope weights them by where they fall and is biased low (docs/RESPONSE.md).
+    double mean_log_growth = 0;
 };
+
+/// (ln |lambda_0| - ln |lambda_T|) / T of the adjoint norms |lambda_n|, n = 0..T (NaN if either
+/// end is 0 or not finite).
+double mean_log_growth(const Vector& adjoint_norm);
 
 /// Backpropagation through T steps from x_0 (the map's steps first .. first + T):
 /// lambda_T = grad Phi_T / T; for n = T-1..0: g += lambda_{n+1} . X_n,
