@@ -19,8 +19,9 @@ namespace tdyn::detail {
 constexpr Index kParallelElems = Index(1) << 16;
 
 /// Rows per chunk and the most chunks: one chunk per 1024 rows, 1 to 16. 16 chunks keep up to
-/// 16 threads busy; each chunk of a sum costs one accumulator (784 x 400 doubles = 2.5 MB for
-/// X^T C of an 8-vector block of 784-50-10) and one pass of the in-order reduction.
+/// 16 threads busy; each chunk of a sum costs one accumulator and one pass of the in-order
+/// reduction, unless the sum runs in waves (sum_chunks_in_order: X^T C of an 8-vector block of
+/// 784-50-10 holds 2 accumulators of 784 x 400 doubles, not 16).
 constexpr Index kChunkRows = 1024, kMaxChunks = 16;
 inline Index row_chunks(Index k) { return std::clamp<Index>(k / kChunkRows, 1, kMaxChunks); }
 

@@ -224,9 +224,9 @@ private:
     };
     // Wide R-operator scratch for a chunk of at most m_chunk vectors, kept between products:
     //   m_RA1_64/32 = X [V_W1^(1) ...] (k x n_1 m), then R{delta_1} in place (the X path's scalar)
-    //   m_RA[l], m_RZ[l]: R{A_l} of layers l >= 2 (R{A_L} then R{delta_L}), R{Z_l} (then
-    //   R{delta_l}) of hidden layers
-    //   l >= 2; R{Z_1} is never whole, m_chunk holds one row chunk of it per thread (hvp.cpp)
+    //   m_RA[l]: R{A_l} of layers l >= 2 (R{A_L}, then R{delta_L} over it)
+    //   m_RZ[l]: R{Z_l}, then R{delta_l}, of hidden layers l >= 2; R{Z_1} is never stored whole,
+    //   m_chunk holds one row chunk of it (then of R{delta_1}) per thread (hvp.cpp)
     //   m_VW1_64/32 = [V_W1^(1) ...] (d x n_1 m), m_XtR_64/32 = X^T R{delta_1} (d x n_1 m)
     //   m_VWcat[l] = [V_Wl^(1) ...], m_VWTcat[l] = [V_Wl^(1)T ...], m_bcat[l] = [V_bl^(1) ...]
     RowMatrix m_RA1_64, m_VW1_64, m_XtR_64;
