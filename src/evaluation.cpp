@@ -5,8 +5,10 @@
 #include "tdyn/loss.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cassert>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <new>
 #include <type_traits>
@@ -55,43 +57,100 @@ void cast_rows(const Src& src, Dst& dst) {
 
 namespace {
 
-/// out = the CSR of X in scalar S with the entries S(x(i, j)) != 0 (what Eigen's sparseView of
-/// X.cast<S>() holds), built in two row-parallel passes (count, then fill) into storage of
-/// exactly nnz entries: no growth, no temporary.
-template <class S, class Entry>
-void build_csr(Index k, Index d, Entry x, Eigen::SparseMatrix<S, Eigen::RowMajor>& out) {
-    using StorageIndex = typename Eigen::SparseMatrix<S, Eigen::RowMajor>::StorageIndex;
-    std::vector<Index> start(std::size_t(k) + 1, 0);
+/// x as float64: pixel / 255 for a pixel byte (InputData::pixel_value: the same double as
+/// double(pixel) / 255.0), the value itself for float data.
+double entry_value(std::uint8_t pixel) { return InputData::pixel_value(pixel); }
+double entry_value(double x) { return x; }
+
+/// pixel / 255 in scalar S for every byte: the float64 value cast to S.
+template <class S>
+const S* pixel_table() {
+    static const std::array<S, 256> table = [] {
+        std::array<S, 256> t{};
+        for (int p = 0; p < 256; ++p) t[std::size_t(p)] = S(InputData::pixel_value(std::uint8_t(p)));
+        return t;
+    }();
+    return table.data();
+}
+
+}  // namespace
+
+template <class Entry>
+void InputMatrix::build_nonzeros(Entry x) {
+    const Index k = rows(), d = cols();
+    constexpr bool pixels = std::is_same_v<decltype(x(0, 0)), std::uint8_t>;
+    if (d > Index(std::numeric_limits<std::int32_t>::max()))
+        throw Error("X: " + std::to_string(d) +
+                    " columns, more than the sparse path's column index holds; use x_path dense");
+    // a non-zero of the path's scalar (float data: a float64 value too small for float is a zero)
+    auto nonzero = [&](Index i, Index j) {
+        if constexpr (pixels) return x(i, j) != 0;
+        else return m_precision == Precision::F32 ? float(x(i, j)) != 0.0f : x(i, j) != 0.0;
+    };
+    // two row-parallel passes (count, then fill) into storage of exactly nnz entries
+    m_start.assign(std::size_t(k) + 1, 0);
 #pragma omp parallel for schedule(static) if (k * d >= kParallelElems)
     for (Index i = 0; i < k; ++i) {
         Index n = 0;
-        for (Index j = 0; j < d; ++j) n += S(x(i, j)) != S(0);
-        start[std::size_t(i) + 1] = n;
+        for (Index j = 0; j < d; ++j) n += nonzero(i, j);
+        m_start[std::size_t(i) + 1] = n;
     }
-    for (Index i = 0; i < k; ++i) start[std::size_t(i) + 1] += start[std::size_t(i)];
-    const Index nnz = start[std::size_t(k)];
-    if (nnz > Index(std::numeric_limits<StorageIndex>::max()))
-        throw Error("X: " + std::to_string(nnz) + " non-zeros, more than the sparse path's index type holds (" +
-                    std::to_string(std::numeric_limits<StorageIndex>::max()) + "); use x_path dense");
-    out.resize(k, d);  // compressed, empty
-    out.resizeNonZeros(nnz);
-    StorageIndex* outer = out.outerIndexPtr();
-    StorageIndex* inner = out.innerIndexPtr();
-    S* val = out.valuePtr();
-    for (Index i = 0; i <= k; ++i) outer[i] = StorageIndex(start[std::size_t(i)]);
+    for (Index i = 0; i < k; ++i) m_start[std::size_t(i) + 1] += m_start[std::size_t(i)];
+    const std::size_t nnz = std::size_t(m_start[std::size_t(k)]);
+    m_pixels = pixels;
+    m_col.resize(nnz);
+    if constexpr (pixels) m_pixel.resize(nnz);
+    else if (m_precision == Precision::F32) m_val32.resize(nnz);
+    else m_val64.resize(nnz);
+    if constexpr (pixels) {
+        // Without branches (a pixel is zero or not at random to the branch predictor): every
+        // pixel is written to the row's next slot of a scratch row, which moves on past non-zeros.
+#pragma omp parallel if (k * d >= kParallelElems)
+        {
+            std::vector<std::int32_t> cols(std::size_t(d) + 1);
+            std::vector<std::uint8_t> vals(std::size_t(d) + 1);
+#pragma omp for schedule(static)
+            for (Index i = 0; i < k; ++i) {
+                std::size_t q = 0;
+                for (Index j = 0; j < d; ++j) {
+                    const std::uint8_t v = x(i, j);
+                    cols[q] = std::int32_t(j);
+                    vals[q] = v;
+                    q += v != 0;
+                }
+                const auto p = std::size_t(m_start[std::size_t(i)]);
+                std::copy_n(cols.begin(), q, m_col.begin() + std::ptrdiff_t(p));
+                std::copy_n(vals.begin(), q, m_pixel.begin() + std::ptrdiff_t(p));
+            }
+        }
+        return;
+    }
 #pragma omp parallel for schedule(static) if (k * d >= kParallelElems)
     for (Index i = 0; i < k; ++i) {
-        Index p = start[std::size_t(i)];
+        std::size_t p = std::size_t(m_start[std::size_t(i)]);
         for (Index j = 0; j < d; ++j) {
-            const S v = S(x(i, j));
-            if (v == S(0)) continue;
-            inner[p] = StorageIndex(j);
-            val[p++] = v;
+            if (!nonzero(i, j)) continue;
+            m_col[p] = std::int32_t(j);
+            if (m_precision == Precision::F32) m_val32[p] = float(x(i, j));
+            else m_val64[p] = x(i, j);
+            ++p;
         }
     }
 }
 
-}  // namespace
+template <class S, class F>
+void InputMatrix::with_values(F&& f) const {
+    if (m_pixels) {
+        const std::uint8_t* px = m_pixel.data();
+        const S* table = pixel_table<S>();
+        f([px, table](Index p) { return table[px[p]]; });
+        return;
+    }
+    const S* v = nullptr;
+    if constexpr (std::is_same_v<S, float>) v = m_val32.data();
+    else v = m_val64.data();
+    f([v](Index p) { return v[p]; });
+}
 
 template <class Entry>
 void InputMatrix::build(Entry x, Index nonzeros, XPath path, double sparse_threshold, const SampleComm* comm) {
@@ -102,15 +161,14 @@ void InputMatrix::build(Entry x, Index nonzeros, XPath path, double sparse_thres
     m_density = count[1] > 0 ? count[0] / count[1] : 1.0;
     m_sparse = path == XPath::Sparse || (path == XPath::Auto && m_density < sparse_threshold);
     if (m_sparse) {
-        // One CSR of X serves both products: X B row by row, X^T C by scattering rows of C.
-        if (m_precision == Precision::F32) build_csr<float>(k, d, x, m_Xs32);
-        else build_csr<double>(k, d, x, m_Xs);
+        // X's non-zeros, row by row, serve both products: X B row by row, X^T C by scattering rows of C.
+        build_nonzeros(x);
     } else if (m_precision == Precision::F32) {
         // X in float: each entry the float64 x_ij cast to float
         m_X32.resize(k, d);
 #pragma omp parallel for schedule(static) if (k * d >= kParallelElems)
         for (Index i = 0; i < k; ++i)
-            for (Index j = 0; j < d; ++j) m_X32(i, j) = float(x(i, j));
+            for (Index j = 0; j < d; ++j) m_X32(i, j) = float(entry_value(x(i, j)));
     }
 }
 
@@ -129,9 +187,8 @@ InputMatrix::InputMatrix(const InputData& X, XPath path, Precision precision, do
     }
     const std::uint8_t* px = X.pixels().data();
     const Index d = X.cols();
-    // x_ij = pixel / 255 (InputData::pixel_value: the same double as double(pixel) / 255.0)
-    build([px, d](Index i, Index j) { return InputData::pixel_value(px[i * d + j]); }, X.nonzeros(), path,
-          sparse_threshold, comm);
+    // the pixel bytes themselves: x_ij = pixel / 255 (entry_value)
+    build([px, d](Index i, Index j) { return px[i * d + j]; }, X.nonzeros(), path, sparse_threshold, comm);
     if (!m_sparse && m_precision == Precision::F64) {
         // the dense float64 path multiplies with X itself: its own k x d float64 copy
         m_Xown = X.dense();
@@ -142,16 +199,27 @@ InputMatrix::InputMatrix(const InputData& X, XPath path, Precision precision, do
 template <class S>
 void InputMatrix::product(const Eigen::Ref<const RowMatrixT<S>>& B, Eigen::Ref<RowMatrixT<S>> out) const {
     assert(B.rows() == cols() && out.rows() == rows() && out.cols() == B.cols());
-    if constexpr (std::is_same_v<S, float>) {
-        assert(m_precision == Precision::F32);
-        // out = X B in float: Eigen's row-parallel CSR product, or its GEMM
-        if (m_sparse) out.noalias() = m_Xs32 * B;
-        else rows_product(m_X32, B, out);
-    } else {
-        assert(m_precision == Precision::F64);
-        if (m_sparse) out.noalias() = m_Xs * B;  // each entry one sparse dot product: any thread count
+    assert(m_precision == (std::is_same_v<S, float> ? Precision::F32 : Precision::F64));
+    if (!m_sparse) {
+        // out = X B by Eigen's GEMM, per row chunk
+        if constexpr (std::is_same_v<S, float>) rows_product(m_X32, B, out);
         else rows_product(m_X, B, out);
+        return;
     }
+    // Row i of out = sum over row i's non-zeros of x_ij B_j, in column order (Eigen's CSR
+    // product does the same): each entry one sparse dot product, so any thread count gives
+    // the same bits.
+    const Index k = rows();
+    const Index* start = m_start.data();
+    const std::int32_t* col = m_col.data();
+    with_values<S>([&](const auto& value) {
+#pragma omp parallel for schedule(static) if (Index(m_col.size()) * B.cols() >= kParallelElems)
+        for (Index i = 0; i < k; ++i) {
+            auto o = out.row(i);
+            o.setZero();
+            for (Index p = start[i]; p < start[i + 1]; ++p) o += value(p) * B.row(col[p]);
+        }
+    });
 }
 
 template <class S>
@@ -169,10 +237,6 @@ void InputMatrix::chunked_transpose_product(const Eigen::Ref<const RowMatrixT<S>
         else return m_acc64;
     }
     ();
-    // Columns of C per pass of the sparse scatter: a d x tile slice of the accumulator
-    // (784 x 256 doubles = 1.6 MB) stays in cache while the chunk's rows stream through.
-    constexpr Index tile = std::is_same_v<S, float> ? 512 : 256;
-    constexpr Index row_block = 256;
     auto part = [&](Index t, RowMatrixT<S>& a) {
         const Index r0 = chunk_begin(k, t, T), r1 = chunk_begin(k, t + 1, T);
         a.resize(d, n);
@@ -184,25 +248,25 @@ void InputMatrix::chunked_transpose_product(const Eigen::Ref<const RowMatrixT<S>
             return;
         }
         // acc_t = sum_{i in chunk} x_i^T c_i: for each non-zero x_ij, row j of acc += x_ij c_i
+        // acc_t = sum_{i in chunk} x_i^T c_i: for each non-zero x_ij, row j of acc += x_ij c_i.
+        // Columns of C per pass: a d x tile slice of the accumulator (784 x 256 doubles = 1.6 MB)
+        // stays in cache while the chunk's rows stream through.
+        constexpr Index tile = std::is_same_v<S, float> ? 512 : 256, row_block = 256;
         a.setZero();
-        const auto& Xs = [this]() -> const auto& {
-            if constexpr (std::is_same_v<S, float>) return m_Xs32;
-            else return m_Xs;
-        }
-        ();
-        const auto* outer = Xs.outerIndexPtr();
-        const auto* inner = Xs.innerIndexPtr();
-        const S* val = Xs.valuePtr();
-        for (Index b0 = r0; b0 < r1; b0 += row_block) {
-            const Index b1 = std::min(r1, b0 + row_block);
-            for (Index c0 = 0; c0 < n; c0 += tile) {
-                const Index w = std::min(tile, n - c0);
-                for (Index i = b0; i < b1; ++i) {
-                    const auto ci = C.row(i).segment(c0, w);
-                    for (auto p = outer[i]; p < outer[i + 1]; ++p) a.row(inner[p]).segment(c0, w) += val[p] * ci;
+        const Index* start = m_start.data();
+        const std::int32_t* col = m_col.data();
+        with_values<S>([&](const auto& value) {
+            for (Index b0 = r0; b0 < r1; b0 += row_block) {
+                const Index b1 = std::min(r1, b0 + row_block);
+                for (Index c0 = 0; c0 < n; c0 += tile) {
+                    const Index w = std::min(tile, n - c0);
+                    for (Index i = b0; i < b1; ++i) {
+                        const auto ci = C.row(i).segment(c0, w);
+                        for (Index p = start[i]; p < start[i + 1]; ++p) a.row(col[p]).segment(c0, w) += value(p) * ci;
+                    }
                 }
             }
-        }
+        });
     };
     // out = acc_0 + acc_1 + ... in chunk order. All T accumulators at once up to 32 MB (the
     // gradient, blocks of up to 3 vectors of 784-50-10 at k = 60000), else one per thread

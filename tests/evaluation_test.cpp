@@ -1,8 +1,10 @@
 // Backprop against the truth: central differences, seed 003's worked examples, and the
 // PyTorch reference file.
 #include "tdyn/evaluation.hpp"
+
 #include "tdyn/h5.hpp"
 #include "test_support.hpp"
+#include <Eigen/SparseCore>
 
 #include <barrier>
 #include <cmath>

@@ -15,7 +15,7 @@ namespace tdyn {
 /// X (k x d, samples are rows, row-major) as its source holds it: pixels (uint8, one byte per
 /// entry, x = pixel / 255: IDX files and uint8 HDF5 /X) or float64 values (float HDF5 /X, arrays
 /// given from Python). The products with X need no dense float64 copy of pixel data: InputMatrix
-/// builds what its path uses (a CSR, a float32 matrix, or, for the dense float64 path alone, the
+/// builds what its path uses (its non-zeros, a float32 matrix, or, for the dense float64 path alone, the
 /// k x d float64 matrix) straight from the bytes, with the same values as pixel / 255.
 class InputData {
 public:

@@ -9,7 +9,7 @@
 #include "tdyn/data.hpp"
 #include "tdyn/network.hpp"
 
-#include <Eigen/SparseCore>
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -24,7 +24,8 @@ XPath parse_xpath(const std::string& name);          ///< "auto" | "dense" | "sp
 
 /// The k x d input matrix X (samples are rows) with the products tdyn needs:
 /// out = X B and out = X^T C. Built once per data set. What it holds depends on the path:
-///   sparse: X's CSR alone (m_Xs or m_Xs32; about 12 bytes per non-zero in float64);
+///   sparse: X's non-zeros row by row, each its column and its value: the pixel byte for pixel
+///   data (5 bytes a non-zero: 45 MB for MNIST), else the value in the path's scalar;
 ///   dense float32: X in float (4 k d bytes);
 ///   dense float64: a view of float64 X (which must outlive it), or for pixel data (InputData)
 ///   its own k x d float64 copy, pixel / 255 (8 k d bytes: 376 MB for MNIST).
@@ -72,22 +73,36 @@ private:
     /// X^T C as sum over fixed row chunks of X_chunk^T C_chunk (their number depends on k alone),
     /// each into its own d x n accumulator, then summed in chunk order: the same bits for any
     /// thread count. Dense chunks use Eigen's GEMM, sparse ones scatter the rows of C through
-    /// X's own CSR.
+    /// X's non-zeros.
     template <class S>
     void chunked_transpose_product(const Eigen::Ref<const RowMatrixT<S>>& C, Eigen::Ref<RowMatrixT<S>> out) const;
 
-    /// The path's choice and storage from X's entries x(i, j) (float64) and its non-zero count.
+    /// The path's choice and storage from X's entries x(i, j) (float64 values, or pixel bytes with
+    /// x = pixel / 255) and its non-zero count.
     template <class Entry>
     void build(Entry x, Index nonzeros, XPath path, double sparse_threshold, const SampleComm* comm);
+    /// The sparse path's storage: X's non-zeros (entries whose value in the path's scalar is not 0).
+    template <class Entry>
+    void build_nonzeros(Entry x);
+    /// Calls f(value) with value(p) = non-zero p's x in scalar S (pixel data: a 256-entry table).
+    template <class S, class F>
+    void with_values(F&& f) const;
 
     Eigen::Map<const RowMatrix> m_X;  // X in float64 (dense float64 path; else only its shape)
     RowMatrix m_Xown;                 // X in float64, owned (dense float64 path over pixels)
     double m_density = 1;
     bool m_sparse = false;
     Precision m_precision = Precision::F64;
-    Eigen::SparseMatrix<double, Eigen::RowMajor> m_Xs;   // X in CSR (F64 sparse path)
-    Eigen::SparseMatrix<float, Eigen::RowMajor> m_Xs32;  // X in CSR (F32 sparse path)
-    RowMatrixF m_X32;                                    // X in float (F32 dense path)
+    // The sparse path: row i's non-zeros are [m_start[i], m_start[i + 1]), in ascending column
+    // (m_col), with their values as pixel bytes (m_pixel, x = pixel / 255) or, for float data,
+    // in the path's scalar (m_val64 or m_val32).
+    bool m_pixels = false;
+    std::vector<Index> m_start;
+    std::vector<std::int32_t> m_col;
+    std::vector<std::uint8_t> m_pixel;
+    std::vector<double> m_val64;
+    std::vector<float> m_val32;
+    RowMatrixF m_X32;  // X in float (F32 dense path)
     // Scratch, grown on demand and kept: the float casts of the public times/transpose_times
     // on the F32 path, and the d x n accumulators of X^T C (one per thread). Because of it, one
     // InputMatrix must not serve two products at the same time from different threads
