@@ -229,16 +229,17 @@ def plot(args):
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
         for ax, param in zip(axes, ("lr", "weight-decay")):
             rs = [r for r in sw if r["param"] == param]
-            for W in sorted({int(num(r["W"])) for r in rs}):
+            Ws = sorted({int(num(r["W"])) for r in rs})
+            for i, W in enumerate(Ws):
                 q = sorted([r for r in rs if int(num(r["W"])) == W], key=lambda r: num(r["U"]))
-                ax.errorbar([num(r["U"]) + 0.02 * (W - 10) for r in q], [num(r["far"]) for r in q],
+                ax.errorbar([num(r["U"]) + 0.06 * (i - Ws.index(10)) for r in q], [num(r["far"]) for r in q],
                             yerr=[num(r["far_stderr"]) for r in q], fmt="o-", capsize=2, label=f"FAR, W = {W}")
                 ax.plot([num(r["U"]) for r in q], [num(r["far_shadowing"]) for r in q], "s:", label=f"shadowing, W = {W}")
             fd = [r for r in rows if r["tag"] == f"fd_{param}" and r["fd"]]
             if fd:
                 v, e = num(fd[-1]["fd"]), num(fd[-1]["fd_stderr"])
                 ax.axhspan(v - e, v + e, color="C2", alpha=0.3, label="finite differences")
-            ax.set_xlabel("U (tangent vectors)")
+            ax.set_xlabel("U (tangent vectors; W != 10 drawn slightly beside U = 2)")
             ax.set_title(f"d<L>/d {'alpha' if param == 'lr' else 'lambda'} against U")
             ax.legend(fontsize=7)
         fig.tight_layout()
