@@ -10,7 +10,8 @@ collect: the unrolled adjoint's norm (TAG_adjoint.csv: steps back, |lambda|) and
 shares (TAG_segments.csv: k, shadowing, unstable, both of segment k, each already divided by m, so
 their running mean over k = 0..K-1 is FAR's estimate from the first K segments).
 record: appends the scalars of one `tdyn response --json` object (read on stdin) with TAG and the
-given KEY=VALUE pairs (e.g. T=800 U=4 W=10) to DIR/results.csv.
+given KEY=VALUE pairs (e.g. T=800 U=4 W=10) to DIR/results.csv (seconds = wall, cpu_seconds = user + system,
+load = the 1-minute load average when the run started; older rows have the last two empty).
 plot: the figures from DIR (default docs/data/seed_response) as PNG files.
 """
 import argparse
@@ -24,7 +25,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 DEFAULT = os.path.join(ROOT, "docs", "data", "seed_response")
 FIELDS = ["tag", "param", "from", "to", "T", "U", "W", "S", "unrolled", "growth_rate", "far", "far_stderr",
           "far_shadowing", "far_unstable", "shadowing", "shadowing_stderr", "fd", "fd_stderr", "fd_h", "ensemble",
-          "exponents", "hvps_per_step", "seconds"]
+          "exponents", "hvps_per_step", "seconds", "cpu_seconds", "load"]
 
 
 def collect(args):
@@ -86,6 +87,15 @@ def record(args):
     path = os.path.join(args.out, "results.csv")
     os.makedirs(args.out, exist_ok=True)
     new = not os.path.exists(path)
+    if not new:  # an older file without the newer columns (cpu_seconds, load): rewrite its header
+        with open(path, newline="") as f:
+            r = csv.DictReader(f)
+            if r.fieldnames != FIELDS:
+                old = list(r)
+                with open(path, "w", newline="") as o:
+                    w = csv.DictWriter(o, fieldnames=FIELDS, extrasaction="ignore")
+                    w.writeheader()
+                    w.writerows(old)
     with open(path, "a", newline="") as o:
         w = csv.DictWriter(o, fieldnames=FIELDS, extrasaction="ignore")
         if new:
@@ -219,16 +229,17 @@ def plot(args):
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
         for ax, param in zip(axes, ("lr", "weight-decay")):
             rs = [r for r in sw if r["param"] == param]
-            for W in sorted({int(num(r["W"])) for r in rs}):
+            Ws = sorted({int(num(r["W"])) for r in rs})
+            for i, W in enumerate(Ws):
                 q = sorted([r for r in rs if int(num(r["W"])) == W], key=lambda r: num(r["U"]))
-                ax.errorbar([num(r["U"]) + 0.02 * (W - 10) for r in q], [num(r["far"]) for r in q],
+                ax.errorbar([num(r["U"]) + 0.06 * (i - Ws.index(10)) for r in q], [num(r["far"]) for r in q],
                             yerr=[num(r["far_stderr"]) for r in q], fmt="o-", capsize=2, label=f"FAR, W = {W}")
                 ax.plot([num(r["U"]) for r in q], [num(r["far_shadowing"]) for r in q], "s:", label=f"shadowing, W = {W}")
             fd = [r for r in rows if r["tag"] == f"fd_{param}" and r["fd"]]
             if fd:
                 v, e = num(fd[-1]["fd"]), num(fd[-1]["fd_stderr"])
                 ax.axhspan(v - e, v + e, color="C2", alpha=0.3, label="finite differences")
-            ax.set_xlabel("U (tangent vectors)")
+            ax.set_xlabel("U (tangent vectors; W != 10 drawn slightly beside U = 2)")
             ax.set_title(f"d<L>/d {'alpha' if param == 'lr' else 'lambda'} against U")
             ax.legend(fontsize=7)
         fig.tight_layout()

@@ -5,8 +5,11 @@
 #
 #   scripts/seed_response.sh RUN.h5 PHASE [U]
 #   PHASE: unrolled (the unrolled derivative for T = 50..800), unrolled-a3 (the same, tagged a3_), main-lr, main-wd (all methods + FD
-#   ensemble over steps FROM..FROM+800), sweep-lr (FAR for U in $USWEEP, default U-1 and U+2, and W = 5, 20).
-# Environment: FROM (default 400), T (800), OMP_NUM_THREADS (1 recommended on a shared machine).
+#   ensemble over steps FROM..FROM+800), sweep-lr (FAR for U in $USWEEP, default U-1 and U+2, at W = 10, and
+#   W in $WSWEEP, default 5 20, at U), sweep-wd (the same for the weight decay; W sweep only if WSWEEP is set),
+#   seeds (FAR at U, W = 10 from the random initial tangent bases --seed in $SEEDS, default 1 2, for $PARAM, default lr).
+# Environment: FROM (default 400), T (800), USWEEP, WSWEEP, SEEDS, PARAM, OMP_NUM_THREADS (1 recommended on a shared machine).
+# Each row records wall and CPU seconds (/usr/bin/time) and the 1-minute load average at the start.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tdyn="${TDYN:-$root/build/tdyn}"
@@ -20,11 +23,11 @@ timed() {  # timed TAG KEY=VALUE... -- tdyn response args
   local kv=()
   while [[ "$1" != "--" ]]; do kv+=("$1"); shift; done
   shift
-  local t0 t1
-  t0=$(date +%s.%N)
-  "$tdyn" response "$run" --json --quiet --force "$@" > "$run.json"
-  t1=$(date +%s.%N)
-  rec "$tag" "${kv[@]}" "seconds=$(echo "$t1 - $t0" | bc)" < "$run.json"
+  local load wall cpu
+  load=$(cut -d' ' -f1 /proc/loadavg)
+  /usr/bin/time -f "%e %U %S" -o "$run.time" "$tdyn" response "$run" --json --quiet --force "$@" > "$run.json"
+  read -r wall cpu < <(awk '{print $1, $2 + $3}' "$run.time")
+  rec "$tag" "${kv[@]}" "seconds=$wall" "cpu_seconds=$cpu" "load=$load" < "$run.json"
 }
 case "$phase" in
   unrolled)
@@ -49,8 +52,21 @@ case "$phase" in
     for u in ${USWEEP:-$((U - 1)) $((U + 2))}; do
       timed "sweep_U$u" "U=$u" W=10 S=20 -- --param lr --method far --unstable "$u" --from "$from" --to "$to"
     done
-    for w in 5 20; do
+    for w in ${WSWEEP:-5 20}; do
       timed "sweep_W$w" "U=$U" "W=$w" S=20 -- --param lr --method far --unstable "$U" --window "$w" --from "$from" --to "$to"
+    done ;;
+  sweep-wd)  # the same for the weight decay: tags sweep_wd_U*, sweep_wd_W*
+    for u in ${USWEEP:-$((U - 1)) $((U + 2))}; do
+      timed "sweep_wd_U$u" "U=$u" W=10 S=20 -- --param weight-decay --method far --unstable "$u" --from "$from" --to "$to"
+    done
+    for w in ${WSWEEP:-}; do
+      timed "sweep_wd_W$w" "U=$U" "W=$w" S=20 -- --param weight-decay --method far --unstable "$U" --window "$w" \
+        --from "$from" --to "$to"
+    done ;;
+  seeds)  # FAR at U, W = 10 with other random initial tangent bases (--seed s): tags basis_PARAM_U*_s*
+    for sd in ${SEEDS:-1 2}; do
+      timed "basis_${PARAM:-lr}_U${U}_s$sd" "U=$U" W=10 S=20 -- --param "${PARAM:-lr}" --method far --unstable "$U" \
+        --seed "$sd" --from "$from" --to "$to"
     done ;;
   *) echo "seed_response.sh: unknown phase '$phase'" >&2; exit 2 ;;
 esac
