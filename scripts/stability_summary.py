@@ -10,7 +10,9 @@ after it, the bottom eigenvalue of H where a spectrum group holds it, the runnin
 at the end and the finite-time top exponent (mean log growth per step) before and after the crossing.
 The CSV also has the late phase: the ratio at the last analysed step, its mean, sd and the fraction of
 analysed steps at or above 2/alpha over the last half of the run (steps >= steps/2), the finite-time
-top exponent there, and the top three running exponents at the end.
+top exponent there, and the top three running exponents at the end, and the ratio after the crossing
+split by the parity of the analysed step (GD at the edge of stability oscillates with period ~2; a
+second table is printed when odd steps were analysed, e.g. with --spectrum-every 5).
 --settle prints a second table for runs that start above 2/alpha (does lambda_max settle below it?):
 the ratio at steps 0, 10, 30, 50, 100, 200 (those analysed), the first analysed step below 2/alpha
 and the last one at or above it, the late-phase figures above and the loss and accuracy at the end.
@@ -55,11 +57,20 @@ def analyse(path):
             after = r["ratio"][hit[0]:]
             r["after_mean"], r["after_std"] = float(after.mean()), float(after.std(ddof=1)) if len(after) > 1 else math.nan
             r["after_min"], r["after_max"], r["after_n"] = float(after.min()), float(after.max()), len(after)
+            # GD at the edge of stability oscillates with period ~2: the ratio at even and at odd
+            # analysed steps after the crossing (both occur with --spectrum-every 5, say)
+            st_after = s.step[hit[0]:]
+            for name, par in (("even", 0), ("odd", 1)):
+                x = after[st_after % 2 == par]
+                r[f"after_{name}_mean"] = float(x.mean()) if len(x) else math.nan
+                r[f"after_{name}_std"] = float(x.std(ddof=1)) if len(x) > 1 else math.nan
+                r[f"after_{name}_n"] = len(x)
             dl = np.diff(t.loss[int(r["first"]):])
             r["loss_rises"] = float(np.mean(dl > 0)) if len(dl) else math.nan
         else:
             r.update(after_mean=math.nan, after_std=math.nan, after_min=math.nan, after_max=math.nan, after_n=0,
-                     loss_rises=math.nan)
+                     loss_rises=math.nan, after_even_mean=math.nan, after_even_std=math.nan, after_even_n=0,
+                     after_odd_mean=math.nan, after_odd_std=math.nan, after_odd_n=0)
         r["ratio_max"] = float(np.nanmax(r["ratio"]))
         r["ratio_last"] = float(r["ratio"][-1])
         late = r["ratio"][s.step >= r["steps"] / 2]
@@ -99,7 +110,8 @@ def main(argv=None):
         sys.exit(f"stability_summary: no lr_*_seed_*.h5 in {a.folder}")
     cols = ["alpha", "seed", "status", "steps", "loss0", "loss", "accuracy", "first", "after_mean", "after_std",
             "after_min", "after_max", "after_n", "ratio_max", "loss_rises", "lambda1", "ft_before", "ft_after",
-            "ratio_last", "late_mean", "late_std", "late_above", "late_n", "ft_late", "lambda2", "lambda3"]
+            "ratio_last", "late_mean", "late_std", "late_above", "late_n", "ft_late", "lambda2", "lambda3",
+            "after_even_mean", "after_even_std", "after_even_n", "after_odd_mean", "after_odd_std", "after_odd_n"]
     print("| alpha | 2/alpha | seed | status | steps | loss (start -> end) | acc | lambda_max / (2/alpha): first, after 1st reach (mean ± sd, min-max, n) | max ratio | loss rises after | bottom eig (step: value) | lambda_1 | finite-time before / after |")
     print("|" + "---|" * 13)
     for r in rows:
@@ -112,6 +124,12 @@ def main(argv=None):
               f"{r['after_std']:.3f}, {r['after_min']:.3f}-{r['after_max']:.3f}, n = {r['after_n']} | "
               f"{r['ratio_max']:.3f} | {r['loss_rises']:.2f} | {b} | {r['lambda1']:.4f} | "
               f"{r['ft_before']:.4f} / {r['ft_after']:.4f} |")
+    if any(r["after_odd_n"] for r in rows):
+        print("\n| alpha | seed | ratio after the first reach at even analysed steps: mean ± sd (n) | at odd steps |")
+        print("|" + "---|" * 4)
+        for r in rows:
+            print(f"| {r['alpha']:g} | {r['seed']} | {r['after_even_mean']:.3f} ± {r['after_even_std']:.3f} "
+                  f"({r['after_even_n']}) | {r['after_odd_mean']:.3f} ± {r['after_odd_std']:.3f} ({r['after_odd_n']}) |")
     if a.settle:
         print("\n| alpha | 2/alpha | steps | lambda_max / (2/alpha) at steps 0, 10, 30, 50, 100, 200 | first step below | "
               "last step at or above | second half: mean ± sd (fraction >= 1) | lambda_1, lambda_2, lambda_3 | "
@@ -145,6 +163,8 @@ def main(argv=None):
         for i, r in enumerate(rows):
             col = f"C{i}"
             lab = rf"$\alpha$ = {r['alpha']:g} (2/$\alpha$ = {2 / r['alpha']:.3g})"
+            if len({q["seed"] for q in rows}) > 1:
+                lab += f", seed {r['seed']}"
             axs[0].plot(r["s_step"], r["lambda_max"], ".-", color=col, ms=3, lw=1, label=lab)
             axs[0].axhline(2 / r["alpha"], color=col, ls="--", lw=0.8)
             axs[1].semilogy(r["t"], r["loss_series"], color=col, lw=1)
