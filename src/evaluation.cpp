@@ -38,9 +38,7 @@ XPath parse_xpath(const std::string& name) {
 namespace {
 
 using detail::chunk_begin;
-using detail::for_each_chunk;
 using detail::kParallelElems;
-using detail::reduce_in_order;
 using detail::row_chunks;
 using detail::rows_product;
 
@@ -247,7 +245,6 @@ void InputMatrix::chunked_transpose_product(const Eigen::Ref<const RowMatrixT<S>
             else a.noalias() = m_X.middleRows(r0, r1 - r0).transpose() * C.middleRows(r0, r1 - r0);
             return;
         }
-        // acc_t = sum_{i in chunk} x_i^T c_i: for each non-zero x_ij, row j of acc += x_ij c_i
         // acc_t = sum_{i in chunk} x_i^T c_i: for each non-zero x_ij, row j of acc += x_ij c_i.
         // Columns of C per pass: a d x tile slice of the accumulator (784 x 256 doubles = 1.6 MB)
         // stays in cache while the chunk's rows stream through.
@@ -416,13 +413,14 @@ void Evaluation::chunked_at_b(const Eigen::Ref<const RowMatrix>& A, const Eigen:
                               Eigen::Ref<RowMatrix> out) const {
     const Index k = A.rows(), T = row_chunks(k);
     assert(B.rows() == k && out.rows() == A.cols() && out.cols() == B.cols());
-    if (Index(m_acc.size()) < T) m_acc.resize(T);
-    for_each_chunk(T, [&](Index t) {
-        const Index r0 = chunk_begin(k, t, T), r1 = chunk_begin(k, t + 1, T);
-        // acc_t = A[r0:r1]^T B[r0:r1]
-        m_acc[t].noalias() = A.middleRows(r0, r1 - r0).transpose() * B.middleRows(r0, r1 - r0);
-    });
-    reduce_in_order(m_acc, T, out);
+    // out = acc_0 + acc_1 + ... in chunk order, acc_t = A[r0:r1]^T B[r0:r1], all T at once
+    detail::sum_chunks_in_order(
+        T, T, m_acc,
+        [&](Index t, RowMatrix& a) {
+            const Index r0 = chunk_begin(k, t, T), r1 = chunk_begin(k, t + 1, T);
+            a.noalias() = A.middleRows(r0, r1 - r0).transpose() * B.middleRows(r0, r1 - r0);
+        },
+        out);
 }
 
 template <class S>
