@@ -115,7 +115,6 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
         else return m_XtR_64;
     }();
     m_RA.resize(L + 1);
-    m_RZ.resize(L + 1);
     m_VWcat.resize(L + 1);
     m_VWTcat.resize(L + 1);
     m_bcat.resize(L + 1);
@@ -153,16 +152,25 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
     // formulas, same GEMM shapes per row, so the bits are those of whole-matrix passes.
     const Index T = detail::row_chunks(k);
     m_chunk.resize(std::max(1, max_threads()));
-    auto RZ1_rows = [&](Index r0, Index n, RowMatrix& rz) {
-        const Index nh = n1;
-        const RowMatrix& f1 = m_fd1[0];
-        const Eigen::RowVectorXd& b1cat = m_bcat[1];
+    // R{Z_h} = f'(A_h) .* R{A_h} (h = 1: R{A_1} + 1 V_b1^T, the bias not yet added) for rows
+    // r0..r0+n-1 of every vector, into a chunk buffer
+    auto RZ_rows = [&](Index h, Index r0, Index n, RowMatrix& rz) {
+        const Index nh = w[h];
+        const RowMatrix& f1 = m_fd1[h - 1];
         rz.resize(n, nh * M);
+        if (h == 1) {
+            const Eigen::RowVectorXd& b1cat = m_bcat[1];
+            for (Index i = 0; i < n; ++i)
+                for (Index m = 0; m < M; ++m)
+                    rz.row(i).segment(m * nh, nh).array() =
+                        f1.row(r0 + i).array() * (RA1.row(r0 + i).segment(m * nh, nh).template cast<double>().array() +
+                                                  b1cat.segment(m * nh, nh).array());
+            return;
+        }
         for (Index i = 0; i < n; ++i)
             for (Index m = 0; m < M; ++m)
                 rz.row(i).segment(m * nh, nh).array() =
-                    f1.row(r0 + i).array() * (RA1.row(r0 + i).segment(m * nh, nh).template cast<double>().array() +
-                                              b1cat.segment(m * nh, nh).array());
+                    f1.row(r0 + i).array() * m_RA[h].row(r0 + i).segment(m * nh, nh).array();
     };
     for (Index l = 2; l <= L; ++l) {
         const Index h = l - 1, nh = w[h];
@@ -170,37 +178,22 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
         RA.resize(k, w[l] * M);
         const Eigen::RowVectorXd& blcat = m_bcat[l];
         const auto& Wl = weight(m_arch, m_theta, l);
-        if (h == 1) {
-            // per row chunk: R{A_2} = R{Z_1} W_2 + Z_1 [V_W2^(m)] + 1 V_b2^T
-            detail::for_each_chunk(T, [&](Index t) {
-                const Index r0 = detail::chunk_begin(k, t, T), n = detail::chunk_begin(k, t + 1, T) - r0;
-                RowMatrix& rz = m_chunk[thread_index()];
-                RZ1_rows(r0, n, rz);
-                RowMap(RA.data() + r0 * w[l] * M, n * M, w[l]).noalias() = RowMap(rz.data(), n * M, nh) * Wl;
-                RA.middleRows(r0, n).noalias() += m_Z[0].middleRows(r0, n) * m_VWcat[l];
-                for (Index i = r0; i < r0 + n; ++i) RA.row(i) += blcat;
-            });
-            continue;
-        }
-        // R{Z_h} = f'(A_h) .* R{A_h}
-        RowMatrix& RZ = m_RZ[h];
-        RZ.resize(k, nh * M);
-        const RowMatrix& f1 = m_fd1[h - 1];
-#pragma omp parallel for schedule(static) if (wide >= kParallelElems)
-        for (Index i = 0; i < k; ++i)
-            for (Index m = 0; m < M; ++m)
-                RZ.row(i).segment(m * nh, nh).array() = f1.row(i).array() * m_RA[h].row(i).segment(m * nh, nh).array();
-        // R{A_l} = R{Z_h} W_l + Z_h V_Wl + 1 V_bl^T:  view(R{Z_h}) W_l for all vectors, Z_h [V_Wl^(m)]
-        detail::rows_product(rows_view(RZ, nh), Wl, rows_view(RA, w[l]));
-        detail::rows_product(m_Z[h - 1], m_VWcat[l], RA, true);
-#pragma omp parallel for schedule(static) if (wide >= kParallelElems)
-        for (Index i = 0; i < k; ++i) RA.row(i) += blcat;
+        // per row chunk: R{A_l} = R{Z_h} W_l + Z_h [V_Wl^(m)] + 1 V_bl^T, with view(R{Z_h}) W_l
+        // acting on every vector at once
+        detail::for_each_chunk(T, [&](Index t) {
+            const Index r0 = detail::chunk_begin(k, t, T), n = detail::chunk_begin(k, t + 1, T) - r0;
+            RowMatrix& rz = m_chunk[thread_index()];
+            RZ_rows(h, r0, n, rz);
+            RowMap(RA.data() + r0 * w[l] * M, n * M, w[l]).noalias() = RowMap(rz.data(), n * M, nh) * Wl;
+            RA.middleRows(r0, n).noalias() += m_Z[h - 1].middleRows(r0, n) * m_VWcat[l];
+            for (Index i = r0; i < r0 + n; ++i) RA.row(i) += blcat;
+        });
     }
 
     // ---- output: R{delta_L} = (d delta_L / d A_L) R{A_L}, per sample and vector (loss.hpp),
     // over R{A_L} (not read again); Gauss-Newton drops the residual (y - t) term
     if (L == 1) m_RA[1].resize(k, c * M);
-    RowMatrix& Rd = m_RA[L];  // R{delta_L}, k x c M
+    RowMatrix& Rd = m_RA[L];  // R{delta_L}, k x c M, over R{A_L}
     {
         const double inv_k = 1.0 / double(m_k_global);  // the global k of the mean
         if (L == 1) {
@@ -226,8 +219,8 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
         });
     }
 
-    // ---- backward R-pass; R{delta_l} of hidden layers is built in place in m_RZ[l] (R{Z_l} is
-    // last used by R{dW_{l+1}}), and R{delta_1} in place in RA1 (scalar S, for X^T).
+    // ---- backward R-pass; R{delta_l} of hidden layers l >= 2 is built over R{A_l} in m_RA[l]
+    // (R{A_l} is last read there), and R{delta_1} over R{A_1} in RA1 (scalar S, for X^T).
     m_small.resize(3);
     RowMatrix& G1 = m_small[0];
     RowMatrix& G2 = m_small[1];
@@ -243,7 +236,7 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
     };
     for (Index l = L; l >= 2; --l) {
         const Index h = l - 1, nh = w[h], nl = w[l];
-        RowMatrix& Rdl = l == L ? Rd : m_RZ[l];
+        RowMatrix& Rdl = m_RA[l];  // R{delta_l}, written over R{A_l}
         const auto& Wl = weight(m_arch, m_theta, l);
         const RowMatrix& f1 = m_fd1[h - 1];
         const RowMatrix& f2 = m_fd2[h - 1];
@@ -254,27 +247,27 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
         // R{db_l} = column sums of R{delta_l}
         m_small[2].resize(1, nl * M);
         chunked_colsum<double>(Rdl, m_small[2].data());
-        if (h == 1) {
-            // Per row chunk, R{Z_1} rebuilt (see the forward pass): its term of G2, the chunk sum of
-            // chunked_at_b; then R{delta_1} = (P .* f'(A_1) + f''-term) with
-            // P = R{delta_2} W_2^T + delta_2 [V_W2^(m)T] in the same buffer, into RA1 (scalar S).
-            G2.resize(nl, nh * M);
-            if (Index(m_acc.size()) < T) m_acc.resize(T);
-            const Eigen::RowVectorXd& b1cat = m_bcat[1];
-            detail::for_each_chunk(T, [&](Index t) {
-                const Index r0 = detail::chunk_begin(k, t, T), n = detail::chunk_begin(k, t + 1, T) - r0;
-                RowMatrix& p = m_chunk[thread_index()];
-                if (!gauss_newton) {
-                    RZ1_rows(r0, n, p);
-                    m_acc[t].noalias() = m_delta[l - 1].middleRows(r0, n).transpose() * p;
-                }
-                p.resize(n, nh * M);
-                RowMap(p.data(), n * M, nh).noalias() =
-                    ConstRowMap(Rdl.data() + r0 * nl * M, n * M, nl) * Wl.transpose();
-                if (!gauss_newton) p.noalias() += m_delta[l - 1].middleRows(r0, n) * m_VWTcat[l];
-                for (Index i = 0; i < n; ++i)
-                    for (Index m = 0; m < M; ++m) {
-                        auto pm = p.row(i).segment(m * nh, nh).array();
+        // Per row chunk, R{Z_h} rebuilt (see the forward pass): its term of G2, the chunk sum of
+        // chunked_at_b; then R{delta_h} = P .* f'(A_h) + (delta_l W_l^T) .* f''(A_h) .* R{A_h} with
+        // P = R{delta_l} W_l^T + delta_l [V_Wl^(m)T] in the same buffer, written over R{A_h}
+        // (h = 1: into RA1, scalar S, for X^T; R{A_1} lacks the bias there).
+        G2.resize(nl, nh * M);
+        if (Index(m_acc.size()) < T) m_acc.resize(T);
+        const Eigen::RowVectorXd& b1cat = m_bcat[1];
+        detail::for_each_chunk(T, [&](Index t) {
+            const Index r0 = detail::chunk_begin(k, t, T), n = detail::chunk_begin(k, t + 1, T) - r0;
+            RowMatrix& p = m_chunk[thread_index()];
+            if (!gauss_newton) {
+                RZ_rows(h, r0, n, p);
+                m_acc[t].noalias() = m_delta[l - 1].middleRows(r0, n).transpose() * p;
+            }
+            p.resize(n, nh * M);
+            RowMap(p.data(), n * M, nh).noalias() = ConstRowMap(Rdl.data() + r0 * nl * M, n * M, nl) * Wl.transpose();
+            if (!gauss_newton) p.noalias() += m_delta[l - 1].middleRows(r0, n) * m_VWTcat[l];
+            for (Index i = 0; i < n; ++i)
+                for (Index m = 0; m < M; ++m) {
+                    auto pm = p.row(i).segment(m * nh, nh).array();
+                    if (h == 1) {
                         auto ra = RA1.row(r0 + i).segment(m * nh, nh).array();
                         if (gauss_newton) ra = (pm * f1.row(r0 + i).array()).template cast<S>();
                         else
@@ -282,30 +275,15 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
                                   f2.row(r0 + i).array() *
                                       (ra.template cast<double>().array() + b1cat.segment(m * nh, nh).array()))
                                      .template cast<S>();
+                    } else {
+                        auto ra = m_RA[h].row(r0 + i).segment(m * nh, nh).array();
+                        if (gauss_newton) ra = pm * f1.row(r0 + i).array();
+                        else ra = pm * f1.row(r0 + i).array() + f2.row(r0 + i).array() * ra;
                     }
-            });
-            if (!gauss_newton) reduce_in_order(m_acc, T, G2);
-            write_layer(l, nh, nl);
-            continue;
-        }
-        RowMatrix& RZ = m_RZ[h];
-        if (!gauss_newton) {
-            G2.resize(nl, nh * M);
-            chunked_at_b(m_delta[l - 1], RZ, G2);
-        }
+                }
+        });
+        if (!gauss_newton) reduce_in_order(m_acc, T, G2);
         write_layer(l, nh, nl);
-        // R{delta_h} = (R{delta_l} W_l^T + delta_l V_Wl^T) .* f'(A_h) + (delta_l W_l^T) .* f''(A_h) .* R{A_h}
-        // first P = view(R{delta_l}) W_l^T + delta_l [V_Wl^(m)T], into RZ's storage
-        detail::rows_product(rows_view(Rdl, nl), Wl.transpose(), rows_view(RZ, nh));
-        if (!gauss_newton) detail::rows_product(m_delta[l - 1], m_VWTcat[l], RZ, true);
-#pragma omp parallel for schedule(static) if (wide >= kParallelElems)
-        for (Index i = 0; i < k; ++i) {
-            for (Index m = 0; m < M; ++m) {
-                auto p = RZ.row(i).segment(m * nh, nh).array();
-                if (gauss_newton) p *= f1.row(i).array();
-                else p = p * f1.row(i).array() + f2.row(i).array() * m_RA[h].row(i).segment(m * nh, nh).array();
-            }
-        }
     }
     if (L == 1) {
         // no hidden layer: R{delta_1} = R{delta_L}, into the wide S block for X^T

@@ -239,14 +239,14 @@ private:
     };
     // Wide R-operator scratch for a chunk of at most m_chunk vectors, kept between products:
     //   m_RA1_64/32 = X [V_W1^(1) ...] (k x n_1 m), then R{delta_1} in place (the X path's scalar)
-    //   m_RA[l]: R{A_l} of layers l >= 2 (R{A_L}, then R{delta_L} over it)
-    //   m_RZ[l]: R{Z_l}, then R{delta_l}, of hidden layers l >= 2; R{Z_1} is never stored whole,
-    //   m_chunk holds one row chunk of it (then of R{delta_1}) per thread (hvp.cpp)
+    //   m_RA[l]: R{A_l} of layers l >= 2, then R{delta_l} over it
+    //   R{Z_l} is never stored whole: m_chunk holds one row chunk of it (then of the product
+    //   that becomes R{delta_l}) per thread (hvp.cpp)
     //   m_VW1_64/32 = [V_W1^(1) ...] (d x n_1 m), m_XtR_64/32 = X^T R{delta_1} (d x n_1 m)
     //   m_VWcat[l] = [V_Wl^(1) ...], m_VWTcat[l] = [V_Wl^(1)T ...], m_bcat[l] = [V_bl^(1) ...]
     RowMatrix m_RA1_64, m_VW1_64, m_XtR_64;
     RowMatrixF m_RA1_32, m_VW1_32, m_XtR_32;
-    std::vector<RowMatrix> m_RA, m_RZ, m_VWcat, m_VWTcat, m_small, m_chunk;
+    std::vector<RowMatrix> m_RA, m_VWcat, m_VWTcat, m_small, m_chunk;
     std::vector<Eigen::RowVectorXd> m_bcat;
     Vector m_sample_loss;
 };
