@@ -141,20 +141,25 @@ Analyses read_analyses(h5::File& f) {
                 f.read_row("/lyapunov/perturbation/exponent", f.rows("/lyapunov/perturbation/step") - 1)[0];
     }
     if (a.spectrum_rows && a.lyapunov_rows && f.exists("/spectrum/lambda_max") && f.exists("/lyapunov/log_growth")) {
-        // complete rows only: `step` is written last
+        // complete rows only (`step` is written last), and no more than a damaged file holds
         auto first_column = [&](const std::string& name, Index n) {
-            return n ? Vector(f.read_rows(name, 0, hsize_t(n)).col(0)) : Vector();
+            n = f.exists(name) ? std::min(n, Index(f.rows(name))) : 0;
+            const RowMatrix m = n ? f.read_rows(name, 0, hsize_t(n)) : RowMatrix();
+            return m.cols() ? Vector(m.col(0)) : Vector();
+        };
+        auto series = [&](const std::string& name, Index n) {
+            const Vector v = f.exists(name) ? f.read_vector(name) : Vector();
+            return Vector(v.head(std::min(n, Index(v.size()))));
         };
         const Index ns = a.spectrum_rows, nl = a.lyapunov_rows;
         const Index no = f.exists("/lyapunov/overlap_step") ? Index(f.rows("/lyapunov/overlap_step")) : 0;
         const double alpha =
             f.has_attr("/spectrum", "alpha") ? f.attr_double("/spectrum", "alpha") : 2 / a.two_over_alpha;
         a.missed = find_missed_instability(
-            f.read_vector("/spectrum/step").head(ns), f.read_vector("/spectrum/lambda_max").head(ns), alpha,
-            f.read_vector("/lyapunov/step").head(nl), first_column("/lyapunov/log_growth", nl),
+            series("/spectrum/step", ns), series("/spectrum/lambda_max", ns), alpha, series("/lyapunov/step", nl),
+            first_column("/lyapunov/log_growth", nl),
             f.has_attr("/lyapunov", "qr_every") ? Index(f.attr_int("/lyapunov", "qr_every")) : 1,
-            no ? Vector(f.read_vector("/lyapunov/overlap_step").head(no)) : Vector(),
-            first_column("/lyapunov/overlap", no));
+            series("/lyapunov/overlap_step", no), first_column("/lyapunov/overlap", no));
     }
     return a;
 }

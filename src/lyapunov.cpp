@@ -136,14 +136,20 @@ MissedInstability find_missed_instability(const Vector& spectrum_step, const Vec
                                           const Vector& lyapunov_step, const Vector& log_growth, Index qr_every,
                                           const Vector& overlap_step, const Vector& overlap) {
     MissedInstability out;
-    if (lyapunov_step.size() == 0 || qr_every < 1) return out;
+    // a step read from a file: finite and whole-number sized (a damaged file may hold anything)
+    auto is_step = [](double t) { return std::isfinite(t) && std::abs(t) < 1e15; };
+    if (qr_every < 1) return out;
     // the newest row of each analysed step (tdyn spectrum appends rows after the in-line ones)
     std::map<Index, double> lmax;
     for (Index j = 0; j < std::min(spectrum_step.size(), lambda_max.size()); ++j)
-        if (std::isfinite(lambda_max[j])) lmax[Index(spectrum_step[j])] = lambda_max[j];
+        if (is_step(spectrum_step[j]) && std::isfinite(lambda_max[j])) lmax[Index(spectrum_step[j])] = lambda_max[j];
     std::map<Index, double> cos1;
-    for (Index j = 0; j < std::min(overlap_step.size(), overlap.size()); ++j) cos1[Index(overlap_step[j])] = overlap[j];
-    const Index last_tangent = Index(lyapunov_step.maxCoeff());
+    for (Index j = 0; j < std::min(overlap_step.size(), overlap.size()); ++j)
+        if (is_step(overlap_step[j])) cos1[Index(overlap_step[j])] = overlap[j];
+    Index last_tangent = -1;
+    for (Index j = 0; j < lyapunov_step.size(); ++j)
+        if (is_step(lyapunov_step[j])) last_tangent = std::max(last_tangent, Index(lyapunov_step[j]));
+    if (last_tangent < 0) return out;
     double sum_log_mu = 0, sum_exponent = 0;
     for (auto it = lmax.begin(); it != lmax.end(); ++it) {
         const double mu = std::abs(1 - alpha * it->second);
@@ -157,9 +163,9 @@ MissedInstability find_missed_instability(const Vector& spectrum_step, const Vec
                 growth += log_growth[j];
                 steps += qr_every;
             }
-        if (steps == 0) continue;  // the tangent data does not cover this step
-        ++out.unstable;
         const double exponent = growth / double(steps);
+        if (steps == 0 || !std::isfinite(exponent)) continue;  // the tangent data does not cover this step
+        ++out.unstable;
         const auto c = cos1.find(s);
         if (exponent >= MissedInstability::kMissedExponentFraction * std::log(mu)) continue;
         if (c != cos1.end() && !(c->second < MissedInstability::kMissedOverlap)) continue;

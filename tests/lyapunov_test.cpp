@@ -378,4 +378,12 @@ TEST(Lyapunov, MissedInstabilityFlagsOnlyUnstableStepsTheTangentVectorDoesNotSho
     Vector neg = Vector::Constant(7, -5.0);  // mu = 1.5
     EXPECT_EQ(find_missed_instability(sstep, neg, alpha, lstep, growth, 1, Vector(), Vector()).steps.size(),
               4u);  // 0, 10, 20, 40
+    // what a damaged file may hold: non-finite steps and growths are skipped, not cast or counted
+    Vector bad_sstep = sstep, bad_growth = growth, bad_lstep = lstep;
+    bad_sstep[1] = std::nan("");
+    bad_growth.segment(20, 10).setConstant(std::nan(""));  // step 20's window
+    bad_lstep[49] = 1e300;
+    const MissedInstability b = find_missed_instability(bad_sstep, lmax, alpha, bad_lstep, bad_growth, 1, ostep, cos1);
+    EXPECT_TRUE(b.steps.empty());  // 10 gone with its step, 20 with its growth
+    EXPECT_EQ(b.unstable, 2);      // 30 and 40
 }
