@@ -2,6 +2,7 @@
 #include "commands.hpp"
 #include "common.hpp"
 
+#include "tdyn/lyapunov.hpp"
 #include "tdyn/run.hpp"
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <iostream>
 #include <regex>
 #include <set>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -31,6 +33,7 @@ struct Analyses {
     Vector exponents;
     double perturbation_exponent = NAN;
     bool lyapunov_complete = false;
+    MissedInstability missed;  ///< unstable spectrum steps the in-line v_1 does not show
 };
 
 /// One spectrum group (docs/FORMAT.md): /spectrum, or /spectrum_k{K}_{which} for a further (K, which).
@@ -137,7 +140,57 @@ Analyses read_analyses(h5::File& f) {
             a.perturbation_exponent =
                 f.read_row("/lyapunov/perturbation/exponent", f.rows("/lyapunov/perturbation/step") - 1)[0];
     }
+    if (a.spectrum_rows && a.lyapunov_rows && f.exists("/spectrum/lambda_max") && f.exists("/lyapunov/log_growth")) {
+        // complete rows only (`step` is written last), and no more than a damaged file holds
+        auto first_column = [&](const std::string& name, Index n) {
+            n = f.exists(name) ? std::min(n, Index(f.rows(name))) : 0;
+            const RowMatrix m = n ? f.read_rows(name, 0, hsize_t(n)) : RowMatrix();
+            return m.cols() ? Vector(m.col(0)) : Vector();
+        };
+        auto series = [&](const std::string& name, Index n) {
+            const Vector v = f.exists(name) ? f.read_vector(name) : Vector();
+            return Vector(v.head(std::min(n, Index(v.size()))));
+        };
+        const Index ns = a.spectrum_rows, nl = a.lyapunov_rows;
+        const Index no = f.exists("/lyapunov/overlap_step") ? Index(f.rows("/lyapunov/overlap_step")) : 0;
+        const double alpha =
+            f.has_attr("/spectrum", "alpha") ? f.attr_double("/spectrum", "alpha") : 2 / a.two_over_alpha;
+        a.missed = find_missed_instability(
+            series("/spectrum/step", ns), series("/spectrum/lambda_max", ns), alpha, series("/lyapunov/step", nl),
+            first_column("/lyapunov/log_growth", nl),
+            f.has_attr("/lyapunov", "qr_every") ? Index(f.attr_int("/lyapunov", "qr_every")) : 1,
+            series("/lyapunov/overlap_step", no), first_column("/lyapunov/overlap", no));
+    }
     return a;
+}
+
+/// "450, 460, 470, ..., 660, 670": the flagged steps, the middle elided when there are many.
+std::string list_steps(const std::vector<Index>& steps) {
+    std::string out;
+    for (std::size_t k = 0; k < steps.size(); ++k) {
+        if (steps.size() > 6 && k == 3) {
+            out += ", ...";
+            k = steps.size() - 3;
+            continue;
+        }
+        out += (k ? ", " : "") + std::to_string(steps[k]);
+    }
+    return out;
+}
+
+/// The one-line warning of `tdyn info` when the in-line tangent vector may miss an instability.
+std::string missed_instability_line(const MissedInstability& m, Index last_step) {
+    std::ostringstream o;
+    // over the whole flagged stretch: a fresh vector needs ~ln(sqrt(P)) / ln|mu| steps to turn to u_1
+    const Index from = m.steps.front(), to = std::min(last_step, m.until);
+    o << "  warning     the in-line tangent vector may miss an unstable direction: |1 - alpha lambda_max| > 1 at "
+      << m.steps.size() << " of the " << m.unstable
+      << " spectrum step(s) with |mu| > 1 that it covers (t = " << list_steps(m.steps) << "; ln|mu| " << m.mean_log_mu
+      << " per step on average there), but v_1 grows at " << m.mean_exponent << " per step over them";
+    if (!std::isnan(m.max_overlap)) o << " and its |cos| with the top eigenvector of H is at most " << m.max_overlap;
+    o << "; check with a restarted tangent vector, on a copy: tdyn lyapunov COPY.h5 --vectors 1 --from " << from
+      << " --to " << to << " --force (docs/FINDINGS.md section 2)";
+    return o.str();
 }
 
 int run_info(const InfoOptions& o) {
@@ -208,6 +261,10 @@ int run_info(const InfoOptions& o) {
                              {"exponents", std::vector<double>(an.exponents.begin(), an.exponents.end())},
                              {"perturbation_exponent", an.perturbation_exponent},
                              {"complete", an.lyapunov_complete}};
+        if (an.missed.unstable)
+            j["tangent_check"] = {{"unstable_steps", an.missed.unstable}, {"missed_steps", an.missed.steps},
+                                  {"mean_log_mu", an.missed.mean_log_mu}, {"mean_exponent", an.missed.mean_exponent},
+                                  {"max_overlap", an.missed.max_overlap}, {"warning", !an.missed.steps.empty()}};
         std::cout << json_line(j) << "\n";
         return 0;
     }
@@ -266,6 +323,7 @@ int run_info(const InfoOptions& o) {
         if (!std::isnan(an.perturbation_exponent)) std::cout << "; two-trajectory " << an.perturbation_exponent;
         std::cout << "\n";
     }
+    if (!an.missed.steps.empty()) std::cout << missed_instability_line(an.missed, i.last_step) << "\n";
     return 0;
 }
 
@@ -273,7 +331,9 @@ int run_info(const InfoOptions& o) {
 
 void setup_info(CLI::App& app, int& exit_code) {
     auto o = std::make_shared<InfoOptions>();
-    CLI::App* cmd = app.add_subcommand("info", "what a run file is: configuration, progress, analyses, status");
+    CLI::App* cmd = app.add_subcommand(
+        "info",
+        "what a run file is: configuration, progress, analyses, status; warns where the in-line tangent vector may miss an instability");
     cmd->add_option("RUN", o->file, "run file")->required()->check(CLI::ExistingFile);
     cmd->add_flag("--json", o->json, "print one JSON object");
     cmd->callback([o, &exit_code] { exit_code = run_info(*o); });

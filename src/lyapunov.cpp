@@ -3,8 +3,10 @@
 #include "tdyn/hvp.hpp"
 
 #include <Eigen/QR>
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <random>
 
 namespace tdyn {
@@ -128,6 +130,57 @@ bool PerturbedTrajectory::step(const std::function<void(Vector&)>& update, const
 double PerturbedTrajectory::exponent() const {
     const Index n = std::max<Index>(0, m_last - m_warmup);
     return n == 0 ? std::numeric_limits<double>::quiet_NaN() : m_log_sum / double(n);
+}
+
+MissedInstability find_missed_instability(const Vector& spectrum_step, const Vector& lambda_max, double alpha,
+                                          const Vector& lyapunov_step, const Vector& log_growth, Index qr_every,
+                                          const Vector& overlap_step, const Vector& overlap) {
+    MissedInstability out;
+    // a step read from a file: finite and whole-number sized (a damaged file may hold anything)
+    auto is_step = [](double t) { return std::isfinite(t) && std::abs(t) < 1e15; };
+    if (qr_every < 1) return out;
+    // the newest row of each analysed step (tdyn spectrum appends rows after the in-line ones)
+    std::map<Index, double> lmax;
+    for (Index j = 0; j < std::min(spectrum_step.size(), lambda_max.size()); ++j)
+        if (is_step(spectrum_step[j]) && std::isfinite(lambda_max[j])) lmax[Index(spectrum_step[j])] = lambda_max[j];
+    std::map<Index, double> cos1;
+    for (Index j = 0; j < std::min(overlap_step.size(), overlap.size()); ++j)
+        if (is_step(overlap_step[j])) cos1[Index(overlap_step[j])] = overlap[j];
+    Index last_tangent = -1;
+    for (Index j = 0; j < lyapunov_step.size(); ++j)
+        if (is_step(lyapunov_step[j])) last_tangent = std::max(last_tangent, Index(lyapunov_step[j]));
+    if (last_tangent < 0) return out;
+    double sum_log_mu = 0, sum_exponent = 0;
+    for (auto it = lmax.begin(); it != lmax.end(); ++it) {
+        const double mu = std::abs(1 - alpha * it->second);
+        if (!(mu > 1)) continue;
+        // v_1's growth through J(s) .. J(end - 1): the rows whose step lies in [s, end)
+        const Index s = it->first, end = std::next(it) == lmax.end() ? last_tangent + 1 : std::next(it)->first;
+        double growth = 0;
+        Index steps = 0;
+        for (Index j = 0; j < std::min(lyapunov_step.size(), log_growth.size()); ++j)
+            if (lyapunov_step[j] >= s && lyapunov_step[j] < end) {
+                growth += log_growth[j];
+                steps += qr_every;
+            }
+        const double exponent = growth / double(steps);
+        if (steps == 0 || !std::isfinite(exponent)) continue;  // the tangent data does not cover this step
+        ++out.unstable;
+        const auto c = cos1.find(s);
+        if (exponent >= MissedInstability::kMissedExponentFraction * std::log(mu)) continue;
+        if (c != cos1.end() && !(c->second < MissedInstability::kMissedOverlap)) continue;
+        out.steps.push_back(s);
+        out.until = end;
+        sum_log_mu += std::log(mu);
+        sum_exponent += exponent;
+        if (c != cos1.end())
+            out.max_overlap = std::isnan(out.max_overlap) ? c->second : std::max(out.max_overlap, c->second);
+    }
+    if (!out.steps.empty()) {
+        out.mean_log_mu = sum_log_mu / double(out.steps.size());
+        out.mean_exponent = sum_exponent / double(out.steps.size());
+    }
+    return out;
 }
 
 Vector overlaps(const Vector& v, const Matrix& U) {

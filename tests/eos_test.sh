@@ -7,7 +7,14 @@
 #   tests/eos_test.sh TDYN hover        the same at alpha = 0.2: lambda_max(H) starts at 2.5 x 2/alpha, is
 #                                       pushed down to 2/alpha within 30 steps (catapult) and then stays
 #                                       within [0.95, 1.25] x 2/alpha while the loss keeps falling
-# Each is one ~2 s run (OMP_NUM_THREADS=1). Exit 77 (ctest SKIP_RETURN_CODE) without MNIST.
+#   tests/eos_test.sh TDYN missed       the sharpening run to step 500 with one in-line tangent vector: it crosses
+#                                       2/alpha at step 250 after 250 contracting steps, v_1 has lost the top
+#                                       eigenvector and does not grow, so `tdyn info` must warn (naming step 250);
+#                                       the truth: a vector restarted at 250 (tdyn lyapunov --from) grows at
+#                                       ln|1 - alpha lambda_max| by steps 450-500
+#   tests/eos_test.sh TDYN stable       the sharpening run with the tangent vector stopped at step 230, just before
+#                                       the crossing (lambda_max up to 0.99 x 2/alpha): `tdyn info` must not warn
+# Each is one ~2-8 s run (OMP_NUM_THREADS=1). Exit 77 (ctest SKIP_RETURN_CODE) without MNIST.
 set -euo pipefail
 tdyn="$1"
 mode="${2:-sharpening}"
@@ -23,16 +30,30 @@ export OMP_NUM_THREADS=1
 case "$mode" in
   sharpening) lr=0.075 steps=300 ;;
   hover) lr=0.2 steps=200 ;;
+  missed) lr=0.075 steps=500 extra="--lyapunov 1" ;;
+  stable) lr=0.075 steps=230 extra="--lyapunov 1" ;;
   *) echo "eos_test.sh: unknown mode '$mode'" >&2; exit 2 ;;
 esac
 "$tdyn" train --samples 500 --arch 784-32-10 --activation tanh --output identity-mse --lr "$lr" --steps "$steps" \
-  --spectrum-every 10 --eigs 1 --which top --save-theta-every "$steps" --out "$tmp/eos.h5" --quiet
-/usr/bin/python3 - "$tmp/eos.h5" "$mode" <<'EOF'
+  --spectrum-every 10 --eigs 1 --which top --save-theta-every "$steps" ${extra:-} --out "$tmp/eos.h5" --quiet
+if [ "$mode" = missed ] || [ "$mode" = stable ]; then
+  "$tdyn" info "$tmp/eos.h5" >"$tmp/info.txt"
+  "$tdyn" info "$tmp/eos.h5" --json >"$tmp/info.json"
+  cat "$tmp/info.txt"
+  if [ "$mode" = missed ]; then
+    # the check the warning suggests, on a copy: a fresh v_1 from the first flagged step
+    cp "$tmp/eos.h5" "$tmp/fresh.h5"
+    from="$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tangent_check"]["missed_steps"][0])' "$tmp/info.json")"
+    "$tdyn" lyapunov "$tmp/fresh.h5" --vectors 1 --from "$from" --to "$steps" --seed 7 --force --quiet
+  fi
+fi
+/usr/bin/python3 - "$tmp/eos.h5" "$mode" "$tmp" <<'EOF'
+import json
 import sys
 import h5py
 import numpy as np
 
-path, mode = sys.argv[1:]
+path, mode, tmp = sys.argv[1:]
 with h5py.File(path, "r") as f:
     assert f.attrs["status"] in (b"completed", "completed"), f.attrs["status"]
     step = f["/spectrum/step"][:]
@@ -49,6 +70,35 @@ if mode == "sharpening":
     assert len(first) and step[first[0]] > 100, f"no crossing of 2/alpha after step 100: {table}"
     assert np.all(np.diff(r[step >= 60]) > 0), f"not sharpening monotonically after step 60: {table}"
     print(f"PASS: lambda_max first reaches 2/alpha at step {int(step[first[0]])} (stored ratios {table})")
+elif mode == "missed":
+    text = open(f"{tmp}/info.txt").read()
+    check = json.load(open(f"{tmp}/info.json"))["tangent_check"]
+    assert check["warning"] and "may miss an unstable direction" in text, text
+    flagged = np.array(check["missed_steps"])
+    # the truth of |mu| > 1: every flagged step is above 2/alpha, and they start at the crossing
+    assert flagged[0] == step[first[0]] and np.all(np.isin(flagged, step[r > 1])), (flagged, table)
+    assert f"--from {flagged[0]} --to 500" in text, text
+    assert check["mean_exponent"] < 0.01 * check["mean_log_mu"] and check["max_overlap"] < 1e-3, check
+    with h5py.File(f"{tmp}/fresh.h5", "r") as f:
+        ls = f["/lyapunov/step"][:]
+        fresh = f["/lyapunov/log_growth"][:, 0]
+    with h5py.File(path, "r") as f:
+        inline = f["/lyapunov/log_growth"][:, 0]
+        two = f["/spectrum/two_over_alpha"][:]
+        lmax = f["/spectrum/lambda_max"][:]
+    late = (step >= 450) & (step < 500)
+    log_mu = np.log(np.abs(1 - 2 / two[late] * lmax[late])).mean()
+    grows = fresh[ls >= 450].mean()
+    assert grows > 0.5 * log_mu and grows > 100 * abs(inline[450:500].mean()), (grows, log_mu, inline[450:500].mean())
+    print(f"PASS: info warns from step {flagged[0]} ({len(flagged)} spectrum steps); a tangent vector restarted there "
+          f"grows at {grows:.3f} per step over 450-500 (ln|mu| {log_mu:.3f}), the in-line one at "
+          f"{inline[450:500].mean():.1e}")
+elif mode == "stable":
+    text = open(f"{tmp}/info.txt").read()
+    info = json.load(open(f"{tmp}/info.json"))
+    assert 0.98 < r.max() < 1.0, table
+    assert "warning" not in text and "tangent_check" not in info and "lyapunov" in info, text
+    print(f"PASS: lambda_max / (2/alpha) at most {r.max():.3f} and no warning")
 else:
     assert r[0] > 2.0, table
     assert len(first) and step[first[0]] <= 30, table

@@ -10,6 +10,7 @@
 #include <Eigen/Eigenvalues>
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <thread>
 
@@ -327,4 +328,62 @@ TEST(Lyapunov, ResumeAfterSigkillIsBitIdentical) {
     for (Index j = 1; j < lyap.size(); ++j) EXPECT_EQ(lyap[j], lyap[j - 1] + 1) << j;
     for (Index j = 1; j < spec.size(); ++j) EXPECT_EQ(spec[j], spec[j - 1] + 5) << j;
     EXPECT_EQ(b.file().read_matrix("/lyapunov/basis").cols(), 4);
+}
+
+// The check behind tdyn info's warning (docs/FINDINGS.md 2): spectrum steps with |1 - alpha lambda_max| > 1
+// where v_1 grows much slower than ln|mu| and (when stored) points away from the top eigenvector.
+TEST(Lyapunov, MissedInstabilityFlagsOnlyUnstableStepsTheTangentVectorDoesNotShow) {
+    const double alpha = 0.1;  // 2/alpha = 20
+    // spectrum every 10 steps 0..50, newest row of step 20 appended last (as tdyn spectrum does)
+    Vector sstep(7), lmax(7);
+    sstep << 0, 10, 20, 30, 40, 50, 20;
+    lmax << 15, 21, 99, 22, 22, 21, 23;  // |mu| = 0.5, 1.1, (1.3), 1.2, 1.2, 1.1; 20's stored row is superseded
+    // v_1 flat (log growth 1e-4 per step) except over steps 30..39, where it grows at ln 1.2
+    Vector lstep(50), growth(50);
+    for (Index t = 0; t < 50; ++t) {
+        lstep[t] = double(t);
+        growth[t] = t >= 30 && t < 40 ? std::log(1.2) : 1e-4;
+    }
+    Vector ostep(5), cos1(5);
+    ostep << 0, 10, 20, 30, 40;
+    cos1 << 0.01, 1e-5, 2e-5, 0.5, 0.2;  // caught at 30 (and grows), at 40 aligned but not growing
+    const MissedInstability m = find_missed_instability(sstep, lmax, alpha, lstep, growth, 1, ostep, cos1);
+    // unstable and covered: 10, 20, 30, 40 (50 has no tangent row at or after it)
+    EXPECT_EQ(m.unstable, 4);
+    EXPECT_EQ(m.steps, (std::vector<Index>{10, 20}));
+    EXPECT_EQ(m.until, 30);
+    EXPECT_NEAR(m.mean_log_mu, 0.5 * (std::log(1.1) + std::log(1.3)), 1e-12);
+    EXPECT_NEAR(m.mean_exponent, 1e-4, 1e-12);
+    EXPECT_EQ(m.max_overlap, 2e-5);
+
+    // without overlap data the exponent alone decides (40 is then flagged too)
+    const MissedInstability e = find_missed_instability(sstep, lmax, alpha, lstep, growth, 1, Vector(), Vector());
+    EXPECT_EQ(e.steps, (std::vector<Index>{10, 20, 40}));
+    EXPECT_TRUE(std::isnan(e.max_overlap));
+    // QR every 5 steps: log_growth rows at 4, 9, ... hold 5 steps each, the same exponents
+    Vector qstep(10), qgrowth(10);
+    for (Index j = 0; j < 10; ++j) {
+        qstep[j] = double(5 * j + 4);
+        qgrowth[j] = growth.segment(5 * j, 5).sum();
+    }
+    EXPECT_EQ(find_missed_instability(sstep, lmax, alpha, qstep, qgrowth, 5, Vector(), Vector()).steps,
+              (std::vector<Index>{10, 20, 40}));
+    // stable everywhere, or no tangent data: nothing
+    const Vector stable = Vector::Constant(7, 15.0);
+    const MissedInstability s = find_missed_instability(sstep, stable, alpha, lstep, growth, 1, ostep, cos1);
+    EXPECT_EQ(s.unstable, 0);
+    EXPECT_TRUE(s.steps.empty());
+    EXPECT_TRUE(find_missed_instability(sstep, lmax, alpha, Vector(), Vector(), 1, ostep, cos1).steps.empty());
+    // lambda_max < 0 with |1 - alpha lambda| > 1 counts as well (the formula, not the sign)
+    Vector neg = Vector::Constant(7, -5.0);  // mu = 1.5
+    EXPECT_EQ(find_missed_instability(sstep, neg, alpha, lstep, growth, 1, Vector(), Vector()).steps.size(),
+              4u);  // 0, 10, 20, 40
+    // what a damaged file may hold: non-finite steps and growths are skipped, not cast or counted
+    Vector bad_sstep = sstep, bad_growth = growth, bad_lstep = lstep;
+    bad_sstep[1] = std::nan("");
+    bad_growth.segment(20, 10).setConstant(std::nan(""));  // step 20's window
+    bad_lstep[49] = 1e300;
+    const MissedInstability b = find_missed_instability(bad_sstep, lmax, alpha, bad_lstep, bad_growth, 1, ostep, cos1);
+    EXPECT_TRUE(b.steps.empty());  // 10 gone with its step, 20 with its growth
+    EXPECT_EQ(b.unstable, 2);      // 30 and 40
 }

@@ -6,8 +6,10 @@
 
 #include "tdyn/evaluation.hpp"
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 namespace tdyn {
 
@@ -91,6 +93,31 @@ private:
     Index m_q, m_warmup, m_steps = 0, m_last = 0;
     double m_log_growth = 0, m_log_sum = 0;
 };
+
+/// What the in-line tangent data says where gradient descent is linearly unstable along the top
+/// eigenvector u_1 of H, |mu| = |1 - alpha lambda_max| > 1 at a spectrum step s. A v_1 that started
+/// long before the crossing can have lost u_1 to round-off while |mu| < 1 and then miss the
+/// instability (docs/FINDINGS.md 2, 2.1.1). Step s is flagged when v_1's finite-time exponent over
+/// the steps s .. (next spectrum step - 1) is below kMissedExponentFraction x ln|mu| (a v_1 along
+/// u_1 grows at ln|mu|) and, where /lyapunov/overlap holds step s, |cos(v_1, u_1)| < kMissedOverlap.
+struct MissedInstability {
+    static constexpr double kMissedExponentFraction = 0.25;
+    static constexpr double kMissedOverlap = 0.1;
+    Index unstable = 0;          ///< spectrum steps with |mu| > 1 that the tangent data covers
+    std::vector<Index> steps;    ///< the flagged ones, ascending
+    Index until = -1;            ///< where the last flagged step's window ends (the next spectrum step)
+    double mean_log_mu = NAN;    ///< mean ln|mu| over the flagged steps
+    double mean_exponent = NAN;  ///< mean finite-time exponent of v_1 over their windows (per step)
+    double max_overlap = NAN;    ///< largest stored |cos(v_1, u_1)| at flagged steps (NaN: none stored)
+};
+
+/// The check above on the series of a run file: /spectrum step and lambda_max (rows in any order,
+/// a repeated step counts once with its newest row; NaN lambda_max is skipped), alpha, /lyapunov
+/// step and the first column of log_growth with qr_every q (a row at step t is the growth through
+/// J(t-q+1) .. J(t)), and /lyapunov/overlap_step with the first column of overlap (may be empty).
+MissedInstability find_missed_instability(const Vector& spectrum_step, const Vector& lambda_max, double alpha,
+                                          const Vector& lyapunov_step, const Vector& log_growth, Index qr_every,
+                                          const Vector& overlap_step, const Vector& overlap);
 
 /// |cos| of the angle between v and each column of U (orthonormal columns): |U^T v| / |v|.
 Vector overlaps(const Vector& v, const Matrix& U);
