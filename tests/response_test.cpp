@@ -322,10 +322,10 @@ TEST(Response, BurnInCountsTheUnstableDimension) {
 // GD on a quadratic with J = I - A constant, 1 - a = 0.99, 0.98, 0.97, 0.5, 0.3, 0.1: exponents
 // ln 0.99, ln 0.98, ... with gaps of 0.010 between the first three, so a random basis aligns like
 // exp(-0.01 n). FAR with u = 2, W = 2 over N = 200 steps: from the random start its exponents are
-// biased (the vectors still mix in the slower directions; printed, 1e-3-ish), from a basis aligned
-// over A = 3000 steps the residual mixing is exp(-0.010 * 3000) ~ 1e-13 and the exponents are
-// exact up to rounding (sums of 20 logs: 1e-12; tolerance 1e-10). The unaligned error must be
-// above 1e-5 or the check would not show what the alignment does.
+// biased (the vectors still mix in the slower directions: off by 1.3e-3, measured), from a basis
+// aligned over A = 3000 steps the residual mixing is exp(-0.010 * 3000) ~ 1e-13 and the exponents
+// are exact up to rounding (sums of 20 logs: 1e-12; tolerance 1e-10; measured 2e-17). The
+// unaligned error must stay above 1e-4 or the check would not show what the alignment does.
 TEST(Response, AlignedBasisGivesFarTheExactExponentsOfCloseDirections) {
     std::mt19937_64 gen(7);
     std::normal_distribution<double> N01;
@@ -352,7 +352,7 @@ TEST(Response, AlignedBasisGivesFarTheExactExponentsOfCloseDirections) {
         exact[0], exact[1], random.exponents[0], random.exponents[1], err_random, (long long)Aa, aligned.exponents[0],
         aligned.exponents[1], err_aligned, al.exponents[0], al.exponents[1]);
     EXPECT_LT(err_aligned, 1e-10);
-    EXPECT_GT(err_random, 1e-5);
+    EXPECT_GT(err_random, 1e-4);
     // The alignment's own exponents count its transient (about ln(component) / A ~ 1e-3 / 3).
     EXPECT_NEAR(al.exponents[0], exact[0], 1e-3);
     EXPECT_NEAR(al.exponents[1], exact[1], 1e-3);
