@@ -29,7 +29,7 @@ struct ResponseCliOptions {
     ProblemOptions given;
     std::string file, param, observable = "loss", method = "all", test_data;
     Index from = 0, to = -1, unstable = -1, window = 10, segment = 20, ensemble = 8, test_samples = 1000;
-    Index burn_in = 200, burn_in_vectors = 8, stop_after = 0;
+    Index burn_in = 200, burn_in_vectors = 8, stop_after = 0, align = 0;
     double check_fd = 0, kick = 1e-8, tangent_memory = 2000;
     std::uint64_t seed = 0;
     bool force = false, quiet = false, json = false;
@@ -254,6 +254,9 @@ int run_response(ResponseCliOptions& o) {
     if (!(o.tangent_memory >= 0))
         throw Error("--tangent-memory " + format_number(o.tangent_memory) + ": must be >= 0 (MB)");
     if (o.stop_after < 0) throw Error("--stop-after " + std::to_string(o.stop_after) + ": must be >= 0");
+    if (o.align < 0 || o.align > o.from)
+        throw Error("--align " + std::to_string(o.align) + ": must be between 0 and --from " + std::to_string(o.from) +
+                    " (the basis is aligned over the steps from - A .. from before the window)");
     const std::string group = "/response/" + to_string(param) + "/" + to_string(observable);
 
     // The settings that decide the numbers, as the group stores them: an unfinished pass
@@ -283,6 +286,7 @@ int run_response(ResponseCliOptions& o) {
                 v.emplace_back("--burn-in-vectors", "burn_in_vectors", std::to_string(o.burn_in_vectors));
             }
             v.emplace_back("--unstable", "unstable_dim", std::to_string(U));
+            v.emplace_back("--align", "align", std::to_string(o.align));
         }
         return v;
     };
@@ -308,11 +312,11 @@ int run_response(ResponseCliOptions& o) {
             }
             std::string diff;
             for (const auto& [flag, attr, value] : settings(U, unstable_source)) {
-                const std::string stored = !f.has_attr(group, attr)                  ? "(none)"
-                                           : attr == "method" || attr == "test_data" ? f.attr_string(group, attr)
-                                           : attr == "check_fd" || attr == "kick"
-                                               ? format_number(f.attr_double(group, attr))
-                                               : std::to_string(f.attr_int(group, attr));
+                const std::string stored =
+                    !f.has_attr(group, attr)                  ? (attr == "align" ? "0" : "(none)")  // older passes: 0
+                    : attr == "method" || attr == "test_data" ? f.attr_string(group, attr)
+                    : attr == "check_fd" || attr == "kick"    ? format_number(f.attr_double(group, attr))
+                                                              : std::to_string(f.attr_int(group, attr));
                 if (stored != value)
                     diff += (diff.empty() ? "" : "; ") + flag + " " + value + " differs from its " + stored;
             }
@@ -443,6 +447,7 @@ int run_response(ResponseCliOptions& o) {
         f.set_attr(g, "segment", std::int64_t(o.segment));
         f.set_attr(g, "segments", std::int64_t(K));
         f.set_attr(g, "seed", std::int64_t(o.seed));
+        f.set_attr(g, "align", std::int64_t(o.align));
     };
 
     // The unrolled adjoint: saved once done (a stopped pass recomputes it: 2 evaluations + 1 HVP a step).
@@ -482,6 +487,33 @@ int run_response(ResponseCliOptions& o) {
     fo.segments = K;
     fo.seed = o.seed;
     fo.keep_bytes = o.tangent_memory * 1e6;
+    // --align A: the random basis is first carried over steps from - A .. from of the run (replayed
+    // from theta_{from-A}), QR every S steps, so FAR's vectors start aligned (docs/RESPONSE.md).
+    // Recomputed (same bits) whenever a pass starts afresh; its exponents go to GROUP/align_exponents.
+    std::optional<Vector> align_exponents;
+    if (h5::File f = h5::File::open_read(o.file); f.exists(group + "/align_exponents"))
+        align_exponents = f.read_vector(group + "/align_exponents");
+    double align_mismatch = std::nan("");
+    auto align_basis = [&] {
+        if (o.align == 0 || U == 0 || fo.initial_basis.size()) return;
+        Vector start;
+        {
+            RunReader reader(o.file);
+            start = reader.theta(o.from - o.align, trainer);
+        }
+        const AlignedBasis a =
+            align_tangent_basis(*map, start, o.from - o.align, o.align, U, o.segment, o.seed, progress);
+        fo.initial_basis = a.basis;
+        // The map's replay against the run's theta_from (relative): the basis is taken at the former.
+        align_mismatch = (a.end - theta0).norm() / theta0.norm();
+        if (!align_exponents) {
+            h5::File w = h5::File::open_write(o.file);
+            w.write_vector(group + "/align_exponents", a.exponents);
+            w.set_attr(group, "align_mismatch", align_mismatch);
+            w.flush();
+        }
+        align_exponents = a.exponents;
+    };
     // FAR (or the shadowing part alone) from its stored progress; nullopt when stopped.
     auto far_pass = [&](const std::string& g, bool full, Json& out) -> std::optional<FarResult> {
         if (h5::File f = h5::File::open_read(o.file); f.exists(g) && f.has_attr(g, "derivative"))
@@ -491,6 +523,7 @@ int run_response(ResponseCliOptions& o) {
         FarState state;
         store.load(state, fo);
         const bool fresh = state.started == 0;
+        if (fresh) align_basis();
         const Index g0 = map->gradients(), h0 = map->hvps(), s0 = map->shifted_evaluations();
         const FarResult r = far_response(*map, theta0, o.from, fo, progress, &state, [&](const FarState& s) {
             store.save(s);
@@ -536,6 +569,12 @@ int run_response(ResponseCliOptions& o) {
         const auto sh = far_pass(group + "/shadowing", false, counts);
         if (!sh) return interrupted("the shadowing pass");
         j["shadowing"] = {{"derivative", sh->shadowing}, {"stderr", batch_stderr(sh->segment_shadowing)}};
+    }
+    if ((do_far || do_shadowing) && o.align > 0) {
+        j["align"] = o.align;
+        if (align_exponents)
+            j["align_exponents"] = std::vector<double>(align_exponents->begin(), align_exponents->end());
+        if (std::isfinite(align_mismatch)) j["align_mismatch"] = align_mismatch;
     }
     if (o.check_fd > 0) {
         // N pairs at gamma +- H from theta_T0 plus one tiny random kick per pair (common to the
@@ -613,7 +652,14 @@ int run_response(ResponseCliOptions& o) {
         std::cout << "  FAR        " << j["far"]["derivative"].get<double>() << " +- "
                   << j["far"]["stderr"].get<double>() << "  = shadowing " << j["far"]["shadowing"].get<double>()
                   << " + unstable " << j["far"]["unstable"].get<double>() << "  (U = " << U << ", W = " << o.window
-                  << ", S = " << o.segment << ", " << j["far"]["steps"].get<Index>() << " steps)\n";
+                  << ", S = " << o.segment
+                  << (o.align > 0 ? ", aligned over " + std::to_string(o.align) + " steps" : "") << ", "
+                  << j["far"]["steps"].get<Index>() << " steps)\n";
+    if (align_exponents && o.align > 0) {
+        std::cout << "  aligned basis: exponents over steps " << o.from - o.align << ".." << o.from;
+        for (Index i = 0; i < align_exponents->size(); ++i) std::cout << " " << (*align_exponents)[i];
+        std::cout << "\n";
+    }
     if (j.contains("shadowing")) std::cout << "  shadowing  " << j["shadowing"]["derivative"].get<double>() << "\n";
     if (o.check_fd > 0)
         std::cout << "  finite differences " << j["fd_derivative"].get<double>() << " +- "
@@ -650,6 +696,10 @@ void setup_response(CLI::App& app, int& exit_code) {
                     "B: without --unstable and /lyapunov, U counts the positive exponents over steps T0..T0+B")
         ->capture_default_str();
     cmd->add_option("--burn-in-vectors", o->burn_in_vectors, "M tangent vectors of the burn-in (U <= M)")
+        ->capture_default_str();
+    cmd->add_option("--align", o->align,
+                    "A: carry the random tangent basis over steps T0 - A .. T0 (QR every S) so FAR starts aligned "
+                    "(0 = start random at T0; A <= T0)")
         ->capture_default_str();
     cmd->add_option("--window", o->window, "W: psi_n sums Phi_{n-W} .. Phi_{n+W}")->capture_default_str();
     cmd->add_option("--segment", o->segment, "S steps per segment (QR at each end)")->capture_default_str();

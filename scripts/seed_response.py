@@ -11,7 +11,8 @@ shares (TAG_segments.csv: k, shadowing, unstable, both of segment k, each alread
 their running mean over k = 0..K-1 is FAR's estimate from the first K segments).
 record: appends the scalars of one `tdyn response --json` object (read on stdin) with TAG and the
 given KEY=VALUE pairs (e.g. T=800 U=4 W=10) to DIR/results.csv (seconds = wall, cpu_seconds = user + system,
-load = the 1-minute load average when the run started; older rows have the last two empty).
+load = the 1-minute load average when the run started; older rows have them empty; A, seed and
+align_exponents: the --align rows, A empty = the random start at FROM).
 plot: the figures from DIR (default docs/data/seed_response) as PNG files.
 """
 import argparse
@@ -25,7 +26,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 DEFAULT = os.path.join(ROOT, "docs", "data", "seed_response")
 FIELDS = ["tag", "param", "from", "to", "T", "U", "W", "S", "unrolled", "growth_rate", "far", "far_stderr",
           "far_shadowing", "far_unstable", "shadowing", "shadowing_stderr", "fd", "fd_stderr", "fd_h", "ensemble",
-          "exponents", "hvps_per_step", "seconds", "cpu_seconds", "load"]
+          "exponents", "hvps_per_step", "seconds", "cpu_seconds", "load", "A", "seed", "align_exponents"]
 
 
 def collect(args):
@@ -77,6 +78,8 @@ def record(args):
         row.update(far=f["derivative"], far_stderr=f["stderr"], far_shadowing=f["shadowing"],
                    far_unstable=f["unstable"], U=f["unstable_dim"], hvps_per_step=f.get("hvps_per_step", ""),
                    exponents=" ".join(f"{x:.4g}" for x in f["exponents"]))
+    if "align_exponents" in j:  # --align A: the exponents over the A alignment steps
+        row.update(A=j["align"], align_exponents=" ".join(f"{x:.4g}" for x in j["align_exponents"]))
     if "shadowing" in j:
         row.update(shadowing=j["shadowing"]["derivative"], shadowing_stderr=j["shadowing"]["stderr"])
     if "fd_derivative" in j:

@@ -7,8 +7,10 @@
 #   PHASE: unrolled (the unrolled derivative for T = 50..800), unrolled-a3 (the same, tagged a3_), main-lr, main-wd (all methods + FD
 #   ensemble over steps FROM..FROM+800), sweep-lr (FAR for U in $USWEEP, default U-1 and U+2, at W = 10, and
 #   W in $WSWEEP, default 5 20, at U), sweep-wd (the same for the weight decay; W sweep only if WSWEEP is set),
-#   seeds (FAR at U, W = 10 from the random initial tangent bases --seed in $SEEDS, default 1 2, for $PARAM, default lr).
-# Environment: FROM (default 400), T (800), USWEEP, WSWEEP, SEEDS, PARAM, OMP_NUM_THREADS (1 recommended on a shared machine).
+#   seeds (FAR at U, W = 10 from the random initial tangent bases --seed in $SEEDS, default 1 2, for $PARAM, default lr),
+#   aligned (FAR with --align $ALIGN, default 400: for each of $PARAMS x $USWEEP x $WSWEEP x $SEEDS, defaults
+#   "lr weight-decay", U, 10, 0).
+# Environment: FROM (default 400), T (800), USWEEP, WSWEEP, SEEDS, PARAM, PARAMS, ALIGN, OMP_NUM_THREADS (1 recommended on a shared machine).
 # Each row records wall and CPU seconds (/usr/bin/time) and the 1-minute load average at the start.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -68,5 +70,12 @@ case "$phase" in
       timed "basis_${PARAM:-lr}_U${U}_s$sd" "U=$U" W=10 S=20 -- --param "${PARAM:-lr}" --method far --unstable "$U" \
         --seed "$sd" --from "$from" --to "$to"
     done ;;
+  aligned)  # FAR from a tangent basis aligned over ALIGN (default 400) steps before FROM (--align):
+            # every PARAM in $PARAMS x U in $USWEEP x W in $WSWEEP x seed in $SEEDS; tags alA_PARAM_U*_W*_s*
+    A="${ALIGN:-400}"
+    for p in ${PARAMS:-lr weight-decay}; do for u in ${USWEEP:-$U}; do for w in ${WSWEEP:-10}; do for sd in ${SEEDS:-0}; do
+      timed "al${A}_${p}_U${u}_W${w}_s${sd}" "U=$u" "W=$w" S=20 "seed=$sd" -- --param "$p" --method far \
+        --unstable "$u" --window "$w" --seed "$sd" --align "$A" --from "$from" --to "$to"
+    done; done; done; done ;;
   *) echo "seed_response.sh: unknown phase '$phase'" >&2; exit 2 ;;
 esac

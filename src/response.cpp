@@ -129,6 +129,54 @@ void check_far_options(const FarOptions& o, Index dim) {
     if (o.window < 0) throw Error("window " + std::to_string(o.window) + ": must be >= 0");
     if (o.segments < 1) throw Error("segments " + std::to_string(o.segments) + ": must be at least 1");
     if (!(o.keep_bytes >= 0)) throw Error("keep_bytes " + std::to_string(o.keep_bytes) + ": must be >= 0");
+    if (o.initial_basis.size() && (o.initial_basis.rows() != dim || o.initial_basis.cols() != o.unstable))
+        throw Error("initial_basis: " + std::to_string(o.initial_basis.rows()) + " x " +
+                    std::to_string(o.initial_basis.cols()) + ", expected " + std::to_string(dim) + " x " +
+                    std::to_string(o.unstable));
+}
+
+namespace {
+/// The seeded random orthonormal basis FAR starts from without an initial basis.
+Matrix random_basis(const ResponseMap& map, Index u, std::uint64_t seed) {
+    TangentOptions t;
+    t.vectors = u;
+    t.seed = seed;
+    Matrix e = TangentPropagator(map.dim(), t).basis();
+    map.project(e);
+    return e;
+}
+}  // namespace
+
+AlignedBasis align_tangent_basis(ResponseMap& map, const Vector& x0, Index first, Index steps, Index vectors,
+                                 Index qr_every, std::uint64_t seed, const ResponseProgress& progress) {
+    const Index dim = map.dim();
+    if (vectors < 1 || vectors > dim)
+        throw Error("align vectors " + std::to_string(vectors) + ": must be between 1 and the dimension " +
+                    std::to_string(dim));
+    if (steps < 0) throw Error("align steps " + std::to_string(steps) + ": must be >= 0");
+    if (qr_every < 1) throw Error("align qr_every " + std::to_string(qr_every) + ": must be at least 1");
+    AlignedBasis r;
+    Matrix e = random_basis(map, vectors, seed), Je, R;
+    Vector log_sum = Vector::Zero(vectors);
+    Vector x = x0;
+    for (Index n = 0; n < steps; ++n) {
+        map.at(first + n, x);
+        map.jacobian(e, Je);
+        map.project(Je);
+        e.swap(Je);
+        x = map.next();
+        if ((n + 1) % qr_every == 0 || n + 1 == steps) {  // QR often enough that no vector over- or underflows
+            Matrix Q;
+            qr_positive(e, Q, R);
+            log_sum += R.diagonal().array().log().matrix();
+            e = Q;
+        }
+        report(progress, "align", n + 1, steps);
+    }
+    r.basis = e;
+    r.exponents = steps > 0 ? Vector(log_sum / double(steps)) : Vector::Constant(vectors, std::nan(""));
+    r.end = x;
+    return r;
 }
 
 FarResult far_response(ResponseMap& map, const Vector& x0, Index first, const FarOptions& o,
@@ -181,11 +229,12 @@ FarResult far_response(ResponseMap& map, const Vector& x0, Index first, const Fa
         } else {
             x = x0;
             if (u > 0) {
-                TangentOptions t;
-                t.vectors = u;
-                t.seed = o.seed;
-                e = TangentPropagator(dim, t).basis();  // a seeded random orthonormal basis
-                map.project(e);
+                if (o.initial_basis.size()) {
+                    e = o.initial_basis;
+                    map.project(e);
+                } else {
+                    e = random_basis(map, u, o.seed);  // a seeded random orthonormal basis
+                }
             }
         }
         Kept* cur = nullptr;

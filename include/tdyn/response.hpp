@@ -83,6 +83,9 @@ struct FarOptions {
     Index segments = 100;       ///< K segments: N = K m steps, the primal runs N + 2W steps
     bool unstable_part = true;  ///< false: the shadowing part alone (no nu~, no second derivative)
     std::uint64_t seed = 0;     ///< the random initial tangent basis
+    /// The tangent basis at x_0 (dim x u), e.g. aligned beforehand by align_tangent_basis; empty:
+    /// the seeded random orthonormal basis, which only the first W steps align.
+    Matrix initial_basis;
     /// Bytes for the per-step states and tangent blocks the forward phase keeps for the adjoint,
     /// 8 (m + 1)(u + 1) dim a segment; the adjoint recomputes the segments that did not fit
     /// (1 state update + u Jacobian products a step). 0: recompute every segment.
@@ -124,12 +127,27 @@ struct FarState {
 using FarSegmentDone = std::function<bool(const FarState&)>;
 
 /// FAR from x_0 at map step `first`: the primal runs x_0 .. x_{N+2W}; segment k covers
-/// x_{W+km} .. x_{W+(k+1)m}; the tangent vectors start at x_0 (the first W steps align them).
+/// x_{W+km} .. x_{W+(k+1)m}; the tangent vectors start at x_0 from options.initial_basis (or a
+/// random basis, which only the first W steps align).
 /// With `state`, FAR continues from it (empty: from the start) and leaves its progress there;
 /// a pass stopped by `on_segment` and continued from its state gives the bits of one pass.
 FarResult far_response(ResponseMap& map, const Vector& x0, Index first, const FarOptions& options,
                        const ResponseProgress& progress = {}, FarState* state = nullptr,
                        const FarSegmentDone& on_segment = {});
+
+/// A tangent basis aligned with the leading Lyapunov directions at x_A: the seeded random
+/// orthonormal basis of FarOptions::seed (the one FAR would start from) carried A steps from x_0,
+/// x_0 .. x_{A-1} at the map's steps first .. first + A - 1 (neutral directions projected out),
+/// QR every q steps. A component along vector i + 1 decays relative to vector i like
+/// exp(-(lambda_i - lambda_{i+1}) A): alignment takes a few 1/gap steps (design note 1.3).
+struct AlignedBasis {
+    Matrix basis;      ///< dim x u, orthonormal (QR with R_ii >= 0) at x_A
+    Vector exponents;  ///< the u finite-time exponents over the A steps (per step, in QR order)
+    Vector end;        ///< x_A as the map computed it
+};
+/// Cost: A states and A u Jacobian products. A = 0 returns the random basis at x_0.
+AlignedBasis align_tangent_basis(ResponseMap& map, const Vector& x0, Index first, Index steps, Index vectors,
+                                 Index qr_every, std::uint64_t seed, const ResponseProgress& progress = {});
 
 struct BurnInOptions {
     Index vectors = 8;       ///< M tangent vectors (U is at most M)
