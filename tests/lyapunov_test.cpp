@@ -284,7 +284,7 @@ TEST(Lyapunov, ResumeAfterSigkillIsBitIdentical) {
                                            data,      "--arch",
                                            "40-30-5", "--lr",
                                            "0.3",     "--steps",
-                                           "200",     "--save-theta-every",
+                                           "400",     "--save-theta-every",
                                            "7",       "--lyapunov",
                                            "4",       "--perturbation",
                                            "1e-6",    "--spectrum-every",
@@ -296,7 +296,8 @@ TEST(Lyapunov, ResumeAfterSigkillIsBitIdentical) {
     const std::string full = test::temp_path("lyap-kill-full.h5"), killed = test::temp_path("lyap-kill-resumed.h5");
     ASSERT_EQ(test::run_tdyn("train" + args + " --out " + full).exit_code, 0);
 
-    // Three kill points (rows of /trajectory), random but printed so a failure can be replayed.
+    // Three kill points (rows of /trajectory), random but printed so a failure can be replayed; the
+    // last at row 179 or earlier of 401, so that a fast machine cannot finish the run before the kill.
     const unsigned seed = std::random_device{}();
     SCOPED_TRACE("kill points from seed " + std::to_string(seed));
     std::mt19937 gen(seed);
@@ -313,18 +314,18 @@ TEST(Lyapunov, ResumeAfterSigkillIsBitIdentical) {
     const auto resumed = test::run_tdyn("train --out " + killed + " --resume --quiet");
     ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
     test::expect_same_run(
-        full, killed, 200,
+        full, killed, 400,
         {"/trajectory/step", "/trajectory/loss", "/trajectory/accuracy", "/trajectory/grad_norm", "/lyapunov/step",
          "/lyapunov/perturbation/step", "/lyapunov/perturbation/log_growth", "/lyapunov/perturbation/exponent",
          "/lyapunov/overlap_step", "/spectrum/step", "/spectrum/lambda_max", "/spectrum/converged"},
         {"/trajectory/theta", "/lyapunov/log_growth", "/lyapunov/exponents", "/lyapunov/overlap", "/lyapunov/basis",
          "/spectrum/hessian_top", "/spectrum/residual_top"});
     RunReader b(killed);
-    // No gaps, no duplicates: steps 0..200 once each, analyses every 1 and 5 steps.
+    // No gaps, no duplicates: steps 0..400 once each, analyses every 1 and 5 steps.
     const Vector steps = b.file().read_vector("/trajectory/step"), lyap = b.file().read_vector("/lyapunov/step"),
                  spec = b.file().read_vector("/spectrum/step");
-    ASSERT_EQ(steps.size(), 201);
-    for (Index t = 0; t <= 200; ++t) EXPECT_EQ(steps[t], double(t));
+    ASSERT_EQ(steps.size(), 401);
+    for (Index t = 0; t <= 400; ++t) EXPECT_EQ(steps[t], double(t));
     for (Index j = 1; j < lyap.size(); ++j) EXPECT_EQ(lyap[j], lyap[j - 1] + 1) << j;
     for (Index j = 1; j < spec.size(); ++j) EXPECT_EQ(spec[j], spec[j - 1] + 5) << j;
     EXPECT_EQ(b.file().read_matrix("/lyapunov/basis").cols(), 4);

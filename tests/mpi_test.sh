@@ -155,7 +155,9 @@ with h5py.File('small.h5', 'a') as f: f['X'][11, 2] = np.nan"
   [ "$rc" = 2 ] && [ "$(grep -c . err.txt)" = 1 ] || fail "bad flag: exit $rc, $(grep -c . err.txt) lines"
   ;;
 resume)
-  long=(train "${problem[@]}" --steps 3000 --save-theta-every 7 --lyapunov 2 --quiet)
+  # --steps far beyond what can run before the signal: a 3000-step run once finished (about 2 s on
+  # CI) before the SWMR poll (a Python start-up per try) saw its third theta
+  long=(train "${problem[@]}" --steps 10000000 --save-theta-every 7 --lyapunov 2 --quiet)
   # mpirun (OpenMPI 4.1) sends the ranks SIGCONT at once, SIGTERM after odls_base_sigkill_timeout
   # (default 1 s) and SIGKILL after as long again; a step here takes milliseconds, 2 s is plenty
   OMPI_MCA_odls_base_sigkill_timeout=2 mpirun -q -np 3 -x OMP_NUM_THREADS "$tdyn" "${long[@]}" --out cut.h5 2>err.txt &
