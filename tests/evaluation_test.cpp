@@ -233,7 +233,8 @@ TEST(InputPaths, PixelsOfASmallImageSetGiveTheBitsOfTheFloat64Matrix) {
     for (std::size_t i = 0; i < pixels.size(); ++i)
         if (g() % 5 == 0) pixels[i] = std::uint8_t(1 + g() % 255);
     for (Index j = 0; j < d; ++j) pixels[std::size_t(7 * d + j)] = 0;  // a zero row
-    pixels[0] = 1, pixels[1] = 255;
+    // the edges of the word-at-a-time non-zero test (evaluation.cpp, nonzero_bytes): 1, 127, 128, 255
+    pixels[0] = 1, pixels[1] = 255, pixels[2] = 128, pixels[3] = 127, pixels[5] = 0;
     RowMatrix Xd(k, d);
     for (Index i = 0; i < k * d; ++i) Xd.data()[i] = double(pixels[std::size_t(i)]) / 255.0;
     const InputData data(pixels, k, d);

@@ -3,8 +3,12 @@
 
 #include <Eigen/Core>
 #include <fmt/format.h>
+#include <memory>
+#include <new>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <utility>
 
 namespace tdyn {
 
@@ -16,6 +20,27 @@ using Matrix = Eigen::MatrixXd;
 /// Row-major: samples are rows (X is k x d), and the flat theta stores W_l row-major.
 using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using RowMatrixF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+/// std::allocator whose resize() leaves new elements default-initialised (uninitialised for
+/// trivial types): for large buffers that the next pass overwrites whole.
+template <class T>
+struct NoInitAllocator : std::allocator<T> {
+    template <class U>
+    struct rebind {
+        using other = NoInitAllocator<U>;
+    };
+    NoInitAllocator() = default;
+    template <class U>
+    NoInitAllocator(const NoInitAllocator<U>&) noexcept {}
+    template <class U>
+    void construct(U* p) noexcept(std::is_nothrow_default_constructible_v<U>) {
+        ::new (static_cast<void*>(p)) U;
+    }
+    template <class U, class... A>
+    void construct(U* p, A&&... a) {
+        ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
+    }
+};
 
 /// Invalid input from outside (files, flags, values). The message names the file or
 /// flag, what was expected and what was found; the CLI prints it as one line.

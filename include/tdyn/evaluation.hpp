@@ -98,8 +98,10 @@ private:
     // in the path's scalar (m_val64 or m_val32).
     bool m_pixels = false;
     std::vector<Index> m_start;
-    std::vector<std::int32_t> m_col;
-    std::vector<std::uint8_t> m_pixel;
+    // (resize leaves them uninitialised: the parallel fill writes every entry, so there is no
+    // serial zeroing pass and the first-touch page faults happen in the fill's threads)
+    std::vector<std::int32_t, NoInitAllocator<std::int32_t>> m_col;
+    std::vector<std::uint8_t, NoInitAllocator<std::uint8_t>> m_pixel;
     std::vector<double> m_val64;
     std::vector<float> m_val32;
     RowMatrixF m_X32;  // X in float (F32 dense path)
