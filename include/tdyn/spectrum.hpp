@@ -48,12 +48,14 @@ std::string to_string(SolverStatus s);
 
 /// K eigenpairs of H at one end of its spectrum.
 struct EigenResult {
-    Vector values;      ///< descending for Top, ascending for Bottom (only the converged ones)
-    Matrix vectors;     ///< P x (converged), orthonormal
-    Vector residuals;   ///< ||H u_i - lambda_i u_i||: Lanczos, by one block HVP after the solve;
-                        ///< Davidson, from the search space's own products H V
-    Index matvecs = 0;  ///< HVPs used, Lanczos' residual check included
-    bool converged = false;
+    Vector values;           ///< descending for Top, ascending for Bottom (only the converged ones)
+    Matrix vectors;          ///< P x (converged), orthonormal
+    Vector residuals;        ///< ||H u_i - lambda_i u_i||: Lanczos, by one block HVP after the solve;
+                             ///< Davidson, from the search space's own products H V
+    Index matvecs = 0;       ///< HVPs used, Lanczos' residual check included
+    bool converged = false;  ///< the solver's verdict, and (Lanczos) every true residual within 100x of it
+    bool restarted = false;  ///< Lanczos: the warm-started solve returned pairs whose true residuals
+                             ///< contradict its verdict, and the pairs are those of a random start
     SolverStatus status = SolverStatus::NotRun;
 };
 
