@@ -196,7 +196,8 @@ std::string missed_instability_line(const MissedInstability& m, Index last_step)
           << "): a clean unstable mode, where a restarted vector should grow at ~ln|mu|";
     if (!m.oscillating.empty())
         o << "; at " << m.oscillating.size() << " (t = " << list_steps(m.oscillating)
-          << ") GD oscillates along u_1 (hovering), where a restarted vector grows slowly or not at all";
+          << ") GD oscillates along u_1: hovering, where a restarted vector grows slowly or not at all (or the last"
+             " steps of an overshoot, where the oscillation has grown)";
     o << "; check with a restarted tangent vector, on a copy: tdyn lyapunov COPY.h5 --vectors 1 --from "
       << (m.not_oscillating.empty() ? from : m.not_oscillating.front()) << " --to " << to
       << " --force (docs/FINDINGS.md section 2)";

@@ -103,7 +103,8 @@ private:
 /// Where /spectrum/cos_g_u1 holds s, a flagged step is also sorted by the gradient's share along
 /// u_1: below kOscillationShare GD does not oscillate along u_1 (the first overshoot, where a
 /// restarted vector grows at ~ln|mu|); at or above it GD oscillates along u_1 (hovering, where a
-/// restarted vector grew at 0.002-0.02 per step or not at all). docs/FINDINGS.md 2 gives the numbers.
+/// restarted vector grew at 0.002-0.02 per step or not at all, and the last few steps of an
+/// overshoot, where the oscillation has grown past the threshold). docs/FINDINGS.md 2: the numbers.
 struct MissedInstability {
     static constexpr double kMissedExponentFraction = 0.25;
     static constexpr double kMissedOverlap = 0.1;
