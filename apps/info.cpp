@@ -159,7 +159,8 @@ Analyses read_analyses(h5::File& f) {
             series("/spectrum/step", ns), series("/spectrum/lambda_max", ns), alpha, series("/lyapunov/step", nl),
             first_column("/lyapunov/log_growth", nl),
             f.has_attr("/lyapunov", "qr_every") ? Index(f.attr_int("/lyapunov", "qr_every")) : 1,
-            series("/lyapunov/overlap_step", no), first_column("/lyapunov/overlap", no));
+            series("/lyapunov/overlap_step", no), first_column("/lyapunov/overlap", no),
+            series("/spectrum/cos_g_u1", ns));  // absent in files written before it: empty, read as NaN
     }
     return a;
 }
@@ -188,8 +189,18 @@ std::string missed_instability_line(const MissedInstability& m, Index last_step)
       << " spectrum step(s) with |mu| > 1 that it covers (t = " << list_steps(m.steps) << "; ln|mu| " << m.mean_log_mu
       << " per step on average there), but v_1 grows at " << m.mean_exponent << " per step over them";
     if (!std::isnan(m.max_overlap)) o << " and its |cos| with the top eigenvector of H is at most " << m.max_overlap;
-    o << "; check with a restarted tangent vector, on a copy: tdyn lyapunov COPY.h5 --vectors 1 --from " << from
-      << " --to " << to << " --force (docs/FINDINGS.md section 2)";
+    // the gradient's share along u_1 (/spectrum/cos_g_u1) tells the first overshoot from the hovering phase
+    if (!m.not_oscillating.empty())
+        o << "; at " << m.not_oscillating.size() << " of them (t = " << list_steps(m.not_oscillating)
+          << ") GD does not oscillate along u_1 (|g.u_1|/|g| < " << MissedInstability::kOscillationShare
+          << "): a clean unstable mode, where a restarted vector should grow at ~ln|mu|";
+    if (!m.oscillating.empty())
+        o << "; at " << m.oscillating.size() << " (t = " << list_steps(m.oscillating)
+          << ") GD oscillates along u_1: hovering, where a restarted vector grows slowly or not at all (or the last"
+             " steps of an overshoot, where the oscillation has grown)";
+    o << "; check with a restarted tangent vector, on a copy: tdyn lyapunov COPY.h5 --vectors 1 --from "
+      << (m.not_oscillating.empty() ? from : m.not_oscillating.front()) << " --to " << to
+      << " --force (docs/FINDINGS.md section 2)";
     return o.str();
 }
 
@@ -262,9 +273,14 @@ int run_info(const InfoOptions& o) {
                              {"perturbation_exponent", an.perturbation_exponent},
                              {"complete", an.lyapunov_complete}};
         if (an.missed.unstable)
-            j["tangent_check"] = {{"unstable_steps", an.missed.unstable}, {"missed_steps", an.missed.steps},
-                                  {"mean_log_mu", an.missed.mean_log_mu}, {"mean_exponent", an.missed.mean_exponent},
-                                  {"max_overlap", an.missed.max_overlap}, {"warning", !an.missed.steps.empty()}};
+            j["tangent_check"] = {{"unstable_steps", an.missed.unstable},
+                                  {"missed_steps", an.missed.steps},
+                                  {"mean_log_mu", an.missed.mean_log_mu},
+                                  {"mean_exponent", an.missed.mean_exponent},
+                                  {"max_overlap", an.missed.max_overlap},
+                                  {"warning", !an.missed.steps.empty()},
+                                  {"not_oscillating_steps", an.missed.not_oscillating},
+                                  {"oscillating_steps", an.missed.oscillating}};
         std::cout << json_line(j) << "\n";
         return 0;
     }

@@ -65,7 +65,7 @@ DEFAULT_SPECTRUM = "/spectrum"
 _SPECTRUM_SIBLING = re.compile(r"spectrum_k([0-9]+)_(top|bottom|both)")  # /spectrum_k{K}_{which}
 _WHICH_ORDER = {"top": 0, "bottom": 1, "both": 2}
 SPECTRUM_ARRAYS = ["step", "hessian_top", "hessian_bottom", "residual_top", "residual_bottom", "jacobian", "matvecs",
-                   "converged", "lambda_max", "two_over_alpha", "unstable", "max_abs_mu"]
+                   "converged", "lambda_max", "two_over_alpha", "unstable", "max_abs_mu", "cos_g_u1"]
 SWEEP_COLUMNS = ["alpha", "steps", "status", "final_loss", "lambda_max", "two_over_alpha", "top_exponent", "run_file"]
 
 
@@ -219,7 +219,7 @@ class RunFile:
     def spectrum(self, name=DEFAULT_SPECTRUM):
         """One spectrum group (default /spectrum): step [n]; hessian_top, hessian_bottom, residual_top,
         residual_bottom, jacobian [n x K] (NaN-padded); matvecs, converged, lambda_max, two_over_alpha, unstable,
-        max_abs_mu [n]. .attrs: the group's attributes, with name, eigs and which always set (see the module
+        max_abs_mu, cos_g_u1 [n] (cos_g_u1 absent in files written before it). .attrs: the group's attributes, with name, eigs and which always set (see the module
         docstring). None when the group is absent or empty."""
         if not name.startswith("/"):
             name = "/" + name

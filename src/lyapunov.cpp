@@ -134,43 +134,61 @@ double PerturbedTrajectory::exponent() const {
 
 MissedInstability find_missed_instability(const Vector& spectrum_step, const Vector& lambda_max, double alpha,
                                           const Vector& lyapunov_step, const Vector& log_growth, Index qr_every,
-                                          const Vector& overlap_step, const Vector& overlap) {
+                                          const Vector& overlap_step, const Vector& overlap, const Vector& cos_g_u1) {
     MissedInstability out;
     // a step read from a file: finite and whole-number sized (a damaged file may hold anything)
     auto is_step = [](double t) { return std::isfinite(t) && std::abs(t) < 1e15; };
     if (qr_every < 1) return out;
     // the newest row of each analysed step (tdyn spectrum appends rows after the in-line ones)
-    std::map<Index, double> lmax;
+    struct Row {
+        double lambda_max, cos_g_u1;
+    };
+    std::map<Index, Row> rows;
     for (Index j = 0; j < std::min(spectrum_step.size(), lambda_max.size()); ++j)
-        if (is_step(spectrum_step[j]) && std::isfinite(lambda_max[j])) lmax[Index(spectrum_step[j])] = lambda_max[j];
+        if (is_step(spectrum_step[j]) && std::isfinite(lambda_max[j]))
+            rows[Index(spectrum_step[j])] = {lambda_max[j], j < cos_g_u1.size() ? cos_g_u1[j] : NAN};
     std::map<Index, double> cos1;
     for (Index j = 0; j < std::min(overlap_step.size(), overlap.size()); ++j)
         if (is_step(overlap_step[j])) cos1[Index(overlap_step[j])] = overlap[j];
+    // v_1's growth through J(s_k) .. J(s_{k+1} - 1): window k holds the rows whose step lies in
+    // [s_k, s_{k+1}) (the last window: every later row). One pass over the rows, each added to its
+    // window in row order (the sums of the former window-by-window scan, bit for bit); the window
+    // pointer only moves forward while the steps ascend, as they do in a run file.
+    std::vector<Index> s;
+    for (const auto& r : rows) s.push_back(r.first);
+    std::vector<double> growth(s.size(), 0.0);
+    std::vector<Index> steps(s.size(), 0);
     Index last_tangent = -1;
     for (Index j = 0; j < lyapunov_step.size(); ++j)
         if (is_step(lyapunov_step[j])) last_tangent = std::max(last_tangent, Index(lyapunov_step[j]));
+    std::size_t w = 0;  // the window of the previous row
+    for (Index j = 0; j < std::min(lyapunov_step.size(), log_growth.size()); ++j) {
+        if (!is_step(lyapunov_step[j]) || s.empty()) continue;
+        const double t = lyapunov_step[j];
+        if (t < double(s.front())) continue;  // before the first spectrum step: no window
+        auto before = [](double a, Index b) { return a < double(b); };
+        if (t < double(s[w])) w = std::size_t(std::upper_bound(s.begin(), s.end(), t, before) - s.begin()) - 1;
+        while (w + 1 < s.size() && double(s[w + 1]) <= t) ++w;
+        growth[w] += log_growth[j];
+        steps[w] += qr_every;
+    }
     if (last_tangent < 0) return out;
     double sum_log_mu = 0, sum_exponent = 0;
-    for (auto it = lmax.begin(); it != lmax.end(); ++it) {
-        const double mu = std::abs(1 - alpha * it->second);
+    auto row = rows.begin();
+    for (std::size_t k = 0; k < s.size(); ++k, ++row) {
+        const double mu = std::abs(1 - alpha * row->second.lambda_max);
         if (!(mu > 1)) continue;
-        // v_1's growth through J(s) .. J(end - 1): the rows whose step lies in [s, end)
-        const Index s = it->first, end = std::next(it) == lmax.end() ? last_tangent + 1 : std::next(it)->first;
-        double growth = 0;
-        Index steps = 0;
-        for (Index j = 0; j < std::min(lyapunov_step.size(), log_growth.size()); ++j)
-            if (lyapunov_step[j] >= s && lyapunov_step[j] < end) {
-                growth += log_growth[j];
-                steps += qr_every;
-            }
-        const double exponent = growth / double(steps);
-        if (steps == 0 || !std::isfinite(exponent)) continue;  // the tangent data does not cover this step
+        const double exponent = growth[k] / double(steps[k]);
+        if (steps[k] == 0 || !std::isfinite(exponent)) continue;  // the tangent data does not cover this step
         ++out.unstable;
-        const auto c = cos1.find(s);
+        const auto c = cos1.find(s[k]);
         if (exponent >= MissedInstability::kMissedExponentFraction * std::log(mu)) continue;
         if (c != cos1.end() && !(c->second < MissedInstability::kMissedOverlap)) continue;
-        out.steps.push_back(s);
-        out.until = end;
+        out.steps.push_back(s[k]);
+        const double share = std::abs(row->second.cos_g_u1);
+        if (share < MissedInstability::kOscillationShare) out.not_oscillating.push_back(s[k]);
+        else if (share >= MissedInstability::kOscillationShare) out.oscillating.push_back(s[k]);
+        out.until = k + 1 < s.size() ? s[k + 1] : last_tangent + 1;
         sum_log_mu += std::log(mu);
         sum_exponent += exponent;
         if (c != cos1.end())

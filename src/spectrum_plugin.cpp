@@ -16,6 +16,8 @@ Vector padded(const Vector& v, Index K) {
 
 const char* const kEigenSeries[] = {"hessian_top", "hessian_bottom", "residual_top", "residual_bottom", "jacobian"};
 const char* const kScalarSeries[] = {"matvecs", "converged", "lambda_max", "two_over_alpha", "unstable", "max_abs_mu"};
+/// Added after the others (files written before it lack it; see create()).
+const char* const kCosGU1 = "cos_g_u1";
 const char* const kCheckpoint[] = {"/checkpoint/spectrum_step", "/checkpoint/spectrum_start_top",
                                    "/checkpoint/spectrum_start_bottom"};
 
@@ -90,6 +92,11 @@ void SpectrumPlugin::create(h5::File& f) {
         f.set_attr(m_group, "alpha", m_s.alpha);
         f.set_attr(m_group, "which", to_string(m_s.options.ends));
     }
+    // A group written before cos_g_u1 existed: NaN for its earlier rows, so that rows stay aligned.
+    if (!f.exists(series(kCosGU1))) {
+        f.create_series(series(kCosGU1), 0);
+        for (hsize_t j = 0; j < f.rows(series("step")); ++j) f.append_scalar(series(kCosGU1), std::nan(""));
+    }
     // Everything it will append is created now: no dataset can be created while SWMR writes.
     if (m_s.vectors)
         for (const char* s : {"vectors_top", "vectors_bottom"})
@@ -152,13 +159,25 @@ void SpectrumPlugin::step(StepContext& c) {
     if (!needs(c.t) || !c.stats.finite()) return;
     // The spectrum is of the full-batch loss: the step's own Evaluation when the run is full batch.
     Evaluation& e = c.trainer.full_batch_evaluation(c.theta);
-    m_previous = analyse_spectrum(e, m_s.options, m_s.alpha, m_previous ? &*m_previous : nullptr);
-    append(c.file, c.t, *m_previous);
+    SpectrumAnalysis a = analyse_spectrum(e, m_s.options, m_s.alpha, m_previous ? &*m_previous : nullptr);
+    const double cos_g_u1 = gradient_cosine(e, a, m_previous ? &*m_previous : nullptr);
+    m_previous = std::move(a);
+    append(c.file, c.t, *m_previous, cos_g_u1);
     if (m_previous->top.vectors.cols() > 0) c.top_eigenvectors = &m_previous->top.vectors;
     if (m_on_result) m_on_result(c.t, *m_previous);
 }
 
-void SpectrumPlugin::append(h5::File& f, Index step, const SpectrumAnalysis& a) {
+double gradient_cosine(Evaluation& e, const SpectrumAnalysis& a, const SpectrumAnalysis* previous) {
+    if (a.top.vectors.cols() == 0) return std::nan("");
+    const Vector& g = e.gradient();
+    const double c = g.dot(a.top.vectors.col(0)) / g.norm();
+    // u_1's sign is the solver's; turned towards the warm start (which a resume restores), so
+    // that a sign change of cos_g_u1 between analyses is one of g, not of u_1
+    if (!previous || previous->top.vectors.cols() == 0) return c;
+    return previous->top.vectors.rowwise().sum().dot(a.top.vectors.col(0)) < 0 ? -c : c;
+}
+
+void SpectrumPlugin::append(h5::File& f, Index step, const SpectrumAnalysis& a, double cos_g_u1) {
     const Index K = m_s.options.eig.eigs;
     f.append(series("hessian_top"), padded(a.top.values, K));
     f.append(series("hessian_bottom"), padded(a.bottom.values, K));
@@ -171,6 +190,7 @@ void SpectrumPlugin::append(h5::File& f, Index step, const SpectrumAnalysis& a) 
     f.append_scalar(series("two_over_alpha"), a.stability.two_over_alpha);
     f.append_scalar(series("unstable"), double(a.stability.unstable));
     f.append_scalar(series("max_abs_mu"), a.stability.max_abs_mu);
+    f.append_scalar(series(kCosGU1), cos_g_u1);
     if (m_s.vectors) {
         for (const auto& [name, r] :
              {std::pair<const char*, const EigenResult*>{"vectors_top", &a.top}, {"vectors_bottom", &a.bottom}}) {

@@ -12,6 +12,8 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <map>
+#include <random>
 #include <thread>
 
 using namespace tdyn;
@@ -313,13 +315,13 @@ TEST(Lyapunov, ResumeAfterSigkillIsBitIdentical) {
     }
     const auto resumed = test::run_tdyn("train --out " + killed + " --resume --quiet");
     ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
-    test::expect_same_run(
-        full, killed, 400,
-        {"/trajectory/step", "/trajectory/loss", "/trajectory/accuracy", "/trajectory/grad_norm", "/lyapunov/step",
-         "/lyapunov/perturbation/step", "/lyapunov/perturbation/log_growth", "/lyapunov/perturbation/exponent",
-         "/lyapunov/overlap_step", "/spectrum/step", "/spectrum/lambda_max", "/spectrum/converged"},
-        {"/trajectory/theta", "/lyapunov/log_growth", "/lyapunov/exponents", "/lyapunov/overlap", "/lyapunov/basis",
-         "/spectrum/hessian_top", "/spectrum/residual_top"});
+    test::expect_same_run(full, killed, 400,
+                          {"/trajectory/step", "/trajectory/loss", "/trajectory/accuracy", "/trajectory/grad_norm",
+                           "/lyapunov/step", "/lyapunov/perturbation/step", "/lyapunov/perturbation/log_growth",
+                           "/lyapunov/perturbation/exponent", "/lyapunov/overlap_step", "/spectrum/step",
+                           "/spectrum/lambda_max", "/spectrum/converged", "/spectrum/cos_g_u1"},
+                          {"/trajectory/theta", "/lyapunov/log_growth", "/lyapunov/exponents", "/lyapunov/overlap",
+                           "/lyapunov/basis", "/spectrum/hessian_top", "/spectrum/residual_top"});
     RunReader b(killed);
     // No gaps, no duplicates: steps 0..400 once each, analyses every 1 and 5 steps.
     const Vector steps = b.file().read_vector("/trajectory/step"), lyap = b.file().read_vector("/lyapunov/step"),
@@ -387,4 +389,123 @@ TEST(Lyapunov, MissedInstabilityFlagsOnlyUnstableStepsTheTangentVectorDoesNotSho
     const MissedInstability b = find_missed_instability(bad_sstep, lmax, alpha, bad_lstep, bad_growth, 1, ostep, cos1);
     EXPECT_TRUE(b.steps.empty());  // 10 gone with its step, 20 with its growth
     EXPECT_EQ(b.unstable, 2);      // 30 and 40
+}
+
+// The flagged steps sorted by the gradient's share along u_1 (/spectrum/cos_g_u1, row by row with
+// the spectrum steps): |share| < 1e-3, GD not oscillating along u_1 (first overshoot); >= 1e-3,
+// oscillating (hovering); NaN or no row (files written before cos_g_u1), neither.
+TEST(Lyapunov, MissedInstabilitySortsFlaggedStepsByTheGradientShareAlongU1) {
+    Vector sstep(6), lmax = Vector::Constant(6, 25.0), share(5);  // |mu| = 1.5 at alpha 0.1
+    sstep << 0, 10, 20, 30, 40, 50;
+    share << 2e-6, -9e-4, -0.3, std::nan(""), 1e-3;  // no row for 50
+    Vector lstep(60), growth = Vector::Constant(60, 1e-4);
+    for (Index t = 0; t < 60; ++t) lstep[t] = double(t);
+    const MissedInstability m = find_missed_instability(sstep, lmax, 0.1, lstep, growth, 1, Vector(), Vector(), share);
+    EXPECT_EQ(m.steps, (std::vector<Index>{0, 10, 20, 30, 40, 50}));
+    EXPECT_EQ(m.not_oscillating, (std::vector<Index>{0, 10}));
+    EXPECT_EQ(m.oscillating, (std::vector<Index>{20, 40}));
+    const MissedInstability old = find_missed_instability(sstep, lmax, 0.1, lstep, growth, 1, Vector(), Vector());
+    EXPECT_EQ(old.steps, m.steps);
+    EXPECT_TRUE(old.not_oscillating.empty() && old.oscillating.empty());
+}
+
+// The former window-by-window scan (O(spectrum steps x tangent rows)), kept as the oracle of the
+// one-pass merge: the same flagged steps and the same sums, bit for bit.
+MissedInstability missed_by_scan(const Vector& sstep, const Vector& lmax, double alpha, const Vector& lstep,
+                                 const Vector& growth, Index q, const Vector& ostep, const Vector& cos1) {
+    MissedInstability out;
+    auto is_step = [](double t) { return std::isfinite(t) && std::abs(t) < 1e15; };
+    std::map<Index, double> lm;
+    for (Index j = 0; j < std::min(sstep.size(), lmax.size()); ++j)
+        if (is_step(sstep[j]) && std::isfinite(lmax[j])) lm[Index(sstep[j])] = lmax[j];
+    std::map<Index, double> c1;
+    for (Index j = 0; j < std::min(ostep.size(), cos1.size()); ++j)
+        if (is_step(ostep[j])) c1[Index(ostep[j])] = cos1[j];
+    Index last = -1;
+    for (Index j = 0; j < lstep.size(); ++j)
+        if (is_step(lstep[j])) last = std::max(last, Index(lstep[j]));
+    if (last < 0) return out;
+    double sum_log_mu = 0, sum_exponent = 0;
+    for (auto it = lm.begin(); it != lm.end(); ++it) {
+        const double mu = std::abs(1 - alpha * it->second);
+        if (!(mu > 1)) continue;
+        const Index s = it->first, end = std::next(it) == lm.end() ? last + 1 : std::next(it)->first;
+        double g = 0;
+        Index n = 0;
+        for (Index j = 0; j < std::min(lstep.size(), growth.size()); ++j)
+            if (lstep[j] >= s && lstep[j] < end) {
+                g += growth[j];
+                n += q;
+            }
+        const double exponent = g / double(n);
+        if (n == 0 || !std::isfinite(exponent)) continue;
+        ++out.unstable;
+        const auto c = c1.find(s);
+        if (exponent >= MissedInstability::kMissedExponentFraction * std::log(mu)) continue;
+        if (c != c1.end() && !(c->second < MissedInstability::kMissedOverlap)) continue;
+        out.steps.push_back(s);
+        out.until = end;
+        sum_log_mu += std::log(mu);
+        sum_exponent += exponent;
+        if (c != c1.end())
+            out.max_overlap = std::isnan(out.max_overlap) ? c->second : std::max(out.max_overlap, c->second);
+    }
+    if (!out.steps.empty()) {
+        out.mean_log_mu = sum_log_mu / double(out.steps.size());
+        out.mean_exponent = sum_exponent / double(out.steps.size());
+    }
+    return out;
+}
+
+void expect_same(const MissedInstability& a, const MissedInstability& b) {
+    EXPECT_EQ(a.unstable, b.unstable);
+    EXPECT_EQ(a.steps, b.steps);
+    EXPECT_EQ(a.until, b.until);
+    for (const auto& [x, y] :
+         {std::pair{a.mean_log_mu, b.mean_log_mu}, {a.mean_exponent, b.mean_exponent}, {a.max_overlap, b.max_overlap}})
+        EXPECT_TRUE(x == y || (std::isnan(x) && std::isnan(y))) << x << " " << y;
+}
+
+// find_missed_instability adds each tangent row to its spectrum window in one pass: the scan's
+// results on random series (repeated, unordered, fractional, NaN and huge steps; rows before the
+// first spectrum step; QR every 1 or 3 steps), and a 10^6-step series, where the scan would make
+// 10^12 comparisons, flagged in full.
+TEST(Lyapunov, MissedInstabilityIsOnePassAndGivesTheScansResults) {
+    std::mt19937_64 gen(11);
+    std::uniform_real_distribution<double> u(0, 1);
+    for (int trial = 0; trial < 200; ++trial) {
+        const Index ns = 1 + Index(gen() % 30), nl = Index(gen() % 200), no = Index(gen() % 20),
+                    q = 1 + 2 * (trial % 2);
+        Vector sstep(ns), lmax(ns), lstep(nl), growth(nl), ostep(no), cos1(no);
+        for (Index j = 0; j < ns; ++j) {
+            sstep[j] = double(Index(gen() % 20) * 10 - 20);
+            lmax[j] = 30 * u(gen);  // alpha 0.1: |mu| > 1 above 20
+        }
+        for (Index j = 0; j < nl; ++j) {
+            lstep[j] = trial % 3 == 0 ? double(Index(gen() % 220) - 30) : double(j) - 5;  // unordered or ascending
+            growth[j] = 0.3 * u(gen) - 0.05;
+        }
+        for (Index j = 0; j < no; ++j) {
+            ostep[j] = double(Index(gen() % 20) * 10);
+            cos1[j] = 0.2 * u(gen);
+        }
+        if (trial % 5 == 1 && nl > 3) {
+            lstep[1] = std::nan("");
+            lstep[2] = 1e300;
+            lstep[3] += 0.5;
+            growth[0] = std::nan("");
+        }
+        if (trial % 7 == 2) sstep[0] = std::nan("");
+        SCOPED_TRACE("trial " + std::to_string(trial));
+        expect_same(find_missed_instability(sstep, lmax, 0.1, lstep, growth, q, ostep, cos1),
+                    missed_by_scan(sstep, lmax, 0.1, lstep, growth, q, ostep, cos1));
+    }
+    const Index n = 1000000;
+    Vector step(n), lmax = Vector::Constant(n, 25.0), growth = Vector::Constant(n, 1e-4);  // |mu| = 1.5
+    for (Index t = 0; t < n; ++t) step[t] = double(t);
+    const MissedInstability m = find_missed_instability(step, lmax, 0.1, step, growth, 1, Vector(), Vector());
+    EXPECT_EQ(m.unstable, n);
+    EXPECT_EQ(Index(m.steps.size()), n);
+    EXPECT_EQ(m.until, n);
+    EXPECT_NEAR(m.mean_exponent, 1e-4, 1e-12);
 }

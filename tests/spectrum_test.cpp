@@ -139,6 +139,67 @@ TEST(Spectrum, LinearRegressionEigenvaluesAreThoseOfTheGramMatrix) {
     EXPECT_LT(relative_error(bottom.values[1], gram[1]), 1e-10);
 }
 
+// GD on a quadratic (linear regression, H = (1/k) X1^T X1 with X1 = [X 1]) at alpha = 2.2 / lambda_1:
+// theta_t - theta* = J^t (theta_0 - theta*), so g_t = H (theta_t - theta*) has a component along u_1
+// that grows as mu_1^t = (-1.2)^t while the others shrink. The stored cos_g_u1 = g_t . u_1 / |g_t|
+// equals the dense computation from the stored theta_t at every step (one sign of u_1 throughout:
+// oriented along the warm start), its sign alternates and |cos_g_u1| -> 1. K = 2: with K = 1 the
+// warm start is the exact u_1 of this constant H, and that Lanczos solve returns wrong eigenpairs
+// (lambda_max 157 and 5e6 for 2.596 at steps 1 and 3, flagged converged; residual_top shows it).
+TEST(Spectrum, GradientShareAlongTopEigenvectorOfAQuadraticAlternatesAndTendsToOne) {
+    const std::string data = test::temp_path("cos-g-u1-data.h5"), run = test::temp_path("cos-g-u1.h5");
+    const Index k = 200, d = 6, steps = 60;
+    test::write_data_file(data, k, d, 1, 4);  // one class: every target is 1
+    RowMatrix X1(k, d + 1);
+    X1 << h5::File::open_read(data).read_matrix("/X"), RowMatrix::Ones(k, 1);
+    const Matrix H = X1.transpose() * X1 / double(k);
+    const Eigen::SelfAdjointEigenSolver<Matrix> eig(H);
+    const double lambda_1 = eig.eigenvalues()[d], alpha = 2.2 / lambda_1;
+    const Vector u_1 = eig.eigenvectors().col(d);
+    std::ostringstream lr;
+    lr.precision(17);
+    lr << alpha;
+    const auto r =
+        test::run_tdyn("train --data " + data + " --arch 6-1 --activation identity --output identity-mse --lr " +
+                       lr.str() + " --steps " + std::to_string(steps) +
+                       " --spectrum-every 1 --eigs 2 --which top --save-theta-every 1 --quiet --out " + run);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    Vector stored, lambda;
+    RowMatrix theta;
+    {
+        const h5::File f = h5::File::open_read(run);  // closed before the file is written below
+        stored = f.read_vector("/spectrum/cos_g_u1");
+        lambda = f.read_vector("/spectrum/lambda_max");
+        theta = f.read_matrix("/trajectory/theta");
+    }
+    ASSERT_EQ(stored.size(), steps + 1);
+    ASSERT_EQ(theta.rows(), steps + 1);
+    const Vector ones = Vector::Ones(k);
+    double sign = 0;
+    for (Index t = 0; t <= steps; ++t) {
+        EXPECT_LT(relative_error(lambda[t], lambda_1), 1e-10) << t;
+        const Vector g = X1.transpose() * (X1 * theta.row(t).transpose() - ones) / double(k);
+        const double truth = g.dot(u_1) / g.norm();
+        if (t == 0) sign = stored[0] * truth > 0 ? 1 : -1;
+        EXPECT_NEAR(stored[t], sign * truth, 1e-8) << t;
+        if (t > 0) EXPECT_LT(stored[t] * stored[t - 1], 0) << t;  // period 2 along u_1
+    }
+    EXPECT_GT(std::abs(stored[steps]), 1 - 1e-6);
+
+    // A file written before cos_g_u1 existed: tdyn info reads it, and tdyn spectrum appending to it
+    // gives the earlier rows NaN and its own rows their values (u_1's sign is its own fresh solve's).
+    { h5::File::open_write(run).remove("/spectrum/cos_g_u1"); }
+    ASSERT_EQ(test::run_tdyn("info " + run + " --json").exit_code, 0);
+    const auto sp = test::run_tdyn("spectrum " + run + " --steps 7,8 --eigs 2 --which top");
+    ASSERT_EQ(sp.exit_code, 0) << sp.err;
+    const Vector appended = h5::File::open_read(run).read_vector("/spectrum/cos_g_u1");
+    ASSERT_EQ(appended.size(), steps + 3);
+    EXPECT_TRUE(appended.head(steps + 1).array().isNaN().all());
+    EXPECT_NEAR(std::abs(appended[steps + 1]), std::abs(stored[7]), 1e-8);
+    EXPECT_NEAR(std::abs(appended[steps + 2]), std::abs(stored[8]), 1e-8);
+    EXPECT_LT(appended[steps + 1] * appended[steps + 2], 0);  // oriented along the warm start from step 7
+}
+
 TEST(Spectrum, NonConvergenceIsReported) {
     const auto p = test::random_problem(Architecture::parse("20-15-10"), 60, 4);
     InputMatrix X(p.X, XPath::Dense);

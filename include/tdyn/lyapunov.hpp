@@ -100,24 +100,34 @@ private:
 /// instability (docs/FINDINGS.md 2, 2.1.1). Step s is flagged when v_1's finite-time exponent over
 /// the steps s .. (next spectrum step - 1) is below kMissedExponentFraction x ln|mu| (a v_1 along
 /// u_1 grows at ln|mu|) and, where /lyapunov/overlap holds step s, |cos(v_1, u_1)| < kMissedOverlap.
+/// Where /spectrum/cos_g_u1 holds s, a flagged step is also sorted by the gradient's share along
+/// u_1: below kOscillationShare GD does not oscillate along u_1 (the first overshoot, where a
+/// restarted vector grows at ~ln|mu|); at or above it GD oscillates along u_1 (hovering, where a
+/// restarted vector grew at 0.002-0.02 per step or not at all, and the last few steps of an
+/// overshoot, where the oscillation has grown past the threshold). docs/FINDINGS.md 2: the numbers.
 struct MissedInstability {
     static constexpr double kMissedExponentFraction = 0.25;
     static constexpr double kMissedOverlap = 0.1;
-    Index unstable = 0;          ///< spectrum steps with |mu| > 1 that the tangent data covers
-    std::vector<Index> steps;    ///< the flagged ones, ascending
-    Index until = -1;            ///< where the last flagged step's window ends (the next spectrum step)
-    double mean_log_mu = NAN;    ///< mean ln|mu| over the flagged steps
-    double mean_exponent = NAN;  ///< mean finite-time exponent of v_1 over their windows (per step)
-    double max_overlap = NAN;    ///< largest stored |cos(v_1, u_1)| at flagged steps (NaN: none stored)
+    static constexpr double kOscillationShare = 1e-3;
+    Index unstable = 0;                  ///< spectrum steps with |mu| > 1 that the tangent data covers
+    std::vector<Index> steps;            ///< the flagged ones, ascending
+    Index until = -1;                    ///< where the last flagged step's window ends (the next spectrum step)
+    double mean_log_mu = NAN;            ///< mean ln|mu| over the flagged steps
+    double mean_exponent = NAN;          ///< mean finite-time exponent of v_1 over their windows (per step)
+    double max_overlap = NAN;            ///< largest stored |cos(v_1, u_1)| at flagged steps (NaN: none stored)
+    std::vector<Index> not_oscillating;  ///< flagged steps with |cos_g_u1| < kOscillationShare
+    std::vector<Index> oscillating;      ///< flagged steps with |cos_g_u1| >= kOscillationShare
 };
 
 /// The check above on the series of a run file: /spectrum step and lambda_max (rows in any order,
 /// a repeated step counts once with its newest row; NaN lambda_max is skipped), alpha, /lyapunov
 /// step and the first column of log_growth with qr_every q (a row at step t is the growth through
-/// J(t-q+1) .. J(t)), and /lyapunov/overlap_step with the first column of overlap (may be empty).
+/// J(t-q+1) .. J(t)), /lyapunov/overlap_step with the first column of overlap (may be empty), and
+/// /spectrum/cos_g_u1 row by row with spectrum_step (may be empty or shorter: NaN, not sorted).
 MissedInstability find_missed_instability(const Vector& spectrum_step, const Vector& lambda_max, double alpha,
                                           const Vector& lyapunov_step, const Vector& log_growth, Index qr_every,
-                                          const Vector& overlap_step, const Vector& overlap);
+                                          const Vector& overlap_step, const Vector& overlap,
+                                          const Vector& cos_g_u1 = Vector());
 
 /// |cos| of the angle between v and each column of U (orthonormal columns): |U^T v| / |v|.
 Vector overlaps(const Vector& v, const Matrix& U);

@@ -33,6 +33,12 @@ SpectrumSettings read_inline_spectrum_settings(h5::File& f, double alpha);
 /// /spectrum_k{K}_{which}.
 std::string spectrum_group(h5::File& f, Index K, Ends ends);
 
+/// cos(g, u_1) = g . u_1 / |g|: the signed share of the gradient g = grad L(theta_t) along the top
+/// eigenvector u_1 of H(theta_t), u_1 turned to a positive dot product with the warm start (the
+/// previous analysis's top vectors summed) when there is one. NaN when the top end was not asked.
+/// Its sign alternates from step to step while GD oscillates with period 2 along u_1.
+double gradient_cosine(Evaluation& e, const SpectrumAnalysis& a, const SpectrumAnalysis* previous);
+
 class SpectrumPlugin : public Analysis {
 public:
     /// `group` empty: chosen by spectrum_group() when the file is known. `on_result` (optional)
@@ -53,7 +59,7 @@ public:
 
 private:
     std::string series(const char* name) const { return m_group + "/" + name; }
-    void append(h5::File& f, Index t, const SpectrumAnalysis& a);
+    void append(h5::File& f, Index t, const SpectrumAnalysis& a, double cos_g_u1);
 
     SpectrumSettings m_s;
     std::string m_group;
