@@ -29,8 +29,8 @@ struct ResponseCliOptions {
     ProblemOptions given;
     std::string file, param, observable = "loss", method = "all", test_data;
     Index from = 0, to = -1, unstable = -1, window = 10, segment = 20, ensemble = 8, test_samples = 1000;
-    Index burn_in = 200, burn_in_vectors = 8, stop_after = 0, align = 0;
-    double check_fd = 0, kick = 1e-8, tangent_memory = 2000;
+    Index burn_in = 200, burn_in_vectors = 8, stop_after = 0, align = 0, noise_steps = -1, noise_burn_in = 0;
+    double check_fd = 0, kick = 1e-8, tangent_memory = 2000, noise = 0;
     std::uint64_t seed = 0;
     bool force = false, quiet = false, json = false;
 };
@@ -184,6 +184,47 @@ private:
     Index m_started = 0, m_phi = 0, m_adjoint = 0;  // what the file holds
 };
 
+/// The kernel chain's progress under GROUP/state: the packed KernelState [n, phi_sum, s, A, S,
+/// batch_A, batch_S, batch_count, x] in two slots (a kill while one is written leaves the other);
+/// the attribute `slot`, written last, names the good one.
+class KernelStore {
+public:
+    KernelStore(std::string file, const std::string& group) : m_file(std::move(file)), m_g(group + "/state") {}
+
+    void load(KernelState& s, Index W, Index batches, Index dim) {
+        h5::File f = h5::File::open_read(m_file);
+        if (!f.exists(m_g) || !f.has_attr(m_g, "slot")) return;
+        const Vector v = f.read_row(m_g + "/packed", hsize_t(f.attr_int(m_g, "slot")));
+        Index i = 0;
+        auto take = [&](Index n) {
+            const Vector part = v.segment(i, n);
+            i += n;
+            return part;
+        };
+        s.n = Index(v[i++]);
+        s.phi_sum = v[i++];
+        s.s = take(W), s.A = take(W), s.S = take(W);
+        s.batch_A = Eigen::Map<const Matrix>(take(W * batches).data(), W, batches);
+        s.batch_S = take(batches), s.batch_count = take(batches);
+        s.x = take(dim);
+    }
+
+    void save(const KernelState& s) {
+        Vector v(2 + 3 * s.s.size() + s.batch_A.size() + 2 * s.batch_S.size() + s.x.size());
+        v << double(s.n), s.phi_sum, s.s, s.A, s.S, s.batch_A.reshaped(), s.batch_S, s.batch_count, s.x;
+        h5::File f = h5::File::open_write(m_file);
+        if (!f.exists(m_g + "/packed")) f.create_series(m_g + "/packed", hsize_t(v.size()), 1);
+        const Index slot = f.has_attr(m_g, "slot") ? 1 - f.attr_int(m_g, "slot") : 0;
+        while (Index(f.rows(m_g + "/packed")) <= slot) f.append(m_g + "/packed", Vector::Zero(v.size()));
+        f.overwrite_row(m_g + "/packed", hsize_t(slot), v.data(), hsize_t(v.size()));
+        f.set_attr(m_g, "slot", std::int64_t(slot));
+        f.flush();
+    }
+
+private:
+    std::string m_file, m_g;
+};
+
 /// A finished FAR (or shadowing) result as written below.
 FarResult read_far(const h5::File& f, const std::string& g, bool full) {
     FarResult r;
@@ -220,8 +261,12 @@ int run_response(ResponseCliOptions& o) {
     const bool do_unrolled = o.method == "unrolled" || o.method == "all";
     const bool do_far = o.method == "far" || o.method == "all";
     const bool do_shadowing = o.method == "shadowing" || o.method == "all";
-    if (!do_unrolled && !do_far && !do_shadowing && o.method != "none")
-        throw Error("--method: expected unrolled, far, shadowing, all or none, found '" + o.method + "'");
+    const bool do_kernel = o.method == "kernel";  // not part of all: it estimates the noisy map
+    if (!do_unrolled && !do_far && !do_shadowing && !do_kernel && o.method != "none")
+        throw Error("--method: expected unrolled, far, shadowing, kernel, all or none, found '" + o.method + "'");
+    if (!(o.noise >= 0) || !std::isfinite(o.noise))
+        throw Error("--noise: sigma must be a positive number, found " + format_number(o.noise));
+    if (do_kernel && !(o.noise > 0)) throw Error("--noise: --method kernel needs sigma > 0");
 
     const RunInfo info = RunReader(o.file).info();
     const TrainConfig& config = info.config;
@@ -239,6 +284,21 @@ int run_response(ResponseCliOptions& o) {
         throw Error("--to " + std::to_string(to) + ": " + o.file + " ends at step " + std::to_string(info.last_step));
     const Index T = to - o.from;
     if (o.window < 0) throw Error("--window " + std::to_string(o.window) + ": must be >= 0");
+    if (do_kernel && o.window < 1)
+        throw Error("--window " + std::to_string(o.window) + ": the kernel sum needs W >= 1");
+    // The noisy chain (kernel, and the noisy finite differences): N steps from theta_T0; it needs no
+    // stored trajectory beyond T0, so N may exceed the run.
+    const Index noise_steps = o.noise_steps < 0 ? T : o.noise_steps;
+    KernelOptions ko;
+    ko.steps = noise_steps, ko.burn_in = o.noise_burn_in, ko.window = std::max<Index>(1, o.window);
+    ko.sigma = o.noise, ko.seed = o.seed;
+    if (o.noise > 0) {
+        if (o.noise_burn_in < 0) throw Error("--noise-burn-in " + std::to_string(o.noise_burn_in) + ": must be >= 0");
+        if (ko.steps - ko.window - ko.burn_in + 1 < ko.batches)
+            throw Error("--noise-steps " + std::to_string(ko.steps) +
+                        ": must be at least --noise-burn-in + --window + " + std::to_string(ko.batches - 1) + " = " +
+                        std::to_string(ko.burn_in + ko.window + ko.batches - 1));
+    }
     if (o.segment < 1) throw Error("--segment " + std::to_string(o.segment) + ": must be at least 1");
     const Index K = (T - 2 * o.window) / o.segment;
     if ((do_far || do_shadowing) && K < 2)
@@ -271,7 +331,12 @@ int run_response(ResponseCliOptions& o) {
             {"--window", "window", std::to_string(o.window)},
             {"--segment", "segment", std::to_string(o.segment)},
             {"--seed", "seed", std::to_string(std::int64_t(o.seed))},
-            {"--check-fd", "check_fd", format_number(o.check_fd)}};
+            {"--check-fd", "check_fd", format_number(o.check_fd)},
+            {"--noise", "noise", format_number(o.noise)}};
+        if (o.noise > 0) {
+            v.emplace_back("--noise-steps", "noise_steps", std::to_string(noise_steps));
+            v.emplace_back("--noise-burn-in", "noise_burn_in", std::to_string(o.noise_burn_in));
+        }
         if (o.check_fd > 0) {
             v.emplace_back("--ensemble", "ensemble", std::to_string(o.ensemble));
             v.emplace_back("--kick", "kick", format_number(o.kick));
@@ -312,11 +377,12 @@ int run_response(ResponseCliOptions& o) {
             }
             std::string diff;
             for (const auto& [flag, attr, value] : settings(U, unstable_source)) {
-                const std::string stored =
-                    !f.has_attr(group, attr)                  ? (attr == "align" ? "0" : "(none)")  // older passes: 0
-                    : attr == "method" || attr == "test_data" ? f.attr_string(group, attr)
-                    : attr == "check_fd" || attr == "kick"    ? format_number(f.attr_double(group, attr))
-                                                              : std::to_string(f.attr_int(group, attr));
+                const std::string stored = !f.has_attr(group, attr)
+                                               ? (attr == "align" || attr == "noise" ? "0" : "(none)")  // older passes
+                                           : attr == "method" || attr == "test_data" ? f.attr_string(group, attr)
+                                           : attr == "check_fd" || attr == "kick" || attr == "noise"
+                                               ? format_number(f.attr_double(group, attr))
+                                               : std::to_string(f.attr_int(group, attr));
                 if (stored != value)
                     diff += (diff.empty() ? "" : "; ") + flag + " " + value + " differs from its " + stored;
             }
@@ -395,8 +461,8 @@ int run_response(ResponseCliOptions& o) {
         f.ensure_group(group);
         for (const auto& [flag, attr, value] : settings(U, unstable_source)) {
             if (attr == "method" || attr == "test_data") f.set_attr(group, attr, value);
-            else if (attr == "check_fd" || attr == "kick")
-                f.set_attr(group, attr, attr == "kick" ? o.kick : o.check_fd);
+            else if (attr == "check_fd" || attr == "kick" || attr == "noise")
+                f.set_attr(group, attr, attr == "kick" ? o.kick : attr == "noise" ? o.noise : o.check_fd);
             else f.set_attr(group, attr, std::int64_t(std::stoll(value)));
         }
         f.set_attr(group, "status", "running");
@@ -576,6 +642,64 @@ int run_response(ResponseCliOptions& o) {
             j["align_exponents"] = std::vector<double>(align_exponents->begin(), align_exponents->end());
         if (std::isfinite(align_mismatch)) j["align_mismatch"] = align_mismatch;
     }
+    if (do_kernel) {
+        // The kernel chain, saved every 100 steps (one unit of --stop-after each).
+        const std::string g = group + "/kernel";
+        KernelResult r;
+        double seconds_per_step = std::nan("");
+        bool saved = false;
+        if (h5::File f = h5::File::open_read(o.file); f.exists(g) && f.has_attr(g, "derivative")) {
+            saved = true;
+            r.derivative = f.attr_double(g, "derivative");
+            r.stderr_ = f.attr_double(g, "stderr");
+            r.average = f.attr_double(g, "average");
+            r.sources = f.attr_int(g, "sources");
+            r.contribution = f.read_vector(g + "/contribution");
+            r.partial_stderr = f.read_vector(g + "/partial_stderr");
+        }  // closed before the file is opened for writing
+        if (!saved) {
+            KernelStore store(o.file, g);
+            KernelState state;
+            store.load(state, ko.window, ko.batches, P);
+            const auto t0 = std::chrono::steady_clock::now();
+            const Index n0 = state.n;
+            r = kernel_response(*map, theta0, o.from, ko, progress, &state, [&](const KernelState& s) {
+                store.save(s);
+                return go_on();
+            });
+            if (!r.finished) return interrupted("the kernel chain");
+            const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            h5::File w = h5::File::open_write(o.file);
+            w.write_vector(g + "/contribution", r.contribution);
+            w.write_vector(g + "/partial_stderr", r.partial_stderr);
+            w.write_vector(g + "/batch", r.batch);
+            w.set_attr(g, "derivative", r.derivative);
+            w.set_attr(g, "stderr", r.stderr_);
+            w.set_attr(g, "average", r.average);
+            w.set_attr(g, "sources", std::int64_t(r.sources));
+            w.set_attr(g, "noise", o.noise);
+            w.set_attr(g, "window", std::int64_t(ko.window));
+            w.set_attr(g, "steps", std::int64_t(ko.steps));
+            w.set_attr(g, "burn_in", std::int64_t(ko.burn_in));
+            w.set_attr(g, "seed", std::int64_t(o.seed));
+            w.flush();
+            seconds_per_step = seconds / double(ko.steps + 1 - n0);  // this invocation's steps
+        }
+        // sigma sqrt(P) (the size of sigma xi) against the run's step |theta_{T0+1} - theta_T0|.
+        map->at(o.from, theta0);
+        const double move = (map->next() - theta0).norm();
+        j["kernel"] = {{"derivative", r.derivative},
+                       {"stderr", r.stderr_},
+                       {"noise", o.noise},
+                       {"noise_relative", o.noise * std::sqrt(double(P)) / move},
+                       {"average", r.average},
+                       {"window", ko.window},
+                       {"steps", ko.steps},
+                       {"sources", r.sources},
+                       {"contribution", std::vector<double>(r.contribution.begin(), r.contribution.end())},
+                       {"partial_stderr", std::vector<double>(r.partial_stderr.begin(), r.partial_stderr.end())}};
+        if (std::isfinite(seconds_per_step)) j["kernel"]["seconds_per_step"] = seconds_per_step;
+    }
     if (o.check_fd > 0) {
         // N pairs at gamma +- H from theta_T0 plus one tiny random kick per pair (common to the
         // pair); each quotient is saved as it comes, and the kicks of saved pairs are drawn again
@@ -598,9 +722,18 @@ int run_response(ResponseCliOptions& o) {
             Vector kick(P);
             for (Index i = 0; i < P; ++i) kick[i] = N01(gen);
             if (r < done) continue;
-            const Vector start = theta0 + o.kick * kick;
-            const double ap = trajectory_average(*plus, start, o.from, T);
-            const double am = trajectory_average(*minus, start, o.from, T);
+            double ap, am;
+            if (o.noise > 0) {
+                // The noisy map: pair r shares its noise (seed + 1 + r), no kick: the noise separates the pairs.
+                KernelOptions pair = ko;
+                pair.seed = o.seed + 1 + std::uint64_t(r);
+                ap = noisy_average(*plus, theta0, o.from, pair);
+                am = noisy_average(*minus, theta0, o.from, pair);
+            } else {
+                const Vector start = theta0 + o.kick * kick;
+                ap = trajectory_average(*plus, start, o.from, T);
+                am = trajectory_average(*minus, start, o.from, T);
+            }
             quotients[r] = (ap - am) / (2 * o.check_fd);
             {
                 h5::File w = h5::File::open_write(o.file);
@@ -624,6 +757,7 @@ int run_response(ResponseCliOptions& o) {
         j["fd_stderr"] = fd_stderr;
         j["fd_h"] = o.check_fd;
         j["ensemble"] = o.ensemble;
+        if (o.noise > 0) j["fd_noise"] = o.noise;  // the noisy map's finite differences
     }
     {
         h5::File w = h5::File::open_write(o.file);
@@ -660,10 +794,16 @@ int run_response(ResponseCliOptions& o) {
         for (Index i = 0; i < align_exponents->size(); ++i) std::cout << " " << (*align_exponents)[i];
         std::cout << "\n";
     }
+    if (j.contains("kernel"))
+        std::cout << "  kernel     " << j["kernel"]["derivative"].get<double>() << " +- "
+                  << j["kernel"]["stderr"].get<double>() << "  (noise sigma = " << o.noise
+                  << ", sigma sqrt(P) = " << j["kernel"]["noise_relative"].get<double>()
+                  << " of the run's step, W = " << ko.window << ", " << ko.steps << " noisy steps)\n";
     if (j.contains("shadowing")) std::cout << "  shadowing  " << j["shadowing"]["derivative"].get<double>() << "\n";
     if (o.check_fd > 0)
         std::cout << "  finite differences " << j["fd_derivative"].get<double>() << " +- "
-                  << j["fd_stderr"].get<double>() << "  (H = " << o.check_fd << ", " << o.ensemble << " pairs)\n";
+                  << j["fd_stderr"].get<double>() << "  (H = " << o.check_fd << ", " << o.ensemble << " pairs"
+                  << (o.noise > 0 ? ", the noisy map, common noise per pair" : "") << ")\n";
     return 0;
 }
 
@@ -688,7 +828,17 @@ void setup_response(CLI::App& app, int& exit_code) {
         ->capture_default_str();
     cmd->add_option("--from", o->from, "T0: start at theta_T0 (held fixed)")->capture_default_str();
     cmd->add_option("--to", o->to, "T1: last step (default: the run's last step)");
-    cmd->add_option("--method", o->method, "unrolled, far, shadowing, all or none")->capture_default_str();
+    cmd->add_option("--method", o->method, "unrolled, far, shadowing, kernel, all (= unrolled, far, shadowing) or none")
+        ->capture_default_str();
+    cmd->add_option("--noise", o->noise,
+                    "sigma: the noisy map theta' = f(theta) + sigma xi; --method kernel estimates it, and --check-fd "
+                    "then differences it (common noise per pair; 0 = the deterministic map)")
+        ->capture_default_str();
+    cmd->add_option("--noise-steps", o->noise_steps,
+                    "N steps of the noisy chain from theta_T0 (default --to - --from; may exceed the run)");
+    cmd->add_option("--noise-burn-in", o->noise_burn_in,
+                    "the noisy chain's first steps not counted (kernel sources, averages)")
+        ->capture_default_str();
     cmd->add_option("--unstable", o->unstable,
                     "U tangent vectors (default: the positive exponents of the run's /lyapunov group, else "
                     "of a burn-in)");
@@ -701,9 +851,10 @@ void setup_response(CLI::App& app, int& exit_code) {
                     "A: carry the random tangent basis over steps T0 - A .. T0 (QR every S) so FAR starts aligned "
                     "(0 = start random at T0; A <= T0)")
         ->capture_default_str();
-    cmd->add_option("--window", o->window, "W: psi_n sums Phi_{n-W} .. Phi_{n+W}")->capture_default_str();
+    cmd->add_option("--window", o->window, "W: FAR's psi_n sums Phi_{n-W} .. Phi_{n+W}; the kernel sums w = 1..W")
+        ->capture_default_str();
     cmd->add_option("--segment", o->segment, "S steps per segment (QR at each end)")->capture_default_str();
-    cmd->add_option("--seed", o->seed, "seed of the tangent basis and of the finite-difference kicks")
+    cmd->add_option("--seed", o->seed, "seed of the tangent basis, the finite-difference kicks and the noise")
         ->capture_default_str();
     cmd->add_option("--check-fd", o->check_fd, "also finite differences at gamma +- H (0 = none)")
         ->capture_default_str();
@@ -714,8 +865,8 @@ void setup_response(CLI::App& app, int& exit_code) {
                     "others; same numbers)")
         ->capture_default_str();
     cmd->add_option("--stop-after", o->stop_after,
-                    "stop after N units of saved progress (the unrolled adjoint, FAR segments of either phase, "
-                    "finite-difference pairs; 0 = none); the same command continues")
+                    "stop after N units of saved progress (the unrolled adjoint, FAR segments of either phase, 100 "
+                    "steps of the kernel chain, finite-difference pairs; 0 = none); the same command continues")
         ->capture_default_str();
     cmd->add_flag("--force", o->force,
                   "replace an existing /response/PARAM/OBSERVABLE group, finished or not (without it an unfinished "

@@ -27,9 +27,9 @@ void check(const TangentOptions& o, Index dim) {
     check_qr_schedule(o.qr_every, o.warmup);
 }
 
-/// Standard normal numbers by Box-Muller on mt19937_64 bits: the same on every platform
-/// (std::normal_distribution is not specified bit for bit).
-Matrix gaussian(Index rows, Index cols, std::uint64_t seed) {
+}  // namespace
+
+Matrix standard_normal(Index rows, Index cols, std::uint64_t seed) {
     std::mt19937_64 gen(seed ^ 0x5DEECE66DULL);
     auto uniform = [&] { return (double(gen() >> 11) + 0.5) * 0x1.0p-53; };  // in (0, 1)
     Matrix G(rows, cols);
@@ -38,11 +38,9 @@ Matrix gaussian(Index rows, Index cols, std::uint64_t seed) {
     return G;
 }
 
-}  // namespace
-
 TangentPropagator::TangentPropagator(Index dim, const TangentOptions& options) : m_options(options) {
     check(options, dim);
-    m_V = gaussian(dim, options.vectors, options.seed);
+    m_V = standard_normal(dim, options.vectors, options.seed);
     m_log_sum = Vector::Zero(options.vectors);
     orthonormalise();  // a starting basis, not a measurement
     m_log_growth = Vector::Zero(options.vectors);

@@ -37,6 +37,126 @@ Vector along(const Matrix& eps, const Vector& nu) {
 
 }  // namespace
 
+// ---------------------------------------------------------------------------------------------
+
+Vector step_noise(Index dim, std::uint64_t seed, Index n) {
+    // splitmix64 of (seed, n): neighbouring steps and seeds get unrelated mt19937_64 streams.
+    std::uint64_t z = seed + 0x9E3779B97F4A7C15ULL * (std::uint64_t(n) + 1);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return standard_normal(dim, 1, z ^ (z >> 31));
+}
+
+void check_kernel_options(const KernelOptions& o) {
+    if (!(o.sigma > 0) || !std::isfinite(o.sigma))
+        throw Error("sigma " + std::to_string(o.sigma) + ": must be a positive number");
+    if (o.window < 1) throw Error("window " + std::to_string(o.window) + ": must be at least 1");
+    if (o.burn_in < 0) throw Error("burn_in " + std::to_string(o.burn_in) + ": must be >= 0");
+    if (o.batches < 2) throw Error("batches " + std::to_string(o.batches) + ": must be at least 2");
+    if (o.steps - o.window - o.burn_in + 1 < o.batches)
+        throw Error("steps " + std::to_string(o.steps) + ": need at least burn_in + window + batches - 1 = " +
+                    std::to_string(o.burn_in + o.window + o.batches - 1));
+}
+
+namespace {
+/// P xi_n: the step's noise without its exactly neutral components.
+Vector projected_noise(const ResponseMap& map, std::uint64_t seed, Index n) {
+    Matrix xi = step_noise(map.dim(), seed, n);
+    map.project(xi);
+    return xi.col(0);
+}
+}  // namespace
+
+KernelResult kernel_response(ResponseMap& map, const Vector& x0, Index first, const KernelOptions& o,
+                             const ResponseProgress& progress, KernelState* state, const KernelCheckpoint& checkpoint,
+                             Index every) {
+    check_kernel_options(o);
+    const Index T = o.steps, B = o.burn_in, W = o.window, nb = o.batches, N = T - W - B + 1, per = N / nb;
+    KernelState local;
+    KernelState& st = state ? *state : local;
+    if (st.x.size() == 0) {
+        st = KernelState();
+        st.x = x0;
+        st.s = st.A = st.S = Vector::Zero(W);
+        st.batch_A = Matrix::Zero(W, nb);
+        st.batch_S = st.batch_count = Vector::Zero(nb);
+    }
+    if (st.s.size() != W || st.batch_S.size() != nb || st.n > T + 1)
+        throw Error("kernel state: holds W = " + std::to_string(st.s.size()) + " and " +
+                    std::to_string(st.batch_S.size()) + " batches, these options need " + std::to_string(W) + " and " +
+                    std::to_string(nb));
+    const auto batch = [&](Index m) { return std::min(nb - 1, (m - B) / per); };
+    const auto counted = [&](Index m) { return m >= B && m <= T - W; };  // sources with all W partners
+    KernelResult r;
+    r.sources = N;
+    const Index n0 = st.n;
+    for (Index n = n0; n <= T; ++n) {
+        if (checkpoint && n > n0 && n % every == 0 && !checkpoint(st)) {
+            r.finished = false;
+            return r;
+        }
+        map.at(first + n, st.x);
+        const double Phi = map.phi();
+        if (n > B) st.phi_sum += Phi;
+        // Phi_n is the w-th partner of source m = n - w (read s_{n-W} before s_n takes its slot).
+        for (Index w = 1; w <= W; ++w) {
+            const Index m = n - w;
+            if (!counted(m)) continue;
+            const double sm = st.s[m % W];
+            st.A[w - 1] += Phi * sm;
+            st.S[w - 1] += sm;
+            st.batch_A(w - 1, batch(m)) += Phi * sm;
+        }
+        if (n == T) {
+            st.n = T + 1;
+            break;
+        }
+        // x_{n+1} = f(x_n) + sigma xi_n;  s_n = X_n . xi_n / sigma
+        const Vector xi = projected_noise(map, o.seed, n);
+        const double sn = map.param_derivative().dot(xi) / o.sigma;
+        st.s[n % W] = sn;
+        if (counted(n)) {
+            st.batch_S[batch(n)] += sn;
+            st.batch_count[batch(n)] += 1;
+        }
+        st.x = map.next() + o.sigma * xi;
+        if (!st.x.allFinite())
+            throw Error("kernel: the noisy chain left the finite numbers at step " + std::to_string(first + n + 1));
+        st.n = n + 1;
+        report(progress, "kernel", n + 1, T);
+    }
+    // Centred by Phi_bar of the whole chain: sum (Phi - Phi_bar) s = A - Phi_bar S.
+    r.average = st.phi_sum / double(T - B);
+    r.contribution = (st.A - r.average * st.S) / double(N);
+    r.derivative = r.contribution.sum();
+    // Batch b's partial sums over w' <= w: (sum_{w' <= w} batch_A(w', b) - w Phi_bar batch_S_b) / count_b.
+    r.partial_stderr.resize(W);
+    Vector cum = Vector::Zero(nb);
+    for (Index w = 1; w <= W; ++w) {
+        cum += st.batch_A.row(w - 1).transpose();
+        r.batch = (cum - r.average * double(w) * st.batch_S).cwiseQuotient(st.batch_count);
+        const double mean = r.batch.mean();
+        r.partial_stderr[w - 1] = std::sqrt((r.batch.array() - mean).square().sum() / double(nb - 1) / double(nb));
+    }
+    r.stderr_ = r.partial_stderr[W - 1];
+    return r;
+}
+
+double noisy_average(ResponseMap& map, const Vector& x0, Index first, const KernelOptions& o) {
+    check_kernel_options(o);
+    Vector x = x0;
+    double sum = 0;
+    for (Index n = 0; n <= o.steps; ++n) {
+        map.at(first + n, x);
+        if (n > o.burn_in) sum += map.phi();
+        if (n == o.steps) break;
+        const Vector xi = projected_noise(map, o.seed, n);
+        x = map.next() + o.sigma * xi;
+        if (!x.allFinite()) return std::nan("");
+    }
+    return sum / double(o.steps - o.burn_in);
+}
+
 double batch_stderr(const Vector& v) {
     const Index n = v.size();
     if (n < 2) return std::nan("");

@@ -363,6 +363,154 @@ TEST(Response, AlignedBasisGivesFarTheExactExponentsOfCloseDirections) {
 }
 
 // ------------------------------------------------------------------------------------------
+// Kernel differentiation of the noisy map x' = f(x) + sigma xi against exact answers.
+
+namespace {
+
+/// x' = A x + gamma b (+ sigma xi), Phi = c . x: d<Phi>/d gamma = c^T (I - A)^{-1} b, and the
+/// w-th term of the kernel sum is c^T A^{w-1} b (x_{n+w} holds A^{w-1} sigma xi_n).
+class LinearMap : public ResponseMap {
+public:
+    LinearMap(const Matrix& A, const Vector& b, const Vector& c, double gamma) : m_A(A), m_b(b), m_c(c), m_g(gamma) {}
+    Index dim() const override { return m_A.rows(); }
+    void at(Index, const Vector& x) override { m_x = x; }
+    Vector next() override { return m_A * m_x + m_g * m_b; }
+    double phi() override { return m_c.dot(m_x); }
+    Vector grad_phi() override { return m_c; }
+    void jacobian(const Matrix& V, Matrix& JV) override { JV = m_A * V; }
+    void jacobian_transpose(const Matrix& W, Matrix& JtW) override { JtW = m_A.transpose() * W; }
+    Vector param_derivative() override { return m_b; }
+    double param_derivative_trace(const Matrix&, const Matrix&, const Matrix&) override { return 0; }
+    Vector second_derivative(const Matrix&, const Matrix&) override { return Vector::Zero(dim()); }
+
+private:
+    Matrix m_A;
+    Vector m_b, m_c, m_x;
+    double m_g;
+};
+
+struct LinearCase {
+    Matrix A{{0.5, 0.2, 0.0}, {-0.1, 0.3, 0.2}, {0.1, 0.0, -0.4}};  // spectral radius < 0.6
+    Vector b{{1.0, -0.5, 0.3}}, c{{0.7, 1.0, -0.2}};
+    double exact() const { return c.dot((Matrix::Identity(3, 3) - A).lu().solve(b)); }
+};
+
+}  // namespace
+
+// W = 30: the truncated tail c^T A^30 (I - A)^{-1} b is below 0.6^30 |c||b| / (1 - 0.6) ~ 1e-6.
+// The estimator's variance does not depend on sigma here (Var(c.x) ~ sigma^2 cancels 1/sigma^2).
+TEST(Response, KernelMatchesTheLinearGaussianSystemWithHonestErrors) {
+    const LinearCase L;
+    const double rho = L.A.eigenvalues().cwiseAbs().maxCoeff();
+    ASSERT_LT(rho, 0.6);
+    KernelOptions o;
+    o.steps = 20000, o.burn_in = 50, o.window = 30, o.sigma = 0.1;
+    const int seeds = 16;
+    Vector d(seeds), se(seeds);
+    Vector per_w = Vector::Zero(o.window), per_w_sq = Vector::Zero(o.window);
+    for (int k = 0; k < seeds; ++k) {
+        LinearMap map(L.A, L.b, L.c, 0.0);
+        o.seed = 1000 + k;
+        const KernelResult r = kernel_response(map, Vector::Zero(3), 0, o);
+        d[k] = r.derivative, se[k] = r.stderr_;
+        per_w += r.contribution / seeds;
+        per_w_sq += r.contribution.cwiseAbs2() / seeds;
+    }
+    const double mean = d.mean(), sd = std::sqrt((d.array() - mean).square().sum() / (seeds - 1));
+    std::printf("linear: kernel %.4f (16 seeds, sd %.4f, mean stated stderr %.4f), exact %.4f\n", mean, sd, se.mean(),
+                L.exact());
+    // The mean of 16 within 4 of its standard errors (a sign error gives -exact, 2 * 1.6 away).
+    EXPECT_NEAR(mean, L.exact(), 4 * sd / std::sqrt(double(seeds)));
+    // Each run within 5 of its own stated error (t with 9 degrees of freedom: P(|t| > 5) ~ 7e-4), and the stated error honest: the spread over
+    // seeds over the mean stated error is 1 +- ~0.25 (10 batch means, 16 seeds); [0.6, 1.6].
+    for (int k = 0; k < seeds; ++k) EXPECT_NEAR(d[k], L.exact(), 5 * se[k]) << "seed " << 1000 + k;
+    EXPECT_GT(sd / se.mean(), 0.6);
+    EXPECT_LT(sd / se.mean(), 1.6);
+    // The terms: w = 1 is c^T b (an index off by one would give c^T A b).
+    Matrix Aw = Matrix::Identity(3, 3);
+    for (Index w = 1; w <= 5; ++w) {
+        const double exact_w = L.c.dot(Aw * L.b), sd_w = std::sqrt(per_w_sq[w - 1] - per_w[w - 1] * per_w[w - 1]);
+        EXPECT_NEAR(per_w[w - 1], exact_w, 4 * sd_w / std::sqrt(double(seeds - 1)) + 1e-12) << "w = " << w;
+        Aw = L.A * Aw;
+    }
+}
+
+// The noisy finite differences with common noise: for a linear map the noise cancels in the
+// quotient, which is then the exact derivative of the T-step average from x_0 = 0,
+// c^T mean_{n=B+1..T} (I - A^n)(I - A)^{-1} b: within 1e-12 of that, and within 1 / (T (1 - rho)) of exact.
+TEST(Response, NoisyFiniteDifferencesShareTheNoise) {
+    const LinearCase L;
+    KernelOptions o;
+    o.steps = 2000, o.burn_in = 0, o.window = 1, o.sigma = 0.3, o.seed = 5;
+    const double H = 1e-3;
+    LinearMap plus(L.A, L.b, L.c, H), minus(L.A, L.b, L.c, -H);
+    const double q =
+        (noisy_average(plus, Vector::Zero(3), 0, o) - noisy_average(minus, Vector::Zero(3), 0, o)) / (2 * H);
+    const Matrix IA = Matrix::Identity(3, 3) - L.A;
+    Matrix An = Matrix::Identity(3, 3);
+    double finite_T = 0;
+    for (Index n = 1; n <= o.steps; ++n) {
+        An = L.A * An;
+        finite_T += L.c.dot((Matrix::Identity(3, 3) - An) * IA.lu().solve(L.b)) / double(o.steps);
+    }
+    EXPECT_NEAR(q, finite_T, 1e-9);
+    EXPECT_NEAR(q, L.exact(), 1.0 / (o.steps * 0.4));
+}
+
+// x' = 3x + gamma sin 6 pi x + sigma xi mod 1, Phi = cos 2 pi x at gamma = 0. The noise multiplies
+// Fourier mode k by g_k = exp(-2 pi^2 k^2 sigma^2) each step; the transfer operator of 3x sends
+// mode 3j to mode j and kills the others. The perturbation -d/dx L(X) = -2 pi cos 2 pi x, then the
+// noise: d<Phi>/d gamma = -pi g_1 exactly, all of it at w = 1 (mode 1 dies in the next step).
+// sigma = 0.1: -pi e^{-0.197} = -2.580 against the noiseless -pi (bias pi (1 - g_1) <= 2 pi^3 sigma^2 = 0.62).
+TEST(Response, KernelMatchesTheNoisyThreeXMap) {
+    KernelOptions o;
+    o.steps = 100000, o.burn_in = 10, o.window = 3, o.sigma = 0.1, o.seed = 3;
+    ThreeXMap map;
+    const KernelResult r = kernel_response(map, Vector::Constant(1, 0.1234), 0, o);
+    const double noisy = -kPi * std::exp(-2 * kPi * kPi * o.sigma * o.sigma);
+    std::printf(
+        "3x map, sigma %.2f: kernel %.4f +- %.4f, exact (noisy) %.4f, noiseless %.4f; w = 1..3: %.4f %.4f %.4f\n",
+        o.sigma, r.derivative, r.stderr_, noisy, -kPi, r.contribution[0], r.contribution[1], r.contribution[2]);
+    // Tolerance 4 stated errors (measured 0.03: a sign error is 170 of them away).
+    EXPECT_NEAR(r.derivative, noisy, 4 * r.stderr_);
+    EXPECT_LT(r.stderr_, 0.06);
+    // Against the noiseless truth: the exact bias bound plus the statistics.
+    EXPECT_NEAR(r.derivative, -kPi, 2 * std::pow(kPi, 3) * o.sigma * o.sigma + 4 * r.stderr_);
+    // w = 2, 3 are zero in expectation (sd per term ~ 0.5 / sigma / sqrt(T) = 0.016).
+    EXPECT_NEAR(r.contribution[1], 0, 0.07);
+    EXPECT_NEAR(r.contribution[2], 0, 0.07);
+}
+
+TEST(Response, KernelStoppedAndContinuedGivesTheBitsOfOnePass) {
+    const LinearCase L;
+    KernelOptions o;
+    o.steps = 1000, o.window = 7, o.sigma = 0.2, o.seed = 9, o.burn_in = 3;
+    LinearMap map(L.A, L.b, L.c, 0.0);
+    const KernelResult one = kernel_response(map, Vector::Ones(3), 0, o);
+    KernelState st;
+    int stops = 0;
+    KernelResult r;
+    do {
+        int calls = 0;  // stop at the 3rd checkpoint of each piece (every 50 steps)
+        r = kernel_response(
+            map, Vector::Ones(3), 0, o, {}, &st, [&](const KernelState&) { return ++calls < 3; }, 50);
+        stops += !r.finished;
+    } while (!r.finished);
+    EXPECT_GT(stops, 3);
+    EXPECT_EQ(r.derivative, one.derivative);
+    EXPECT_EQ(r.stderr_, one.stderr_);
+    EXPECT_EQ(r.contribution, one.contribution);
+    for (double bad : {0.0, -1.0, std::nan(""), double(INFINITY)}) {
+        KernelOptions b = o;
+        b.sigma = bad;
+        EXPECT_THROW(kernel_response(map, Vector::Ones(3), 0, b), Error);
+    }
+    KernelOptions b = o;
+    b.window = 0;
+    EXPECT_THROW(kernel_response(map, Vector::Ones(3), 0, b), Error);
+}
+
+// ------------------------------------------------------------------------------------------
 // The gradient-descent map of a small tanh softmax-CE network with weight decay, each piece
 // against central differences (h = 1e-5 on smooth functions of O(1): truncation ~1e-10,
 // rounding ~1e-11, so 1e-7 relative leaves two orders of margin).
@@ -727,6 +875,13 @@ TEST(ResponseCli, BadInputNamesTheFlagAndLeavesTheFileAlone) {
              {"--param lr --unstable 1 --stop-after -2", "--stop-after"},
              {"--param lr --unstable 1 --from 200 --align 300", "--align"},  // before step 0
              {"--param lr --unstable 1 --align -1", "--align"},
+             {"--param lr --method kernel", "--noise"},  // the kernel needs sigma > 0
+             {"--param lr --method kernel --noise -1e-3", "--noise"},
+             {"--param lr --method kernel --noise nan", "--noise"},
+             {"--param lr --method kernel --noise inf", "--noise"},
+             {"--param lr --method kernel --noise 1e-3 --window 0", "--window"},
+             {"--param lr --method kernel --noise 1e-3 --noise-steps 12", "--noise-steps"},
+             {"--param lr --method kernel --noise 1e-3 --noise-burn-in -1", "--noise-burn-in"},
          }) {
         const auto r = run_tdyn("response " + run + " " + args + " --quiet");
         EXPECT_EQ(r.exit_code, 1) << args;
@@ -800,6 +955,42 @@ TEST(ResponseCli, AnInterruptedPassContinuesToTheBitsOfOnePass) {
     EXPECT_FALSE(c.contains("resumed"));
     EXPECT_EQ(a["far"]["derivative"].get<double>(), c["far"]["derivative"].get<double>());
     EXPECT_EQ(a["fd_derivative"].get<double>(), c["fd_derivative"].get<double>());
+}
+
+// --method kernel through the CLI: stored under GROUP/kernel with its per-w contributions; stopped
+// every 3 units (100 steps each) and continued it gives the bits of one pass; the noisy finite
+// differences (--noise with --check-fd) are the same in both. And the estimate is the one the
+// library gives on the same map (the CLI adds only storage).
+TEST(ResponseCli, KernelPassIsStoredAndContinuesToTheBitsOfOnePass) {
+    const std::string run = chaotic_run(), whole = temp_path("resp-kernel-whole.h5");
+    std::filesystem::copy_file(run, whole, std::filesystem::copy_options::overwrite_existing);
+    const std::string args =
+        " --param weight-decay --method kernel --noise 1e-3 --window 5 --from 200 --to 400 "
+        "--noise-steps 1000 --check-fd 1e-3 --ensemble 2 --json";
+    const auto one = run_tdyn("response " + whole + args);
+    ASSERT_EQ(one.exit_code, 0) << one.err;
+    int parts = 0;
+    Command r;
+    do {
+        r = run_tdyn("response " + run + args + " --stop-after 3");
+        ++parts;
+    } while (r.exit_code == 130 && parts < 20);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_GE(parts, 4);  // 10 kernel units, 1 pair
+    const auto a = nlohmann::json::parse(one.out), b = nlohmann::json::parse(r.out);
+    std::printf("kernel %.6f +- %.6f (sigma sqrt(P) / step %.3g), noisy fd %.6f +- %.6f\n",
+                a["kernel"]["derivative"].get<double>(), a["kernel"]["stderr"].get<double>(),
+                a["kernel"]["noise_relative"].get<double>(), a["fd_derivative"].get<double>(),
+                a["fd_stderr"].get<double>());
+    for (const char* key : {"derivative", "stderr", "average", "noise"})
+        EXPECT_EQ(a["kernel"][key].get<double>(), b["kernel"][key].get<double>()) << key;
+    EXPECT_EQ(a["kernel"]["contribution"], b["kernel"]["contribution"]);
+    EXPECT_EQ(a["fd_derivative"].get<double>(), b["fd_derivative"].get<double>());
+    EXPECT_EQ(a["fd_noise"].get<double>(), 1e-3);
+    h5::File f = h5::File::open_read(run);
+    EXPECT_EQ(f.read_vector("/response/weight-decay/loss/kernel/contribution").size(), 5);
+    EXPECT_EQ(f.attr_double("/response/weight-decay/loss/kernel", "noise"), 1e-3);
+    EXPECT_EQ(f.attr_string("/response/weight-decay/loss", "status"), "completed");
 }
 
 // --align A: the value is stored with the pass (group and result), the JSON reports the exponents

@@ -17,6 +17,10 @@ namespace tdyn {
 /// (qr_every, warmup); the apps name their flags (--qr-every, --warmup) instead.
 void check_qr_schedule(Index qr_every, Index warmup);
 
+/// rows x cols standard normal numbers from `seed` (Box-Muller on mt19937_64 bits: the same on
+/// every platform; std::normal_distribution is not specified bit for bit).
+Matrix standard_normal(Index rows, Index cols, std::uint64_t seed);
+
 struct TangentOptions {
     Index vectors = 4;       ///< M tangent vectors
     Index qr_every = 1;      ///< q: re-orthonormalise every q map steps

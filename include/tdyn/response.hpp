@@ -6,7 +6,8 @@
 //    average with x_0 fixed; grows like exp(lambda_1 T) when the map is chaotic;
 //  - FAR, Ni's fast adjoint response (arXiv 2111.07692; signs and indices as niangxiu/far
 //    far.py): d<Phi>/d gamma = shadowing + unstable, u tangent and u + 2 adjoint vectors;
-//  - the shadowing part alone (NILSAS-like: no second derivative, no window).
+//  - the shadowing part alone (NILSAS-like: no second derivative, no window);
+//  - kernel differentiation of the noisy map (no hyperbolicity assumed; below).
 // Memory: the state at each segment start and the tangent basis Q_k (u vectors) per segment
 // are held; the forward phase also keeps the states and tangent blocks of each step of its
 // last segments (as many as FarOptions::keep_bytes allows), and the adjoint recomputes the
@@ -166,6 +167,66 @@ struct UnstableEstimate {
 /// q steps; U counts the exponents above the threshold. Cost: B M Jacobian products.
 UnstableEstimate estimate_unstable_dim(ResponseMap& map, const Vector& x0, Index first, const BurnInOptions& options,
                                        const ResponseProgress& progress = {});
+
+// ------------------------------------------------------------------------------------------
+// Kernel differentiation (likelihood ratio) for the noisy map x_{n+1} = f(x_n) + sigma P xi_n,
+// xi_n standard normal, fresh each step (design note 1.3; Ni 2023-25). No hyperbolicity needed:
+// d/dgamma log p(x_{n+1} | x_n) = xi_n . X_n / sigma, so
+//   d<Phi>/dgamma = sum_{w=1}^{W} E[(Phi_{n+w} - Phi_bar) X_n . xi_n / sigma]
+// (w = 1: x_{n+1} is the first state xi_n moves). P = the map's project(): noise along exactly
+// neutral directions never reaches Phi and would only add variance. Cost: one f and one X a step.
+
+/// xi_n of the noisy map: P-dimensional standard normal from (seed, n), so any step's noise is
+/// drawn without the others (a continued chain and the +-H pair of a noisy ensemble share it).
+Vector step_noise(Index dim, std::uint64_t seed, Index n);
+
+struct KernelOptions {
+    Index steps = 10000;     ///< T: the chain x_0 .. x_T
+    Index burn_in = 0;       ///< B: sources xi_n count from n = B, Phi_bar over Phi_{B+1} .. Phi_T
+    Index window = 10;       ///< W >= 1 (truncation of the sum over w)
+    double sigma = 1e-3;     ///< noise per coordinate, > 0
+    std::uint64_t seed = 0;  ///< the noise xi_n = step_noise(dim, seed, n)
+    Index batches = 10;      ///< batch means of the sources n (each batch >> W steps long)
+};
+/// Checks the options; throws Error naming the option.
+void check_kernel_options(const KernelOptions& o);
+
+/// The running sums after state x_n: enough to continue the chain (O(W + batches) scalars and x_n).
+struct KernelState {
+    Index n = 0;         ///< x_n is the next state to evaluate
+    Vector x;            ///< x_n (empty: not started)
+    Vector s;            ///< ring of s_m = X_m . xi_m / sigma, slot m % W
+    Vector A, S;         ///< per w: sum Phi_{m+w} s_m and sum s_m over the counted sources m
+    Matrix batch_A;      ///< W x batches: per w and batch, sum Phi_{m+w} s_m
+    Vector batch_S;      ///< per batch: sum s_m
+    Vector batch_count;  ///< sources per batch
+    double phi_sum = 0;  ///< sum of Phi_m, m = B+1 .. n-1
+};
+/// Called every `every` steps with the state; false stops the chain there (result.finished = false).
+using KernelCheckpoint = std::function<bool(const KernelState&)>;
+
+struct KernelResult {
+    double derivative = 0;  ///< sum_w contribution[w]
+    double stderr_ = 0;     ///< batch means over the sources (batch_stderr of the batch estimates)
+    double average = 0;     ///< Phi_bar of the noisy chain
+    Vector contribution;    ///< W: E[(Phi_{n+w} - Phi_bar) s_n], w = 1..W (the truncation shows here)
+    Vector partial_stderr;  ///< W: the standard error of the partial sum over w' <= w (batch means)
+    Vector batch;           ///< the derivative (all W terms) estimated from each batch of sources
+    Index sources = 0;      ///< N = T - W - B + 1 sources n = B .. T - W
+    bool finished = true;
+};
+
+/// The kernel-differentiation estimate on the noisy chain from x_0 at map step `first`. With
+/// `state` it continues from (and leaves its progress in) it; stopped and continued gives the
+/// bits of one pass.
+KernelResult kernel_response(ResponseMap& map, const Vector& x0, Index first, const KernelOptions& options,
+                             const ResponseProgress& progress = {}, KernelState* state = nullptr,
+                             const KernelCheckpoint& checkpoint = {}, Index every = 100);
+
+/// Phi_bar = mean of Phi_{B+1} .. Phi_T along the noisy chain of `options` (its noise, its
+/// sigma): one member of a noisy finite-difference ensemble (+-H share the seed). NaN if the
+/// chain leaves the finite numbers.
+double noisy_average(ResponseMap& map, const Vector& x0, Index first, const KernelOptions& options);
 
 /// Standard error of the mean of `v` by B consecutive batch means (B = min(size, 10)).
 double batch_stderr(const Vector& v);
