@@ -200,6 +200,37 @@ TEST(Spectrum, GradientShareAlongTopEigenvectorOfAQuadraticAlternatesAndTendsToO
     EXPECT_LT(appended[steps + 1] * appended[steps + 2], 0);  // oriented along the warm start from step 7
 }
 
+// The same quadratic with K = 1: from step 1 on, Lanczos is warm-started at the exact u_1 of the
+// constant H (an invariant subspace). Spectra then returned wrong pairs flagged converged (lambda_max
+// 157 and 5e6 against 2.596 at steps 1 and 3; residual_top showed it); hessian_eigs now checks the
+// true residuals and repeats such a solve from the random start. Truth: the dense eigenvalue, to
+// 1e-10 relative (Lanczos at tol 1e-6 on a 7 x 7 H converges to rounding).
+TEST(Spectrum, WarmStartAtAnExactEigenvectorGivesTheTrueTopEigenvalue) {
+    const std::string data = test::temp_path("exact-warm-data.h5"), run = test::temp_path("exact-warm.h5");
+    const Index k = 200, d = 6, steps = 30;
+    test::write_data_file(data, k, d, 1, 4);
+    RowMatrix X1(k, d + 1);
+    X1 << h5::File::open_read(data).read_matrix("/X"), RowMatrix::Ones(k, 1);
+    const Matrix H = X1.transpose() * X1 / double(k);
+    const double lambda_1 = Eigen::SelfAdjointEigenSolver<Matrix>(H).eigenvalues()[d];
+    std::ostringstream lr;
+    lr.precision(17);
+    lr << 2.2 / lambda_1;
+    const auto r = test::run_tdyn(
+        "train --data " + data + " --arch 6-1 --activation identity --output identity-mse --lr " + lr.str() +
+        " --steps " + std::to_string(steps) + " --spectrum-every 1 --eigs 1 --which top --quiet --out " + run);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const h5::File f = h5::File::open_read(run);
+    const Vector lambda = f.read_vector("/spectrum/lambda_max"), converged = f.read_vector("/spectrum/converged");
+    const RowMatrix residual = f.read_matrix("/spectrum/residual_top");
+    ASSERT_EQ(lambda.size(), steps + 1);
+    for (Index t = 0; t <= steps; ++t) {
+        EXPECT_NEAR(lambda[t], lambda_1, 1e-10 * lambda_1) << "step " << t;
+        EXPECT_EQ(converged[t], 1.0) << "step " << t;
+        EXPECT_LT(residual(t, 0), 1e-6 * lambda_1) << "step " << t;
+    }
+}
+
 TEST(Spectrum, NonConvergenceIsReported) {
     const auto p = test::random_problem(Architecture::parse("20-15-10"), 60, 4);
     InputMatrix X(p.X, XPath::Dense);
