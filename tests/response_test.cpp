@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 using namespace tdyn;
@@ -766,6 +767,32 @@ std::string chaotic_run(int steps = 1000) {
     return run;
 }
 
+/// `tdyn response RUN ARGS --stop-after UNITS` run again and again while it stops (exit 130), at
+/// most max_parts times; after part p (1-based) calls between(p) if given. Returns the last run
+/// and how many ran.
+std::pair<Command, int> respond_in_parts(const std::string& run, const std::string& args, int units, int max_parts,
+                                         const std::function<void(int)>& between = {}) {
+    Command r;
+    int parts = 0;
+    do {
+        r = run_tdyn("response " + run + args + " --stop-after " + std::to_string(units));
+        ++parts;
+        if (between) between(parts);
+    } while (r.exit_code == 130 && parts < max_parts);
+    return {r, parts};
+}
+
+/// `tdyn response RUN OTHER --quiet` on an unfinished pass: exit 1, one line holding `message`,
+/// the file byte for byte as it was.
+void expect_refused(const std::string& run, const std::string& other, const std::string& message) {
+    const std::string before = slurp(run);
+    const auto r = run_tdyn("response " + run + " " + other + " --quiet");
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find(message), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_EQ(slurp(run), before);
+}
+
 }  // namespace
 
 // The unrolled adjoint grows like exp(lambda_1 (T - n)): over steps 200..2200 its mean log growth
@@ -904,26 +931,14 @@ TEST(ResponseCli, AnInterruptedPassContinuesToTheBitsOfOnePass) {
         " --param lr --method all --unstable 2 --from 200 --to 500 --check-fd 1e-3 --ensemble 4 --json";
     const auto one = run_tdyn("response " + whole + args);
     ASSERT_EQ(one.exit_code, 0) << one.err;
-    int parts = 0;
-    Command r;
-    do {
-        r = run_tdyn("response " + run + args + " --stop-after 7");
-        ++parts;
-        if (parts == 2) {
-            // The unfinished pass refuses another command, naming the flag, and is left as it was.
-            const std::string before = slurp(run);
-            const auto other = run_tdyn("response " + run +
-                                        " --param lr --method all --unstable 2 --from 200 --to 500 "
-                                        "--check-fd 1e-3 --ensemble 4 --window 5 --quiet");
-            EXPECT_EQ(other.exit_code, 1);
-            EXPECT_NE(other.err.find("--window 5 differs from its 10"), std::string::npos) << other.err;
-            EXPECT_EQ(std::count(other.err.begin(), other.err.end(), '\n'), 1) << other.err;
-            EXPECT_EQ(slurp(run), before);
-        }
-        if (r.exit_code != 0) {
-            EXPECT_EQ(r.exit_code, 130) << r.err;
-        }
-    } while (r.exit_code == 130 && parts < 20);
+    const auto [r, parts] = respond_in_parts(run, args, 7, 20, [&](int part) {
+        // The unfinished pass refuses another command, naming the flag, and is left as it was.
+        if (part == 2)
+            expect_refused(run,
+                           "--param lr --method all --unstable 2 --from 200 --to 500 --check-fd 1e-3 --ensemble 4 "
+                           "--window 5",
+                           "--window 5 differs from its 10");
+    });
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_GE(parts, 4);  // K = 14: 30 FAR units, the unrolled adjoint, 3 pairs
     const auto a = nlohmann::json::parse(one.out), b = nlohmann::json::parse(r.out);
@@ -969,12 +984,7 @@ TEST(ResponseCli, KernelPassIsStoredAndContinuesToTheBitsOfOnePass) {
         "--noise-steps 1000 --check-fd 1e-3 --ensemble 2 --json";
     const auto one = run_tdyn("response " + whole + args);
     ASSERT_EQ(one.exit_code, 0) << one.err;
-    int parts = 0;
-    Command r;
-    do {
-        r = run_tdyn("response " + run + args + " --stop-after 3");
-        ++parts;
-    } while (r.exit_code == 130 && parts < 20);
+    const auto [r, parts] = respond_in_parts(run, args, 3, 20);
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_GE(parts, 4);  // 10 kernel units, 1 pair
     const auto a = nlohmann::json::parse(one.out), b = nlohmann::json::parse(r.out);
@@ -1004,21 +1014,11 @@ TEST(ResponseCli, AlignedPassIsStoredAndContinuesToTheBitsOfOnePass) {
     const std::string args = " --param lr --method far --unstable 2 --from 200 --to 500 --align 100 --json";
     const auto one = run_tdyn("response " + whole + args);
     ASSERT_EQ(one.exit_code, 0) << one.err;
-    int parts = 0;
-    Command r;
-    do {
-        r = run_tdyn("response " + run + args + " --stop-after 3");
-        ++parts;
-        if (parts == 1) {
-            const std::string before = slurp(run);
-            const auto other = run_tdyn("response " + run +
-                                        " --param lr --method far --unstable 2 --from 200 --to 500 --align 50 --quiet");
-            EXPECT_EQ(other.exit_code, 1);
-            EXPECT_NE(other.err.find("--align 50 differs from its 100"), std::string::npos) << other.err;
-            EXPECT_EQ(std::count(other.err.begin(), other.err.end(), '\n'), 1) << other.err;
-            EXPECT_EQ(slurp(run), before);
-        }
-    } while (r.exit_code == 130 && parts < 40);
+    const auto [r, parts] = respond_in_parts(run, args, 3, 40, [&](int part) {
+        if (part == 1)
+            expect_refused(run, "--param lr --method far --unstable 2 --from 200 --to 500 --align 50",
+                           "--align 50 differs from its 100");
+    });
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_GE(parts, 4);
     const auto a = nlohmann::json::parse(one.out), b = nlohmann::json::parse(r.out);
