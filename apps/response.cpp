@@ -27,7 +27,7 @@ namespace {
 struct ResponseCliOptions {
     ProblemFlags problem;
     ProblemOptions given;
-    std::string file, param, observable = "loss", method = "all", test_data;
+    std::string file, param, observable = "loss", method = "all", test_data, second_derivative = "r-operator";
     Index from = 0, to = -1, unstable = -1, window = 10, segment = 20, ensemble = 8, test_samples = 1000;
     Index burn_in = 200, burn_in_vectors = 8, stop_after = 0, align = 0, noise_steps = -1, noise_burn_in = 0;
     double check_fd = 0, kick = 1e-8, tangent_memory = 2000, noise = 0;
@@ -264,6 +264,13 @@ int run_response(ResponseCliOptions& o) {
     const bool do_kernel = o.method == "kernel";  // not part of all: it estimates the noisy map
     if (!do_unrolled && !do_far && !do_shadowing && !do_kernel && o.method != "none")
         throw Error("--method: expected unrolled, far, shadowing, kernel, all or none, found '" + o.method + "'");
+    const SecondDerivative second = [&] {
+        try {
+            return parse_second_derivative(o.second_derivative);
+        } catch (const Error&) {
+            throw Error("--second-derivative: expected r-operator or differences, found '" + o.second_derivative + "'");
+        }
+    }();
     if (!(o.noise >= 0) || !std::isfinite(o.noise))
         throw Error("--noise: sigma must be a positive number, found " + format_number(o.noise));
     if (do_kernel && !(o.noise > 0)) throw Error("--noise: --method kernel needs sigma > 0");
@@ -353,6 +360,7 @@ int run_response(ResponseCliOptions& o) {
             v.emplace_back("--unstable", "unstable_dim", std::to_string(U));
             v.emplace_back("--align", "align", std::to_string(o.align));
         }
+        if (do_far) v.emplace_back("--second-derivative", "second_derivative", to_string(second));
         return v;
     };
 
@@ -378,8 +386,11 @@ int run_response(ResponseCliOptions& o) {
             std::string diff;
             for (const auto& [flag, attr, value] : settings(U, unstable_source)) {
                 const std::string stored = !f.has_attr(group, attr)
-                                               ? (attr == "align" || attr == "noise" ? "0" : "(none)")  // older passes
-                                           : attr == "method" || attr == "test_data" ? f.attr_string(group, attr)
+                                               ? (attr == "align" || attr == "noise" ? "0"  // older passes
+                                                  : attr == "second_derivative"      ? "differences"
+                                                                                     : "(none)")
+                                           : attr == "method" || attr == "test_data" || attr == "second_derivative"
+                                               ? f.attr_string(group, attr)
                                            : attr == "check_fd" || attr == "kick" || attr == "noise"
                                                ? format_number(f.attr_double(group, attr))
                                                : std::to_string(f.attr_int(group, attr));
@@ -436,6 +447,7 @@ int run_response(ResponseCliOptions& o) {
                                                     test ? &*test : nullptr, config.precision, config.x_path);
     };
     auto map = make_map(config.lr, config.weight_decay);
+    map->set_second_derivative(second);
     const ResponseProgress progress = phase_progress(o.quiet || o.json);
     if (need_burn_in) {
         // M tangent vectors over the first B steps of the window, QR every 10 steps, the first
@@ -460,7 +472,7 @@ int run_response(ResponseCliOptions& o) {
         if (f.exists(group)) f.remove(group);  // --force
         f.ensure_group(group);
         for (const auto& [flag, attr, value] : settings(U, unstable_source)) {
-            if (attr == "method" || attr == "test_data") f.set_attr(group, attr, value);
+            if (attr == "method" || attr == "test_data" || attr == "second_derivative") f.set_attr(group, attr, value);
             else if (attr == "check_fd" || attr == "kick" || attr == "noise")
                 f.set_attr(group, attr, attr == "kick" ? o.kick : attr == "noise" ? o.noise : o.check_fd);
             else f.set_attr(group, attr, std::int64_t(std::stoll(value)));
@@ -514,6 +526,7 @@ int run_response(ResponseCliOptions& o) {
         f.set_attr(g, "segments", std::int64_t(K));
         f.set_attr(g, "seed", std::int64_t(o.seed));
         f.set_attr(g, "align", std::int64_t(o.align));
+        if (full) f.set_attr(g, "second_derivative", to_string(second));
     };
 
     // The unrolled adjoint: saved once done (a stopped pass recomputes it: 2 evaluations + 1 HVP a step).
@@ -590,7 +603,8 @@ int run_response(ResponseCliOptions& o) {
         store.load(state, fo);
         const bool fresh = state.started == 0;
         if (fresh) align_basis();
-        const Index g0 = map->gradients(), h0 = map->hvps(), s0 = map->shifted_evaluations();
+        const Index g0 = map->gradients(), h0 = map->hvps(), s0 = map->shifted_evaluations(),
+                    t0 = map->third_order_products();
         const FarResult r = far_response(*map, theta0, o.from, fo, progress, &state, [&](const FarState& s) {
             store.save(s);
             return go_on();
@@ -601,6 +615,7 @@ int run_response(ResponseCliOptions& o) {
             out["hvps_per_step"] = double(map->hvps() - h0) / N;
             out["evaluations_per_step"] = double(map->gradients() - g0) / N;
             out["shifted_evaluations_per_step"] = double(map->shifted_evaluations() - s0) / N;
+            out["third_order_per_step"] = double(map->third_order_products() - t0) / N;
             out["recomputed_segments"] = r.recomputed;
         }
         h5::File w = h5::File::open_write(o.file);
@@ -854,6 +869,10 @@ void setup_response(CLI::App& app, int& exit_code) {
     cmd->add_option("--window", o->window, "W: FAR's psi_n sums Phi_{n-W} .. Phi_{n+W}; the kernel sums w = 1..W")
         ->capture_default_str();
     cmd->add_option("--segment", o->segment, "S steps per segment (QR at each end)")->capture_default_str();
+    cmd->add_option("--second-derivative", o->second_derivative,
+                    "FAR's omega = -alpha sum_j grad(eps_j^T H e_j): r-operator (exact, third-order R-operator) or "
+                    "differences (central differences of HVPs, h = 1e-5; passes made before r-operator existed)")
+        ->capture_default_str();
     cmd->add_option("--seed", o->seed, "seed of the tangent basis, the finite-difference kicks and the noise")
         ->capture_default_str();
     cmd->add_option("--check-fd", o->check_fd, "also finite differences at gamma +- H (0 = none)")

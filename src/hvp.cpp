@@ -140,7 +140,6 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
         }
     }
     const Index wide = k * widest_hidden(m_arch) * M;  // elements of the widest k x n M block
-    auto rows_view = [&](RowMatrix& B, Index width) { return RowMap(B.data(), k * M, width); };
 
     // ---- forward R-pass
     // R{A_1} = X V_W1 + 1 V_b1^T: one wide product; the bias is added where R{A_1} is read.
@@ -343,6 +342,181 @@ Matrix JacobianOp::operator*(const Eigen::Ref<const Matrix>& V) const {
     Matrix JV = m_H * V;
     JV = V - m_alpha * JV;
     return JV;
+}
+
+}  // namespace tdyn
+
+// The third-order R-operator (forward over forward over reverse). With R_e, R_v the directional
+// derivatives along e and v, and RR = R_e R_v, applying R_e to every line of the H v pass:
+//   forward:  RR{A_1} = 0 (X V_W1 is linear in theta)
+//             RR{Z_h} = f''(A_h) .* R_e{A_h} .* R_v{A_h} + f'(A_h) .* RR{A_h}
+//             RR{A_l} = RR{Z_h} W_l + R_e{Z_h} V_Wl + R_v{Z_h} E_Wl                  (h = l - 1)
+//   output:   RR{delta_L} = [l'''[R_e{a}, R_v{a}] + l'' RR{a}] / k per sample (loss.hpp)
+//   backward: RR{dW_l} = Z_h^T RR{delta_l} + R_e{Z_h}^T R_v{delta_l} + R_v{Z_h}^T R_e{delta_l}
+//                        + RR{Z_h}^T delta_l                       (l = 1: X^T RR{delta_1})
+//             RR{db_l} = column sums of RR{delta_l}
+//             with g = delta_l W_l^T and P_x = R_x{delta_l} W_l^T + delta_l X_Wl^T (x = e, v):
+//             R_x{delta_h} = P_x .* f' + g .* f'' .* R_x{A_h}
+//             RR{delta_h} = (RR{delta_l} W_l^T + R_v{delta_l} E_Wl^T + R_e{delta_l} V_Wl^T) .* f'
+//                           + P_v .* f'' .* R_e{A_h} + P_e .* f'' .* R_v{A_h}
+//                           + g .* (f''' .* R_e{A_h} .* R_v{A_h} + f'' .* RR{A_h})
+// Every product goes through the fixed row chunks (rows_product, chunked_at_b, chunked_colsum,
+// InputMatrix), so the bits do not depend on the thread count.
+namespace tdyn {
+
+void Evaluation::third_order_times(const Eigen::Ref<const Matrix>& E, const Eigen::Ref<const Matrix>& V,
+                                   Eigen::Ref<Matrix> out) {
+    const Index L = m_arch.layers(), k = samples(), P = num_params(), M = V.cols(), c = m_arch.outputs();
+    if (E.rows() != P || V.rows() != P || E.cols() != M || out.rows() != P || out.cols() != M)
+        throw Error("third_order_times: E, V and out must all be " + std::to_string(P) + " x " + std::to_string(M));
+    if (M == 0) return;
+    if (!m_products_only) gradient();  // delta_l of every layer
+    else if (!m_have_deltas) backward(false);
+    const SerialIfSmall serial(*this);
+    const auto& w = m_arch.widths;
+    constexpr Index kRows = 64;  // rows per task of the element-wise passes (bits do not depend on it)
+    auto each_rows = [&](Index n_cols, auto&& body) {
+#pragma omp parallel for schedule(static) if (k * n_cols >= kParallelElems)
+        for (Index r0 = 0; r0 < k; r0 += kRows) body(r0, std::min(kRows, k - r0));
+    };
+
+    // f', f'', f''' of the hidden layers and g_h = delta_{h+1} W_{h+1}^T: the same for every pair
+    std::vector<RowMatrix> f1(L - 1), f2(L - 1), f3(L - 1), g(L - 1);
+    for (Index h = 1; h < L; ++h) {
+        const RowMatrix &A = m_A[h - 1], &Z = m_Z[h - 1];
+        f1[h - 1].resize(k, w[h]);
+        f2[h - 1].resize(k, w[h]);
+        f3[h - 1].resize(k, w[h]);
+        g[h - 1].resize(k, w[h]);
+        detail::rows_product(m_delta[h], weight(m_arch, m_theta, h + 1).transpose(), g[h - 1]);
+        with_activation(m_arch.hidden, [&](auto policy) {
+            using F = decltype(policy);
+            each_rows(w[h], [&](Index r0, Index n) {
+                const auto a = A.middleRows(r0, n).array();
+                const auto z = Z.middleRows(r0, n).array();
+                f1[h - 1].middleRows(r0, n).array() = F::d1(a, z);
+                f2[h - 1].middleRows(r0, n).array() = F::d2(a, z);
+                f3[h - 1].middleRows(r0, n).array() = F::d3(a, z);
+            });
+        });
+    }
+
+    std::vector<RowMatrix> Ae(L), Av(L), Ar(L);     // R_e{A_l}, R_v{A_l}, RR{A_l} (index l - 1)
+    std::vector<RowMatrix> Ze(L), Zv(L), Zr(L);     // the same of Z_h (index h - 1)
+    RowMatrix de, dv, dr, pe, pv, pr, G;            // R_e, R_v, RR of delta_l; P_e, P_v, P_r; a sum
+    const double inv_k = 1.0 / double(m_k_global);  // the global k of the mean
+    for (Index m = 0; m < M; ++m) {
+        auto Wof = [&](const Eigen::Ref<const Matrix>& D, Index l) {
+            return ConstRowMap(D.col(m).data() + m_arch.weight_offset(l), w[l - 1], w[l]);
+        };
+        auto bof = [&](const Eigen::Ref<const Matrix>& D, Index l) {
+            return Eigen::Map<const Eigen::RowVectorXd>(D.col(m).data() + m_arch.bias_offset(l), w[l]);
+        };
+        // ---- forward
+        for (auto [D, A] : {std::pair{&E, &Ae}, std::pair{&V, &Av}}) {
+            (*A)[0].resize(k, w[1]);
+            m_X.times(Wof(*D, 1), (*A)[0]);
+            const auto b = bof(*D, 1);
+            each_rows(w[1], [&](Index r0, Index n) { (*A)[0].middleRows(r0, n).rowwise() += b; });
+        }
+        Ar[0].setZero(k, w[1]);
+        for (Index l = 2; l <= L; ++l) {
+            const Index h = l - 1;
+            const RowMatrix &F1 = f1[h - 1], &F2 = f2[h - 1];
+            Ze[h - 1].resize(k, w[h]);
+            Zv[h - 1].resize(k, w[h]);
+            Zr[h - 1].resize(k, w[h]);
+            each_rows(w[h], [&](Index r0, Index n) {
+                const auto f1r = F1.middleRows(r0, n).array(), f2r = F2.middleRows(r0, n).array();
+                const auto ae = Ae[h - 1].middleRows(r0, n).array(), av = Av[h - 1].middleRows(r0, n).array();
+                Ze[h - 1].middleRows(r0, n).array() = f1r * ae;
+                Zv[h - 1].middleRows(r0, n).array() = f1r * av;
+                Zr[h - 1].middleRows(r0, n).array() = f2r * ae * av + f1r * Ar[h - 1].middleRows(r0, n).array();
+            });
+            const auto Wl = weight(m_arch, m_theta, l);
+            for (auto [D, Z, A] : {std::tuple{&E, &Ze, &Ae}, std::tuple{&V, &Zv, &Av}}) {
+                (*A)[l - 1].resize(k, w[l]);
+                detail::rows_product((*Z)[h - 1], Wl, (*A)[l - 1]);
+                detail::rows_product(m_Z[h - 1], Wof(*D, l), (*A)[l - 1], true);
+                const auto b = bof(*D, l);
+                each_rows(w[l], [&](Index r0, Index n) { (*A)[l - 1].middleRows(r0, n).rowwise() += b; });
+            }
+            Ar[l - 1].resize(k, w[l]);
+            detail::rows_product(Zr[h - 1], Wl, Ar[l - 1]);
+            detail::rows_product(Ze[h - 1], Wof(V, l), Ar[l - 1], true);
+            detail::rows_product(Zv[h - 1], Wof(E, l), Ar[l - 1], true);
+        }
+        // ---- output, per sample (loss.hpp)
+        de.resize(k, c);
+        dv.resize(k, c);
+        dr.resize(k, c);
+        {
+            const double* T = m_T.data();
+            const Index t_stride = m_T.outerStride();
+            const RowMatrix &ae = Ae[L - 1], &av = Av[L - 1], &ar = Ar[L - 1];
+            with_loss(m_arch.output, [&](auto policy) {
+                using Loss = decltype(policy);
+#pragma omp parallel for schedule(static) if (k * c >= kParallelElems)
+                for (Index i = 0; i < k; ++i) {
+                    const double* y = m_Y.data() + i * c;
+                    const double* t = T + i * t_stride;
+                    Loss::r_delta(y, t, inv_k, ae.data() + i * c, de.data() + i * c, c, 1);
+                    Loss::r_delta(y, t, inv_k, av.data() + i * c, dv.data() + i * c, c, 1);
+                    Loss::rr_delta(y, t, inv_k, ae.data() + i * c, av.data() + i * c, ar.data() + i * c,
+                                   dr.data() + i * c, c);
+                }
+            });
+        }
+        // ---- backward
+        double* o = out.col(m).data();
+        for (Index l = L; l >= 2; --l) {
+            const Index h = l - 1, nh = w[h], nl = w[l];
+            // RR{dW_l}, four fixed-order chunked sums added in a fixed order
+            RowMap gW(o + m_arch.weight_offset(l), nh, nl);
+            G.resize(nh, nl);
+            chunked_at_b(m_Z[h - 1], dr, gW);
+            chunked_at_b(Ze[h - 1], dv, G);
+            gW += G;
+            chunked_at_b(Zv[h - 1], de, G);
+            gW += G;
+            chunked_at_b(Zr[h - 1], m_delta[l - 1], G);
+            gW += G;
+            chunked_colsum<double>(dr, o + m_arch.bias_offset(l));
+            const auto Wt = weight(m_arch, m_theta, l).transpose();
+            pe.resize(k, nh);
+            pv.resize(k, nh);
+            pr.resize(k, nh);
+            detail::rows_product(de, Wt, pe);
+            detail::rows_product(m_delta[l - 1], Wof(E, l).transpose(), pe, true);
+            detail::rows_product(dv, Wt, pv);
+            detail::rows_product(m_delta[l - 1], Wof(V, l).transpose(), pv, true);
+            detail::rows_product(dr, Wt, pr);
+            detail::rows_product(dv, Wof(E, l).transpose(), pr, true);
+            detail::rows_product(de, Wof(V, l).transpose(), pr, true);
+            const RowMatrix &F1 = f1[h - 1], &F2 = f2[h - 1], &F3 = f3[h - 1], &gh = g[h - 1];
+            // R_e{delta_h}, R_v{delta_h}, RR{delta_h}, written into pe, pv, pr row by row
+            each_rows(nh, [&](Index r0, Index n) {
+                const auto f1r = F1.middleRows(r0, n).array(), f2r = F2.middleRows(r0, n).array(),
+                           f3r = F3.middleRows(r0, n).array(), gr = gh.middleRows(r0, n).array();
+                const auto ae = Ae[h - 1].middleRows(r0, n).array(), av = Av[h - 1].middleRows(r0, n).array(),
+                           ar = Ar[h - 1].middleRows(r0, n).array();
+                auto Pe = pe.middleRows(r0, n).array();
+                auto Pv = pv.middleRows(r0, n).array();
+                auto Pr = pr.middleRows(r0, n).array();
+                Pr = Pr * f1r + Pv * f2r * ae + Pe * f2r * av + gr * (f3r * ae * av + f2r * ar);
+                Pe = Pe * f1r + gr * f2r * ae;
+                Pv = Pv * f1r + gr * f2r * av;
+            });
+            std::swap(de, pe);
+            std::swap(dv, pv);
+            std::swap(dr, pr);
+        }
+        // layer 1: RR{dW_1} = X^T RR{delta_1}, RR{db_1} = column sums
+        m_X.transpose_times(dr, G);
+        RowMap(o + m_arch.weight_offset(1), w[0], w[1]) = G;
+        chunked_colsum<double>(dr, o + m_arch.bias_offset(1));
+        m_comm->sum(o, P);
+    }
 }
 
 }  // namespace tdyn

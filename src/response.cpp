@@ -571,6 +571,12 @@ Observable parse_observable(const std::string& name) {
 
 std::string to_string(ResponseParam p) { return p == ResponseParam::LearningRate ? "lr" : "weight-decay"; }
 std::string to_string(Observable o) { return o == Observable::Loss ? "loss" : "test-loss"; }
+std::string to_string(SecondDerivative s) { return s == SecondDerivative::ROperator ? "r-operator" : "differences"; }
+SecondDerivative parse_second_derivative(const std::string& name) {
+    if (name == "r-operator") return SecondDerivative::ROperator;
+    if (name == "differences") return SecondDerivative::Differences;
+    throw Error("second derivative: '" + name + "' is not one of r-operator, differences");
+}
 
 GradientDescentMap::GradientDescentMap(const Architecture& arch, const Dataset& train, double alpha, double lambda,
                                        ResponseParam param, Observable observable, const Dataset* test,
@@ -633,8 +639,14 @@ double GradientDescentMap::param_derivative_trace(const Matrix& e, const Matrix&
 
 Vector GradientDescentMap::second_derivative(const Matrix& e, const Matrix& eps) {
     // omega = -alpha sum_j grad(eps_j^T H e_j) = -alpha sum_j d/dr [H(theta + r e_j) eps_j] at r = 0
-    // (the third derivative is symmetric), by central differences along the unit e^_j.
+    // (the third derivative is symmetric): exactly, or by central differences along the unit e^_j.
     const Vector& theta = m_eval->theta();
+    if (m_second == SecondDerivative::ROperator) {
+        Matrix T(theta.size(), e.cols());
+        m_eval->third_order_times(e, eps, T);
+        m_third_order += e.cols();
+        return -m_alpha * T.rowwise().sum();
+    }
     Vector omega = Vector::Zero(theta.size());
     Matrix Hp(theta.size(), 1), Hm(theta.size(), 1);
     for (Index j = 0; j < e.cols(); ++j) {

@@ -506,6 +506,95 @@ TEST(ThreadCounts, OneAndTwoThreadsGiveIdenticalBits) {
         }
 }
 
+// The third-order R-operator, T(e, v) = grad_theta (v^T H e), against its definition
+// d/dr [H(theta + r e) v] at r = 0 by central differences of exact HVPs, Richardson-extrapolated
+// over h = 1e-3 and 5e-4: truncation O(h^4) ~ 1e-12 and rounding eps |H v| / h ~ 1e-12 relative,
+// so 1e-8 leaves room for the largest third derivatives (tanh near saturation) and fails on any
+// missing term (each is O(1) of the total). Every activation/output pair, 1 to 3 hidden layers,
+// with weight decay (whose third derivative is 0).
+TEST(ThirdOrder, MatchesCentralDifferencesOfHessianVectorProducts) {
+    double worst = 0;
+    for (const char* a : {"5-4-3", "6-5-4-3", "4-3-3-3-2"})
+        for (Activation f : test::all_activations())
+            for (Output o : test::all_outputs()) {
+                const auto p = test::random_problem(Architecture::parse(a, f, o), 9, 21);
+                const Index P = p.theta.size();
+                InputMatrix X(p.X, XPath::Dense);
+                EvaluationOptions opt;
+                opt.weight_decay = 0.03;
+                const Vector e = random_vector(P, 4), v = random_vector(P, 5);
+                Evaluation ev(p.arch, X, p.T, p.theta, opt);
+                Matrix T(P, 1);
+                ev.third_order_times(e, v, T);
+                auto Hv = [&](const Vector& th) {
+                    Evaluation s(p.arch, X, p.T, th, opt);
+                    Matrix out(P, 1);
+                    s.hessian_times(v, out);
+                    return Vector(out.col(0));
+                };
+                auto cd = [&](double h) { return Vector((Hv(p.theta + h * e) - Hv(p.theta - h * e)) / (2 * h)); };
+                const Vector truth = (4 * cd(5e-4) - cd(1e-3)) / 3;
+                const double err = relative_error(Vector(T.col(0)), truth);
+                worst = std::max(worst, err);
+                EXPECT_LT(err, 1e-8) << a << " " << to_string(f) << " " << to_string(o);
+            }
+    std::printf("third-order R-operator against differences of H v: worst relative error %.2e\n", worst);
+}
+
+// A third derivative is symmetric in all three arguments: w . T(e, v) = e . T(w, v) = v . T(e, w),
+// three different passes (to rounding, 1e-12 relative to the largest). A block of pairs gives the
+// columns of single pairs, to the bit.
+TEST(ThirdOrder, IsSymmetricInItsThreeArgumentsAndBlocksEqualSinglePairs) {
+    for (Activation f : test::all_activations())
+        for (Output o : test::all_outputs()) {
+            const auto p = test::random_problem(Architecture::parse("6-5-4-3", f, o), 11, 3);
+            const Index P = p.theta.size();
+            InputMatrix X(p.X, XPath::Dense);
+            Evaluation ev(p.arch, X, p.T, p.theta);
+            Matrix A(P, 3), B(P, 3), T(P, 3);
+            const Vector e = random_vector(P, 1), v = random_vector(P, 2), u = random_vector(P, 3);
+            A << e, u, e;
+            B << v, v, u;
+            ev.third_order_times(A, B, T);  // T(e, v), T(u, v), T(e, u)
+            const double a = u.dot(T.col(0)), b = e.dot(T.col(1)), c = v.dot(T.col(2));
+            const double scale = std::max({std::abs(a), std::abs(b), std::abs(c), 1e-300});
+            EXPECT_LT(std::abs(a - b) / scale, 1e-12) << to_string(f) << " " << to_string(o);
+            EXPECT_LT(std::abs(a - c) / scale, 1e-12) << to_string(f) << " " << to_string(o);
+            for (Index j = 0; j < 3; ++j) {
+                Matrix one(P, 1);
+                ev.third_order_times(A.col(j), B.col(j), one);
+                EXPECT_TRUE(one.col(0) == T.col(j)) << to_string(f) << " " << to_string(o) << " pair " << j;
+            }
+        }
+}
+
+// Thread counts: 12000 samples (several row chunks), both X paths and precisions, 1 and 2 threads
+// give the same bits.
+TEST(ThirdOrder, OneAndTwoThreadsGiveIdenticalBits) {
+    auto p = test::random_problem(Architecture::parse("100-40-10", Activation::Sigmoid, Output::SoftmaxCE), 12000, 23);
+    for (Index i = 0; i < p.X.size(); ++i)
+        if (i % 5 != 0) p.X.data()[i] = 0.0;
+    const Index P = p.theta.size();
+    Matrix E(P, 2), V(P, 2);
+    for (Index m = 0; m < 2; ++m) E.col(m) = random_vector(P, 70 + m), V.col(m) = random_vector(P, 80 + m);
+    const int saved = omp_get_max_threads();
+    for (XPath path : {XPath::Dense, XPath::Sparse})
+        for (Precision prec : {Precision::F64, Precision::F32}) {
+            InputMatrix X(p.X, path, prec);
+            Matrix T[2];
+            for (int threads : {1, 2}) {
+                omp_set_num_threads(threads);
+                Evaluation ev(p.arch, X, p.T, p.theta);
+                T[threads - 1].resize(P, 2);
+                ev.third_order_times(E, V, T[threads - 1]);
+            }
+            omp_set_num_threads(saved);
+            EXPECT_TRUE(T[0] == T[1]) << (path == XPath::Sparse ? "sparse " : "dense ")
+                                      << (prec == Precision::F32 ? "f32" : "f64") << ": differs by "
+                                      << relative_error(T[0], T[1]);
+        }
+}
+
 }  // namespace
 }  // namespace tdyn
 

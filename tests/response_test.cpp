@@ -615,6 +615,14 @@ TEST(ResponseNetwork, SecondDerivativeTermMatchesFiniteDifferences) {
     };
     const Vector g1 = central_gradient(s, theta, 1e-3), g2 = central_gradient(s, theta, 5e-4);
     const Vector truth = (4 * g2 - g1) / 3;
+    // the default: exact, the third-order R-operator (its error is the truth's own, O(h^4) + rounding)
+    m.at(0, theta);
+    const double err_exact = relative_error(m.second_derivative(e, eps), truth);
+    std::printf("second-derivative term, third-order R-operator: relative error %.2e\n", err_exact);
+    EXPECT_LT(err_exact, 1e-9);
+    EXPECT_EQ(m.third_order_products(), 3);
+    // central differences of HVPs (older passes)
+    m.set_second_derivative(SecondDerivative::Differences);
     double err_at_default = 0;
     for (double h : {1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7}) {
         m.set_difference_step(h);
@@ -638,14 +646,14 @@ TEST(ResponseNetwork, KeptSegmentsGiveTheBitsOfRecomputedOnes) {
     const double segment_bytes = 8.0 * (o.segment + 1) * (o.unstable + 1) * double(c.p.theta.size());
     struct Pass {
         FarResult r;
-        Index hvps, gradients;
+        Index hvps, gradients, third;
     };
     auto pass = [&](double keep_bytes) {
         GradientDescentMap m(c.p.arch, c.train, c.alpha, c.lambda, ResponseParam::LearningRate, Observable::Loss);
         FarOptions k = o;
         k.keep_bytes = keep_bytes;
         const FarResult r = far_response(m, c.p.theta, 0, k);
-        return Pass{r, m.hvps(), m.gradients()};
+        return Pass{r, m.hvps(), m.gradients(), m.third_order_products()};
     };
     const Pass none = pass(0), some = pass(2.5 * segment_bytes), all = pass(1e12);
     EXPECT_EQ(none.r.recomputed, 6);
@@ -662,10 +670,12 @@ TEST(ResponseNetwork, KeptSegmentsGiveTheBitsOfRecomputedOnes) {
         EXPECT_EQ(none.hvps - q->hvps, saved * o.segment * o.unstable);
         EXPECT_EQ(none.gradients - q->gradients, saved * o.segment);
     }
-    // All kept: per step 1 + 1 evaluations (forward, adjoint) and u + (u + 2) + 2u = 4u + 2 HVPs,
-    // plus the u HVPs of the first W steps and one evaluation at each of the 2W + 2 extra states.
+    // All kept: per step 1 + 1 evaluations (forward, adjoint), u + (u + 2) = 2u + 2 HVPs and u
+    // third-order passes (omega), plus the u HVPs of the first W steps and one evaluation at each
+    // of the 2W + 2 extra states.
     const Index N = o.segment * o.segments, u = o.unstable, W = o.window;
-    EXPECT_EQ(all.hvps, N * (4 * u + 2) + W * u);
+    EXPECT_EQ(all.hvps, N * (2 * u + 2) + W * u);
+    EXPECT_EQ(all.third, N * u);
     EXPECT_EQ(all.gradients, 2 * N + 2 * W + 2);
     std::printf("FAR on 5-4-3, u = 2: %.4f (kept or recomputed: the same bits)\n", all.r.derivative);
 }

@@ -114,7 +114,7 @@ auto tanh(const Eigen::ArrayBase<D>& x) {
 }
 }  // namespace elem
 
-/// Each policy: f(a); d1(a, z) = f'(a) and d2(a, z) = f''(a), given z = f(a) (sigmoid and tanh
+/// Each policy: f(a); d1(a, z) = f'(a), d2(a, z) = f''(a) and d3(a, z) = f'''(a), given z = f(a) (sigmoid and tanh
 /// express their derivatives through z, which the forward pass already holds). `a` and `z` are
 /// both doubles or both Eigen arrays; the result is a double or an array expression over them.
 /// kStep: f' takes only the values 0 and 1, so o .*= f' is applied as a select (no -0 from o 0).
@@ -136,6 +136,11 @@ struct Sigmoid {
     static auto d2(const A&, const Z& z) {
         return z * (1.0 - z) * (1.0 - 2.0 * z);
     }
+    /// f''' = z (1 - z) (1 - 6z + 6z^2)
+    template <class A, class Z>
+    static auto d3(const A&, const Z& z) {
+        return z * (1.0 - z) * (1.0 - 6.0 * z + 6.0 * z * z);
+    }
 };
 
 struct Tanh {
@@ -154,6 +159,11 @@ struct Tanh {
     static auto d2(const A&, const Z& z) {
         return -2.0 * z * (1.0 - elem::square(z));
     }
+    /// f''' = -2 (1 - z^2) (1 - 3 z^2)
+    template <class A, class Z>
+    static auto d3(const A&, const Z& z) {
+        return -2.0 * (1.0 - elem::square(z)) * (1.0 - 3.0 * elem::square(z));
+    }
 };
 
 struct Relu {
@@ -170,6 +180,10 @@ struct Relu {
     }
     template <class A, class Z>
     static auto d2(const A& a, const Z&) {
+        return elem::zero_like(a);
+    }
+    template <class A, class Z>
+    static auto d3(const A& a, const Z&) {
         return elem::zero_like(a);
     }
 };
@@ -192,6 +206,12 @@ struct Softplus {
         const auto s = Sigmoid::f(a);
         return s * (1.0 - s);
     }
+    /// f''' = s (1 - s) (1 - 2s)
+    template <class A, class Z>
+    static auto d3(const A& a, const Z&) {
+        const auto s = Sigmoid::f(a);
+        return s * (1.0 - s) * (1.0 - 2.0 * s);
+    }
 };
 
 struct IdentityActivation {
@@ -206,6 +226,10 @@ struct IdentityActivation {
     }
     template <class A, class Z>
     static auto d2(const A& a, const Z&) {
+        return elem::zero_like(a);
+    }
+    template <class A, class Z>
+    static auto d3(const A& a, const Z&) {
         return elem::zero_like(a);
     }
 };

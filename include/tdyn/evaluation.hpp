@@ -179,6 +179,13 @@ public:
     /// J_A = dA_L / dtheta; the weight-decay term is quadratic, so its Hessian lambda I is its own
     /// Gauss-Newton part (hvp.cpp, docs/MATH.md).
     void gauss_newton_times(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> GV);
+    /// The third-order R-operator: column j of out = grad_theta (v_j^T H e_j) = D^3 L[e_j, v_j, .],
+    /// exact (R along e_j of every line of the H v pass, hvp.cpp); E, V and out are P x M. Weight
+    /// decay's third derivative is 0. Costs about two HVPs' forward passes and one backward pass:
+    /// two products with X and one with X^T per pair, against 4 + 2 for central differences of
+    /// H v (two shifted forward passes and two HVPs).
+    void third_order_times(const Eigen::Ref<const Matrix>& E, const Eigen::Ref<const Matrix>& V,
+                           Eigen::Ref<Matrix> out);
     /// Products only: the products above need backprop's delta_l but not the gradient, whose
     /// product with X is then skipped (an Evaluation at theta +- h v that only serves differences
     /// of H v). Same bits; gradient() still computes the gradient when asked.

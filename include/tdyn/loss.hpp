@@ -5,6 +5,8 @@
 //   r_delta:  R{d} = (d^2 l / da^2) R{a} / k, for M vectors     (a row of R{delta_L}, H)
 //   r_delta_gauss_newton: the same without the residual (y - t) term (Gauss-Newton)
 //     (both may write R{d} over R{a}: each entry is written after every read it needs)
+//   rr_delta: R_u R_v{d} = [l'''(a)[R_u{a}, R_v{a}] + l''(a) R_u R_v{a}] / k, one pair of
+//     directions (the third-order R-operator, hvp.cpp)
 //   output_derivative: dy/da (c x c)
 // k is the GLOBAL sample count (the mean is over all samples, evaluation.hpp). The arithmetic
 // order of each formula is the one tdyn has always used: results are bit for bit the same.
@@ -61,6 +63,19 @@ struct SoftmaxCrossEntropy {
                                      Index c, Index M) {
         r_delta(y, t, inv_k, RA, Rd, c, M);
     }
+    /// With S = sum t: l'' x = S y .* (x - y.x); its derivative along v (dy = y .* (v - y.v))
+    /// gives l'''[u, v] = S [dy .* (u - y.u) - y (dy . u)].
+    static void rr_delta(const double* y, const double* t, double inv_k, const double* ru, const double* rv,
+                         const double* rr, double* out, Index c) {
+        double st = 0, yu = 0, yv = 0, yr = 0;
+        for (Index j = 0; j < c; ++j) st += t[j], yu += y[j] * ru[j], yv += y[j] * rv[j], yr += y[j] * rr[j];
+        double dyu = 0;  // dy . u
+        for (Index j = 0; j < c; ++j) dyu += y[j] * (rv[j] - yv) * ru[j];
+        for (Index j = 0; j < c; ++j) {
+            const double dy = y[j] * (rv[j] - yv);
+            out[j] = st * (dy * (ru[j] - yu) - y[j] * dyu + y[j] * (rr[j] - yr)) * inv_k;
+        }
+    }
     /// dy/da = diag(y) - y y^T
     static void output_derivative(const Eigen::Ref<const Eigen::RowVectorXd>& y, Eigen::Ref<RowMatrix> D) {
         D = -y.transpose() * y;
@@ -102,6 +117,17 @@ struct SigmoidMeanSquaredError {
                 Rd[m * c + j] = hj * RA[m * c + j] * inv_k;
             }
     }
+    /// Per output, h = l'' = s'^2 + (y - t)(1 - 2y) s' with s'' = s' (1 - 2y), so
+    /// h' = 2 s' s'' + s'^2 (1 - 2y) - 2 (y - t) s'^2 + (y - t)(1 - 2y) s''; R_u R_v{d} = (h' u v + h r) / k.
+    static void rr_delta(const double* y, const double* t, double inv_k, const double* ru, const double* rv,
+                         const double* rr, double* out, Index c) {
+        for (Index j = 0; j < c; ++j) {
+            const double s1 = y[j] * (1 - y[j]), s2 = s1 * (1 - 2 * y[j]), e = y[j] - t[j];
+            const double h = s1 * s1 + e * (1 - 2 * y[j]) * s1;
+            const double h1 = 2 * s1 * s2 + s1 * s1 * (1 - 2 * y[j]) - 2 * e * s1 * s1 + e * (1 - 2 * y[j]) * s2;
+            out[j] = (h1 * ru[j] * rv[j] + h * rr[j]) * inv_k;
+        }
+    }
     /// dy/da = diag(y (1 - y))
     static void output_derivative(const Eigen::Ref<const Eigen::RowVectorXd>& y, Eigen::Ref<RowMatrix> D) {
         D.setZero();
@@ -130,6 +156,11 @@ struct IdentityMeanSquaredError {
     static void r_delta_gauss_newton(const double* y, const double* t, double inv_k, const double* RA, double* Rd,
                                      Index c, Index M) {
         r_delta(y, t, inv_k, RA, Rd, c, M);
+    }
+    /// l''' = 0: R_u R_v{d} = R_u R_v{a} / k
+    static void rr_delta(const double*, const double*, double inv_k, const double*, const double*, const double* rr,
+                         double* out, Index c) {
+        for (Index j = 0; j < c; ++j) out[j] = rr[j] * inv_k;
     }
     /// dy/da = I
     static void output_derivative(const Eigen::Ref<const Eigen::RowVectorXd>&, Eigen::Ref<RowMatrix> D) {

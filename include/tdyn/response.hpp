@@ -240,14 +240,21 @@ ResponseParam parse_response_param(const std::string& name);  ///< "lr" | "weigh
 Observable parse_observable(const std::string& name);         ///< "loss" | "test-loss"; throws Error
 std::string to_string(ResponseParam p);
 std::string to_string(Observable o);
+/// How the GD map computes omega = -alpha sum_j grad(eps_j^T H e_j): exactly by the third-order
+/// R-operator (Evaluation::third_order_times), or by central differences of exact HVPs along
+/// the unit e^_j (the older passes' method, kept so they continue to their own bits).
+enum class SecondDerivative { ROperator, Differences };
+SecondDerivative parse_second_derivative(const std::string& name);  ///< "r-operator" | "differences"; throws Error
+std::string to_string(SecondDerivative s);
 
 /// The full-batch gradient-descent map as a ResponseMap:
 ///   J v = v - alpha H v (symmetric, so J^T = J), H the Hessian of L + lambda/2 |theta|^2;
 ///   X = -(grad L + lambda theta) for alpha, -alpha theta for lambda;
 ///   sum_j eps_j.(dX) e_j = -sum_j eps_j.H e_j = -sum_j eps_j.(e_j - J e_j)/alpha for alpha,
 ///   -alpha sum_j eps_j.e_j for lambda;
-///   omega = -alpha sum_j grad(eps_j^T H e_j) = -alpha sum_j [H(theta + h e^_j) - H(theta - h e^_j)] eps_j |e_j| / (2h)
-///   (central differences of HVPs along the unit e^_j, step h: tests/response_test.cpp measures it);
+///   omega = -alpha sum_j grad(eps_j^T H e_j): by default exact, the third-order R-operator
+///   (one pass per j); or -alpha sum_j [H(theta + h e^_j) - H(theta - h e^_j)] eps_j |e_j| / (2h),
+///   central differences of HVPs along the unit e^_j, step h (tests/response_test.cpp measures both);
 ///   Phi = L (the data term, as /trajectory/loss) or the test loss.
 /// For softmax-CE, the h+1 directions that add one constant to every class weight of a hidden
 /// unit (a row of W_L) or to every entry of b_L leave L unchanged: project() removes them.
@@ -271,6 +278,9 @@ public:
     Vector second_derivative(const Matrix& e, const Matrix& eps) override;
     void project(Matrix& V) const override;
 
+    /// How omega is computed (default: the exact third-order R-operator).
+    void set_second_derivative(SecondDerivative s) { m_second = s; }
+    SecondDerivative second_derivative_method() const { return m_second; }
     /// The step h of the central differences (default 1e-5, in units of theta along a unit vector).
     void set_difference_step(double h) { m_h = h; }
     double alpha() const { return m_alpha; }
@@ -282,6 +292,8 @@ public:
     Index gradients() const { return m_gradients; }
     /// Evaluations at theta +- h e^_j so far (the second-derivative differences; forward and backward pass).
     Index shifted_evaluations() const { return m_shifted_evaluations; }
+    /// Third-order R-operator passes so far (one per pair e_j, eps_j).
+    Index third_order_products() const { return m_third_order; }
 
 private:
     Architecture m_arch;
@@ -291,7 +303,8 @@ private:
     std::unique_ptr<InputMatrix> m_X, m_X_test;
     std::unique_ptr<Evaluation> m_eval, m_shifted, m_test;
     double m_h = 1e-5;
-    Index m_hvps = 0, m_gradients = 0, m_shifted_evaluations = 0;
+    SecondDerivative m_second = SecondDerivative::ROperator;
+    Index m_hvps = 0, m_gradients = 0, m_shifted_evaluations = 0, m_third_order = 0;
 };
 
 /// The h+1 exactly neutral directions of a softmax-CE network (h the last hidden width) as an
