@@ -4,6 +4,10 @@
 // float32. The yardstick is the dense float64 X-product of the same k (bench_support.hpp).
 //
 //   BM_HVP/k/path/precision/M    one call hessian_times(V, HV) with V, HV P x M
+//   BM_ThirdOrder/k/path/exact   grad(v^T H e) for one pair: third_order_times (float64)
+//   BM_ThirdOrder/k/path/differences   the same by central differences of H v along the unit e
+//                                (two products-only Evaluations at theta +- h e^, an HVP each),
+//                                as FAR's --second-derivative differences does
 //
 // Counters (median per call over the run's iterations):
 //   ms              one call (M vectors)
@@ -34,9 +38,15 @@ struct Point {
     std::unique_ptr<InputMatrix> X;
     std::unique_ptr<Evaluation> eval;
 };
+Point& the_point() {
+    static Point p;
+    return p;
+}
+/// The X of the current point (for a second Evaluation on the same data).
+const InputMatrix* point_X() { return the_point().X.get(); }
 
 Evaluation& point(Index k, XPath path, Precision prec) {
-    static Point p;
+    Point& p = the_point();
     const auto key = std::make_tuple(k, path, prec);
     if (!p.eval || p.key != key) {
         p.eval.reset();
@@ -80,6 +90,47 @@ void BM_HVP(benchmark::State& state, Index k, XPath path, Precision prec, Index 
     state.counters["x_units_adj_per_vec"] = adj.median_ratio() / double(M);
 }
 
+void BM_ThirdOrder(benchmark::State& state, Index k, XPath path, bool exact) {
+    Evaluation& e = point(k, path, Precision::F64);
+    const Index P = e.num_params();
+    std::srand(11);
+    const Matrix E = Matrix::Random(P, 1), V = Matrix::Random(P, 1);
+    Matrix T(P, 1), Hp(P, 1), Hm(P, 1);
+    const Dataset& ds = mnist(k);
+    Evaluation shifted(arch(), *point_X(), ds.T);
+    shifted.set_products_only(true);
+    const double h = 1e-5, norm = E.col(0).norm();
+    auto once = [&] {
+        if (exact) {
+            e.third_order_times(E, V, T);
+            return;
+        }
+        const Vector d = E.col(0) / norm;
+        shifted.reset(e.theta() + h * d);
+        shifted.hessian_times(V, Hp);
+        shifted.reset(e.theta() - h * d);
+        shifted.hessian_times(V, Hm);
+        T = (norm / (2 * h)) * (Hp - Hm);
+    };
+    once();  // buffers, outside the timed loop
+    Timer tm;
+    AdjacentYardstick adj(k);
+    for (auto _ : state) {
+        tm.start();
+        once();
+        benchmark::DoNotOptimize(T.data());
+        benchmark::ClobberMemory();
+        tm.stop();
+        state.PauseTiming();
+        adj.record(tm.t.back());
+        state.ResumeTiming();
+    }
+    const double s = tm.median();
+    state.counters["ms"] = s * 1e3;
+    state.counters["x_units"] = s / x_unit(k);
+    state.counters["x_units_adj"] = adj.median_ratio();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -105,6 +156,16 @@ int main(int argc, char** argv) {
                         ->UseRealTime()
                         ->Unit(benchmark::kMillisecond);
                 }
+        for (auto [path, pn] : paths)
+            for (bool exact : {true, false}) {
+                const std::string name =
+                    "BM_ThirdOrder/k:" + std::to_string(k) + "/" + pn + (exact ? "/exact" : "/differences");
+                const double est = (exact ? 4.0 : 7.0) * u;  // X-units per pair, roughly
+                benchmark::RegisterBenchmark(name.c_str(), BM_ThirdOrder, k, path, exact)
+                    ->Iterations(iterations_for(est, opt.seconds, 2))
+                    ->UseRealTime()
+                    ->Unit(benchmark::kMillisecond);
+            }
     }
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();

@@ -231,6 +231,34 @@ TEST(Spectrum, WarmStartAtAnExactEigenvectorGivesTheTrueTopEigenvalue) {
     }
 }
 
+// The same breakdown at the library level: warm-started at the exact u_1 of a constant H (linear
+// regression, 7 parameters), hessian_eigs reports that it repeated the solve from the random start
+// (`restarted`), and the pair it returns is the dense one (1e-10). A cold solve and a warm start
+// near, not at, an eigenvector are not repeated.
+TEST(Spectrum, WarmStartAtAnExactEigenvectorIsRepeatedFromTheRandomStart) {
+    const auto p = test::random_problem(Architecture::parse("6-1", Activation::Identity, Output::IdentityMSE), 200, 4);
+    InputMatrix X(p.X, XPath::Dense);
+    Evaluation e(p.arch, X, p.T, p.theta);
+    const Matrix H = HessianOp(e) * Matrix::Identity(7, 7);
+    Eigen::SelfAdjointEigenSolver<Matrix> dense(H);
+    const double lambda_1 = dense.eigenvalues()[6];
+    EigenOptions opt;
+    const Matrix u1 = dense.eigenvectors().col(6);
+    const EigenResult warm = hessian_eigs(e, Which::Top, opt, &u1), cold = hessian_eigs(e, Which::Top, opt);
+    ASSERT_EQ(warm.values.size(), 1);
+    EXPECT_TRUE(warm.restarted);
+    EXPECT_TRUE(warm.converged);
+    EXPECT_NEAR(warm.values[0], lambda_1, 1e-10 * lambda_1);
+    EXPECT_FALSE(cold.restarted);
+    EXPECT_NEAR(cold.values[0], lambda_1, 1e-10 * lambda_1);
+    Matrix near = u1 + 1e-3 * dense.eigenvectors().col(0);
+    const EigenResult close = hessian_eigs(e, Which::Top, opt, &near);
+    EXPECT_FALSE(close.restarted);
+    EXPECT_NEAR(close.values[0], lambda_1, 1e-10 * lambda_1);
+    std::printf("warm start at u_1: %lld products (restarted), cold %lld, near u_1 %lld\n", (long long)warm.matvecs,
+                (long long)cold.matvecs, (long long)close.matvecs);
+}
+
 TEST(Spectrum, NonConvergenceIsReported) {
     const auto p = test::random_problem(Architecture::parse("20-15-10"), 60, 4);
     InputMatrix X(p.X, XPath::Dense);
@@ -258,6 +286,7 @@ TEST(Spectrum, WarmStartNeedsFewerProducts) {
     const EigenResult cold = hessian_eigs(e, Which::Top, opt), warm = hessian_eigs(e, Which::Top, opt, &before.vectors);
     ASSERT_TRUE(cold.converged && warm.converged);
     EXPECT_LT(relative_error(cold.values[0], warm.values[0]), 1e-5);
+    EXPECT_FALSE(warm.restarted || cold.restarted);
     EXPECT_LT(warm.matvecs, cold.matvecs);
 }
 
