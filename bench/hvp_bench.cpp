@@ -4,10 +4,12 @@
 // float32. The yardstick is the dense float64 X-product of the same k (bench_support.hpp).
 //
 //   BM_HVP/k/path/precision/M    one call hessian_times(V, HV) with V, HV P x M
-//   BM_ThirdOrder/k/path/exact   grad(v^T H e) for one pair: third_order_times (float64)
-//   BM_ThirdOrder/k/path/differences   the same by central differences of H v along the unit e
-//                                (two products-only Evaluations at theta +- h e^, an HVP each),
-//                                as FAR's --second-derivative differences does
+//   BM_ThirdOrder/k/path/exact/M   grad(v_j^T H e_j) for M pairs: third_order_times (float64;
+//                                one wide product with X and one with X^T for the M pairs)
+//   BM_ThirdOrder/k/path/differences/M   the same by central differences of H v along the unit
+//                                e_j (two products-only Evaluations at theta +- h e^_j, an HVP
+//                                each, per pair), as FAR's --second-derivative differences does
+//   (counters x_units and x_units_adj of BM_ThirdOrder are per pair)
 //
 // Counters (median per call over the run's iterations):
 //   ms              one call (M vectors)
@@ -90,27 +92,30 @@ void BM_HVP(benchmark::State& state, Index k, XPath path, Precision prec, Index 
     state.counters["x_units_adj_per_vec"] = adj.median_ratio() / double(M);
 }
 
-void BM_ThirdOrder(benchmark::State& state, Index k, XPath path, bool exact) {
+void BM_ThirdOrder(benchmark::State& state, Index k, XPath path, bool exact, Index M) {
     Evaluation& e = point(k, path, Precision::F64);
     const Index P = e.num_params();
     std::srand(11);
-    const Matrix E = Matrix::Random(P, 1), V = Matrix::Random(P, 1);
-    Matrix T(P, 1), Hp(P, 1), Hm(P, 1);
+    const Matrix E = Matrix::Random(P, M), V = Matrix::Random(P, M);
+    Matrix T(P, M), Hp(P, 1), Hm(P, 1);
     const Dataset& ds = mnist(k);
     Evaluation shifted(arch(), *point_X(), ds.T);
     shifted.set_products_only(true);
-    const double h = 1e-5, norm = E.col(0).norm();
+    const double h = 1e-5;
     auto once = [&] {
         if (exact) {
             e.third_order_times(E, V, T);
             return;
         }
-        const Vector d = E.col(0) / norm;
-        shifted.reset(e.theta() + h * d);
-        shifted.hessian_times(V, Hp);
-        shifted.reset(e.theta() - h * d);
-        shifted.hessian_times(V, Hm);
-        T = (norm / (2 * h)) * (Hp - Hm);
+        for (Index j = 0; j < M; ++j) {
+            const double norm = E.col(j).norm();
+            const Vector d = E.col(j) / norm;
+            shifted.reset(e.theta() + h * d);
+            shifted.hessian_times(V.col(j), Hp);
+            shifted.reset(e.theta() - h * d);
+            shifted.hessian_times(V.col(j), Hm);
+            T.col(j) = (norm / (2 * h)) * (Hp - Hm);
+        }
     };
     once();  // buffers, outside the timed loop
     Timer tm;
@@ -127,8 +132,8 @@ void BM_ThirdOrder(benchmark::State& state, Index k, XPath path, bool exact) {
     }
     const double s = tm.median();
     state.counters["ms"] = s * 1e3;
-    state.counters["x_units"] = s / x_unit(k);
-    state.counters["x_units_adj"] = adj.median_ratio();
+    state.counters["x_units"] = s / x_unit(k) / double(M);
+    state.counters["x_units_adj"] = adj.median_ratio() / double(M);
 }
 
 }  // namespace
@@ -157,15 +162,16 @@ int main(int argc, char** argv) {
                         ->Unit(benchmark::kMillisecond);
                 }
         for (auto [path, pn] : paths)
-            for (bool exact : {true, false}) {
-                const std::string name =
-                    "BM_ThirdOrder/k:" + std::to_string(k) + "/" + pn + (exact ? "/exact" : "/differences");
-                const double est = (exact ? 4.0 : 7.0) * u;  // X-units per pair, roughly
-                benchmark::RegisterBenchmark(name.c_str(), BM_ThirdOrder, k, path, exact)
-                    ->Iterations(iterations_for(est, opt.seconds, 2))
-                    ->UseRealTime()
-                    ->Unit(benchmark::kMillisecond);
-            }
+            for (bool exact : {true, false})
+                for (Index M : {1, 2}) {
+                    const std::string name = "BM_ThirdOrder/k:" + std::to_string(k) + "/" + pn +
+                                             (exact ? "/exact" : "/differences") + "/M:" + std::to_string(M);
+                    const double est = (exact ? 4.0 : 7.0) * u * double(M);  // X-units, roughly
+                    benchmark::RegisterBenchmark(name.c_str(), BM_ThirdOrder, k, path, exact, M)
+                        ->Iterations(iterations_for(est, opt.seconds, 2))
+                        ->UseRealTime()
+                        ->Unit(benchmark::kMillisecond);
+                }
     }
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();

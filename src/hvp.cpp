@@ -374,14 +374,32 @@ void Evaluation::third_order_times(const Eigen::Ref<const Matrix>& E, const Eige
     else if (!m_have_deltas) backward(false);
     const SerialIfSmall serial(*this);
     const auto& w = m_arch.widths;
+    const Index d = w[0], n1 = w[1];
     constexpr Index kRows = 64;  // rows per task of the element-wise passes (bits do not depend on it)
     auto each_rows = [&](Index n_cols, auto&& body) {
 #pragma omp parallel for schedule(static) if (k * n_cols >= kParallelElems)
         for (Index r0 = 0; r0 < k; r0 += kRows) body(r0, std::min(kRows, k - r0));
     };
+    // Scratch kept between calls (m_t3): per hidden layer h (index h - 1) f', f'', f''' and g_h;
+    // per layer l (index l - 1) R_e{A}, R_v{A}, RR{A} and, of hidden layers, R_e{Z}, R_v{Z}, RR{Z};
+    // the backward rows; the wide blocks of the products with X.
+    const Index H = L - 1;
+    m_t3.resize(4 * H + 6 * L + 10);
+    RowMatrix* f1 = m_t3.data();
+    RowMatrix* f2 = f1 + H;
+    RowMatrix* f3 = f2 + H;
+    RowMatrix* g = f3 + H;
+    RowMatrix* Ae = g + H;
+    RowMatrix* Av = Ae + L;
+    RowMatrix* Ar = Av + L;
+    RowMatrix* Ze = Ar + L;
+    RowMatrix* Zv = Ze + L;
+    RowMatrix* Zr = Zv + L;
+    RowMatrix* rest = Zr + L;
+    RowMatrix &de = rest[0], &dv = rest[1], &dr = rest[2], &pe = rest[3], &pv = rest[4], &pr = rest[5];
+    RowMatrix &G = rest[6], &B1 = rest[7], &wideA = rest[8], &wideD = rest[9];
 
     // f', f'', f''' of the hidden layers and g_h = delta_{h+1} W_{h+1}^T: the same for every pair
-    std::vector<RowMatrix> f1(L - 1), f2(L - 1), f3(L - 1), g(L - 1);
     for (Index h = 1; h < L; ++h) {
         const RowMatrix &A = m_A[h - 1], &Z = m_Z[h - 1];
         f1[h - 1].resize(k, w[h]);
@@ -401,121 +419,138 @@ void Evaluation::third_order_times(const Eigen::Ref<const Matrix>& E, const Eige
         });
     }
 
-    std::vector<RowMatrix> Ae(L), Av(L), Ar(L);     // R_e{A_l}, R_v{A_l}, RR{A_l} (index l - 1)
-    std::vector<RowMatrix> Ze(L), Zv(L), Zr(L);     // the same of Z_h (index h - 1)
-    RowMatrix de, dv, dr, pe, pv, pr, G;            // R_e, R_v, RR of delta_l; P_e, P_v, P_r; a sum
     const double inv_k = 1.0 / double(m_k_global);  // the global k of the mean
-    for (Index m = 0; m < M; ++m) {
-        auto Wof = [&](const Eigen::Ref<const Matrix>& D, Index l) {
-            return ConstRowMap(D.col(m).data() + m_arch.weight_offset(l), w[l - 1], w[l]);
-        };
-        auto bof = [&](const Eigen::Ref<const Matrix>& D, Index l) {
-            return Eigen::Map<const Eigen::RowVectorXd>(D.col(m).data() + m_arch.bias_offset(l), w[l]);
-        };
-        // ---- forward
-        for (auto [D, A] : {std::pair{&E, &Ae}, std::pair{&V, &Av}}) {
-            (*A)[0].resize(k, w[1]);
-            m_X.times(Wof(*D, 1), (*A)[0]);
-            const auto b = bof(*D, 1);
-            each_rows(w[1], [&](Index r0, Index n) { (*A)[0].middleRows(r0, n).rowwise() += b; });
+    // Pairs in chunks: X [E_W1^(m) V_W1^(m) ...] and X^T [RR{delta_1}^(m) ...] are one wide product
+    // per chunk (as in the block HVP), the rest is per pair.
+    const Index pc = chunk_size(k, 2 * n1, M);
+    for (Index m0 = 0; m0 < M; m0 += pc) {
+        const Index np = std::min(pc, M - m0);
+        B1.resize(d, 2 * np * n1);
+        for (Index j = 0; j < np; ++j) {
+            B1.middleCols(2 * j * n1, n1) = ConstRowMap(E.col(m0 + j).data() + m_arch.weight_offset(1), d, n1);
+            B1.middleCols((2 * j + 1) * n1, n1) = ConstRowMap(V.col(m0 + j).data() + m_arch.weight_offset(1), d, n1);
         }
-        Ar[0].setZero(k, w[1]);
-        for (Index l = 2; l <= L; ++l) {
-            const Index h = l - 1;
-            const RowMatrix &F1 = f1[h - 1], &F2 = f2[h - 1];
-            Ze[h - 1].resize(k, w[h]);
-            Zv[h - 1].resize(k, w[h]);
-            Zr[h - 1].resize(k, w[h]);
-            each_rows(w[h], [&](Index r0, Index n) {
-                const auto f1r = F1.middleRows(r0, n).array(), f2r = F2.middleRows(r0, n).array();
-                const auto ae = Ae[h - 1].middleRows(r0, n).array(), av = Av[h - 1].middleRows(r0, n).array();
-                Ze[h - 1].middleRows(r0, n).array() = f1r * ae;
-                Zv[h - 1].middleRows(r0, n).array() = f1r * av;
-                Zr[h - 1].middleRows(r0, n).array() = f2r * ae * av + f1r * Ar[h - 1].middleRows(r0, n).array();
+        m_X.times(B1, wideA);      // k x 2 np n1: R_e{A_1}, R_v{A_1} of each pair, without the bias
+        wideD.resize(k, np * n1);  // RR{delta_1} of each pair
+        for (Index j = 0; j < np; ++j) {
+            const Index m = m0 + j;
+            auto Wof = [&](const Eigen::Ref<const Matrix>& D, Index l) {
+                return ConstRowMap(D.col(m).data() + m_arch.weight_offset(l), w[l - 1], w[l]);
+            };
+            auto bof = [&](const Eigen::Ref<const Matrix>& D, Index l) {
+                return Eigen::Map<const Eigen::RowVectorXd>(D.col(m).data() + m_arch.bias_offset(l), w[l]);
+            };
+            // ---- forward
+            Ae[0].resize(k, n1);
+            Av[0].resize(k, n1);
+            const auto be = bof(E, 1), bv = bof(V, 1);
+            each_rows(n1, [&](Index r0, Index n) {
+                Ae[0].middleRows(r0, n) = wideA.block(r0, 2 * j * n1, n, n1).rowwise() + be;
+                Av[0].middleRows(r0, n) = wideA.block(r0, (2 * j + 1) * n1, n, n1).rowwise() + bv;
             });
-            const auto Wl = weight(m_arch, m_theta, l);
-            for (auto [D, Z, A] : {std::tuple{&E, &Ze, &Ae}, std::tuple{&V, &Zv, &Av}}) {
-                (*A)[l - 1].resize(k, w[l]);
-                detail::rows_product((*Z)[h - 1], Wl, (*A)[l - 1]);
-                detail::rows_product(m_Z[h - 1], Wof(*D, l), (*A)[l - 1], true);
-                const auto b = bof(*D, l);
-                each_rows(w[l], [&](Index r0, Index n) { (*A)[l - 1].middleRows(r0, n).rowwise() += b; });
-            }
-            Ar[l - 1].resize(k, w[l]);
-            detail::rows_product(Zr[h - 1], Wl, Ar[l - 1]);
-            detail::rows_product(Ze[h - 1], Wof(V, l), Ar[l - 1], true);
-            detail::rows_product(Zv[h - 1], Wof(E, l), Ar[l - 1], true);
-        }
-        // ---- output, per sample (loss.hpp)
-        de.resize(k, c);
-        dv.resize(k, c);
-        dr.resize(k, c);
-        {
-            const double* T = m_T.data();
-            const Index t_stride = m_T.outerStride();
-            const RowMatrix &ae = Ae[L - 1], &av = Av[L - 1], &ar = Ar[L - 1];
-            with_loss(m_arch.output, [&](auto policy) {
-                using Loss = decltype(policy);
-#pragma omp parallel for schedule(static) if (k * c >= kParallelElems)
-                for (Index i = 0; i < k; ++i) {
-                    const double* y = m_Y.data() + i * c;
-                    const double* t = T + i * t_stride;
-                    Loss::r_delta(y, t, inv_k, ae.data() + i * c, de.data() + i * c, c, 1);
-                    Loss::r_delta(y, t, inv_k, av.data() + i * c, dv.data() + i * c, c, 1);
-                    Loss::rr_delta(y, t, inv_k, ae.data() + i * c, av.data() + i * c, ar.data() + i * c,
-                                   dr.data() + i * c, c);
+            Ar[0].setZero(k, n1);
+            for (Index l = 2; l <= L; ++l) {
+                const Index h = l - 1;
+                const RowMatrix &F1 = f1[h - 1], &F2 = f2[h - 1];
+                Ze[h - 1].resize(k, w[h]);
+                Zv[h - 1].resize(k, w[h]);
+                Zr[h - 1].resize(k, w[h]);
+                each_rows(w[h], [&](Index r0, Index n) {
+                    const auto f1r = F1.middleRows(r0, n).array(), f2r = F2.middleRows(r0, n).array();
+                    const auto ae = Ae[h - 1].middleRows(r0, n).array(), av = Av[h - 1].middleRows(r0, n).array();
+                    Ze[h - 1].middleRows(r0, n).array() = f1r * ae;
+                    Zv[h - 1].middleRows(r0, n).array() = f1r * av;
+                    Zr[h - 1].middleRows(r0, n).array() = f2r * ae * av + f1r * Ar[h - 1].middleRows(r0, n).array();
+                });
+                const auto Wl = weight(m_arch, m_theta, l);
+                for (auto [D, Z, A] : {std::tuple{&E, Ze, Ae}, std::tuple{&V, Zv, Av}}) {
+                    A[l - 1].resize(k, w[l]);
+                    detail::rows_product(Z[h - 1], Wl, A[l - 1]);
+                    detail::rows_product(m_Z[h - 1], Wof(*D, l), A[l - 1], true);
+                    const auto b = bof(*D, l);
+                    each_rows(w[l], [&](Index r0, Index n) { A[l - 1].middleRows(r0, n).rowwise() += b; });
                 }
-            });
+                Ar[l - 1].resize(k, w[l]);
+                detail::rows_product(Zr[h - 1], Wl, Ar[l - 1]);
+                detail::rows_product(Ze[h - 1], Wof(V, l), Ar[l - 1], true);
+                detail::rows_product(Zv[h - 1], Wof(E, l), Ar[l - 1], true);
+            }
+            // ---- output, per sample (loss.hpp)
+            de.resize(k, c);
+            dv.resize(k, c);
+            dr.resize(k, c);
+            {
+                const double* T = m_T.data();
+                const Index t_stride = m_T.outerStride();
+                const RowMatrix &ae = Ae[L - 1], &av = Av[L - 1], &ar = Ar[L - 1];
+                with_loss(m_arch.output, [&](auto policy) {
+                    using Loss = decltype(policy);
+#pragma omp parallel for schedule(static) if (k * c >= kParallelElems)
+                    for (Index i = 0; i < k; ++i) {
+                        const double* y = m_Y.data() + i * c;
+                        const double* t = T + i * t_stride;
+                        Loss::r_delta(y, t, inv_k, ae.data() + i * c, de.data() + i * c, c, 1);
+                        Loss::r_delta(y, t, inv_k, av.data() + i * c, dv.data() + i * c, c, 1);
+                        Loss::rr_delta(y, t, inv_k, ae.data() + i * c, av.data() + i * c, ar.data() + i * c,
+                                       dr.data() + i * c, c);
+                    }
+                });
+            }
+            // ---- backward
+            double* o = out.col(m).data();
+            for (Index l = L; l >= 2; --l) {
+                const Index h = l - 1, nh = w[h], nl = w[l];
+                // RR{dW_l}, four fixed-order chunked sums added in a fixed order
+                RowMap gW(o + m_arch.weight_offset(l), nh, nl);
+                G.resize(nh, nl);
+                chunked_at_b(m_Z[h - 1], dr, gW);
+                chunked_at_b(Ze[h - 1], dv, G);
+                gW += G;
+                chunked_at_b(Zv[h - 1], de, G);
+                gW += G;
+                chunked_at_b(Zr[h - 1], m_delta[l - 1], G);
+                gW += G;
+                chunked_colsum<double>(dr, o + m_arch.bias_offset(l));
+                const auto Wt = weight(m_arch, m_theta, l).transpose();
+                pe.resize(k, nh);
+                pv.resize(k, nh);
+                pr.resize(k, nh);
+                detail::rows_product(de, Wt, pe);
+                detail::rows_product(m_delta[l - 1], Wof(E, l).transpose(), pe, true);
+                detail::rows_product(dv, Wt, pv);
+                detail::rows_product(m_delta[l - 1], Wof(V, l).transpose(), pv, true);
+                detail::rows_product(dr, Wt, pr);
+                detail::rows_product(dv, Wof(E, l).transpose(), pr, true);
+                detail::rows_product(de, Wof(V, l).transpose(), pr, true);
+                const RowMatrix &F1 = f1[h - 1], &F2 = f2[h - 1], &F3 = f3[h - 1], &gh = g[h - 1];
+                // R_e{delta_h}, R_v{delta_h}, RR{delta_h}, written into pe, pv, pr row by row
+                each_rows(nh, [&](Index r0, Index n) {
+                    const auto f1r = F1.middleRows(r0, n).array(), f2r = F2.middleRows(r0, n).array(),
+                               f3r = F3.middleRows(r0, n).array(), gr = gh.middleRows(r0, n).array();
+                    const auto ae = Ae[h - 1].middleRows(r0, n).array(), av = Av[h - 1].middleRows(r0, n).array(),
+                               ar = Ar[h - 1].middleRows(r0, n).array();
+                    auto Pe = pe.middleRows(r0, n).array();
+                    auto Pv = pv.middleRows(r0, n).array();
+                    auto Pr = pr.middleRows(r0, n).array();
+                    Pr = Pr * f1r + Pv * f2r * ae + Pe * f2r * av + gr * (f3r * ae * av + f2r * ar);
+                    Pe = Pe * f1r + gr * f2r * ae;
+                    Pv = Pv * f1r + gr * f2r * av;
+                });
+                std::swap(de, pe);
+                std::swap(dv, pv);
+                std::swap(dr, pr);
+            }
+            // RR{db_1} = column sums of RR{delta_1}; RR{delta_1} into the wide block for X^T
+            chunked_colsum<double>(dr, o + m_arch.bias_offset(1));
+            each_rows(n1, [&](Index r0, Index n) { wideD.block(r0, j * n1, n, n1) = dr.middleRows(r0, n); });
         }
-        // ---- backward
-        double* o = out.col(m).data();
-        for (Index l = L; l >= 2; --l) {
-            const Index h = l - 1, nh = w[h], nl = w[l];
-            // RR{dW_l}, four fixed-order chunked sums added in a fixed order
-            RowMap gW(o + m_arch.weight_offset(l), nh, nl);
-            G.resize(nh, nl);
-            chunked_at_b(m_Z[h - 1], dr, gW);
-            chunked_at_b(Ze[h - 1], dv, G);
-            gW += G;
-            chunked_at_b(Zv[h - 1], de, G);
-            gW += G;
-            chunked_at_b(Zr[h - 1], m_delta[l - 1], G);
-            gW += G;
-            chunked_colsum<double>(dr, o + m_arch.bias_offset(l));
-            const auto Wt = weight(m_arch, m_theta, l).transpose();
-            pe.resize(k, nh);
-            pv.resize(k, nh);
-            pr.resize(k, nh);
-            detail::rows_product(de, Wt, pe);
-            detail::rows_product(m_delta[l - 1], Wof(E, l).transpose(), pe, true);
-            detail::rows_product(dv, Wt, pv);
-            detail::rows_product(m_delta[l - 1], Wof(V, l).transpose(), pv, true);
-            detail::rows_product(dr, Wt, pr);
-            detail::rows_product(dv, Wof(E, l).transpose(), pr, true);
-            detail::rows_product(de, Wof(V, l).transpose(), pr, true);
-            const RowMatrix &F1 = f1[h - 1], &F2 = f2[h - 1], &F3 = f3[h - 1], &gh = g[h - 1];
-            // R_e{delta_h}, R_v{delta_h}, RR{delta_h}, written into pe, pv, pr row by row
-            each_rows(nh, [&](Index r0, Index n) {
-                const auto f1r = F1.middleRows(r0, n).array(), f2r = F2.middleRows(r0, n).array(),
-                           f3r = F3.middleRows(r0, n).array(), gr = gh.middleRows(r0, n).array();
-                const auto ae = Ae[h - 1].middleRows(r0, n).array(), av = Av[h - 1].middleRows(r0, n).array(),
-                           ar = Ar[h - 1].middleRows(r0, n).array();
-                auto Pe = pe.middleRows(r0, n).array();
-                auto Pv = pv.middleRows(r0, n).array();
-                auto Pr = pr.middleRows(r0, n).array();
-                Pr = Pr * f1r + Pv * f2r * ae + Pe * f2r * av + gr * (f3r * ae * av + f2r * ar);
-                Pe = Pe * f1r + gr * f2r * ae;
-                Pv = Pv * f1r + gr * f2r * av;
-            });
-            std::swap(de, pe);
-            std::swap(dv, pv);
-            std::swap(dr, pr);
+        // layer 1: RR{dW_1} = X^T RR{delta_1}, one wide product for the chunk's pairs
+        m_X.transpose_times(wideD, G);
+        for (Index j = 0; j < np; ++j) {
+            double* o = out.col(m0 + j).data();
+            RowMap(o + m_arch.weight_offset(1), d, n1) = G.middleCols(j * n1, n1);
+            m_comm->sum(o, P);
         }
-        // layer 1: RR{dW_1} = X^T RR{delta_1}, RR{db_1} = column sums
-        m_X.transpose_times(dr, G);
-        RowMap(o + m_arch.weight_offset(1), w[0], w[1]) = G;
-        chunked_colsum<double>(dr, o + m_arch.bias_offset(1));
-        m_comm->sum(o, P);
     }
 }
 

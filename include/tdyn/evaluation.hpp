@@ -256,6 +256,9 @@ private:
     RowMatrix m_RA1_64, m_VW1_64, m_XtR_64;
     RowMatrixF m_RA1_32, m_VW1_32, m_XtR_32;
     std::vector<RowMatrix> m_RA, m_VWcat, m_VWTcat, m_small, m_chunk;
+    // Third-order R-operator scratch (hvp.cpp), kept between calls so that a large k does not
+    // page-fault fresh buffers every step.
+    std::vector<RowMatrix> m_t3;
     std::vector<Eigen::RowVectorXd> m_bcat;
     Vector m_sample_loss;
 };
