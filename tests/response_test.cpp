@@ -11,6 +11,7 @@
 #include <cmath>
 #include <filesystem>
 #include <functional>
+#include <hdf5.h>
 #include <nlohmann/json.hpp>
 
 using namespace tdyn;
@@ -1011,6 +1012,57 @@ TEST(ResponseCli, KernelPassIsStoredAndContinuesToTheBitsOfOnePass) {
     EXPECT_EQ(f.read_vector("/response/weight-decay/loss/kernel/contribution").size(), 5);
     EXPECT_EQ(f.attr_double("/response/weight-decay/loss/kernel", "noise"), 1e-3);
     EXPECT_EQ(f.attr_string("/response/weight-decay/loss", "status"), "completed");
+}
+
+// --second-derivative: the method of omega is stored with the pass (group and FAR result). The
+// default, the exact R-operator, does u third-order passes a step and no shifted evaluations; the
+// differences 2u shifted evaluations; both give FAR to 1e-8 relative (their difference is the
+// differences' error, ~1e-10 here, amplified by nothing: the adjoint is linear). A pass made
+// before the R-operator existed has no such attribute and counts as differences: the default
+// refuses to continue it in one line naming the flag, and --second-derivative differences
+// continues it to the bits of one differences pass. A bad value is refused in one line.
+TEST(ResponseCli, SecondDerivativeMethodIsStoredAndAnOlderPassContinuesWithDifferences) {
+    const std::string run = chaotic_run(600), whole = temp_path("resp-d3-whole.h5"),
+                      exact = temp_path("resp-d3-exact.h5");
+    std::filesystem::copy_file(run, whole, std::filesystem::copy_options::overwrite_existing);
+    std::filesystem::copy_file(run, exact, std::filesystem::copy_options::overwrite_existing);
+    const std::string args = " --param lr --method far --unstable 2 --from 200 --to 500 --json";
+    const auto a = run_tdyn("response " + exact + args);
+    const auto b = run_tdyn("response " + whole + args + " --second-derivative differences");
+    ASSERT_EQ(a.exit_code, 0) << a.err;
+    ASSERT_EQ(b.exit_code, 0) << b.err;
+    const auto ja = nlohmann::json::parse(a.out)["far"], jb = nlohmann::json::parse(b.out)["far"];
+    EXPECT_EQ(ja["third_order_per_step"].get<double>(), 2.0);
+    EXPECT_EQ(ja["shifted_evaluations_per_step"].get<double>(), 0.0);
+    EXPECT_EQ(jb["third_order_per_step"].get<double>(), 0.0);
+    EXPECT_EQ(jb["shifted_evaluations_per_step"].get<double>(), 4.0);
+    const double fa = ja["derivative"].get<double>(), fb = jb["derivative"].get<double>();
+    std::printf("FAR with omega exact %.17g, by differences %.17g (relative %.2e)\n", fa, fb,
+                std::abs(fa - fb) / std::abs(fb));
+    EXPECT_LT(std::abs(fa - fb), 1e-8 * std::abs(fb));
+    {
+        h5::File f = h5::File::open_read(exact);
+        EXPECT_EQ(f.attr_string("/response/lr/loss", "second_derivative"), "r-operator");
+        EXPECT_EQ(f.attr_string("/response/lr/loss/far", "second_derivative"), "r-operator");
+        h5::File g = h5::File::open_read(whole);
+        EXPECT_EQ(g.attr_string("/response/lr/loss/far", "second_derivative"), "differences");
+    }
+    // an older pass: started with differences, stopped, its attribute removed
+    const auto first = run_tdyn("response " + run + args + " --second-derivative differences --stop-after 2");
+    ASSERT_EQ(first.exit_code, 130) << first.err;
+    {
+        const hid_t fid = H5Fopen(run.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+        ASSERT_GE(fid, 0);
+        EXPECT_GE(H5Adelete_by_name(fid, "/response/lr/loss", "second_derivative", H5P_DEFAULT), 0);
+        H5Fclose(fid);
+    }
+    expect_refused(run, "--param lr --method far --unstable 2 --from 200 --to 500",
+                   "--second-derivative r-operator differs from its differences");
+    expect_refused(run, "--param lr --method far --unstable 2 --from 200 --to 500 --second-derivative exact",
+                   "--second-derivative: expected r-operator or differences, found 'exact'");
+    const auto [r, parts] = respond_in_parts(run, args + " --second-derivative differences", 3, 40);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(nlohmann::json::parse(r.out)["far"]["derivative"].get<double>(), fb);
 }
 
 // --align A: the value is stored with the pass (group and result), the JSON reports the exponents
