@@ -52,7 +52,7 @@ TEST(Architecture, MalformedTextGivesOneClearError) {
     EXPECT_EQ(parse_activation(to_string(Activation::Softplus)), Activation::Softplus);
 }
 
-// f' and f'' against central differences of f and f' at points away from ReLU's kink.
+// f', f'' and f''' against central differences of f, f' and f'' at points away from ReLU's kink.
 TEST(Activation, DerivativesMatchCentralDifferences) {
     const double h = 1e-5;
     for (Activation f : test::all_activations())
@@ -61,6 +61,13 @@ TEST(Activation, DerivativesMatchCentralDifferences) {
             const double d2 = (activate_d1(f, a + h) - activate_d1(f, a - h)) / (2 * h);
             EXPECT_NEAR(activate_d1(f, a), d1, 1e-9) << to_string(f) << " at " << a;
             EXPECT_NEAR(activate_d2(f, a), d2, 1e-9) << to_string(f) << " at " << a;
+            // f''' (the third-order R-operator's) against differences of the policy's own f''
+            with_activation(f, [&](auto policy) {
+                using F = decltype(policy);
+                auto f2 = [](double x) { return F::d2(x, F::f(x)); };
+                const double d3 = (f2(a + h) - f2(a - h)) / (2 * h);
+                EXPECT_NEAR(F::d3(a, F::f(a)), d3, 1e-9) << to_string(f) << " at " << a;
+            });
         }
     EXPECT_EQ(activate_d1(Activation::Relu, 0.0), 0.0);                // seed 003's convention
     EXPECT_NEAR(activate(Activation::Softplus, 800.0), 800.0, 1e-12);  // no overflow
