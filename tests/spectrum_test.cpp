@@ -231,11 +231,13 @@ TEST(Spectrum, WarmStartAtAnExactEigenvectorGivesTheTrueTopEigenvalue) {
     }
 }
 
-// The same breakdown at the library level: warm-started at the exact u_1 of a constant H (linear
-// regression, 7 parameters), hessian_eigs reports that it repeated the solve from the random start
-// (`restarted`), and the pair it returns is the dense one (1e-10). A cold solve and a warm start
-// near, not at, an eigenvector are not repeated.
-TEST(Spectrum, WarmStartAtAnExactEigenvectorIsRepeatedFromTheRandomStart) {
+// The same case at the library level: warm-started at the exact u_1 of a constant H (linear
+// regression, 7 parameters), hessian_eigs returns the dense pair (1e-10) whether or not Spectra's
+// warm solve broke down. Whether it does depends on rounding: the Release build breaks down and
+// repeats the solve from the random start (`restarted`, 38 products against 9 cold), the
+// sanitizer's -O1 build does not (10 products). When it reports `restarted`, its products include
+// the cold solve's. A cold solve and a warm start near, not at, u_1 are never repeated.
+TEST(Spectrum, WarmStartAtAnExactEigenvectorGivesTheDensePairEitherWay) {
     const auto p = test::random_problem(Architecture::parse("6-1", Activation::Identity, Output::IdentityMSE), 200, 4);
     InputMatrix X(p.X, XPath::Dense);
     Evaluation e(p.arch, X, p.T, p.theta);
@@ -246,17 +248,17 @@ TEST(Spectrum, WarmStartAtAnExactEigenvectorIsRepeatedFromTheRandomStart) {
     const Matrix u1 = dense.eigenvectors().col(6);
     const EigenResult warm = hessian_eigs(e, Which::Top, opt, &u1), cold = hessian_eigs(e, Which::Top, opt);
     ASSERT_EQ(warm.values.size(), 1);
-    EXPECT_TRUE(warm.restarted);
     EXPECT_TRUE(warm.converged);
     EXPECT_NEAR(warm.values[0], lambda_1, 1e-10 * lambda_1);
+    if (warm.restarted) EXPECT_GT(warm.matvecs, cold.matvecs);
     EXPECT_FALSE(cold.restarted);
     EXPECT_NEAR(cold.values[0], lambda_1, 1e-10 * lambda_1);
     Matrix near = u1 + 1e-3 * dense.eigenvectors().col(0);
     const EigenResult close = hessian_eigs(e, Which::Top, opt, &near);
     EXPECT_FALSE(close.restarted);
     EXPECT_NEAR(close.values[0], lambda_1, 1e-10 * lambda_1);
-    std::printf("warm start at u_1: %lld products (restarted), cold %lld, near u_1 %lld\n", (long long)warm.matvecs,
-                (long long)cold.matvecs, (long long)close.matvecs);
+    std::printf("warm start at u_1: %lld products (%s), cold %lld, near u_1 %lld\n", (long long)warm.matvecs,
+                warm.restarted ? "restarted" : "not restarted", (long long)cold.matvecs, (long long)close.matvecs);
 }
 
 TEST(Spectrum, NonConvergenceIsReported) {
