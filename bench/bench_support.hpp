@@ -180,4 +180,18 @@ struct AdjacentYardstick {
     double median_ratio() const { return bench::median(ratio); }
 };
 
+/// The timed loop of a benchmark: op() once per iteration into tm, and after each (untimed) the
+/// adjacent yardstick. op does its own DoNotOptimize / ClobberMemory.
+template <class Op>
+void time_with_yardstick(benchmark::State& state, Timer& tm, AdjacentYardstick& adj, Op&& op) {
+    for (auto _ : state) {
+        tm.start();
+        op();
+        tm.stop();
+        state.PauseTiming();
+        adj.record(tm.t.back());
+        state.ResumeTiming();
+    }
+}
+
 }  // namespace tdyn::bench

@@ -51,16 +51,11 @@ void BM_Gradient(benchmark::State& state, Index k, XPath path, Precision prec) {
     e.gradient();  // warm-up: buffers allocated
     Timer tm;
     AdjacentYardstick adj(k);
-    for (auto _ : state) {
-        tm.start();
+    time_with_yardstick(state, tm, adj, [&] {
         e.reset(theta);
         const Vector& g = e.gradient();
         benchmark::DoNotOptimize(g.data());
-        tm.stop();
-        state.PauseTiming();
-        adj.record(tm.t.back());
-        state.ResumeTiming();
-    }
+    });
     set_counters(state, k, tm, &adj);
     state.counters["loss"] = e.loss();
 }

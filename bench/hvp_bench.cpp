@@ -73,16 +73,11 @@ void BM_HVP(benchmark::State& state, Index k, XPath path, Precision prec, Index 
     const double first = seconds_since(t0);
     Timer tm;
     AdjacentYardstick adj(k);
-    for (auto _ : state) {
-        tm.start();
+    time_with_yardstick(state, tm, adj, [&] {
         e.hessian_times(V, HV);
         benchmark::DoNotOptimize(HV.data());
         benchmark::ClobberMemory();
-        tm.stop();
-        state.PauseTiming();
-        adj.record(tm.t.back());
-        state.ResumeTiming();
-    }
+    });
     const double s = tm.median();
     state.counters["ms"] = s * 1e3;
     state.counters["ms_per_vec"] = s * 1e3 / double(M);
@@ -120,16 +115,11 @@ void BM_ThirdOrder(benchmark::State& state, Index k, XPath path, bool exact, Ind
     once();  // buffers, outside the timed loop
     Timer tm;
     AdjacentYardstick adj(k);
-    for (auto _ : state) {
-        tm.start();
+    time_with_yardstick(state, tm, adj, [&] {
         once();
         benchmark::DoNotOptimize(T.data());
         benchmark::ClobberMemory();
-        tm.stop();
-        state.PauseTiming();
-        adj.record(tm.t.back());
-        state.ResumeTiming();
-    }
+    });
     const double s = tm.median();
     state.counters["ms"] = s * 1e3;
     state.counters["x_units"] = s / x_unit(k) / double(M);
