@@ -329,6 +329,10 @@ int run_response(ResponseCliOptions& o) {
     // The settings that decide the numbers, as the group stores them: an unfinished pass
     // continues only under the same ones.
     const bool test_loss = observable == Observable::TestLoss;
+    // the settings stored as strings (the others as numbers)
+    auto string_attr = [](const std::string& attr) {
+        return attr == "method" || attr == "test_data" || attr == "second_derivative";
+    };
     auto settings = [&](Index U, const std::string& source) {
         std::vector<std::tuple<std::string, std::string, std::string>> v = {
             // flag, attribute, value
@@ -389,8 +393,7 @@ int run_response(ResponseCliOptions& o) {
                                                ? (attr == "align" || attr == "noise" ? "0"  // older passes
                                                   : attr == "second_derivative"      ? "differences"
                                                                                      : "(none)")
-                                           : attr == "method" || attr == "test_data" || attr == "second_derivative"
-                                               ? f.attr_string(group, attr)
+                                           : string_attr(attr) ? f.attr_string(group, attr)
                                            : attr == "check_fd" || attr == "kick" || attr == "noise"
                                                ? format_number(f.attr_double(group, attr))
                                                : std::to_string(f.attr_int(group, attr));
@@ -472,7 +475,7 @@ int run_response(ResponseCliOptions& o) {
         if (f.exists(group)) f.remove(group);  // --force
         f.ensure_group(group);
         for (const auto& [flag, attr, value] : settings(U, unstable_source)) {
-            if (attr == "method" || attr == "test_data" || attr == "second_derivative") f.set_attr(group, attr, value);
+            if (string_attr(attr)) f.set_attr(group, attr, value);
             else if (attr == "check_fd" || attr == "kick" || attr == "noise")
                 f.set_attr(group, attr, attr == "kick" ? o.kick : attr == "noise" ? o.noise : o.check_fd);
             else f.set_attr(group, attr, std::int64_t(std::stoll(value)));
