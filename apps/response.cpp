@@ -607,7 +607,7 @@ int run_response(ResponseCliOptions& o) {
         const bool fresh = state.started == 0;
         if (fresh) align_basis();
         const Index g0 = map->gradients(), h0 = map->hvps(), s0 = map->shifted_evaluations(),
-                    t0 = map->third_order_products();
+                    t0 = map->third_order_products(), r0 = map->revisits();
         const FarResult r = far_response(*map, theta0, o.from, fo, progress, &state, [&](const FarState& s) {
             store.save(s);
             return go_on();
@@ -616,7 +616,8 @@ int run_response(ResponseCliOptions& o) {
         if (fresh) {  // the counts of one whole pass
             const double N = double(r.steps);
             out["hvps_per_step"] = double(map->hvps() - h0) / N;
-            out["evaluations_per_step"] = double(map->gradients() - g0) / N;
+            out["evaluations_per_step"] = double(map->gradients() - g0) / N;  // with the gradient
+            out["revisits_per_step"] = double(map->revisits() - r0) / N;      // the forward pass alone
             out["shifted_evaluations_per_step"] = double(map->shifted_evaluations() - s0) / N;
             out["third_order_per_step"] = double(map->third_order_products() - t0) / N;
             out["recomputed_segments"] = r.recomputed;

@@ -4,6 +4,8 @@
 //
 //   BM_XProduct/k          the yardstick itself, timed again as a benchmark (x_units ~ 1)
 //   BM_Gradient/k/path/p   reset(theta) + gradient(): forward pass, loss, backprop
+//   BM_Forward/k/path/p    reset(theta) alone: forward pass and loss (what FAR's adjoint pays to
+//                          revisit a state whose gradient it kept, besides backprop's delta_l)
 //   BM_Step/k/path/p       one gradient-descent step theta -= 0.1 grad (reset + gradient + axpy)
 //
 // path: 0 = dense, 1 = sparse (CSR);  p: 64 = float64, 32 = float32 products with X.
@@ -60,6 +62,21 @@ void BM_Gradient(benchmark::State& state, Index k, XPath path, Precision prec) {
     state.counters["loss"] = e.loss();
 }
 
+void BM_Forward(benchmark::State& state, Index k, XPath path, Precision prec) {
+    const Dataset& ds = mnist(k);
+    const InputMatrix X(ds.X, path, prec);
+    const Vector theta = init_params(arch(), 1);
+    Evaluation e(arch(), X, ds.T, theta);
+    Timer tm;
+    AdjacentYardstick adj(k);
+    time_with_yardstick(state, tm, adj, [&] {
+        e.reset(theta);
+        benchmark::DoNotOptimize(e.output().data());
+    });
+    set_counters(state, k, tm, &adj);
+    state.counters["loss"] = e.loss();
+}
+
 void BM_Step(benchmark::State& state, Index k, XPath path, Precision prec) {
     const Dataset& ds = mnist(k);
     const InputMatrix X(ds.X, path, prec);
@@ -103,6 +120,10 @@ int main(int argc, char** argv) {
                 // about 3 X-units per gradient: enough iterations for ~opt.seconds
                 const auto n = iterations_for(3 * u, opt.seconds, 3);
                 benchmark::RegisterBenchmark(("BM_Gradient" + suffix).c_str(), BM_Gradient, k, path, prec)
+                    ->Iterations(n)
+                    ->UseRealTime()
+                    ->Unit(benchmark::kMillisecond);
+                benchmark::RegisterBenchmark(("BM_Forward" + suffix).c_str(), BM_Forward, k, path, prec)
                     ->Iterations(n)
                     ->UseRealTime()
                     ->Unit(benchmark::kMillisecond);

@@ -51,7 +51,8 @@ def main():
                 far = j.get("far", {})
                 print(f"round {r + 1} {which}: wall {dt:.2f} s, cpu {cpu:.2f} s, load {os.getloadavg()[0]:.1f}, "
                       f"FAR {far.get('derivative')}, "
-                      f"per step: evaluations {far.get('evaluations_per_step')}, HVPs {far.get('hvps_per_step')}, "
+                      f"per step: evaluations {far.get('evaluations_per_step')}, revisits {far.get('revisits_per_step', '-')}, "
+                      f"HVPs {far.get('hvps_per_step')}, "
                       f"shifted {far.get('shifted_evaluations_per_step', '-')}", flush=True)
     finally:
         shutil.rmtree(tmp)

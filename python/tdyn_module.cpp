@@ -147,7 +147,7 @@ public:
 struct Data {
     std::shared_ptr<const Dataset> d;
     /// X as float64 for the X property when the data set holds pixels: made on first access.
-    std::shared_ptr<const RowMatrix> dense;
+    std::shared_ptr<const RowMatrix> dense{};
     const RowMatrix& X() {
         if (!d->X.has_pixels()) return d->X.values();
         if (!dense) dense = std::make_shared<const RowMatrix>(d->X.dense());

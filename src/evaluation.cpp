@@ -395,6 +395,15 @@ void Evaluation::reset(const Vector& theta) {
     m_loss = m_lambda > 0 ? m_data_loss + 0.5 * m_lambda * m_theta.squaredNorm() : m_data_loss;
 }
 
+void Evaluation::reset(const Vector& theta, const Vector& gradient) {
+    if (gradient.size() != m_arch.num_params())
+        throw Error("gradient: expected " + std::to_string(m_arch.num_params()) + " entries, found " +
+                    std::to_string(gradient.size()));
+    reset(theta);
+    m_grad = gradient;
+    m_have_gradient = true;  // m_have_deltas stays false: the products run backward(false)
+}
+
 namespace {
 
 Index argmax(const double* row, Index n) {
@@ -612,7 +621,7 @@ const Vector& Evaluation::gradient() {
 }
 
 RowMatrix Evaluation::input_gradient() {
-    gradient();
+    if (!m_have_deltas) backward(!m_have_gradient);  // delta_1 (and the gradient unless it is known)
     // dL/dX = delta_1 W_1^T
     RowMatrix dX(samples(), m_arch.inputs());
     rows_product(m_delta[0], weight(m_arch, m_theta, 1).transpose(), dX);

@@ -63,8 +63,10 @@ void Evaluation::gauss_newton_times(const Eigen::Ref<const Matrix>& V, Eigen::Re
 void Evaluation::block_product(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> out, bool gauss_newton) {
     const Index L = m_arch.layers(), k = samples(), P = num_params(), M = V.cols();
     assert(V.rows() == P && out.rows() == P && out.cols() == M);
-    if (M == 0) return;                // an empty block (block solvers ask for one): nothing to multiply
-    if (!m_products_only) gradient();  // delta_l, l = 1..L (and the gradient, which callers use next)
+    if (M == 0) return;  // an empty block (block solvers ask for one): nothing to multiply
+    // delta_l, l = 1..L, and the gradient, which callers use next, unless it is not wanted
+    // (products only) or already known (reset with a gradient)
+    if (!m_products_only && !m_have_gradient) gradient();
     else if (!m_have_deltas) backward(false);
     const SerialIfSmall serial(*this);
     if (!m_have_curvature) {
@@ -370,7 +372,7 @@ void Evaluation::third_order_times(const Eigen::Ref<const Matrix>& E, const Eige
     if (E.rows() != P || V.rows() != P || E.cols() != M || out.rows() != P || out.cols() != M)
         throw Error("third_order_times: E, V and out must all be " + std::to_string(P) + " x " + std::to_string(M));
     if (M == 0) return;
-    if (!m_products_only) gradient();  // delta_l of every layer
+    if (!m_products_only && !m_have_gradient) gradient();  // delta_l of every layer (as block_product)
     else if (!m_have_deltas) backward(false);
     const SerialIfSmall serial(*this);
     const auto& w = m_arch.widths;

@@ -197,16 +197,19 @@ UnrolledResult unrolled_response(ResponseMap& map, const Vector& x0, Index first
     r.adjoint_norm.resize(T + 1);
     r.adjoint_norm[T] = lambda.norm();
     double g = 0;
-    std::vector<Vector> xs;
+    std::vector<Vector> xs, ms;
     for (Index s = Index(cp.size()) - 1; s >= 0; --s) {
         const Index n0 = s * C, n1 = std::min(T, n0 + C);  // states n0 .. n1-1
         xs.assign(1, cp[s]);
+        ms.clear();  // the memos of states n0 .. n1-2 (the last one was never evaluated here)
         for (Index n = n0; n + 1 < n1; ++n) {
             map.at(first + n, xs.back());
             xs.push_back(map.next());
+            ms.push_back(map.memo());
         }
         for (Index n = n1 - 1; n >= n0; --n) {
-            map.at(first + n, xs[n - n0]);
+            if (n + 1 < n1) map.revisit(first + n, xs[n - n0], ms[n - n0]);
+            else map.at(first + n, xs[n - n0]);
             // g += lambda_{n+1} . X_n;  lambda_n = J_n^T lambda_{n+1} + [n >= 1] grad Phi_n / T
             g += lambda.col(0).dot(map.param_derivative());
             map.jacobian_transpose(lambda, Jl);
@@ -326,14 +329,15 @@ FarResult far_response(ResponseMap& map, const Vector& x0, Index first, const Fa
                     std::to_string(s.Phi.size()) + " values of Phi, these options need " + std::to_string(K + 1) +
                     " and " + std::to_string(total + 1));
 
-    // The states and tangent blocks of each step of the last segments the forward phase ran, as
-    // many as keep_bytes allows: the adjoint takes them instead of recomputing (same bits).
+    // The states, tangent blocks and memos of each step of the last segments the forward phase
+    // ran, as many as keep_bytes allows: the adjoint takes them instead of recomputing (same bits).
     struct Kept {
         std::vector<Vector> xs;  // x_{W+km+i}, i = 0..m
         std::vector<Matrix> es;  // e there (es[0] = Q_k, es[m] = Q_{k+1} R_{k+1})
+        std::vector<Vector> ms;  // the map's memo of x_{W+km+i}, i = 0..m-1
     };
     std::vector<Kept> kept(K);
-    const double segment_bytes = 8.0 * double(m + 1) * double(u + 1) * double(dim);
+    const double segment_bytes = 8.0 * double(m + 1) * double(u + 2) * double(dim);
     const Index keep_max = Index(std::min<double>(double(K), std::floor(o.keep_bytes / segment_bytes)));
 
     // 1-2. Primal x_0..x_{N+2W} with Phi_n, and the tangent e_{n+1} = J_n e_n from x_0 (the first
@@ -397,6 +401,7 @@ FarResult far_response(ResponseMap& map, const Vector& x0, Index first, const Fa
                 e.swap(Je);
             }
             x = map.next();
+            if (cur) cur->ms.push_back(map.memo());
             report(progress, "primal", n + 1, total);
         }
         s.phi_count = total + 1;
@@ -440,7 +445,7 @@ FarResult far_response(ResponseMap& map, const Vector& x0, Index first, const Fa
         s.g = Matrix::Zero(u, K), s.gpsi = Matrix::Zero(u, K);
         split(K);
     }
-    std::vector<Vector> xr(m + 1);
+    std::vector<Vector> xr(m + 1), mr(m);
     std::vector<Matrix> er(m + 1);
     for (Index k = K - 1 - s.adjoint_done; k >= 0; --k) {
         const Index n0 = W + k * m;
@@ -457,16 +462,18 @@ FarResult far_response(ResponseMap& map, const Vector& x0, Index first, const Fa
                     map.project(er[i + 1]);
                 }
                 xr[i + 1] = map.next();
+                mr[i] = map.memo();
             }
         }
         const std::vector<Vector>& xs = have ? kept[k].xs : xr;
         const std::vector<Matrix>& es = have ? kept[k].es : er;
+        const std::vector<Vector>& ms = have ? kept[k].ms : mr;
         // Renormalise at the end of segment k: eps <- eps (e_end^T eps)^{-1}, so e^T eps = I on it
         // (e^T eps is invariant under the pair J, J^T).
         if (u > 0) block.leftCols(u) = Matrix(block.leftCols(u) * (es[m].transpose() * block.leftCols(u)).inverse());
         for (Index i = m - 1; i >= 0; --i) {
             const Index n = n0 + i;
-            map.at(first + n, xs[i]);
+            map.revisit(first + n, xs[i], ms[i]);
             const Vector X = map.param_derivative();
             const Matrix eps = block.leftCols(u);  // eps_{n+1}; block.col(u) = nu'_{n+1}, block.col(u+1) = nu~'_{n+1}
             s.sp[k] += block.col(u).dot(X);
@@ -599,6 +606,13 @@ GradientDescentMap::~GradientDescentMap() = default;
 void GradientDescentMap::at(Index, const Vector& theta) {
     m_eval->reset(theta);
     ++m_gradients;
+    if (m_test) m_test->reset(theta);
+}
+
+void GradientDescentMap::revisit(Index n, const Vector& theta, const Vector& gradient) {
+    if (gradient.size() == 0) return at(n, theta);
+    m_eval->reset(theta, gradient);  // the forward pass alone: the products need its activations
+    ++m_revisits;
     if (m_test) m_test->reset(theta);
 }
 

@@ -171,6 +171,40 @@ TEST(HessianVector, ProductsOnlyGivesTheSameBitsWithoutTheGradient) {
         }
 }
 
+// An Evaluation moved to theta with a gradient already known there (reset(theta, g), as FAR's
+// adjoint revisits the states of its forward phase) runs backprop for delta_l without the
+// gradient's products: H V, G V, the third-order products and dL/dX have the bits of a fresh
+// Evaluation's; gradient() returns g itself; a g of the wrong size is refused.
+TEST(HessianVector, ResetWithAKnownGradientGivesTheSameBits) {
+    for (Output o : test::all_outputs())
+        for (XPath path : {XPath::Dense, XPath::Sparse}) {
+            const auto p = test::random_problem(Architecture::parse("9-6-5-4", Activation::Tanh, o), 40, 8);
+            InputMatrix X(p.X, path);
+            const EvaluationOptions opt{0.01, nullptr};
+            Evaluation full(p.arch, X, p.T, p.theta, opt), known(p.arch, X, p.T, opt);
+            const Vector g = full.gradient();
+            known.reset(p.theta, g);
+            const Index P = p.theta.size();
+            Matrix V(P, 3), E(P, 3), A(P, 3), B(P, 3);
+            for (Index m = 0; m < 3; ++m) V.col(m) = random_vector(P, 200 + m), E.col(m) = random_vector(P, 300 + m);
+            full.hessian_times(V, A);
+            known.hessian_times(V, B);
+            EXPECT_EQ(A, B);
+            full.gauss_newton_times(V, A);
+            known.gauss_newton_times(V, B);
+            EXPECT_EQ(A, B);
+            full.third_order_times(E, V, A);
+            known.third_order_times(E, V, B);
+            EXPECT_EQ(A, B);
+            Evaluation known2(p.arch, X, p.T, opt);
+            known2.reset(p.theta, g);
+            EXPECT_EQ(known2.input_gradient(), full.input_gradient());  // delta_1 computed on demand
+            EXPECT_EQ(known.gradient(), g);
+            EXPECT_EQ(known.loss(), full.loss());
+            EXPECT_THROW(known.reset(p.theta, Vector::Zero(P - 1)), Error);
+        }
+}
+
 // A block wider than one chunk (at most 16 vectors per chunk, hvp.cpp) is split into equal
 // chunks; every path still gives M single products to rounding (1e-14; float32 paths 1e-6,
 // since the block and the single product round the float32 sums in different orders).

@@ -182,7 +182,9 @@ TEST(Spectrum, GradientShareAlongTopEigenvectorOfAQuadraticAlternatesAndTendsToO
         const double truth = g.dot(u_1) / g.norm();
         if (t == 0) sign = stored[0] * truth > 0 ? 1 : -1;
         EXPECT_NEAR(stored[t], sign * truth, 1e-8) << t;
-        if (t > 0) EXPECT_LT(stored[t] * stored[t - 1], 0) << t;  // period 2 along u_1
+        if (t > 0) {
+            EXPECT_LT(stored[t] * stored[t - 1], 0) << t;  // period 2 along u_1
+        }
     }
     EXPECT_GT(std::abs(stored[steps]), 1 - 1e-6);
 
@@ -250,7 +252,9 @@ TEST(Spectrum, WarmStartAtAnExactEigenvectorGivesTheDensePairEitherWay) {
     ASSERT_EQ(warm.values.size(), 1);
     EXPECT_TRUE(warm.converged);
     EXPECT_NEAR(warm.values[0], lambda_1, 1e-10 * lambda_1);
-    if (warm.restarted) EXPECT_GT(warm.matvecs, cold.matvecs);
+    if (warm.restarted) {
+        EXPECT_GT(warm.matvecs, cold.matvecs);
+    }
     EXPECT_FALSE(cold.restarted);
     EXPECT_NEAR(cold.values[0], lambda_1, 1e-10 * lambda_1);
     Matrix near = u1 + 1e-3 * dense.eigenvectors().col(0);

@@ -147,6 +147,11 @@ public:
 
     /// Moves the evaluation to a new theta: one forward pass, buffers reused.
     void reset(const Vector& theta);
+    /// Moves to theta whose gradient (of this objective: same network, data and lambda) is already
+    /// known, e.g. computed there by an earlier pass: gradient() returns it, and the products
+    /// compute backprop's delta_l without the gradient's products with X. The caller vouches for
+    /// it; given the bits gradient() computed at theta, everything after is the same bits.
+    void reset(const Vector& theta, const Vector& gradient);
 
     const Architecture& arch() const { return m_arch; }
     const Vector& theta() const { return m_theta; }

@@ -9,7 +9,7 @@
 //  - the shadowing part alone (NILSAS-like: no second derivative, no window);
 //  - kernel differentiation of the noisy map (no hyperbolicity assumed; below).
 // Memory: the state at each segment start and the tangent basis Q_k (u vectors) per segment
-// are held; the forward phase also keeps the states and tangent blocks of each step of its
+// are held; the forward phase also keeps the states, tangent blocks and memos of each step of its
 // last segments (as many as FarOptions::keep_bytes allows), and the adjoint recomputes the
 // others one segment (m + 1 states, m + 1 tangent blocks) at a time: the same bits either way.
 #pragma once
@@ -49,6 +49,12 @@ public:
     virtual Vector second_derivative(const Matrix& e, const Matrix& eps) = 0;
     /// Removes exactly neutral directions (invariant, J v = v) from tangent and adjoint vectors.
     virtual void project(Matrix& V) const {}
+    /// What the map would keep of x_n, once next() has run there, for a later revisit of x_n
+    /// (gradient descent: the gradient next() computed); empty: nothing (the default).
+    virtual Vector memo() { return {}; }
+    /// at(n, x) for a state visited before, with the memo() it left: the same results, less work
+    /// (gradient descent: no gradient product). The default ignores the memo.
+    virtual void revisit(Index n, const Vector& x, const Vector& memo) { at(n, x); }
 };
 
 /// Called as work proceeds: phase ("primal", "tangent", "adjoint"), steps done, steps in all.
@@ -73,7 +79,7 @@ double mean_log_growth(const Vector& adjoint_norm);
 /// Backpropagation through T steps from x_0 (the map's steps first .. first + T):
 /// lambda_T = grad Phi_T / T; for n = T-1..0: g += lambda_{n+1} . X_n,
 /// lambda_n = J_n^T lambda_{n+1} + [n >= 1] grad Phi_n / T. States are recomputed from
-/// checkpoints every `checkpoint_every` steps (memory: T / C + C states).
+/// checkpoints every `checkpoint_every` steps (memory: T / C + C states, and C memos: the gradients, for gradient descent).
 UnrolledResult unrolled_response(ResponseMap& map, const Vector& x0, Index first, Index T, Index checkpoint_every = 50,
                                  const ResponseProgress& progress = {});
 
@@ -87,9 +93,10 @@ struct FarOptions {
     /// The tangent basis at x_0 (dim x u), e.g. aligned beforehand by align_tangent_basis; empty:
     /// the seeded random orthonormal basis, which only the first W steps align.
     Matrix initial_basis;
-    /// Bytes for the per-step states and tangent blocks the forward phase keeps for the adjoint,
-    /// 8 (m + 1)(u + 1) dim a segment; the adjoint recomputes the segments that did not fit
-    /// (1 state update + u Jacobian products a step). 0: recompute every segment.
+    /// Bytes for the per-step states, tangent blocks and the map's memos (the gradient, for
+    /// gradient descent) the forward phase keeps for the adjoint, 8 (m + 1)(u + 2) dim a segment;
+    /// the adjoint recomputes the segments that did not fit (1 state update + u Jacobian products
+    /// a step). 0: recompute every segment.
     double keep_bytes = 2e9;
 };
 /// Checks the options against the map's dimension; throws Error naming the option.
@@ -277,6 +284,8 @@ public:
     double param_derivative_trace(const Matrix& e, const Matrix& Je, const Matrix& eps) override;
     Vector second_derivative(const Matrix& e, const Matrix& eps) override;
     void project(Matrix& V) const override;
+    Vector memo() override { return m_eval->gradient(); }
+    void revisit(Index n, const Vector& theta, const Vector& gradient) override;
 
     /// How omega is computed (default: the exact third-order R-operator).
     void set_second_derivative(SecondDerivative s) { m_second = s; }
@@ -290,6 +299,8 @@ public:
     Index hvps() const { return m_hvps; }
     /// Gradients so far (one per at()).
     Index gradients() const { return m_gradients; }
+    /// Revisits so far: evaluations at a state whose gradient was kept (one forward pass each).
+    Index revisits() const { return m_revisits; }
     /// Evaluations at theta +- h e^_j so far (the second-derivative differences; forward and backward pass).
     Index shifted_evaluations() const { return m_shifted_evaluations; }
     /// Third-order R-operator passes so far (one per pair e_j, eps_j).
@@ -304,7 +315,7 @@ private:
     std::unique_ptr<Evaluation> m_eval, m_shifted, m_test;
     double m_h = 1e-5;
     SecondDerivative m_second = SecondDerivative::ROperator;
-    Index m_hvps = 0, m_gradients = 0, m_shifted_evaluations = 0, m_third_order = 0;
+    Index m_hvps = 0, m_gradients = 0, m_revisits = 0, m_shifted_evaluations = 0, m_third_order = 0;
 };
 
 /// The h+1 exactly neutral directions of a softmax-CE network (h the last hidden width) as an
