@@ -56,18 +56,22 @@ TangentPropagator::TangentPropagator(const Matrix& basis, const TangentOptions& 
     m_last_qr = steps - steps % options.qr_every;
 }
 
+void qr_positive(const Matrix& V, Matrix& Q, Matrix& R) {
+    const Index u = V.cols();
+    Eigen::HouseholderQR<Matrix> qr(V);
+    Q = qr.householderQ() * Matrix::Identity(V.rows(), u);
+    R = qr.matrixQR().topRows(u).triangularView<Eigen::Upper>();
+    for (Index i = 0; i < u; ++i)
+        if (R(i, i) < 0) {
+            Q.col(i) = -Q.col(i);
+            R.row(i) = -R.row(i);
+        }
+}
+
 void TangentPropagator::orthonormalise() {
-    // V = Q R (Householder); the thin Q with R_ii >= 0, so the basis is unique and continuous.
-    const Index M = m_V.cols();
-    Eigen::HouseholderQR<Matrix> qr(m_V);
-    const Matrix& QR = qr.matrixQR();
-    m_log_growth.resize(M);
-    Matrix Q = qr.householderQ() * Matrix::Identity(m_V.rows(), M);
-    for (Index i = 0; i < M; ++i) {
-        const double r = QR(i, i);
-        if (r < 0) Q.col(i) = -Q.col(i);
-        m_log_growth[i] = std::log(std::abs(r));  // -inf if J annihilated a direction
-    }
+    Matrix Q, R;
+    qr_positive(m_V, Q, R);
+    m_log_growth = R.diagonal().array().log().matrix();  // -inf if J annihilated a direction
     m_V = std::move(Q);
 }
 

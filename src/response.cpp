@@ -16,19 +16,6 @@ void report(const ResponseProgress& p, const char* phase, Index done, Index tota
     if (p) p(phase, done, total);
 }
 
-/// V = Q R with the thin Q and R_ii >= 0 (unique, continuous in V).
-void qr_positive(const Matrix& V, Matrix& Q, Matrix& R) {
-    const Index u = V.cols();
-    Eigen::HouseholderQR<Matrix> qr(V);
-    Q = qr.householderQ() * Matrix::Identity(V.rows(), u);
-    R = qr.matrixQR().topRows(u).triangularView<Eigen::Upper>();
-    for (Index i = 0; i < u; ++i)
-        if (R(i, i) < 0) {
-            Q.col(i) = -Q.col(i);
-            R.row(i) = -R.row(i);
-        }
-}
-
 /// b = (eps^T eps)^{-1} eps^T nu: the component of nu along the span of eps, in eps's coordinates.
 Vector along(const Matrix& eps, const Vector& nu) {
     if (eps.cols() == 0) return Vector();

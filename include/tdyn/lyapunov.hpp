@@ -21,6 +21,10 @@ void check_qr_schedule(Index qr_every, Index warmup);
 /// every platform; std::normal_distribution is not specified bit for bit).
 Matrix standard_normal(Index rows, Index cols, std::uint64_t seed);
 
+/// V = Q R (Householder) with the thin Q (rows x cols) and R_ii >= 0: unique and continuous in
+/// V, so carried bases do not flip sign from one QR to the next.
+void qr_positive(const Matrix& V, Matrix& Q, Matrix& R);
+
 struct TangentOptions {
     Index vectors = 4;       ///< M tangent vectors
     Index qr_every = 1;      ///< q: re-orthonormalise every q map steps

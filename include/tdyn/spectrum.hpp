@@ -53,7 +53,8 @@ struct EigenResult {
     Vector residuals;        ///< ||H u_i - lambda_i u_i||: Lanczos, by one block HVP after the solve;
                              ///< Davidson, from the search space's own products H V
     Index matvecs = 0;       ///< HVPs used, Lanczos' residual check included
-    bool converged = false;  ///< the solver's verdict, and (Lanczos, top) every true residual within 100x of it
+    bool converged = false;  ///< the solver's verdict, and (Lanczos) every true residual within 100x of it
+                             ///< or, near lambda = 0, within sqrt(eps) of the scale of H (spectrum.cpp)
     bool restarted = false;  ///< Lanczos: the warm-started solve returned pairs whose true residuals
                              ///< contradict its verdict, and the pairs are those of a random start
     SolverStatus status = SolverStatus::NotRun;
