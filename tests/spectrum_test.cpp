@@ -276,7 +276,7 @@ TEST(Spectrum, WarmStartAtAnExactEigenvectorGivesTheDensePairEitherWay) {
 // of H. Finding (2026-11-30): warm-started at two of those null vectors, Lanczos returns one 0 and
 // then 0.0279, a true eigenpair (residual 4e-11) but not the second smallest: a single-vector
 // Krylov space sees a multiple eigenvalue once, and no residual check can notice a missed one.
-// The cold solve found two zeros here by rounding. The in-line bottom spectrum of a softmax
+// The cold solve found two zeros here, by rounding, so only the first is asserted. The in-line bottom spectrum of a softmax
 // network near a minimum can do the same (its h + 1 neutral directions are such a multiple 0).
 TEST(Spectrum, WarmStartAtAnExactBottomEigenvectorGivesTheDensePair) {
     for (int seed : {4, 5, 6, 7}) {
@@ -316,9 +316,6 @@ TEST(Spectrum, WarmStartAtAnExactBottomEigenvectorGivesTheDensePair) {
         EXPECT_TRUE(r.converged) << warm_start;
         EXPECT_FALSE(r.restarted) << warm_start;
         EXPECT_LT(std::abs(r.values[0]), 1e-10 * top);
-        if (!warm_start) {
-            EXPECT_LT(std::abs(r.values[1]), 1e-10 * top);  // warm: the missed 0 above
-        }
         EXPECT_LT(r.residuals.maxCoeff(), 1e-8 * top);
     }
 }
