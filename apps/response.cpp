@@ -884,8 +884,8 @@ void setup_response(CLI::App& app, int& exit_code) {
     cmd->add_option("--ensemble", o->ensemble, "N trajectory pairs of the finite differences")->capture_default_str();
     cmd->add_option("--kick", o->kick, "size of the random kick of theta_T0 per pair")->capture_default_str();
     cmd->add_option("--tangent-memory", o->tangent_memory,
-                    "MB for the states and tangent vectors of the last FAR segments (the adjoint recomputes the "
-                    "others; same numbers)")
+                    "MB for the states, tangent vectors and gradients of the last FAR segments (the adjoint "
+                    "recomputes the others; same numbers)")
         ->capture_default_str();
     cmd->add_option("--stop-after", o->stop_after,
                     "stop after N units of saved progress (the unrolled adjoint, FAR segments of either phase, 100 "
