@@ -6,6 +6,8 @@
 //   BM_HVP/k/path/precision/M    one call hessian_times(V, HV) with V, HV P x M
 //   BM_ThirdOrder/k/path/exact/M   grad(v_j^T H e_j) for M pairs: third_order_times (float64;
 //                                one wide product with X and one with X^T for the M pairs)
+//   BM_ThirdOrder/k/path/exact_hv/M   third_order_times with H v_j from the same pass (the
+//                                call FAR's adjoint makes: omega and J^T eps together)
 //   BM_ThirdOrder/k/path/differences/M   the same by central differences of H v along the unit
 //                                e_j (two products-only Evaluations at theta +- h e^_j, an HVP
 //                                each, per pair), as FAR's --second-derivative differences does
@@ -19,6 +21,8 @@
 //   first_call_ms   the untimed first call (f', f'' terms and buffers allocated)
 //   x_units_adj_per_vec  median over iterations of (call time / yardstick timed right after it) / M:
 //                   steadier than x_units_per_vec when the machine's load changes within a run
+//
+//   M = 1, 2, 4, 8, 32 for BM_HVP; 1, 2 for BM_ThirdOrder.
 //
 //   build-bench/hvp_bench [--k=1000,10000,60000] [--seconds=1.5] [benchmark flags]
 #include "bench_support.hpp"
@@ -87,21 +91,21 @@ void BM_HVP(benchmark::State& state, Index k, XPath path, Precision prec, Index 
     state.counters["x_units_adj_per_vec"] = adj.median_ratio() / double(M);
 }
 
-void BM_ThirdOrder(benchmark::State& state, Index k, XPath path, bool exact, Index M) {
+enum class Third { Exact, ExactWithHV, Differences };
+
+void BM_ThirdOrder(benchmark::State& state, Index k, XPath path, Third how, Index M) {
     Evaluation& e = point(k, path, Precision::F64);
     const Index P = e.num_params();
     std::srand(11);
     const Matrix E = Matrix::Random(P, M), V = Matrix::Random(P, M);
-    Matrix T(P, M), Hp(P, 1), Hm(P, 1);
+    Matrix T(P, M), HV(P, M), Hp(P, 1), Hm(P, 1);
     const Dataset& ds = mnist(k);
     Evaluation shifted(arch(), *point_X(), ds.T);
     shifted.set_products_only(true);
     const double h = 1e-5;
     auto once = [&] {
-        if (exact) {
-            e.third_order_times(E, V, T);
-            return;
-        }
+        if (how == Third::Exact) return e.third_order_times(E, V, T);
+        if (how == Third::ExactWithHV) return e.third_order_times(E, V, T, HV);
         for (Index j = 0; j < M; ++j) {
             const double norm = E.col(j).norm();
             const Vector d = E.col(j) / norm;
@@ -136,7 +140,7 @@ int main(int argc, char** argv) {
 
     const std::pair<XPath, const char*> paths[] = {{XPath::Dense, "dense"}, {XPath::Sparse, "sparse"}};
     const std::pair<Precision, const char*> precs[] = {{Precision::F64, "f64"}, {Precision::F32, "f32"}};
-    const Index blocks[] = {1, 8, 32};
+    const Index blocks[] = {1, 2, 4, 8, 32};
     for (Index k : opt.ks) {
         const double u = x_unit(k);
         for (auto [path, pn] : paths)
@@ -152,12 +156,13 @@ int main(int argc, char** argv) {
                         ->Unit(benchmark::kMillisecond);
                 }
         for (auto [path, pn] : paths)
-            for (bool exact : {true, false})
+            for (auto [how, hn] : {std::pair{Third::Exact, "exact"}, std::pair{Third::ExactWithHV, "exact_hv"},
+                                   std::pair{Third::Differences, "differences"}})
                 for (Index M : {1, 2}) {
-                    const std::string name = "BM_ThirdOrder/k:" + std::to_string(k) + "/" + pn +
-                                             (exact ? "/exact" : "/differences") + "/M:" + std::to_string(M);
-                    const double est = (exact ? 4.0 : 7.0) * u * double(M);  // X-units, roughly
-                    benchmark::RegisterBenchmark(name.c_str(), BM_ThirdOrder, k, path, exact, M)
+                    const std::string name =
+                        "BM_ThirdOrder/k:" + std::to_string(k) + "/" + pn + "/" + hn + "/M:" + std::to_string(M);
+                    const double est = (how == Third::Differences ? 7.0 : 4.0) * u * double(M);  // X-units, roughly
+                    benchmark::RegisterBenchmark(name.c_str(), BM_ThirdOrder, k, path, how, M)
                         ->Iterations(iterations_for(est, opt.seconds, 2))
                         ->UseRealTime()
                         ->Unit(benchmark::kMillisecond);

@@ -368,6 +368,18 @@ namespace tdyn {
 
 void Evaluation::third_order_times(const Eigen::Ref<const Matrix>& E, const Eigen::Ref<const Matrix>& V,
                                    Eigen::Ref<Matrix> out) {
+    third_order(E, V, out, nullptr);
+}
+
+void Evaluation::third_order_times(const Eigen::Ref<const Matrix>& E, const Eigen::Ref<const Matrix>& V,
+                                   Eigen::Ref<Matrix> out, Eigen::Ref<Matrix> HV) {
+    if (HV.rows() != V.rows() || HV.cols() != V.cols())
+        throw Error("third_order_times: HV must be " + std::to_string(V.rows()) + " x " + std::to_string(V.cols()));
+    third_order(E, V, out, &HV);
+}
+
+void Evaluation::third_order(const Eigen::Ref<const Matrix>& E, const Eigen::Ref<const Matrix>& V,
+                             Eigen::Ref<Matrix> out, Eigen::Ref<Matrix>* HV) {
     const Index L = m_arch.layers(), k = samples(), P = num_params(), M = V.cols(), c = m_arch.outputs();
     if (E.rows() != P || V.rows() != P || E.cols() != M || out.rows() != P || out.cols() != M)
         throw Error("third_order_times: E, V and out must all be " + std::to_string(P) + " x " + std::to_string(M));
@@ -432,8 +444,9 @@ void Evaluation::third_order_times(const Eigen::Ref<const Matrix>& E, const Eige
             B1.middleCols(2 * j * n1, n1) = ConstRowMap(E.col(m0 + j).data() + m_arch.weight_offset(1), d, n1);
             B1.middleCols((2 * j + 1) * n1, n1) = ConstRowMap(V.col(m0 + j).data() + m_arch.weight_offset(1), d, n1);
         }
-        m_X.times(B1, wideA);      // k x 2 np n1: R_e{A_1}, R_v{A_1} of each pair, without the bias
-        wideD.resize(k, np * n1);  // RR{delta_1} of each pair
+        m_X.times(B1, wideA);  // k x 2 np n1: R_e{A_1}, R_v{A_1} of each pair, without the bias
+        // RR{delta_1} of each pair, then (with HV) R_v{delta_1} of each pair
+        wideD.resize(k, (HV ? 2 : 1) * np * n1);
         for (Index j = 0; j < np; ++j) {
             const Index m = m0 + j;
             auto Wof = [&](const Eigen::Ref<const Matrix>& D, Index l) {
@@ -500,6 +513,7 @@ void Evaluation::third_order_times(const Eigen::Ref<const Matrix>& E, const Eige
             }
             // ---- backward
             double* o = out.col(m).data();
+            double* hv = HV ? HV->col(m).data() : nullptr;
             for (Index l = L; l >= 2; --l) {
                 const Index h = l - 1, nh = w[h], nl = w[l];
                 // RR{dW_l}, four fixed-order chunked sums added in a fixed order
@@ -513,6 +527,13 @@ void Evaluation::third_order_times(const Eigen::Ref<const Matrix>& E, const Eige
                 chunked_at_b(Zr[h - 1], m_delta[l - 1], G);
                 gW += G;
                 chunked_colsum<double>(dr, o + m_arch.bias_offset(l));
+                if (hv) {  // H v for W_l, b_l: Z_h^T R_v{delta_l} + R_v{Z_h}^T delta_l, colsum R_v{delta_l}
+                    RowMap hW(hv + m_arch.weight_offset(l), nh, nl);
+                    chunked_at_b(m_Z[h - 1], dv, hW);
+                    chunked_at_b(Zv[h - 1], m_delta[l - 1], G);
+                    hW += G;
+                    chunked_colsum<double>(dv, hv + m_arch.bias_offset(l));
+                }
                 const auto Wt = weight(m_arch, m_theta, l).transpose();
                 pe.resize(k, nh);
                 pv.resize(k, nh);
@@ -545,13 +566,22 @@ void Evaluation::third_order_times(const Eigen::Ref<const Matrix>& E, const Eige
             // RR{db_1} = column sums of RR{delta_1}; RR{delta_1} into the wide block for X^T
             chunked_colsum<double>(dr, o + m_arch.bias_offset(1));
             each_rows(n1, [&](Index r0, Index n) { wideD.block(r0, j * n1, n, n1) = dr.middleRows(r0, n); });
+            if (hv) {
+                chunked_colsum<double>(dv, hv + m_arch.bias_offset(1));
+                each_rows(n1, [&](Index r0, Index n) { wideD.block(r0, (np + j) * n1, n, n1) = dv.middleRows(r0, n); });
+            }
         }
-        // layer 1: RR{dW_1} = X^T RR{delta_1}, one wide product for the chunk's pairs
+        // layer 1: RR{dW_1} = X^T RR{delta_1} (and H v's X^T R_v{delta_1}), one wide product
         m_X.transpose_times(wideD, G);
         for (Index j = 0; j < np; ++j) {
             double* o = out.col(m0 + j).data();
             RowMap(o + m_arch.weight_offset(1), d, n1) = G.middleCols(j * n1, n1);
             m_comm->sum(o, P);
+            if (!HV) continue;
+            double* hv = HV->col(m0 + j).data();
+            RowMap(hv + m_arch.weight_offset(1), d, n1) = G.middleCols((np + j) * n1, n1);
+            m_comm->sum(hv, P);
+            if (m_lambda > 0) HV->col(m0 + j) += m_lambda * V.col(m0 + j);  // H_E = H_L + lambda I
         }
     }
 }

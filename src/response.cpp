@@ -411,7 +411,7 @@ FarResult far_response(ResponseMap& map, const Vector& x0, Index first, const Fa
     // Terminal: eps = Q_K, nu' = grad Phi(x_N), nu~' = 0.
     const Index cols = with_unstable ? u + 2 : u + 1;  // the shadowing part alone skips nu~'
     Matrix& block = s.block;
-    Matrix Jblock;
+    Matrix Jblock, Jeps, Jnu;
     // At the start of segment k: nu' <- nu' - eps b_k, nu~' <- nu~' - eps b~_k (out of the span of eps).
     auto split = [&](Index k) {
         if (u == 0) return;
@@ -465,6 +465,7 @@ FarResult far_response(ResponseMap& map, const Vector& x0, Index first, const Fa
             const Matrix eps = block.leftCols(u);  // eps_{n+1}; block.col(u) = nu'_{n+1}, block.col(u+1) = nu~'_{n+1}
             s.sp[k] += block.col(u).dot(X);
             if (u > 0) s.g.col(k) += eps.transpose() * X;
+            // eps_n = J^T eps_{n+1}; nu'_n = J^T nu'_{n+1} + grad Phi_n; nu~'_n = J^T nu~'_{n+1} + omega_n
             Vector omega;
             if (with_unstable) {
                 const double p = psi(n + 1);
@@ -472,11 +473,14 @@ FarResult far_response(ResponseMap& map, const Vector& x0, Index first, const Fa
                 if (u > 0) {
                     s.up[k] += p * map.param_derivative_trace(es[i], es[i + 1], eps);
                     s.gpsi.col(k) += p * (eps.transpose() * X);
-                    omega = map.second_derivative(es[i], eps);
+                    omega = map.second_derivative(es[i], eps, Jeps);  // and J^T eps from the same pass
                 }
             }
-            // eps_n = J^T eps_{n+1}; nu'_n = J^T nu'_{n+1} + grad Phi_n; nu~'_n = J^T nu~'_{n+1} + omega_n
-            map.jacobian_transpose(block.leftCols(cols), Jblock);
+            if (omega.size()) {
+                map.jacobian_transpose(block.middleCols(u, 2), Jnu);
+                Jblock.resize(dim, u + 2);
+                Jblock << Jeps, Jnu;
+            } else map.jacobian_transpose(block.leftCols(cols), Jblock);
             Jblock.col(u) += map.grad_phi();
             if (omega.size()) Jblock.col(u + 1) += omega;
             map.project(Jblock);
@@ -663,6 +667,17 @@ Vector GradientDescentMap::second_derivative(const Matrix& e, const Matrix& eps)
         omega.noalias() -= (m_alpha * norm / (2 * m_h)) * (Hp.col(0) - Hm.col(0));
     }
     return omega;
+}
+
+Vector GradientDescentMap::second_derivative(const Matrix& e, const Matrix& eps, Matrix& JtEps) {
+    if (m_second != SecondDerivative::ROperator) return ResponseMap::second_derivative(e, eps, JtEps);
+    // One third-order pass gives omega and H eps (J^T eps = eps - alpha H eps; J is symmetric).
+    Matrix T(eps.rows(), eps.cols());
+    JtEps.resize(eps.rows(), eps.cols());
+    m_eval->third_order_times(e, eps, T, JtEps);
+    m_third_order += e.cols();
+    JtEps = eps - m_alpha * JtEps;
+    return -m_alpha * T.rowwise().sum();
 }
 
 void GradientDescentMap::project(Matrix& V) const {

@@ -603,8 +603,44 @@ TEST(ThirdOrder, IsSymmetricInItsThreeArgumentsAndBlocksEqualSinglePairs) {
         }
 }
 
+// The pass with HV: H V from the R_v lines equals the block HVP (hessian_times, itself checked
+// against dense Hessians and differences of gradients above) to rounding, 1e-13 relative (the two
+// sum in different orders); the third-order columns keep the bits of the pass without HV on the
+// sparse path (X^T products column by column) and agree to 1e-15 on the dense one (the X^T GEMM
+// is wider, so it may block differently). Every
+// activation/output pair, 1 to 3 hidden layers, weight decay, both X paths, a block of 3 pairs.
+TEST(ThirdOrder, HessianProductsFromTheSamePassEqualTheBlockProduct) {
+    double worst = 0;
+    for (const char* a : {"5-4-3", "6-5-4-3", "4-3-3-3-2"})
+        for (Activation f : test::all_activations())
+            for (Output o : test::all_outputs())
+                for (XPath path : {XPath::Dense, XPath::Sparse}) {
+                    const auto p = test::random_problem(Architecture::parse(a, f, o), 13, 31);
+                    const Index P = p.theta.size();
+                    InputMatrix X(p.X, path);
+                    EvaluationOptions opt;
+                    opt.weight_decay = 0.03;
+                    Matrix E(P, 3), V(P, 3);
+                    for (Index m = 0; m < 3; ++m)
+                        E.col(m) = random_vector(P, 40 + m), V.col(m) = random_vector(P, 50 + m);
+                    Evaluation ev(p.arch, X, p.T, p.theta, opt);
+                    Matrix T(P, 3), T2(P, 3), HV(P, 3), truth(P, 3);
+                    ev.third_order_times(E, V, T);
+                    ev.third_order_times(E, V, T2, HV);
+                    ev.hessian_times(V, truth);
+                    const std::string what = std::string(a) + " " + to_string(f) + " " + to_string(o) +
+                                             (path == XPath::Sparse ? " sparse" : " dense");
+                    if (path == XPath::Sparse) EXPECT_TRUE(T == T2) << what << ": differ by " << relative_error(T, T2);
+                    else EXPECT_LT(relative_error(T, T2), 1e-15) << what;  // a wider GEMM, other blocking
+                    const double err = relative_error(HV, truth);
+                    worst = std::max(worst, err);
+                    EXPECT_LT(err, 1e-13) << what;
+                }
+    std::printf("H V from the third-order pass against hessian_times: worst relative error %.2e\n", worst);
+}
+
 // Thread counts: 12000 samples (several row chunks), both X paths and precisions, 1 and 2 threads
-// give the same bits.
+// give the same bits (the third-order columns and the H V from the same pass).
 TEST(ThirdOrder, OneAndTwoThreadsGiveIdenticalBits) {
     auto p = test::random_problem(Architecture::parse("100-40-10", Activation::Sigmoid, Output::SoftmaxCE), 12000, 23);
     for (Index i = 0; i < p.X.size(); ++i)
@@ -616,17 +652,19 @@ TEST(ThirdOrder, OneAndTwoThreadsGiveIdenticalBits) {
     for (XPath path : {XPath::Dense, XPath::Sparse})
         for (Precision prec : {Precision::F64, Precision::F32}) {
             InputMatrix X(p.X, path, prec);
-            Matrix T[2];
+            Matrix T[2], HV[2];
             for (int threads : {1, 2}) {
                 omp_set_num_threads(threads);
                 Evaluation ev(p.arch, X, p.T, p.theta);
                 T[threads - 1].resize(P, 2);
-                ev.third_order_times(E, V, T[threads - 1]);
+                HV[threads - 1].resize(P, 2);
+                ev.third_order_times(E, V, T[threads - 1], HV[threads - 1]);
             }
             omp_set_num_threads(saved);
-            EXPECT_TRUE(T[0] == T[1]) << (path == XPath::Sparse ? "sparse " : "dense ")
-                                      << (prec == Precision::F32 ? "f32" : "f64") << ": differs by "
-                                      << relative_error(T[0], T[1]);
+            const std::string what =
+                std::string(path == XPath::Sparse ? "sparse " : "dense ") + (prec == Precision::F32 ? "f32" : "f64");
+            EXPECT_TRUE(T[0] == T[1]) << what << ": differs by " << relative_error(T[0], T[1]);
+            EXPECT_TRUE(HV[0] == HV[1]) << what << ": H V differs by " << relative_error(HV[0], HV[1]);
         }
 }
 

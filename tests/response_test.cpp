@@ -673,11 +673,11 @@ TEST(ResponseNetwork, KeptSegmentsGiveTheBitsOfRecomputedOnes) {
         EXPECT_EQ(q->revisits, none.revisits);
     }
     // All kept: per step one evaluation with its gradient (forward) and one revisit with the kept
-    // gradient (adjoint: the forward pass alone), u + (u + 2) = 2u + 2 HVPs and u third-order
-    // passes (omega), plus the u HVPs of the first W steps and one evaluation at each of the
-    // 2W + 2 extra states.
+    // gradient (adjoint: the forward pass alone), u + 2 HVPs (J e forward, J^T nu', J^T nu~') and
+    // u third-order passes (omega, and J^T eps from the same pass), plus the u HVPs of the first W
+    // steps and one evaluation at each of the 2W + 2 extra states.
     const Index N = o.segment * o.segments, u = o.unstable, W = o.window;
-    EXPECT_EQ(all.hvps, N * (2 * u + 2) + W * u);
+    EXPECT_EQ(all.hvps, N * (u + 2) + W * u);
     EXPECT_EQ(all.third, N * u);
     EXPECT_EQ(all.gradients, N + 2 * W + 2);
     EXPECT_EQ(all.revisits, N);
@@ -692,7 +692,8 @@ TEST(ResponseNetwork, KeptSegmentsGiveTheBitsOfRecomputedOnes) {
 namespace {
 class NoMemo : public ResponseMap {
 public:
-    explicit NoMemo(ResponseMap& m) : m_(m) {}
+    /// joint = false: J^T eps by its own product, not from the map's pass for omega
+    explicit NoMemo(ResponseMap& m, bool joint = true) : m_(m), joint_(joint) {}
     Index dim() const override { return m_.dim(); }
     void at(Index n, const Vector& x) override { m_.at(n, x); }
     Vector next() override { return m_.next(); }
@@ -705,10 +706,14 @@ public:
         return m_.param_derivative_trace(e, Je, eps);
     }
     Vector second_derivative(const Matrix& e, const Matrix& eps) override { return m_.second_derivative(e, eps); }
+    Vector second_derivative(const Matrix& e, const Matrix& eps, Matrix& JtEps) override {
+        return joint_ ? m_.second_derivative(e, eps, JtEps) : ResponseMap::second_derivative(e, eps, JtEps);
+    }
     void project(Matrix& V) const override { m_.project(V); }
 
 private:
     ResponseMap& m_;
+    bool joint_;
 };
 }  // namespace
 
@@ -750,6 +755,29 @@ TEST(ResponseNetwork, RevisitWithTheKeptGradientGivesTheBitsOfAFreshEvaluation) 
                 EXPECT_EQ(ua.adjoint_norm, ub.adjoint_norm);
                 EXPECT_EQ(um->revisits(), 23 - 5);
             }
+}
+
+// FAR's adjoint takes J^T eps from the third-order pass that gives omega. Truth: the same pass
+// with J^T eps by its own block HVP, the path the exact test problems check. The two H eps agree
+// to rounding (ThirdOrder.HessianProductsFromTheSamePassEqualTheBlockProduct, 1e-13), so the
+// results must agree to rounding carried through 30 steps of QR and solves: 1e-10 relative.
+TEST(ResponseNetwork, JacobianTransposeFromTheThirdOrderPassGivesTheSeparateProductsResult) {
+    const NetCase c = net_case();
+    FarOptions o;
+    o.unstable = 2, o.segment = 5, o.window = 3, o.segments = 6;
+    for (ResponseParam param : {ResponseParam::LearningRate, ResponseParam::WeightDecay}) {
+        GradientDescentMap joint(c.p.arch, c.train, c.alpha, c.lambda, param, Observable::Loss);
+        GradientDescentMap m(c.p.arch, c.train, c.alpha, c.lambda, param, Observable::Loss);
+        NoMemo separate(m, false);
+        const FarResult a = far_response(joint, c.p.theta, 0, o);
+        const FarResult b = far_response(separate, c.p.theta, 0, o);
+        EXPECT_EQ(joint.hvps() + o.segment * o.segments * o.unstable, m.hvps());
+        EXPECT_NE(a.unstable, 0.0);
+        EXPECT_LT(std::abs(a.derivative - b.derivative), 1e-10 * std::abs(b.derivative)) << to_string(param);
+        EXPECT_LT(std::abs(a.shadowing - b.shadowing), 1e-10 * std::abs(b.shadowing)) << to_string(param);
+        EXPECT_LT(std::abs(a.unstable - b.unstable), 1e-10 * std::abs(b.unstable)) << to_string(param);
+        std::printf("%s: joint %.17g, separate %.17g\n", to_string(param).c_str(), a.derivative, b.derivative);
+    }
 }
 
 // A FAR pass stopped after every few segments and continued from its state, each part with a new

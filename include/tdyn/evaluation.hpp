@@ -191,12 +191,19 @@ public:
     /// H v (two shifted forward passes and two HVPs).
     void third_order_times(const Eigen::Ref<const Matrix>& E, const Eigen::Ref<const Matrix>& V,
                            Eigen::Ref<Matrix> out);
+    /// The same, and HV = H V (as hessian_times) from the pass's R_v lines: V's products with X
+    /// are shared, and the X^T product joins the wide one, so H V costs about a third of an HVP.
+    /// Bits of HV differ from hessian_times' in the last places (other summation order).
+    void third_order_times(const Eigen::Ref<const Matrix>& E, const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> out,
+                           Eigen::Ref<Matrix> HV);
     /// Products only: the products above need backprop's delta_l but not the gradient, whose
     /// product with X is then skipped (an Evaluation at theta +- h v that only serves differences
     /// of H v). Same bits; gradient() still computes the gradient when asked.
     void set_products_only(bool on) { m_products_only = on; }
 
 private:
+    void third_order(const Eigen::Ref<const Matrix>& E, const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> out,
+                     Eigen::Ref<Matrix>* HV);
     void forward();
     /// delta_l of every layer and, with_gradient, the gradient from them.
     void backward(bool with_gradient = true);

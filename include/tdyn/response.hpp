@@ -47,6 +47,12 @@ public:
     virtual double param_derivative_trace(const Matrix& e, const Matrix& Je, const Matrix& eps) = 0;
     /// omega = sum_j D^2 f(x_n)[e_j, .]^T eps_j, i.e. omega_k = sum_j sum_il eps_ij d2f_i/dx_l dx_k e_lj.
     virtual Vector second_derivative(const Matrix& e, const Matrix& eps) = 0;
+    /// second_derivative(e, eps), and JtEps = Df(x_n)^T eps with it, for maps whose pass for omega
+    /// also gives J^T eps (gradient descent: the third-order R-operator's R_eps lines give H eps).
+    virtual Vector second_derivative(const Matrix& e, const Matrix& eps, Matrix& JtEps) {
+        jacobian_transpose(eps, JtEps);
+        return second_derivative(e, eps);
+    }
     /// Removes exactly neutral directions (invariant, J v = v) from tangent and adjoint vectors.
     virtual void project(Matrix& V) const {}
     /// What the map would keep of x_n, once next() has run there, for a later revisit of x_n
@@ -283,6 +289,7 @@ public:
     Vector param_derivative() override;
     double param_derivative_trace(const Matrix& e, const Matrix& Je, const Matrix& eps) override;
     Vector second_derivative(const Matrix& e, const Matrix& eps) override;
+    Vector second_derivative(const Matrix& e, const Matrix& eps, Matrix& JtEps) override;
     void project(Matrix& V) const override;
     Vector memo() override { return m_eval->gradient(); }
     void revisit(Index n, const Vector& theta, const Vector& gradient) override;
