@@ -48,6 +48,13 @@ Index widest_hidden(const Architecture& arch) { return *std::max_element(arch.wi
 
 }  // namespace
 
+void Evaluation::ensure_deltas() {
+    // delta_l, l = 1..L, and the gradient, which callers use next, unless it is not wanted
+    // (products only) or already known (reset with a gradient)
+    if (!m_products_only && !m_have_gradient) gradient();
+    else if (!m_have_deltas) backward(false);
+}
+
 void Evaluation::hessian_times(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> HV) {
     // H_E V = H_L V + lambda V
     block_product(V, HV, false);
@@ -64,10 +71,7 @@ void Evaluation::block_product(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Mat
     const Index L = m_arch.layers(), k = samples(), P = num_params(), M = V.cols();
     assert(V.rows() == P && out.rows() == P && out.cols() == M);
     if (M == 0) return;  // an empty block (block solvers ask for one): nothing to multiply
-    // delta_l, l = 1..L, and the gradient, which callers use next, unless it is not wanted
-    // (products only) or already known (reset with a gradient)
-    if (!m_products_only && !m_have_gradient) gradient();
-    else if (!m_have_deltas) backward(false);
+    ensure_deltas();
     const SerialIfSmall serial(*this);
     if (!m_have_curvature) {
         // f'(A_l) and (delta_{l+1} W_{l+1}^T) .* f''(A_l) for the hidden layers: the same for every v.
@@ -384,8 +388,7 @@ void Evaluation::third_order(const Eigen::Ref<const Matrix>& E, const Eigen::Ref
     if (E.rows() != P || V.rows() != P || E.cols() != M || out.rows() != P || out.cols() != M)
         throw Error("third_order_times: E, V and out must all be " + std::to_string(P) + " x " + std::to_string(M));
     if (M == 0) return;
-    if (!m_products_only && !m_have_gradient) gradient();  // delta_l of every layer (as block_product)
-    else if (!m_have_deltas) backward(false);
+    ensure_deltas();
     const SerialIfSmall serial(*this);
     const auto& w = m_arch.widths;
     const Index d = w[0], n1 = w[1];

@@ -202,6 +202,7 @@ public:
     void set_products_only(bool on) { m_products_only = on; }
 
 private:
+    void ensure_deltas();  ///< what the products need first: backprop's delta_l (and the gradient)
     void third_order(const Eigen::Ref<const Matrix>& E, const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matrix> out,
                      Eigen::Ref<Matrix>* HV);
     void forward();
