@@ -2,6 +2,7 @@
 """Tables and figures of a learning-rate sweep over seeds (scripts/sweep_seeds.sh).
 
     sweep_summary.py summary DIR                  # DIR/runs.csv, DIR/summary.csv, DIR/figures/*.png
+    sweep_summary.py summary DIR --with OLD.csv   # the same, with the rows of an earlier runs.csv
     sweep_summary.py table DIR                    # summary.csv as a Markdown table
     sweep_summary.py perturb RUN.h5 OUT.h5 --eps E --seed S   # theta_0 of RUN, weights + U(-E, E)
     sweep_summary.py distance REF.h5 PERT.h5 OUT.csv          # |theta'_t - theta_t| per step
@@ -12,6 +13,14 @@ averaged over the first and the last quarter of the run, the two-trajectory expo
 (--perturbation: renormalised every q steps), the distance fits of arXiv 2506.08523 (least-squares
 slope of ln d(t) while d < 1, and ln(d_T / d_0) / T), and the sharpness against 2/alpha.
 summary.csv: mean, standard deviation and count over seeds per alpha.
+
+--with OLD.csv (may be repeated): the rows of a runs.csv written earlier by `summary` (for runs
+whose files were not kept) are put beside the rows computed from DIR's run files; a row computed
+from a run file wins over an OLD row with the same (alpha, seed), and of two OLD files the later
+wins. OLD's columns must be those of DIR's rows (else a one-line error). runs.csv, summary.csv and
+sweep.png are then made from all rows exactly as without --with; series.png only from DIR's run
+files (the lowest seed among them; none: not written). With no run files in DIR the rows are the
+OLD ones alone, so `summary EMPTY_DIR --with runs.csv` recomputes a summary.csv from a runs.csv.
 """
 import csv
 import glob
@@ -136,7 +145,56 @@ def fmt(v):
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
-def summary(folder):
+INT_COLS = {"seed", "diverged_at", "last_step"}
+STR_COLS = {"status"}
+
+
+def read_runs(path):
+    """(columns, rows) of a runs.csv written by summary(), with the types run_row() gives."""
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        cols = next(reader, None)
+        if not cols or "alpha" not in cols or "seed" not in cols:
+            sys.exit(f"sweep_summary: {path}: not a runs.csv of sweep_summary.py (no alpha and seed columns)")
+        rows = []
+        for n, vals in enumerate(reader, start=2):
+            if not vals:
+                continue
+            if len(vals) != len(cols):
+                sys.exit(f"sweep_summary: {path}: line {n} has {len(vals)} fields, the header {len(cols)}")
+            try:
+                rows.append({c: v if c in STR_COLS else int(v) if c in INT_COLS else float(v)
+                             for c, v in zip(cols, vals)})
+            except ValueError as e:
+                sys.exit(f"sweep_summary: {path}: line {n}: {e}")
+    return cols, rows
+
+
+def merge_rows(cols, rows, olds):
+    """rows (from run files, columns cols; cols None: no run files) with the rows of the runs.csv
+    files olds: a computed row wins over an old one of the same (alpha, seed), a later old file
+    over an earlier one. Returns (cols, rows sorted by (alpha, seed), old rows kept)."""
+    byk = {}
+    for path in olds:
+        ocols, orows = read_runs(path)
+        if cols is None:
+            cols = ocols
+        elif ocols != cols:
+            missing = [c for c in cols if c not in ocols]
+            extra = [c for c in ocols if c not in cols]
+            what = (f"missing {', '.join(missing) or '-'}; extra {', '.join(extra) or '-'}" if missing or extra
+                    else "same names in another order")
+            sys.exit(f"sweep_summary: {path}: its columns differ from those of the rows being merged ({what})")
+        for r in orows:
+            byk[(r["alpha"], r["seed"])] = r
+    computed = {(r["alpha"], r["seed"]) for r in rows}
+    kept = [r for k, r in byk.items() if k not in computed]
+    out = rows + kept
+    out.sort(key=lambda r: (r["alpha"], r["seed"]))
+    return cols, out, len(kept)
+
+
+def summary(folder, olds=()):
     times = {}
     tpath = os.path.join(folder, "times.csv")
     if os.path.exists(tpath):
@@ -148,12 +206,17 @@ def summary(folder):
                     times[key] = (w + float(r["seconds"]), c + float(r["cpu_seconds"]))
                 except (KeyError, TypeError, ValueError):
                     pass  # a pass killed with its timer has no times
+    if olds:
+        os.makedirs(folder, exist_ok=True)
     paths = sorted(glob.glob(os.path.join(folder, "lr_*_seed_*.h5")))
     rows = [run_row(p, times) for p in paths]
     rows.sort(key=lambda r: (r["alpha"], r["seed"]))
-    if not rows:
+    if not rows and not olds:
         sys.exit(f"sweep_summary: no lr_*_seed_*.h5 in {folder}")
-    cols = list(rows[0])
+    series_seed = min(r["seed"] for r in rows) if rows else None
+    cols, rows, n_old = merge_rows(list(rows[0]) if rows else None, rows, olds)
+    if not rows:
+        sys.exit(f"sweep_summary: no lr_*_seed_*.h5 in {folder} and no rows in {', '.join(olds)}")
     with open(os.path.join(folder, "runs.csv"), "w") as f:
         f.write(",".join(cols) + "\n")
         for r in rows:
@@ -174,11 +237,13 @@ def summary(folder):
         f.write(",".join(summ[0]) + "\n")
         for s in summ:
             f.write(",".join(fmt(v) for v in s.values()) + "\n")
-    figures(folder, rows, summ)
-    print(f"sweep_summary: {len(rows)} runs, {len(alphas)} learning rates -> {folder}/runs.csv, summary.csv, figures/")
+    figures(folder, rows, summ, series_seed)
+    also = f" ({n_old} from {', '.join(olds)})" if olds else ""
+    print(f"sweep_summary: {len(rows)} runs{also}, {len(alphas)} learning rates -> {folder}/runs.csv, summary.csv, figures/")
 
 
-def figures(folder, rows, summ):
+def figures(folder, rows, summ, seed0):
+    """sweep.png from every row; series.png from the run files of seed seed0 (None: not written)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -220,12 +285,15 @@ def figures(folder, rows, summ):
     fig.savefig(os.path.join(out, "sweep.png"), dpi=110)
     plt.close(fig)
 
-    seed0 = min(r["seed"] for r in rows)
+    if seed0 is None:
+        return
     fig, axs = plt.subplots(1, 2, figsize=(11, 4))
     cmap = plt.get_cmap("viridis")
     for i, r in enumerate([r for r in rows if r["seed"] == seed0]):
         col = cmap(i / max(1, len(summ) - 1))
         path = os.path.join(folder, f"lr_{fmt_alpha(r['alpha'], folder)}_seed_{seed0}.h5")
+        if not os.path.exists(path):
+            continue  # a row of --with: no run file
         with tdyn_runs.RunFile(path) as run:
             ly = run.lyapunov()
         if ly is not None and len(ly.step) > 10:
@@ -285,7 +353,15 @@ def table(folder):
 
 def main(argv):
     if len(argv) >= 2 and argv[0] == "summary":
-        summary(argv[1])
+        rest, olds = argv[2:], []
+        while rest:
+            if rest[0] != "--with" or len(rest) < 2:
+                sys.exit(f"sweep_summary: summary: unexpected '{rest[0]}' (expected --with OLD_runs.csv)")
+            if not os.path.isfile(rest[1]):
+                sys.exit(f"sweep_summary: --with {rest[1]}: no such file")
+            olds.append(rest[1])
+            rest = rest[2:]
+        summary(argv[1], olds)
     elif len(argv) >= 2 and argv[0] == "table":
         table(argv[1])
     elif len(argv) >= 3 and argv[0] == "perturb":
