@@ -110,6 +110,8 @@ IdxArray read_idx_block(const std::string& path, std::size_t first, std::size_t 
         throw Error(path + ": rows " + std::to_string(first) + ".." + std::to_string(first + count) +
                     " requested, the file holds " + std::to_string(a.dims[0]));
     a.first = first;
+    a.data.reserve(count * row);  // storage first, advised, then filled
+    advise_huge_pages(a.data.data(), count * row);
     a.data.resize(count * row);
     in.seekg(std::streamoff(header + first * row));
     in.read(reinterpret_cast<char*>(a.data.data()), std::streamsize(a.data.size()));
@@ -174,7 +176,8 @@ Dataset dataset_from_idx(IdxArray images, const IdxArray& labels, const std::str
     // X = pixel / 255, held as the pixels: the first n rows of the bytes, moved, not copied.
     images.data.resize(std::size_t(n * d));
     ds.X = InputData(std::move(images.data), n, d);
-    ds.T = RowMatrix::Zero(n, classes);
+    resize_huge(ds.T, n, classes);
+    ds.T.setZero();
     for (Index i = 0; i < n; ++i) one_hot(ds.T, i, first + i, labels.data[i], classes, labels_path);
     return ds;
 }

@@ -47,7 +47,7 @@ using detail::rows_product;
 /// dst = src cast to dst's scalar, row-parallel; dst is resized to src's shape.
 template <class Src, class Dst>
 void cast_rows(const Src& src, Dst& dst) {
-    dst.resize(src.rows(), src.cols());
+    resize_huge(dst, src.rows(), src.cols());
     const Index rows = src.rows();
 #pragma omp parallel for schedule(static) if (src.size() >= kParallelElems)
     for (Index i = 0; i < rows; ++i) dst.row(i) = src.row(i).template cast<typename Dst::Scalar>();
@@ -206,7 +206,7 @@ void InputMatrix::build(Entry x, Index nonzeros, XPath path, double sparse_thres
         build_nonzeros(x);
     } else if (m_precision == Precision::F32) {
         // X in float: each entry the float64 x_ij cast to float
-        m_X32.resize(k, d);
+        resize_huge(m_X32, k, d);
 #pragma omp parallel for schedule(static) if (k * d >= kParallelElems)
         for (Index i = 0; i < k; ++i)
             for (Index j = 0; j < d; ++j) m_X32(i, j) = float(entry_value(x(i, j)));
@@ -319,11 +319,11 @@ template void InputMatrix::transpose_product<double>(const Eigen::Ref<const RowM
 template void InputMatrix::transpose_product<float>(const Eigen::Ref<const RowMatrixF>&, Eigen::Ref<RowMatrixF>) const;
 
 void InputMatrix::times(const Eigen::Ref<const RowMatrix>& B, RowMatrix& out) const {
-    out.resize(m_X.rows(), B.cols());
+    resize_huge(out, m_X.rows(), B.cols());
     if (m_precision == Precision::F32) {
         // float copies of B and of the result live in mutable scratch: no allocation once grown
         cast_rows(B, m_in32);
-        m_out32.resize(m_X.rows(), B.cols());
+        resize_huge(m_out32, m_X.rows(), B.cols());
         product<float>(m_in32, m_out32);
         cast_rows(m_out32, out);
     } else {
@@ -444,7 +444,7 @@ Evaluation::SerialIfSmall::~SerialIfSmall() {
 
 void Evaluation::derivative_rows(const RowMatrix& A, const RowMatrix& Z, RowMatrix& D1, RowMatrix* D2) const {
     const Index k = A.rows();
-    D1.resize(A.rows(), A.cols());
+    resize_huge(D1, A.rows(), A.cols());
     with_activation(m_arch.hidden, [&](auto policy) {
         using F = decltype(policy);
 #pragma omp parallel for schedule(static) if (A.size() >= kParallelElems)
@@ -497,14 +497,14 @@ void Evaluation::forward() {
     const SerialIfSmall serial(*this);
     const Index L = m_arch.layers(), k = samples(), c = m_arch.outputs();
     // A_1 = X W_1  (b_1 is added below, in the pass that applies f)
-    m_A[0].resize(k, m_arch.widths[1]);
+    resize_huge(m_A[0], k, m_arch.widths[1]);
     if (m_X.precision() == Precision::F64) m_X.product<double>(weight(m_arch, m_theta, 1), m_A[0]);
     else m_X.times(weight(m_arch, m_theta, 1), m_A[0]);
     for (Index l = 2; l <= L; ++l) {
         // A_{l-1} += b_{l-1};  Z_{l-1} = f(A_{l-1});  A_l = Z_{l-1} W_l  (+ b_l in the next pass)
         RowMatrix& A = m_A[l - 2];
         RowMatrix& Z = m_Z[l - 2];
-        Z.resize(A.rows(), A.cols());
+        resize_huge(Z, A.rows(), A.cols());
         const auto b = bias(m_arch, m_theta, l - 1).transpose();
         with_activation(m_arch.hidden, [&](auto policy) {
             using F = decltype(policy);
@@ -515,13 +515,13 @@ void Evaluation::forward() {
                 Z.middleRows(r0, nr).array() = F::f(A.middleRows(r0, nr).array());
             }
         });
-        m_A[l - 1].resize(k, m_arch.widths[l]);
+        resize_huge(m_A[l - 1], k, m_arch.widths[l]);
         rows_product(Z, weight(m_arch, m_theta, l), m_A[l - 1]);
     }
     // A_L += b_L;  Y = g(A_L) and the per-sample loss; softmax uses log y = a - logsumexp(a).
     RowMatrix& AL = m_A[L - 1];
     const double* bL = bias(m_arch, m_theta, L).data();
-    m_Y.resize(k, c);
+    resize_huge(m_Y, k, c);
     // Per-sample losses summed serially afterwards: an OpenMP float reduction combines partial
     // sums in thread-arrival order, and resume/replay promise bit-identical series.
     m_sample_loss.resize(k);
@@ -560,7 +560,7 @@ void Evaluation::backward(bool with_gradient) {
     //   sigmoid-mse: (y - t) y (1 - y) / k
     //   identity-mse: (y - t) / k
     RowMatrix& dL = m_delta[L - 1];
-    dL.resize(k, c);
+    resize_huge(dL, k, c);
     const double inv_k = 1.0 / double(m_k_global);  // the global k: delta_L carries the mean's 1/k
     const double* T = m_T.data();
     const Index t_stride = m_T.outerStride();
@@ -591,7 +591,7 @@ void Evaluation::backward(bool with_gradient) {
         if (l > 1) {
             // delta_{l-1} = (delta_l W_l^T) .* f'(A_{l-1})
             RowMatrix& prev = m_delta[l - 2];
-            prev.resize(k, m_arch.widths[l - 1]);
+            resize_huge(prev, k, m_arch.widths[l - 1]);
             rows_product(delta, weight(m_arch, m_theta, l).transpose(), prev);
             const RowMatrix& A = m_A[l - 2];
             const RowMatrix& Z = m_Z[l - 2];

@@ -78,7 +78,7 @@ void Evaluation::block_product(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Mat
         m_fd1.resize(L - 1);
         m_fd2.resize(L - 1);
         for (Index l = 1; l < L; ++l) {
-            m_fd2[l - 1].resize(k, m_arch.widths[l]);
+            resize_huge(m_fd2[l - 1], k, m_arch.widths[l]);
             detail::rows_product(m_delta[l], weight(m_arch, m_theta, l + 1).transpose(), m_fd2[l - 1]);  // dL/dZ_l
             derivative_rows(m_A[l - 1], m_Z[l - 1], m_fd1[l - 1], &m_fd2[l - 1]);
         }
@@ -149,7 +149,7 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
 
     // ---- forward R-pass
     // R{A_1} = X V_W1 + 1 V_b1^T: one wide product; the bias is added where R{A_1} is read.
-    RA1.resize(k, n1 * M);
+    resize_huge(RA1, k, n1 * M);
     m_X.product<S>(VW1, RA1);
     // R{Z_1} = f'(A_1) .* (R{A_1} + 1 V_b1^T) is as wide as R{A_1} but read only twice, by
     // R{A_2} here and by R{dW_2} in the backward pass: it is never stored whole, but built per
@@ -162,7 +162,7 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
     auto RZ_rows = [&](Index h, Index r0, Index n, RowMatrix& rz) {
         const Index nh = w[h];
         const RowMatrix& f1 = m_fd1[h - 1];
-        rz.resize(n, nh * M);
+        resize_huge(rz, n, nh * M);
         if (h == 1) {
             const Eigen::RowVectorXd& b1cat = m_bcat[1];
             for (Index i = 0; i < n; ++i)
@@ -180,7 +180,7 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
     for (Index l = 2; l <= L; ++l) {
         const Index h = l - 1, nh = w[h];
         RowMatrix& RA = m_RA[l];
-        RA.resize(k, w[l] * M);
+        resize_huge(RA, k, w[l] * M);
         const Eigen::RowVectorXd& blcat = m_bcat[l];
         const auto& Wl = weight(m_arch, m_theta, l);
         // per row chunk: R{A_l} = R{Z_h} W_l + Z_h [V_Wl^(m)] + 1 V_bl^T, with view(R{Z_h}) W_l
@@ -197,7 +197,7 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
 
     // ---- output: R{delta_L} = (d delta_L / d A_L) R{A_L}, per sample and vector (loss.hpp),
     // over R{A_L} (not read again); Gauss-Newton drops the residual (y - t) term
-    if (L == 1) m_RA[1].resize(k, c * M);
+    if (L == 1) resize_huge(m_RA[1], k, c * M);
     RowMatrix& Rd = m_RA[L];  // R{delta_L}, k x c M, over R{A_L}
     {
         const double inv_k = 1.0 / double(m_k_global);  // the global k of the mean
@@ -266,7 +266,7 @@ void Evaluation::block_chunk(const Eigen::Ref<const Matrix>& V, Eigen::Ref<Matri
                 RZ_rows(h, r0, n, p);
                 m_acc[t].noalias() = m_delta[l - 1].middleRows(r0, n).transpose() * p;
             }
-            p.resize(n, nh * M);
+            resize_huge(p, n, nh * M);
             RowMap(p.data(), n * M, nh).noalias() = ConstRowMap(Rdl.data() + r0 * nl * M, n * M, nl) * Wl.transpose();
             if (!gauss_newton) p.noalias() += m_delta[l - 1].middleRows(r0, n) * m_VWTcat[l];
             for (Index i = 0; i < n; ++i)
@@ -419,10 +419,10 @@ void Evaluation::third_order(const Eigen::Ref<const Matrix>& E, const Eigen::Ref
     // f', f'', f''' of the hidden layers and g_h = delta_{h+1} W_{h+1}^T: the same for every pair
     for (Index h = 1; h < L; ++h) {
         const RowMatrix &A = m_A[h - 1], &Z = m_Z[h - 1];
-        f1[h - 1].resize(k, w[h]);
-        f2[h - 1].resize(k, w[h]);
-        f3[h - 1].resize(k, w[h]);
-        g[h - 1].resize(k, w[h]);
+        resize_huge(f1[h - 1], k, w[h]);
+        resize_huge(f2[h - 1], k, w[h]);
+        resize_huge(f3[h - 1], k, w[h]);
+        resize_huge(g[h - 1], k, w[h]);
         detail::rows_product(m_delta[h], weight(m_arch, m_theta, h + 1).transpose(), g[h - 1]);
         with_activation(m_arch.hidden, [&](auto policy) {
             using F = decltype(policy);
@@ -449,7 +449,7 @@ void Evaluation::third_order(const Eigen::Ref<const Matrix>& E, const Eigen::Ref
         }
         m_X.times(B1, wideA);  // k x 2 np n1: R_e{A_1}, R_v{A_1} of each pair, without the bias
         // RR{delta_1} of each pair, then (with HV) R_v{delta_1} of each pair
-        wideD.resize(k, (HV ? 2 : 1) * np * n1);
+        resize_huge(wideD, k, (HV ? 2 : 1) * np * n1);
         for (Index j = 0; j < np; ++j) {
             const Index m = m0 + j;
             auto Wof = [&](const Eigen::Ref<const Matrix>& D, Index l) {
@@ -459,8 +459,8 @@ void Evaluation::third_order(const Eigen::Ref<const Matrix>& E, const Eigen::Ref
                 return Eigen::Map<const Eigen::RowVectorXd>(D.col(m).data() + m_arch.bias_offset(l), w[l]);
             };
             // ---- forward
-            Ae[0].resize(k, n1);
-            Av[0].resize(k, n1);
+            resize_huge(Ae[0], k, n1);
+            resize_huge(Av[0], k, n1);
             const auto be = bof(E, 1), bv = bof(V, 1);
             each_rows(n1, [&](Index r0, Index n) {
                 Ae[0].middleRows(r0, n) = wideA.block(r0, 2 * j * n1, n, n1).rowwise() + be;
@@ -470,9 +470,9 @@ void Evaluation::third_order(const Eigen::Ref<const Matrix>& E, const Eigen::Ref
             for (Index l = 2; l <= L; ++l) {
                 const Index h = l - 1;
                 const RowMatrix &F1 = f1[h - 1], &F2 = f2[h - 1];
-                Ze[h - 1].resize(k, w[h]);
-                Zv[h - 1].resize(k, w[h]);
-                Zr[h - 1].resize(k, w[h]);
+                resize_huge(Ze[h - 1], k, w[h]);
+                resize_huge(Zv[h - 1], k, w[h]);
+                resize_huge(Zr[h - 1], k, w[h]);
                 each_rows(w[h], [&](Index r0, Index n) {
                     const auto f1r = F1.middleRows(r0, n).array(), f2r = F2.middleRows(r0, n).array();
                     const auto ae = Ae[h - 1].middleRows(r0, n).array(), av = Av[h - 1].middleRows(r0, n).array();
@@ -482,21 +482,21 @@ void Evaluation::third_order(const Eigen::Ref<const Matrix>& E, const Eigen::Ref
                 });
                 const auto Wl = weight(m_arch, m_theta, l);
                 for (auto [D, Z, A] : {std::tuple{&E, Ze, Ae}, std::tuple{&V, Zv, Av}}) {
-                    A[l - 1].resize(k, w[l]);
+                    resize_huge(A[l - 1], k, w[l]);
                     detail::rows_product(Z[h - 1], Wl, A[l - 1]);
                     detail::rows_product(m_Z[h - 1], Wof(*D, l), A[l - 1], true);
                     const auto b = bof(*D, l);
                     each_rows(w[l], [&](Index r0, Index n) { A[l - 1].middleRows(r0, n).rowwise() += b; });
                 }
-                Ar[l - 1].resize(k, w[l]);
+                resize_huge(Ar[l - 1], k, w[l]);
                 detail::rows_product(Zr[h - 1], Wl, Ar[l - 1]);
                 detail::rows_product(Ze[h - 1], Wof(V, l), Ar[l - 1], true);
                 detail::rows_product(Zv[h - 1], Wof(E, l), Ar[l - 1], true);
             }
             // ---- output, per sample (loss.hpp)
-            de.resize(k, c);
-            dv.resize(k, c);
-            dr.resize(k, c);
+            resize_huge(de, k, c);
+            resize_huge(dv, k, c);
+            resize_huge(dr, k, c);
             {
                 const double* T = m_T.data();
                 const Index t_stride = m_T.outerStride();
@@ -538,9 +538,9 @@ void Evaluation::third_order(const Eigen::Ref<const Matrix>& E, const Eigen::Ref
                     chunked_colsum<double>(dv, hv + m_arch.bias_offset(l));
                 }
                 const auto Wt = weight(m_arch, m_theta, l).transpose();
-                pe.resize(k, nh);
-                pv.resize(k, nh);
-                pr.resize(k, nh);
+                resize_huge(pe, k, nh);
+                resize_huge(pv, k, nh);
+                resize_huge(pr, k, nh);
                 detail::rows_product(de, Wt, pe);
                 detail::rows_product(m_delta[l - 1], Wof(E, l).transpose(), pe, true);
                 detail::rows_product(dv, Wt, pv);

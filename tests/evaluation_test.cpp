@@ -9,14 +9,49 @@
 #include <barrier>
 #include <cmath>
 #include <cstdint>
+#include <fstream>
+#include <sstream>
 #include <gtest/gtest.h>
 #include <limits>
+#include <string>
 #include <random>
 #include <thread>
 #include <type_traits>
 
 namespace tdyn {
 namespace {
+
+/// The VmFlags line of the mapping of /proc/self/smaps that holds address a ("" if none).
+std::string vm_flags_at(const void* a) {
+    std::ifstream smaps("/proc/self/smaps");
+    const auto x = reinterpret_cast<std::uintptr_t>(a);
+    bool inside = false;
+    for (std::string line; std::getline(smaps, line);) {
+        std::uintptr_t lo = 0, hi = 0;
+        char dash = 0;
+        std::istringstream head(line);
+        if (head >> std::hex >> lo >> dash >> hi && dash == '-') inside = lo <= x && x < hi;
+        else if (inside && line.rfind("VmFlags:", 0) == 0) return line;
+    }
+    return "";
+}
+
+// resize_huge advises huge pages (madvise MADV_HUGEPAGE) for a new large buffer: the kernel marks
+// its mapping "hg" in /proc/self/smaps whether or not huge pages are free at the moment, so this
+// does not depend on the machine's memory. A 32 MB matrix: its middle must lie in an "hg" mapping.
+// Skipped where the kernel has no transparent huge pages.
+TEST(HugePages, LargeBuffersAreAdvised) {
+    if (!std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled") || !std::ifstream("/proc/self/smaps"))
+        GTEST_SKIP() << "no transparent huge pages here";
+    RowMatrix big;
+    resize_huge(big, 4096, 1024);
+    const std::string flags = vm_flags_at(big.data() + big.size() / 2);
+    ASSERT_FALSE(flags.empty()) << "no mapping found for the buffer";
+    EXPECT_NE((flags + " ").find(" hg "), std::string::npos) << flags;
+    big.setOnes();  // advised memory is ordinary memory
+    EXPECT_EQ(big.sum(), double(big.size()));
+}
+
 
 using test::relative_error;
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <cstddef>
 #include <fmt/format.h>
 #include <memory>
 #include <new>
@@ -21,8 +22,24 @@ using Matrix = Eigen::MatrixXd;
 using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using RowMatrixF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
+/// Asks the kernel to back the whole 2 MB pages inside [p, p + bytes) with transparent huge
+/// pages when they are first touched (madvise MADV_HUGEPAGE; Linux with THP "madvise" or
+/// "always"). A first touch of a 4 KB page costs a page fault, and on virtual machines like
+/// ours a fault costs microseconds: a one-shot `tdyn eval` of 60000 images spent 40 % of its
+/// time in them (BENCHMARKS.md). Buffers under 4 MB, other systems and errors: nothing happens.
+/// Call it before the buffer is first written; the numbers do not depend on it.
+void advise_huge_pages(const void* p, std::size_t bytes);
+
+/// m.resize(rows, cols) for a large buffer: huge pages are advised when the storage is new.
+template <class M>
+void resize_huge(M& m, Index rows, Index cols) {
+    const void* before = m.data();
+    m.resize(rows, cols);
+    if (m.data() != before) advise_huge_pages(m.data(), sizeof(typename M::Scalar) * std::size_t(m.size()));
+}
+
 /// std::allocator whose resize() leaves new elements default-initialised (uninitialised for
-/// trivial types): for large buffers that the next pass overwrites whole.
+/// trivial types): for large buffers that the next pass overwrites whole (huge pages advised).
 template <class T>
 struct NoInitAllocator : std::allocator<T> {
     template <class U>
@@ -32,6 +49,11 @@ struct NoInitAllocator : std::allocator<T> {
     NoInitAllocator() = default;
     template <class U>
     NoInitAllocator(const NoInitAllocator<U>&) noexcept {}
+    T* allocate(std::size_t n) {
+        T* p = std::allocator<T>::allocate(n);
+        advise_huge_pages(p, n * sizeof(T));
+        return p;
+    }
     template <class U>
     void construct(U* p) noexcept(std::is_nothrow_default_constructible_v<U>) {
         ::new (static_cast<void*>(p)) U;
