@@ -10,11 +10,11 @@
 #include <cmath>
 #include <cstdint>
 #include <fstream>
-#include <sstream>
 #include <gtest/gtest.h>
 #include <limits>
-#include <string>
 #include <random>
+#include <sstream>
+#include <string>
 #include <thread>
 #include <type_traits>
 
@@ -51,7 +51,6 @@ TEST(HugePages, LargeBuffersAreAdvised) {
     big.setOnes();  // advised memory is ordinary memory
     EXPECT_EQ(big.sum(), double(big.size()));
 }
-
 
 using test::relative_error;
 
