@@ -110,9 +110,7 @@ IdxArray read_idx_block(const std::string& path, std::size_t first, std::size_t 
         throw Error(path + ": rows " + std::to_string(first) + ".." + std::to_string(first + count) +
                     " requested, the file holds " + std::to_string(a.dims[0]));
     a.first = first;
-    a.data.reserve(count * row);  // storage first, advised, then filled
-    advise_huge_pages(a.data.data(), count * row);
-    a.data.resize(count * row);
+    a.data = huge_vector<std::uint8_t>(count * row);
     in.seekg(std::streamoff(header + first * row));
     in.read(reinterpret_cast<char*>(a.data.data()), std::streamsize(a.data.size()));
     if (!in) throw Error(path + ": read error");

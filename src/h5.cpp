@@ -579,7 +579,7 @@ std::vector<std::uint8_t> File::read_rows_u8(const std::string& name, hsize_t fi
     if (first > dims[0] || count > dims[0] - first)
         fail(name, "rows " + std::to_string(first) + ".." + std::to_string(first + count) +
                        " requested, the dataset has " + std::to_string(dims[0]));
-    std::vector<std::uint8_t> v(count * (dims.size() == 2 ? dims[1] : 1));
+    auto v = huge_vector<std::uint8_t>(count * (dims.size() == 2 ? dims[1] : 1));
     if (v.empty()) return v;
     Handle ms = select_rows(fs.id(), name, first, count);
     check(H5Dread(d.id(), H5T_NATIVE_UINT8, ms.id(), fs.id(), H5P_DEFAULT, v.data()), name, "cannot read");

@@ -10,6 +10,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace tdyn {
 
@@ -36,6 +37,17 @@ void resize_huge(M& m, Index rows, Index cols) {
     const void* before = m.data();
     m.resize(rows, cols);
     if (m.data() != before) advise_huge_pages(m.data(), sizeof(typename M::Scalar) * std::size_t(m.size()));
+}
+
+/// n zero bytes (or values) in a vector whose storage is advised before the zeros are written:
+/// for a large buffer that a file read fills next.
+template <class T>
+std::vector<T> huge_vector(std::size_t n) {
+    std::vector<T> v;
+    v.reserve(n);
+    advise_huge_pages(v.data(), n * sizeof(T));
+    v.resize(n);
+    return v;
 }
 
 /// std::allocator whose resize() leaves new elements default-initialised (uninitialised for
