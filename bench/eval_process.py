@@ -18,6 +18,7 @@ gradient and H v of the peer against tdyn's, relative max-norm error), so both d
     /usr/bin/python3 bench/eval_process.py --tdyn build/tdyn
     /usr/bin/python3 bench/eval_process.py --tdyn before=/tmp/tdyn-main --tdyn after=build/tdyn --reps 7
     /usr/bin/python3 bench/eval_process.py --tdyn build/tdyn --no-peer --json
+    /usr/bin/python3 bench/eval_process.py --tdyn build/tdyn --torch-malloc glibc jemalloc
 
 Several --tdyn NAME=PATH binaries (e.g. main's build and this one) are timed side by side in the
 same run; their files must give identical numbers (checked: bit for bit). theta (seeded uniform
@@ -36,6 +37,8 @@ import time
 
 import numpy as np
 
+from peer_env import peer_env, peer_name
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 WIDTHS = [784, 50, 10]
@@ -46,7 +49,10 @@ def peer(args):
     import h5py
     import torch
     sys.path.insert(0, HERE)
+    from peer_env import check_peer_malloc
     from peer_torch import load_mnist, load_theta, loss_fn
+
+    check_peer_malloc()
 
     torch.set_num_threads(args.threads)
     X, _, labels = load_mnist(os.path.join(args.data_dir, "mnist"), args.k)
@@ -130,6 +136,9 @@ def main():
     ap.add_argument("--data-dir", default=os.environ.get("TDYN_DATA") or os.path.join(ROOT, "data"))
     ap.add_argument("--workdir", help="folder for theta, vectors and outputs (default: a temporary one)")
     ap.add_argument("--no-peer", action="store_true", help="time only the tdyn binaries")
+    ap.add_argument("--torch-malloc", nargs="+", default=["glibc"], choices=["glibc", "jemalloc"],
+                    help="the PyTorch peers' malloc: glibc (Debian's), jemalloc (keeps its pages; "
+                         "bench/peer_env.py); both: two peers side by side")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     # --peer mode: the PyTorch process itself
     ap.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)
@@ -158,18 +167,20 @@ def main():
             if with_v:
                 cmd += ["--vector", vecs]
             jobs.append((name, job, cmd, out))
-        if not args.no_peer:
-            out = os.path.join(work, f"torch-{job}.h5")
+        for malloc in [] if args.no_peer else dict.fromkeys(args.torch_malloc):
+            name = peer_name(malloc)
+            out = os.path.join(work, f"{name}-{job}.h5")
             cmd = [sys.executable, os.path.abspath(__file__), "--peer", "--theta", theta, "--write", out,
                    "--k", str(args.k), "--threads", str(args.threads), "--data-dir", args.data_dir]
             if with_v:
                 cmd += ["--vectors", vecs]
-            jobs.append(("torch", job, cmd, out))
+            jobs.append((name, job, cmd, out))
+    envs = {p: peer_env(env, m) for m in args.torch_malloc for p in [peer_name(m)]}
 
     samples = {(p, j): [] for p, j, _, _ in jobs}
     for _ in range(args.reps):
         for p, j, cmd, _ in jobs:
-            samples[(p, j)].append(run_once(cmd, env))
+            samples[(p, j)].append(run_once(cmd, envs.get(p, env)))
 
     result = {"k": args.k, "M": args.M, "threads": args.threads, "reps": args.reps,
               "load_average": os.getloadavg(), "processes": [], "ratios": [], "checks": []}
@@ -180,12 +191,13 @@ def main():
     med = {(r["program"], r["job"]): r for r in result["processes"]}
     for _, j, _, _ in jobs:
         for name, _ in binaries:
-            if not args.no_peer and ("torch", j) in med and (name, j) in med:
-                entry = {"job": j, "a": "torch", "b": name,
-                         "wall": med[("torch", j)]["wall_s"] / med[(name, j)]["wall_s"],
-                         "rss": med[("torch", j)]["peak_rss_mb"] / med[(name, j)]["peak_rss_mb"]}
-                if entry not in result["ratios"]:
-                    result["ratios"].append(entry)
+            for peer_p in envs:
+                if (peer_p, j) in med and (name, j) in med:
+                    entry = {"job": j, "a": peer_p, "b": name,
+                             "wall": med[(peer_p, j)]["wall_s"] / med[(name, j)]["wall_s"],
+                             "rss": med[(peer_p, j)]["peak_rss_mb"] / med[(name, j)]["peak_rss_mb"]}
+                    if entry not in result["ratios"]:
+                        result["ratios"].append(entry)
         for (a, _), (b, _) in zip(binaries, binaries[1:]):
             entry = {"job": j, "a": a, "b": b, "wall": med[(a, j)]["wall_s"] / med[(b, j)]["wall_s"],
                      "rss": med[(a, j)]["peak_rss_mb"] / med[(b, j)]["peak_rss_mb"]}
@@ -200,7 +212,7 @@ def main():
             continue
         ref = outs[(first, j)]
         for key in ref:
-            if p == "torch":
+            if p in envs:
                 result["checks"].append({"job": j, "program": p, "what": key, "rel_err": rel_err(o[key], ref[key])})
             else:
                 same = o[key].shape == ref[key].shape and o[key].tobytes() == ref[key].tobytes()
@@ -211,9 +223,9 @@ def main():
         return
     print(f"k = {args.k}, M = {args.M}, {args.threads} threads, median of {args.reps} (load average "
           f"{result['load_average'][0]:.1f})")
-    print(f"{'program':<12} {'job':<12} {'wall s':>8} {'min s':>8} {'cpu s':>8} {'peak RSS MB':>12}")
+    print(f"{'program':<15} {'job':<12} {'wall s':>8} {'min s':>8} {'cpu s':>8} {'peak RSS MB':>12}")
     for r in result["processes"]:
-        print(f"{r['program']:<12} {r['job']:<12} {r['wall_s']:8.3f} {r['wall_min_s']:8.3f} {r['cpu_s']:8.3f} "
+        print(f"{r['program']:<15} {r['job']:<12} {r['wall_s']:8.3f} {r['wall_min_s']:8.3f} {r['cpu_s']:8.3f} "
               f"{r['peak_rss_mb']:12.0f}")
     for r in result["ratios"]:
         print(f"{r['job']:<12} {r['a']} / {r['b']}: wall {r['wall']:.2f}x, peak RSS {r['rss']:.2f}x")

@@ -18,6 +18,10 @@ The column hvp_only = hvp8 - plain is the in-line Hessian work alone.
     /usr/bin/python3 bench/wide_peer.py                          # k = 5000, tdyn in build/
     /usr/bin/python3 bench/wide_peer.py --k 5000 60000 --reps 3 --json
     /usr/bin/python3 bench/wide_peer.py --tdyn-flags "--x-path dense"   # tdyn with dense X
+    /usr/bin/python3 bench/wide_peer.py --torch-malloc glibc jemalloc   # two PyTorch peers
+
+--torch-malloc jemalloc runs the peer with jemalloc preloaded and never purging: at k = 60000
+PyTorch's glibc malloc maps and faults its activations in afresh every step (bench/peer_env.py).
 """
 
 import argparse
@@ -29,6 +33,8 @@ import sys
 import tempfile
 import time
 
+from peer_env import peer_env, peer_name
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -37,7 +43,10 @@ def torch_worker(args):
     import torch
 
     sys.path.insert(0, os.path.join(ROOT, "bench"))
+    from peer_env import check_peer_malloc
     from peer_torch import init_params, load_mnist
+
+    check_peer_malloc()
 
     torch.set_num_threads(args.threads)
     X, T, _ = load_mnist(args.data_dir, args.k)
@@ -93,6 +102,9 @@ def main():
     p.add_argument("--tdyn", default=os.path.join(ROOT, "build", "tdyn"))
     p.add_argument("--tdyn-flags", default="", help="extra flags for tdyn train (e.g. '--x-path dense')")
     p.add_argument("--data-dir", default=os.path.join(ROOT, "data", "mnist"))
+    p.add_argument("--torch-malloc", nargs="+", default=["glibc"], choices=["glibc", "jemalloc"],
+                   help="the PyTorch peers' malloc: glibc (Debian's), jemalloc (keeps its pages; bench/peer_env.py);"
+                        " both: two peers side by side")
     p.add_argument("--json", action="store_true")
     # worker mode (internal)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -108,13 +120,14 @@ def main():
     if args.long <= args.short:
         raise SystemExit("wide_peer.py: --long must be larger than --short")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    peers = [(peer_name(m), peer_env(env, m)) for m in dict.fromkeys(args.torch_malloc)]
+    programs = ["tdyn"] + [name for name, _ in peers]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for k in args.k:
             for mode in args.modes:
                 tangents = 8 if mode == "hvp8" else 0
-                times = {("tdyn", s): [] for s in (args.short, args.long)}
-                times.update({("torch", s): [] for s in (args.short, args.long)})
+                times = {(who, s): [] for who in programs for s in (args.short, args.long)}
                 for _ in range(args.reps):
                     for s in (args.short, args.long):
                         tdyn_cmd = [args.tdyn, "train", "--arch", args.arch, "--activation", "tanh", "--output",
@@ -128,33 +141,42 @@ def main():
                                      args.arch, "--lr", str(args.lr), "--steps", str(s), "--tangents", str(tangents),
                                      "--threads", str(args.threads), "--data-dir", args.data_dir]
                         times[("tdyn", s)].append(run_timed(tdyn_cmd, env))
-                        times[("torch", s)].append(run_timed(torch_cmd, env))
+                        for name, penv in peers:
+                            times[(name, s)].append(run_timed(torch_cmd, penv))
                 row = {"k": k, "mode": mode, "arch": args.arch}
-                for who in ("tdyn", "torch"):
+                for who in programs:
                     per = [(l - s) / (args.long - args.short)
                            for s, l in zip(times[(who, args.short)], times[(who, args.long)])]
                     row[f"{who}_ms_per_step"] = 1e3 * statistics.median(per)
                     row[f"{who}_ms_spread"] = 1e3 * (max(per) - min(per))
                     row[f"{who}_startup_s"] = statistics.median(times[(who, args.short)]) - args.short * statistics.median(per)
-                row["torch_over_tdyn"] = row["torch_ms_per_step"] / row["tdyn_ms_per_step"]
+                line = (f"k {k:6d} {mode:6s} tdyn {row['tdyn_ms_per_step']:8.1f} ms/step"
+                        f" (spread {row['tdyn_ms_spread']:.1f})")
+                for name, _ in peers:
+                    row[f"{name}_over_tdyn"] = row[f"{name}_ms_per_step"] / row["tdyn_ms_per_step"]
+                    line += (f"  {name} {row[f'{name}_ms_per_step']:8.1f} ms/step (spread {row[f'{name}_ms_spread']:.1f})"
+                             f"  {name}/tdyn {row[f'{name}_over_tdyn']:.2f}")
                 results.append(row)
                 if not args.json:
-                    print(f"k {k:6d} {mode:6s} tdyn {row['tdyn_ms_per_step']:8.1f} ms/step (spread {row['tdyn_ms_spread']:.1f})"
-                          f"  torch {row['torch_ms_per_step']:8.1f} ms/step (spread {row['torch_ms_spread']:.1f})"
-                          f"  torch/tdyn {row['torch_over_tdyn']:.2f}", flush=True)
+                    print(line, flush=True)
         by = {(r["k"], r["mode"]): r for r in results}
         for k in args.k:
             if (k, "plain") in by and (k, "hvp8") in by:
                 a, b = by[(k, "plain")], by[(k, "hvp8")]
                 t = b["tdyn_ms_per_step"] - a["tdyn_ms_per_step"]
-                q = b["torch_ms_per_step"] - a["torch_ms_per_step"]
-                results.append({"k": k, "mode": "hvp_only", "arch": args.arch, "tdyn_ms_per_step": t,
-                                "torch_ms_per_step": q, "torch_over_tdyn": q / t if t > 0 else float("nan")})
+                row = {"k": k, "mode": "hvp_only", "arch": args.arch, "tdyn_ms_per_step": t}
+                line = f"k {k:6d} hvp8-plain: tdyn {t:.1f} ms"
+                for name, _ in peers:
+                    q = b[f"{name}_ms_per_step"] - a[f"{name}_ms_per_step"]
+                    row[f"{name}_ms_per_step"] = q
+                    row[f"{name}_over_tdyn"] = q / t if t > 0 else float("nan")
+                    line += f", {name} {q:.1f} ms ({name}/tdyn {row[f'{name}_over_tdyn']:.2f})"
+                results.append(row)
                 if not args.json:
-                    print(f"k {k:6d} hvp8-plain: tdyn {t:.1f} ms, torch {q:.1f} ms for 8 H v + QR: torch/tdyn {q / t:.2f}")
+                    print(line + " for 8 H v + QR")
     if args.json:
         print(json.dumps({"threads": args.threads, "short": args.short, "long": args.long, "reps": args.reps,
-                          "tdyn_flags": args.tdyn_flags, "results": results}, indent=1))
+                          "tdyn_flags": args.tdyn_flags, "torch_malloc": args.torch_malloc, "results": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ packages=(
   # The PyTorch peer benchmark (bench/peer_torch.py). Debian's torch calls the system
   # libblas.so.3; OpenBLAS makes it a fair peer (reference BLAS is ~10x slower).
   python3-torch python3-scipy libopenblas0-openmp
+  libjemalloc2  # the PyTorch peer with jemalloc (bench/peer_env.py: --torch-malloc jemalloc)
   clang libclang-rt-14-dev libomp-14-dev  # scripts/fuzz.sh: libFuzzer, and OpenMP for clang
   clang-format  # scripts/format.sh, ctest Style.ClangFormat
   pybind11-dev python3-pybind11 python3-pytest  # the Python module (python/) and its tests (ctest Python.Pytest)
