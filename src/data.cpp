@@ -233,7 +233,8 @@ Dataset read_data_file(const std::string& path, Index samples, Index classes, co
             }
             c = comm.max(c);
         }
-        ds.T = RowMatrix::Zero(n, std::max<Index>(c, 1));
+        resize_huge(ds.T, n, std::max<Index>(c, 1));
+        ds.T.setZero();
         for (Index i = 0; i < n; ++i) one_hot(ds.T, i, r0 + i, std::int64_t(labels(i, 0)), c, path + ": /labels");
     } else {
         throw Error(path + ": not a data file: no /T [k x c] or /labels [k] next to /X");
