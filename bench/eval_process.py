@@ -175,7 +175,7 @@ def main():
             if with_v:
                 cmd += ["--vectors", vecs]
             jobs.append((name, job, cmd, out))
-    envs = {p: peer_env(env, m) for m in args.torch_malloc for p in [peer_name(m)]}
+    envs = {} if args.no_peer else {peer_name(m): peer_env(env, m) for m in args.torch_malloc}
 
     samples = {(p, j): [] for p, j, _, _ in jobs}
     for _ in range(args.reps):
