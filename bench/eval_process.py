@@ -37,7 +37,7 @@ import time
 
 import numpy as np
 
-from peer_env import peer_env, peer_name
+from peer_env import add_torch_malloc_argument, peer_envs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -136,9 +136,7 @@ def main():
     ap.add_argument("--data-dir", default=os.environ.get("TDYN_DATA") or os.path.join(ROOT, "data"))
     ap.add_argument("--workdir", help="folder for theta, vectors and outputs (default: a temporary one)")
     ap.add_argument("--no-peer", action="store_true", help="time only the tdyn binaries")
-    ap.add_argument("--torch-malloc", nargs="+", default=["glibc"], choices=["glibc", "jemalloc"],
-                    help="the PyTorch peers' malloc: glibc (Debian's), jemalloc (keeps its pages; "
-                         "bench/peer_env.py); both: two peers side by side")
+    add_torch_malloc_argument(ap)
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     # --peer mode: the PyTorch process itself
     ap.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)
@@ -159,6 +157,8 @@ def main():
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
                TDYN_DATA=args.data_dir)
 
+    envs = {} if args.no_peer else peer_envs(env, args.torch_malloc)  # the PyTorch peers
+
     jobs = []  # (program, job, command, output file)
     for job, with_v in (("eval", False), (f"eval+{args.M}hvp", True)):
         for name, path in binaries:
@@ -167,15 +167,13 @@ def main():
             if with_v:
                 cmd += ["--vector", vecs]
             jobs.append((name, job, cmd, out))
-        for malloc in [] if args.no_peer else dict.fromkeys(args.torch_malloc):
-            name = peer_name(malloc)
+        for name in envs:
             out = os.path.join(work, f"{name}-{job}.h5")
             cmd = [sys.executable, os.path.abspath(__file__), "--peer", "--theta", theta, "--write", out,
                    "--k", str(args.k), "--threads", str(args.threads), "--data-dir", args.data_dir]
             if with_v:
                 cmd += ["--vectors", vecs]
             jobs.append((name, job, cmd, out))
-    envs = {} if args.no_peer else {peer_name(m): peer_env(env, m) for m in args.torch_malloc}
 
     samples = {(p, j): [] for p, j, _, _ in jobs}
     for _ in range(args.reps):

@@ -36,3 +36,14 @@ def check_peer_malloc():
 
 def peer_name(malloc):
     return "torch" if malloc == "glibc" else f"torch-{malloc}"
+
+
+def add_torch_malloc_argument(parser):
+    parser.add_argument("--torch-malloc", nargs="+", default=["glibc"], choices=["glibc", "jemalloc"],
+                        help="the PyTorch peers' malloc: glibc (Debian's), jemalloc (keeps its pages; "
+                             "bench/peer_env.py); both: two peers side by side")
+
+
+def peer_envs(env, mallocs):
+    """{peer name: its environment}, one peer per distinct malloc, in the order given."""
+    return {peer_name(m): peer_env(env, m) for m in dict.fromkeys(mallocs)}

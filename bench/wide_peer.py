@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 
-from peer_env import peer_env, peer_name
+from peer_env import add_torch_malloc_argument, peer_envs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -102,9 +102,7 @@ def main():
     p.add_argument("--tdyn", default=os.path.join(ROOT, "build", "tdyn"))
     p.add_argument("--tdyn-flags", default="", help="extra flags for tdyn train (e.g. '--x-path dense')")
     p.add_argument("--data-dir", default=os.path.join(ROOT, "data", "mnist"))
-    p.add_argument("--torch-malloc", nargs="+", default=["glibc"], choices=["glibc", "jemalloc"],
-                   help="the PyTorch peers' malloc: glibc (Debian's), jemalloc (keeps its pages; bench/peer_env.py);"
-                        " both: two peers side by side")
+    add_torch_malloc_argument(p)
     p.add_argument("--json", action="store_true")
     # worker mode (internal)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -120,7 +118,7 @@ def main():
     if args.long <= args.short:
         raise SystemExit("wide_peer.py: --long must be larger than --short")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    peers = [(peer_name(m), peer_env(env, m)) for m in dict.fromkeys(args.torch_malloc)]
+    peers = list(peer_envs(env, args.torch_malloc).items())
     programs = ["tdyn"] + [name for name, _ in peers]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
