@@ -127,6 +127,57 @@ const S* pixel_table() {
     return table.data();
 }
 
+/// The sparse products' tiles, sized (measured, tools: bench/xproduct_bench) so that what a
+/// panel of W columns reads over and over stays in the 32 KB L1 or the 1 MB L2:
+///   X B:     rows in blocks of kTileRows, X's columns in blocks of kTileCols: a tile's rows of B
+///            (128 x 64 doubles = 64 KB) serve the block's 64 rows;
+///   X^T C:   X by columns in blocks of kTileRows rows (a row's place in its block fits a byte):
+///            a block's rows of C (64 x 64 doubles = 32 KB) serve all 784 columns.
+constexpr Index kTileRows = 64, kTileCols = 128;
+
+/// Columns per panel of the sparse products, W = 64 doubles or 128 floats: W accumulators fill
+/// eight AVX-512 registers (sixteen AVX2 ones), so each non-zero costs W/8 loads and W/8 FMAs
+/// and no store (Eigen's row += x * row loads and stores the whole destination row per
+/// non-zero), and its index and value are read once for W columns.
+template <class S>
+constexpr int kPanel = int(512 / sizeof(S));
+
+/// Calls f.template operator()<W>(c0) for column panels covering [c0, n): as many of width W as
+/// fit, then the rest in halving widths (W/2, ..., 1), so every panel's width is a constant.
+template <int W, class F>
+void for_each_panel(Index c0, Index n, F&& f) {
+    for (; c0 + W <= n; c0 += W) f.template operator()<W>(c0);
+    if constexpr (W > 1) for_each_panel<W / 2>(c0, n, f);
+}
+
+/// acc + v r rounded once where the CPU has FMA (then every width and instantiation of the loop
+/// below rounds alike; left to -ffp-contract, GCC fused some and not others), else twice.
+template <class S>
+inline S multiply_add(S v, S r, S acc) {
+#ifdef __FMA__
+    return std::fma(v, r, acc);
+#else
+    return acc + v * r;
+#endif
+}
+
+/// acc[0:W] (+)= sum over p in [p0, p1), in that order, of value(p) row(p)[0:W]: the one inner
+/// loop of both sparse products, acc held in registers.
+template <int W, class S, class V, class R>
+void sparse_axpy(Index p0, Index p1, const V& value, const R& row, S* __restrict acc_out, bool add) {
+    S acc[W];
+#pragma GCC unroll 128
+    for (int w = 0; w < W; ++w) acc[w] = add ? acc_out[w] : S(0);
+    for (Index p = p0; p < p1; ++p) {
+        const S v = value(p);
+        const S* __restrict r = row(p);
+#pragma GCC unroll 128
+        for (int w = 0; w < W; ++w) acc[w] = multiply_add(v, r[w], acc[w]);
+    }
+#pragma GCC unroll 128
+    for (int w = 0; w < W; ++w) acc_out[w] = acc[w];
+}
+
 }  // namespace
 
 template <class Entry>
@@ -180,17 +231,74 @@ void InputMatrix::build_nonzeros(Entry x) {
 }
 
 template <class S, class F>
-void InputMatrix::with_values(F&& f) const {
+void InputMatrix::with_values(bool by_columns, F&& f) const {
     if (m_pixels) {
-        const std::uint8_t* px = m_pixel.data();
+        const std::uint8_t* px = by_columns ? m_tpixel.data() : m_pixel.data();
         const S* table = pixel_table<S>();
         f([px, table](Index p) { return table[px[p]]; });
         return;
     }
     const S* v = nullptr;
-    if constexpr (std::is_same_v<S, float>) v = m_val32.data();
-    else v = m_val64.data();
+    if constexpr (std::is_same_v<S, float>) v = by_columns ? m_tval32.data() : m_val32.data();
+    else v = by_columns ? m_tval64.data() : m_val64.data();
     f([v](Index p) { return v[p]; });
+}
+
+void InputMatrix::build_tiles() {
+    const Index k = rows(), d = cols(), T = row_chunks(k);
+    // blocks of kTileRows rows from each chunk's first row, the last of a chunk shorter;
+    // m_block_row0 ends with k, so block b's rows are [m_block_row0[b], m_block_row0[b + 1])
+    m_block_row0.clear();
+    m_chunk_block.assign(1, 0);
+    for (Index t = 0; t < T; ++t) {
+        const Index r1 = chunk_begin(k, t + 1, T);
+        for (Index r = chunk_begin(k, t, T); r < r1; r += kTileRows) m_block_row0.push_back(r);
+        m_chunk_block.push_back(Index(m_block_row0.size()));
+    }
+    const Index nb = m_chunk_block.back();
+    m_block_row0.push_back(k);
+    const Index* row0 = m_block_row0.data();
+    const Index* start = m_start.data();
+    const std::int32_t* col = m_col.data();
+    const Index nnz = start[k];
+    // X B's column blocks: row i's first non-zero at or after column kTileCols J, J = 0..nJ
+    const Index nJ = (d + kTileCols - 1) / kTileCols;
+    m_split.resize(std::size_t(k * (nJ + 1)));
+#pragma omp parallel for schedule(static) if (nnz >= kParallelElems)
+    for (Index i = 0; i < k; ++i) {
+        Index p = start[i];
+        for (Index J = 0; J < nJ; ++J) {
+            while (p < start[i + 1] && col[p] < kTileCols * J) ++p;
+            m_split[std::size_t(i * (nJ + 1) + J)] = p;
+        }
+        m_split[std::size_t(i * (nJ + 1) + nJ)] = start[i + 1];
+    }
+    // count block b's column j at m_tstart[b (d + 1) + j + 1]; one running sum over all blocks
+    // then makes every entry the start of its column (block b's first: block b - 1's end)
+    m_tstart.assign(std::size_t(nb * (d + 1)), 0);
+#pragma omp parallel for schedule(static) if (nnz >= kParallelElems)
+    for (Index b = 0; b < nb; ++b) {
+        Index* count = m_tstart.data() + b * (d + 1) + 1;
+        for (Index p = start[row0[b]]; p < start[row0[b + 1]]; ++p) ++count[col[p]];
+    }
+    for (std::size_t q = 1; q < m_tstart.size(); ++q) m_tstart[q] += m_tstart[q - 1];
+    m_trow.resize(std::size_t(nnz));
+    if (m_pixels) m_tpixel.resize(std::size_t(nnz));
+    else if (m_precision == Precision::F32) m_tval32.resize(std::size_t(nnz));
+    else m_tval64.resize(std::size_t(nnz));
+        // rows in ascending order into their columns: each column's non-zeros in ascending row
+#pragma omp parallel for schedule(static) if (nnz >= kParallelElems)
+    for (Index b = 0; b < nb; ++b) {
+        std::vector<Index> next(m_tstart.begin() + b * (d + 1), m_tstart.begin() + b * (d + 1) + d);
+        for (Index i = row0[b]; i < row0[b + 1]; ++i)
+            for (Index p = start[i]; p < start[i + 1]; ++p) {
+                const auto q = std::size_t(next[std::size_t(col[p])]++);
+                m_trow[q] = std::uint8_t(i - row0[b]);
+                if (m_pixels) m_tpixel[q] = m_pixel[std::size_t(p)];
+                else if (m_precision == Precision::F32) m_tval32[q] = m_val32[std::size_t(p)];
+                else m_tval64[q] = m_val64[std::size_t(p)];
+            }
+    }
 }
 
 template <class Entry>
@@ -202,8 +310,10 @@ void InputMatrix::build(Entry x, Index nonzeros, XPath path, double sparse_thres
     m_density = count[1] > 0 ? count[0] / count[1] : 1.0;
     m_sparse = path == XPath::Sparse || (path == XPath::Auto && m_density < sparse_threshold);
     if (m_sparse) {
-        // X's non-zeros, row by row, serve both products: X B row by row, X^T C by scattering rows of C.
+        // X's non-zeros row by row (split at column blocks) for X B, and by columns within
+        // blocks of rows for X^T C
         build_nonzeros(x);
+        build_tiles();
     } else if (m_precision == Precision::F32) {
         // X in float: each entry the float64 x_ij cast to float
         resize_huge(m_X32, k, d);
@@ -247,16 +357,29 @@ void InputMatrix::product(const Eigen::Ref<const RowMatrixT<S>>& B, Eigen::Ref<R
     }
     // Row i of out = sum over row i's non-zeros of x_ij B_j, in column order (Eigen's CSR
     // product does the same): each entry one sparse dot product, so any thread count gives
-    // the same bits.
-    const Index k = rows();
-    const Index* start = m_start.data();
+    // the same bits. Blocks of kTileRows rows in parallel; within a block, one panel of W
+    // columns at a time, X's columns in blocks of kTileCols (row i's non-zeros in column block
+    // J are [m_split[i (J_n + 1) + J], m_split[i (J_n + 1) + J + 1]), in order.
+    const Index k = rows(), n = B.cols(), ldb = B.outerStride(), ldo = out.outerStride();
+    const Index nJ = (cols() + kTileCols - 1) / kTileCols;
+    const Index* split = m_split.data();
     const std::int32_t* col = m_col.data();
-    with_values<S>([&](const auto& value) {
-#pragma omp parallel for schedule(static) if (Index(m_col.size()) * B.cols() >= kParallelElems)
-        for (Index i = 0; i < k; ++i) {
-            auto o = out.row(i);
-            o.setZero();
-            for (Index p = start[i]; p < start[i + 1]; ++p) o += value(p) * B.row(col[p]);
+    const S* Bp = B.data();
+    S* outp = out.data();
+    const Index blocks = (k + kTileRows - 1) / kTileRows;
+    with_values<S>(false, [&](const auto& value) {
+#pragma omp parallel for schedule(static) if (Index(m_col.size()) * n >= kParallelElems)
+        for (Index b = 0; b < blocks; ++b) {
+            const Index i0 = b * kTileRows, i1 = std::min(k, i0 + kTileRows);
+            for_each_panel<kPanel<S>>(0, n, [&]<int W>(Index c0) {
+                auto row = [&](Index p) { return Bp + Index(col[p]) * ldb + c0; };
+                for (Index J = 0; J < nJ; ++J)
+                    for (Index i = i0; i < i1; ++i) {
+                        const Index* sp = split + i * (nJ + 1) + J;
+                        if (J == 0 || sp[0] < sp[1])
+                            sparse_axpy<W, S>(sp[0], sp[1], value, row, outp + i * ldo + c0, J > 0);
+                    }
+            });
         }
     });
 }
@@ -286,24 +409,26 @@ void InputMatrix::chunked_transpose_product(const Eigen::Ref<const RowMatrixT<S>
             else a.noalias() = m_X.middleRows(r0, r1 - r0).transpose() * C.middleRows(r0, r1 - r0);
             return;
         }
-        // acc_t = sum_{i in chunk} x_i^T c_i: for each non-zero x_ij, row j of acc += x_ij c_i.
-        // Columns of C per pass: a d x tile slice of the accumulator (784 x 256 doubles = 1.6 MB)
-        // stays in cache while the chunk's rows stream through.
-        constexpr Index tile = std::is_same_v<S, float> ? 512 : 256, row_block = 256;
+        // acc_t = sum_{i in chunk} x_i^T c_i: row j of acc = sum over column j's non-zeros x_ij c_i,
+        // through the chunk's column blocks in order, rows ascending in each (the order of a
+        // row-by-row scatter). One column panel at a time: the panel of acc (784 x 32 doubles)
+        // and a block's rows of C stay in cache.
         a.setZero();
-        const Index* start = m_start.data();
-        const std::int32_t* col = m_col.data();
-        with_values<S>([&](const auto& value) {
-            for (Index b0 = r0; b0 < r1; b0 += row_block) {
-                const Index b1 = std::min(r1, b0 + row_block);
-                for (Index c0 = 0; c0 < n; c0 += tile) {
-                    const Index w = std::min(tile, n - c0);
-                    for (Index i = b0; i < b1; ++i) {
-                        const auto ci = C.row(i).segment(c0, w);
-                        for (Index p = start[i]; p < start[i + 1]; ++p) a.row(col[p]).segment(c0, w) += value(p) * ci;
-                    }
+        const Index ldc = C.outerStride(), lda = a.cols();
+        const Index* row0 = m_block_row0.data();
+        const std::uint8_t* trow = m_trow.data();
+        S* ap = a.data();
+        with_values<S>(true, [&](const auto& value) {
+            for_each_panel<kPanel<S>>(0, n, [&]<int W>(Index c0) {
+                for (Index b = m_chunk_block[std::size_t(t)]; b < m_chunk_block[std::size_t(t) + 1]; ++b) {
+                    const Index* tstart = m_tstart.data() + b * (d + 1);
+                    const S* Cb = C.data() + row0[b] * ldc + c0;
+                    auto row = [&](Index p) { return Cb + Index(trow[p]) * ldc; };
+                    for (Index j = 0; j < d; ++j)
+                        if (tstart[j] < tstart[j + 1])
+                            sparse_axpy<W, S>(tstart[j], tstart[j + 1], value, row, ap + j * lda + c0, true);
                 }
-            }
+            });
         });
     };
     // out = acc_0 + acc_1 + ... in chunk order. All T accumulators at once up to 32 MB (the

@@ -24,8 +24,10 @@ XPath parse_xpath(const std::string& name);          ///< "auto" | "dense" | "sp
 
 /// The k x d input matrix X (samples are rows) with the products tdyn needs:
 /// out = X B and out = X^T C. Built once per data set. What it holds depends on the path:
-///   sparse: X's non-zeros row by row, each its column and its value: the pixel byte for pixel
-///   data (5 bytes a non-zero: 45 MB for MNIST), else the value in the path's scalar;
+///   sparse: X's non-zeros row by row (for X B), each its column and its value: the pixel byte
+///   for pixel data (5 bytes a non-zero: 45 MB for MNIST), else the value in the path's scalar;
+///   and the same non-zeros by columns in blocks of 64 rows (for X^T C; pixel data: 2 bytes a
+///   non-zero, 18 MB for MNIST, and 8 (d + 1) bytes a block, 6 MB);
 ///   dense float32: X in float (4 k d bytes);
 ///   dense float64: a view of float64 X (which must outlive it), or for pixel data (InputData)
 ///   its own k x d float64 copy, pixel / 255 (8 k d bytes: 376 MB for MNIST).
@@ -84,9 +86,12 @@ private:
     /// The sparse path's storage: X's non-zeros (entries whose value in the path's scalar is not 0).
     template <class Entry>
     void build_nonzeros(Entry x);
-    /// Calls f(value) with value(p) = non-zero p's x in scalar S (pixel data: a 256-entry table).
+    /// The sparse path's tiles (m_split, m_tstart, ...) from its rows.
+    void build_tiles();
+    /// Calls f(value) with value(p) = non-zero p's x in scalar S (pixel data: a 256-entry table),
+    /// p counting the rows' non-zeros (by_columns false) or the column blocks' (true).
     template <class S, class F>
-    void with_values(F&& f) const;
+    void with_values(bool by_columns, F&& f) const;
 
     Eigen::Map<const RowMatrix> m_X;  // X in float64 (dense float64 path; else only its shape)
     RowMatrix m_Xown;                 // X in float64, owned (dense float64 path over pixels)
@@ -104,6 +109,19 @@ private:
     std::vector<std::uint8_t, NoInitAllocator<std::uint8_t>> m_pixel;
     std::vector<double> m_val64;
     std::vector<float> m_val32;
+    // X B reads row i's non-zeros in blocks of 128 columns: block J's are
+    // [m_split[i (J_n + 1) + J], m_split[i (J_n + 1) + J + 1]) (J_n blocks).
+    std::vector<Index> m_split;
+    // The same non-zeros by columns, for X^T C, in blocks of at most 64 rows, each
+    // inside one row chunk: block b starts at row m_block_row0[b]; chunk t's blocks are
+    // [m_chunk_block[t], m_chunk_block[t + 1]); block b's column j holds the non-zeros
+    // [m_tstart[b (d + 1) + j], m_tstart[b (d + 1) + j + 1]), in ascending row, each its row
+    // within the block (m_trow) and its value stored as the rows' are (m_tpixel, m_tval64,
+    // m_tval32). Pixel data: 2 bytes a non-zero (18 MB for MNIST).
+    std::vector<Index> m_block_row0, m_chunk_block, m_tstart;
+    std::vector<std::uint8_t, NoInitAllocator<std::uint8_t>> m_trow, m_tpixel;
+    std::vector<double> m_tval64;
+    std::vector<float> m_tval32;
     RowMatrixF m_X32;  // X in float (F32 dense path)
     // Scratch, grown on demand and kept: the float casts of the public times/transpose_times
     // on the F32 path, and the d x n accumulators of X^T C (one per thread). Because of it, one
