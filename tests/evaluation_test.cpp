@@ -12,6 +12,7 @@
 #include <fstream>
 #include <gtest/gtest.h>
 #include <limits>
+#include <omp.h>
 #include <random>
 #include <sstream>
 #include <string>
@@ -278,6 +279,59 @@ TEST(InputPaths, PixelsOfASmallImageSetGiveTheBitsOfTheFloat64Matrix) {
     RowMatrix T = RowMatrix::Zero(k, 3);
     for (Index i = 0; i < k; ++i) T(i, Index(g() % 3)) = 1;
     expect_pixels_give_the_bits_of(data, Xd, T, Architecture::parse("20-6-3"), 5);
+}
+
+// The sparse path's tiles (evaluation.cpp: panels of 64 columns of B or C, then 32, 16, ..., 1;
+// X B over blocks of 64 rows and 128 of X's columns; X^T C over blocks of 64 rows inside each
+// row chunk) against the dense product of the same float64 X, at every panel width and tile
+// edge: k = 2100 (two row chunks of 1050 = 16 blocks of 64 and one of 26), d = 300 (column
+// blocks 128, 128, 44), an empty row, empty columns, pixel bytes and float values. Truth bound
+// per entry: two sums of m terms (m = d for X B, k for X^T C) in different orders differ by at
+// most 2 gamma_m (|X| |B|)_ij, gamma_m = m u / (1 - m u) (Higham, 3.1); float32 adds the casts of
+// X and B (2 u_f each) to 2 gamma_m in u_f = 2^-24. A wrong or missing term is O(1) of an entry.
+// The bits must not depend on the thread count (1 against 2 threads).
+TEST(InputPaths, SparseTilesMatchTheDenseProductAtEveryWidth) {
+    const Index k = 2100, d = 300;
+    std::mt19937_64 g(5);
+    std::vector<std::uint8_t> pixels(std::size_t(k * d), 0);
+    for (Index i = 0; i < k; ++i)
+        for (Index j = 0; j < d; ++j)
+            if (i != 77 && j % 97 != 3 && g() % 5 == 0) pixels[std::size_t(i * d + j)] = std::uint8_t(1 + g() % 255);
+    RowMatrix Xd(k, d);
+    for (Index i = 0; i < k * d; ++i) Xd.data()[i] = InputData::pixel_value(pixels[std::size_t(i)]);
+    const InputData data(pixels, k, d);
+    const RowMatrix Xabs = Xd.cwiseAbs();
+    auto gamma = [](Index m, double u) { return double(m) * u / (1 - double(m) * u); };
+    const int saved = omp_get_max_threads();
+    for (const Index n : {1, 2, 3, 7, 16, 31, 64, 65, 100, 129, 200}) {
+        const RowMatrix B = RowMatrix::Random(d, n), C = RowMatrix::Random(k, n);
+        const RowMatrix XB = Xd * B, XtC = Xd.transpose() * C;
+        const RowMatrix boundXB = Xabs * B.cwiseAbs(), boundXtC = Xabs.transpose() * C.cwiseAbs();
+        for (Precision prec : {Precision::F64, Precision::F32}) {
+            const bool f32 = prec == Precision::F32;
+            const double u = f32 ? 0x1p-24 : 0x1p-53, casts = f32 ? 4 * u : 0;
+            const InputMatrix from_pixels(data, XPath::Sparse, prec), from_values(Xd, XPath::Sparse, prec);
+            for (const InputMatrix* X : {&from_pixels, &from_values}) {
+                RowMatrix out[2], tout[2];
+                for (int threads : {1, 2}) {
+                    omp_set_num_threads(threads);
+                    X->times(B, out[threads - 1]);
+                    X->transpose_times(C, tout[threads - 1]);
+                }
+                omp_set_num_threads(saved);
+                const std::string what = "n = " + std::to_string(n) + (f32 ? " f32 " : " f64 ") +
+                                         (X == &from_pixels ? "pixels" : "values");
+                EXPECT_TRUE(out[0] == out[1] && tout[0] == tout[1]) << what << ": bits depend on the thread count";
+                const double aXB = 2 * gamma(d, u) + casts, aXtC = 2 * gamma(k, u) + casts;
+                EXPECT_TRUE(((out[1] - XB).cwiseAbs().array() <= aXB * boundXB.array()).all())
+                    << what << ": X B off by " << ((out[1] - XB).cwiseAbs().array() / boundXB.array().max(1e-300)).maxCoeff()
+                    << " of |X||B|";
+                EXPECT_TRUE(((tout[1] - XtC).cwiseAbs().array() <= aXtC * boundXtC.array()).all())
+                    << what << ": X^T C off by "
+                    << ((tout[1] - XtC).cwiseAbs().array() / boundXtC.array().max(1e-300)).maxCoeff() << " of |X|^T|C|";
+            }
+        }
+    }
 }
 
 TEST(Evaluation, RejectsArchitectureThatDoesNotFitTheData) {
