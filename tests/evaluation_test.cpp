@@ -319,13 +319,13 @@ TEST(InputPaths, SparseTilesMatchTheDenseProductAtEveryWidth) {
                     X->transpose_times(C, tout[threads - 1]);
                 }
                 omp_set_num_threads(saved);
-                const std::string what = "n = " + std::to_string(n) + (f32 ? " f32 " : " f64 ") +
-                                         (X == &from_pixels ? "pixels" : "values");
+                const std::string what =
+                    "n = " + std::to_string(n) + (f32 ? " f32 " : " f64 ") + (X == &from_pixels ? "pixels" : "values");
                 EXPECT_TRUE(out[0] == out[1] && tout[0] == tout[1]) << what << ": bits depend on the thread count";
                 const double aXB = 2 * gamma(d, u) + casts, aXtC = 2 * gamma(k, u) + casts;
                 EXPECT_TRUE(((out[1] - XB).cwiseAbs().array() <= aXB * boundXB.array()).all())
-                    << what << ": X B off by " << ((out[1] - XB).cwiseAbs().array() / boundXB.array().max(1e-300)).maxCoeff()
-                    << " of |X||B|";
+                    << what << ": X B off by "
+                    << ((out[1] - XB).cwiseAbs().array() / boundXB.array().max(1e-300)).maxCoeff() << " of |X||B|";
                 EXPECT_TRUE(((tout[1] - XtC).cwiseAbs().array() <= aXtC * boundXtC.array()).all())
                     << what << ": X^T C off by "
                     << ((tout[1] - XtC).cwiseAbs().array() / boundXtC.array().max(1e-300)).maxCoeff() << " of |X|^T|C|";
