@@ -152,9 +152,10 @@ void for_each_panel(Index c0, Index n, F&& f) {
 
 /// acc + v r rounded once where the CPU has FMA (then every width and instantiation of the loop
 /// below rounds alike; left to -ffp-contract, GCC fused some and not others), else twice.
+/// (__FMA__: x86 with FMA; __FP_FAST_FMA: other targets whose fma is an instruction.)
 template <class S>
 inline S multiply_add(S v, S r, S acc) {
-#ifdef __FMA__
+#if defined(__FMA__) || defined(__FP_FAST_FMA)
     return std::fma(v, r, acc);
 #else
     return acc + v * r;
