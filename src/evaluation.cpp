@@ -139,6 +139,9 @@ constexpr Index kTileRows = 64, kTileCols = 128;
 /// eight AVX-512 registers (sixteen AVX2 ones), so each non-zero costs W/8 loads and W/8 FMAs
 /// and no store (Eigen's row += x * row loads and stores the whole destination row per
 /// non-zero), and its index and value are read once for W columns.
+/// X B's blocks of X's columns for d columns.
+constexpr Index column_blocks(Index d) { return (d + kTileCols - 1) / kTileCols; }
+
 template <class S>
 constexpr int kPanel = int(512 / sizeof(S));
 
@@ -263,7 +266,7 @@ void InputMatrix::build_tiles() {
     const std::int32_t* col = m_col.data();
     const Index nnz = start[k];
     // X B's column blocks: row i's first non-zero at or after column kTileCols J, J = 0..nJ
-    const Index nJ = (d + kTileCols - 1) / kTileCols;
+    const Index nJ = column_blocks(d);
     m_split.resize(std::size_t(k * (nJ + 1)));
 #pragma omp parallel for schedule(static) if (nnz >= kParallelElems)
     for (Index i = 0; i < k; ++i) {
@@ -287,9 +290,9 @@ void InputMatrix::build_tiles() {
     if (m_pixels) m_tpixel.resize(std::size_t(nnz));
     else if (m_precision == Precision::F32) m_tval32.resize(std::size_t(nnz));
     else m_tval64.resize(std::size_t(nnz));
-        // rows in ascending order into their columns: each column's non-zeros in ascending row
 #pragma omp parallel for schedule(static) if (nnz >= kParallelElems)
     for (Index b = 0; b < nb; ++b) {
+        // rows in ascending order into their columns: each column's non-zeros in ascending row
         std::vector<Index> next(m_tstart.begin() + b * (d + 1), m_tstart.begin() + b * (d + 1) + d);
         for (Index i = row0[b]; i < row0[b + 1]; ++i)
             for (Index p = start[i]; p < start[i + 1]; ++p) {
@@ -362,7 +365,7 @@ void InputMatrix::product(const Eigen::Ref<const RowMatrixT<S>>& B, Eigen::Ref<R
     // columns at a time, X's columns in blocks of kTileCols (row i's non-zeros in column block
     // J are [m_split[i (J_n + 1) + J], m_split[i (J_n + 1) + J + 1]), in order.
     const Index k = rows(), n = B.cols(), ldb = B.outerStride(), ldo = out.outerStride();
-    const Index nJ = (cols() + kTileCols - 1) / kTileCols;
+    const Index nJ = column_blocks(cols());
     const Index* split = m_split.data();
     const std::int32_t* col = m_col.data();
     const S* Bp = B.data();
@@ -412,7 +415,7 @@ void InputMatrix::chunked_transpose_product(const Eigen::Ref<const RowMatrixT<S>
         }
         // acc_t = sum_{i in chunk} x_i^T c_i: row j of acc = sum over column j's non-zeros x_ij c_i,
         // through the chunk's column blocks in order, rows ascending in each (the order of a
-        // row-by-row scatter). One column panel at a time: the panel of acc (784 x 32 doubles)
+        // row-by-row scatter). One column panel at a time: the panel of acc (784 x 64 doubles)
         // and a block's rows of C stay in cache.
         a.setZero();
         const Index ldc = C.outerStride(), lda = a.cols();
