@@ -32,8 +32,8 @@ struct LyapunovCliOptions {
 };
 
 void remove_lyapunov(h5::File& f) {
-    for (const char* n :
-         {"/lyapunov", "/checkpoint/lyapunov_step", "/checkpoint/lyapunov_basis", "/checkpoint/perturbation_theta"})
+    for (const char* n : {"/lyapunov", "/checkpoint/lyapunov_step", "/checkpoint/lyapunov_basis",
+                          "/checkpoint/perturbation_theta", "/checkpoint/perturbation_base"})
         if (f.exists(n)) f.remove(n);
 }
 

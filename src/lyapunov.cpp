@@ -107,11 +107,14 @@ PerturbedTrajectory::PerturbedTrajectory(const Vector& theta0, const Vector& u, 
     if (!(eps > 0) || !std::isfinite(eps)) throw Error("perturbation " + format_number(eps) + ": must be positive");
     // theta'_0 = theta_0 + eps u / |u|
     m_theta = theta0 + eps * u.normalized();
+    m_base = (m_theta - theta0).norm();
+    if (m_base == 0)
+        throw Error("perturbation " + format_number(eps) + ": theta + EPS u rounds to theta; EPS is too small");
 }
 
 PerturbedTrajectory::PerturbedTrajectory(const Vector& theta_p, double eps, Index qr_every, Index warmup, Index steps,
-                                         double log_sum)
-    : m_theta(theta_p), m_eps(eps), m_q(qr_every), m_warmup(warmup), m_steps(steps), m_log_sum(log_sum) {
+                                         double log_sum, double base)
+    : m_theta(theta_p), m_eps(eps), m_q(qr_every), m_warmup(warmup), m_steps(steps), m_log_sum(log_sum), m_base(base) {
     m_last = steps - steps % qr_every;
 }
 
@@ -119,11 +122,13 @@ bool PerturbedTrajectory::step(const std::function<void(Vector&)>& update, const
     update(m_theta);
     ++m_steps;
     if (m_steps % m_q != 0) return false;
-    // d = theta' - theta; log growth log(|d| / eps); theta' <- theta + eps d / |d|
+    // d = theta' - theta; log growth log(|d| / r); theta' <- theta + eps d / |d|; r <- |theta' - theta|
+    // as rounded (the pull-back can leave coordinates unmoved: see the class comment)
     const Vector d = m_theta - theta;
     const double norm = d.norm();
-    m_log_growth = std::log(norm / m_eps);
+    m_log_growth = std::log(norm / m_base);
     m_theta = theta + (m_eps / norm) * d;
+    m_base = (m_theta - theta).norm();
     m_last = m_steps;
     if (counted()) m_log_sum += m_log_growth;
     return true;

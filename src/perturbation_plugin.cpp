@@ -7,6 +7,9 @@ namespace tdyn {
 namespace {
 const char* const kStep = "/checkpoint/lyapunov_step";  // shared with the tangent analysis: one row per checkpoint
 const char* const kTheta = "/checkpoint/perturbation_theta";
+// |theta' - theta| after the last pull-back (PerturbedTrajectory::base); absent in files written
+// before it was kept, whose perturbed trajectory resumes measuring against eps as they did
+const char* const kBase = "/checkpoint/perturbation_base";
 const char* const kSeries[] = {"/lyapunov/perturbation/log_growth", "/lyapunov/perturbation/exponent"};
 }  // namespace
 
@@ -31,6 +34,7 @@ void PerturbationPlugin::create(h5::File& f) {
     f.set_attr("/lyapunov", "eps", m_s.eps);
     if (!f.exists(kStep)) f.create_series(kStep, 0);
     f.create_series(kTheta, hsize_t(f.shape("/params/theta")[0]), 1);
+    f.create_series(kBase, 0);
 }
 
 void PerturbationPlugin::start(Index from, const Vector& theta) {
@@ -54,6 +58,13 @@ void PerturbationPlugin::restore(h5::File& f, Index s) {
         throw Error(f.path() + ": resume: no perturbed-trajectory checkpoint at step " + std::to_string(s));
     const Vector theta_p = f.read_row(kTheta, hsize_t(row));
     f.truncate_rows(kTheta, hsize_t(row + 1));
+    double base = m_s.eps;
+    if (f.exists(kBase)) {
+        if (hsize_t(row) >= f.rows(kBase))
+            throw Error(f.path() + ": resume: no perturbed-trajectory checkpoint at step " + std::to_string(s));
+        base = f.read_vector(kBase)[row];
+        f.truncate_rows(kBase, hsize_t(row + 1));
+    }
     // The counted log growths of the rows kept, re-added in their order: bit-identical sums.
     const Vector steps = f.read_vector("/lyapunov/perturbation/step");
     const Index keep = steps.size();
@@ -61,10 +72,13 @@ void PerturbationPlugin::restore(h5::File& f, Index s) {
     double sum = 0;
     for (Index j = 0; j < keep; ++j)
         if (Index(steps[j]) - m_s.from + 1 > m_s.tangent.warmup) sum += growth[j];
-    m_perturbed.emplace(theta_p, m_s.eps, m_s.tangent.qr_every, m_s.tangent.warmup, s - m_s.from, sum);
+    m_perturbed.emplace(theta_p, m_s.eps, m_s.tangent.qr_every, m_s.tangent.warmup, s - m_s.from, sum, base);
 }
 
-void PerturbationPlugin::checkpoint(h5::File& f, Index) { f.append(kTheta, m_perturbed->theta()); }
+void PerturbationPlugin::checkpoint(h5::File& f, Index) {
+    f.append(kTheta, m_perturbed->theta());
+    if (f.exists(kBase)) f.append_scalar(kBase, m_perturbed->base());
+}
 
 void PerturbationPlugin::step(StepContext& c) {
     if (c.t >= c.to || c.t < m_s.from || !c.stats.finite()) return;
