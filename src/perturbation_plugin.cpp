@@ -8,7 +8,7 @@ namespace {
 const char* const kStep = "/checkpoint/lyapunov_step";  // shared with the tangent analysis: one row per checkpoint
 const char* const kTheta = "/checkpoint/perturbation_theta";
 // |theta' - theta| after the last pull-back (PerturbedTrajectory::base); absent in files written
-// before it was kept, whose perturbed trajectory resumes measuring against eps as they did
+// before it was kept, whose whole series is measured against eps and so goes on after a resume
 const char* const kBase = "/checkpoint/perturbation_base";
 const char* const kSeries[] = {"/lyapunov/perturbation/log_growth", "/lyapunov/perturbation/exponent"};
 }  // namespace
@@ -59,7 +59,8 @@ void PerturbationPlugin::restore(h5::File& f, Index s) {
     const Vector theta_p = f.read_row(kTheta, hsize_t(row));
     f.truncate_rows(kTheta, hsize_t(row + 1));
     double base = m_s.eps;
-    if (f.exists(kBase)) {
+    const bool against_eps = !f.exists(kBase);
+    if (!against_eps) {
         if (hsize_t(row) >= f.rows(kBase))
             throw Error(f.path() + ": resume: no perturbed-trajectory checkpoint at step " + std::to_string(s));
         base = f.read_vector(kBase)[row];
@@ -72,7 +73,8 @@ void PerturbationPlugin::restore(h5::File& f, Index s) {
     double sum = 0;
     for (Index j = 0; j < keep; ++j)
         if (Index(steps[j]) - m_s.from + 1 > m_s.tangent.warmup) sum += growth[j];
-    m_perturbed.emplace(theta_p, m_s.eps, m_s.tangent.qr_every, m_s.tangent.warmup, s - m_s.from, sum, base);
+    m_perturbed.emplace(theta_p, m_s.eps, m_s.tangent.qr_every, m_s.tangent.warmup, s - m_s.from, sum, base,
+                        against_eps);
 }
 
 void PerturbationPlugin::checkpoint(h5::File& f, Index) {

@@ -225,7 +225,7 @@ TEST(Lyapunov, PerturbationBelowTheRoundingUnitIsRefused) {
     EXPECT_THROW(PerturbedTrajectory(theta, u, 1e-30, 1, 0), Error);
 }
 
-// Where the map is smooth on the scale eps, the two-trajectory growth log(|d| / eps) equals the
+// Where the map is smooth on the scale eps, the two-trajectory growth log(|d| / r) equals the
 // tangent growth log |J v_1| up to O(eps) (second-order terms) and rounding O(1e-16 / eps):
 // with eps = 1e-7 both are ~1e-8, so every step agrees to 1e-6 and the exponents to 1e-6.
 TEST(Lyapunov, TangentAndPerturbationAgreeOnSmallNetwork) {

@@ -79,14 +79,16 @@ void apply_update_jacobian(Evaluation& e, double alpha, const Matrix& V, Matrix&
 /// the start), not eps: in floating point the pull-back moves a coordinate only where
 /// |eps / |d| - 1| |d_i| reaches half a rounding unit of theta_i, so with a small eps and a
 /// growth near 1 it leaves most of them as they were, and measuring against eps then added
-/// log(r / eps) to every step (-2.9e-7 per step on MNIST at eps = 1e-8, docs/MATH.md). Its
+/// log(r / eps) to every step (-2.9e-7 per step at eps = 1e-8 and alpha = 0.001 on 2000 MNIST
+/// images, docs/MATH.md). Its
 /// running exponent estimates the top Lyapunov exponent where the map is smooth on the scale eps.
 class PerturbedTrajectory {
 public:
     PerturbedTrajectory(const Vector& theta0, const Vector& u, double eps, Index qr_every, Index warmup);
     /// Resume: theta' after `steps` steps, the sum of counted log growths, and r (base()).
+    /// against_eps: keep r = eps throughout, as files written before r was kept measured.
     PerturbedTrajectory(const Vector& theta_p, double eps, Index qr_every, Index warmup, Index steps, double log_sum,
-                        double base);
+                        double base, bool against_eps = false);
 
     /// theta' <- update(theta'); then, every q steps, renormalise against the reference theta
     /// (already updated to the same step). Returns true when a renormalisation happened.
@@ -106,6 +108,7 @@ private:
     double m_eps;
     Index m_q, m_warmup, m_steps = 0, m_last = 0;
     double m_log_growth = 0, m_log_sum = 0, m_base = 0;
+    bool m_against_eps = false;
 };
 
 /// What the in-line tangent data says where gradient descent is linearly unstable along the top

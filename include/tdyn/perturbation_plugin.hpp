@@ -14,7 +14,7 @@
 namespace tdyn {
 
 struct PerturbationSettings {
-    double eps = 0;          ///< |theta' - theta| after each renormalisation (0 = off)
+    double eps = 0;          ///< |theta' - theta| the renormalisation aims at (0 = off; rounding: lyapunov.hpp)
     TangentOptions tangent;  ///< the schedule (q, W) and the initial direction (seed, M) it shares with /lyapunov
     Index from = 0;          ///< t0
     bool enabled() const { return eps > 0; }
