@@ -135,13 +135,13 @@ const S* pixel_table() {
 ///            a block's rows of C (64 x 64 doubles = 32 KB) serve all 784 columns.
 constexpr Index kTileRows = 64, kTileCols = 128;
 
+/// X B's blocks of X's columns for d columns.
+constexpr Index column_blocks(Index d) { return (d + kTileCols - 1) / kTileCols; }
+
 /// Columns per panel of the sparse products, W = 64 doubles or 128 floats: W accumulators fill
 /// eight AVX-512 registers (sixteen AVX2 ones), so each non-zero costs W/8 loads and W/8 FMAs
 /// and no store (Eigen's row += x * row loads and stores the whole destination row per
 /// non-zero), and its index and value are read once for W columns.
-/// X B's blocks of X's columns for d columns.
-constexpr Index column_blocks(Index d) { return (d + kTileCols - 1) / kTileCols; }
-
 template <class S>
 constexpr int kPanel = int(512 / sizeof(S));
 

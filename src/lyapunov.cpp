@@ -107,15 +107,13 @@ PerturbedTrajectory::PerturbedTrajectory(const Vector& theta0, const Vector& u, 
     if (!(eps > 0) || !std::isfinite(eps)) throw Error("perturbation " + format_number(eps) + ": must be positive");
     // theta'_0 = theta_0 + eps u / |u|
     m_theta = theta0 + eps * u.normalized();
-    m_base = (m_theta - theta0).norm();
-    if (m_base == 0)
-        throw Error("perturbation " + format_number(eps) + ": theta + EPS u rounds to theta; EPS is too small");
+    m_base = pulled_back_distance(theta0);
 }
 
 PerturbedTrajectory::PerturbedTrajectory(const Vector& theta_p, double eps, Index qr_every, Index warmup, Index steps,
                                          double log_sum, double base, bool against_eps)
-    : m_theta(theta_p), m_eps(eps), m_q(qr_every), m_warmup(warmup), m_steps(steps), m_log_sum(log_sum),
-      m_base(against_eps ? eps : base), m_against_eps(against_eps) {
+    : m_theta(theta_p), m_eps(eps), m_q(qr_every), m_warmup(warmup), m_steps(steps), m_log_sum(log_sum), m_base(base),
+      m_against_eps(against_eps) {
     if (!(m_base > 0) || !std::isfinite(m_base))
         throw Error("perturbation: the stored distance of the perturbed copy is " + format_number(m_base) +
                     ", not a positive number");
@@ -132,13 +130,18 @@ bool PerturbedTrajectory::step(const std::function<void(Vector&)>& update, const
     const double norm = d.norm();
     m_log_growth = std::log(norm / m_base);
     m_theta = theta + (m_eps / norm) * d;
-    if (!m_against_eps) m_base = (m_theta - theta).norm();
-    if (m_base == 0)
-        throw Error("perturbation " + format_number(m_eps) + ": at step " + std::to_string(m_steps) +
-                    " theta + EPS d / |d| rounds to theta; EPS is too small for theta's rounding unit");
+    if (!m_against_eps) m_base = pulled_back_distance(theta);
     m_last = m_steps;
     if (counted()) m_log_sum += m_log_growth;
     return true;
+}
+
+double PerturbedTrajectory::pulled_back_distance(const Vector& theta) const {
+    const double r = (m_theta - theta).norm();
+    if (r == 0)
+        throw Error("perturbation " + format_number(m_eps) + ": at step " + std::to_string(m_steps) +
+                    " theta + EPS d / |d| rounds to theta; EPS is too small for theta's rounding unit");
+    return r;
 }
 
 double PerturbedTrajectory::exponent() const {

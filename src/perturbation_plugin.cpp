@@ -54,15 +54,13 @@ void PerturbationPlugin::restore(h5::File& f, Index s) {
     m_s.tangent.warmup = f.attr_int("/lyapunov", "warmup");
     m_s.from = f.attr_int("/lyapunov", "from");
     const Index row = checkpoint_row(f, kStep, s);
-    if (row < 0 || hsize_t(row) >= f.rows(kTheta))
+    const bool against_eps = !f.exists(kBase);
+    if (row < 0 || hsize_t(row) >= f.rows(kTheta) || (!against_eps && hsize_t(row) >= f.rows(kBase)))
         throw Error(f.path() + ": resume: no perturbed-trajectory checkpoint at step " + std::to_string(s));
     const Vector theta_p = f.read_row(kTheta, hsize_t(row));
     f.truncate_rows(kTheta, hsize_t(row + 1));
     double base = m_s.eps;
-    const bool against_eps = !f.exists(kBase);
     if (!against_eps) {
-        if (hsize_t(row) >= f.rows(kBase))
-            throw Error(f.path() + ": resume: no perturbed-trajectory checkpoint at step " + std::to_string(s));
         base = f.read_vector(kBase)[row];
         f.truncate_rows(kBase, hsize_t(row + 1));
     }

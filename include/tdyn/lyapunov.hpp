@@ -86,7 +86,7 @@ class PerturbedTrajectory {
 public:
     PerturbedTrajectory(const Vector& theta0, const Vector& u, double eps, Index qr_every, Index warmup);
     /// Resume: theta' after `steps` steps, the sum of counted log growths, and r (base()).
-    /// against_eps: keep r = eps throughout, as files written before r was kept measured.
+    /// against_eps: keep r = base (pass eps) throughout, as files written before r was kept measured.
     PerturbedTrajectory(const Vector& theta_p, double eps, Index qr_every, Index warmup, Index steps, double log_sum,
                         double base, bool against_eps = false);
 
@@ -104,6 +104,9 @@ public:
     double exponent() const;  ///< log_sum / counted steps (NaN while nothing is counted)
 
 private:
+    /// r = |theta' - theta| as rounded; throws Error when theta' rounded onto theta.
+    double pulled_back_distance(const Vector& theta) const;
+
     Vector m_theta;
     double m_eps;
     Index m_q, m_warmup, m_steps = 0, m_last = 0;
