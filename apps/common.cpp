@@ -194,6 +194,21 @@ std::string flag_message(const std::string& m) {
     return m;
 }
 
+Matrix read_vectors_file(const std::string& path, Index P, const std::string& params, bool* single) {
+    h5::File vf = h5::File::open_read(path);
+    Matrix V;
+    const bool one = vf.exists("/vector");
+    if (one) V = vf.read_vector("/vector");
+    else if (vf.exists("/vectors")) V = vf.read_matrix("/vectors").transpose();  // [k x P] on file, one vector per row
+    else throw Error(path + ": expected /vector [P] or /vectors [k x P]");
+    if (V.rows() != P)
+        throw Error(path + ": vectors have " + std::to_string(V.rows()) + " entries; " + params + " has " +
+                    std::to_string(P) + " parameters");
+    if (!V.allFinite()) throw Error(path + ": vectors contain NaN or Inf");
+    if (single) *single = one;
+    return V;
+}
+
 void check_qr_flags(Index qr_every, Index warmup) {
     try {
         check_qr_schedule(qr_every, warmup);

@@ -77,19 +77,7 @@ int run_eval(EvalOptions& o) {
     Matrix V, HV;
     bool single = false;
     if (!o.vector_file.empty()) {
-        h5::File vf = h5::File::open_read(o.vector_file);
-        if (vf.exists("/vector")) {
-            V = vf.read_vector("/vector");
-            single = true;
-        } else if (vf.exists("/vectors")) {
-            V = vf.read_matrix("/vectors").transpose();  // [M x P] on file, one vector per row
-        } else {
-            throw Error(o.vector_file + ": expected /vector [P] or /vectors [M x P]");
-        }
-        if (V.rows() != arch.num_params())
-            throw Error(o.vector_file + ": vectors have " + std::to_string(V.rows()) + " entries; arch " +
-                        arch.to_string() + " has " + std::to_string(arch.num_params()) + " parameters");
-        if (!V.allFinite()) throw Error(o.vector_file + ": vectors contain NaN or Inf");
+        V = read_vectors_file(o.vector_file, arch.num_params(), "arch " + arch.to_string(), &single);
         HV = HessianOp(e) * V;
     }
 

@@ -23,12 +23,13 @@ namespace {
 struct LyapunovCliOptions {
     ProblemFlags problem;
     ProblemOptions given;
-    std::string file;
+    std::string file, start_file;
     Index vectors = 4, from = 0, to = -1, warmup = 0, qr_every = 1, checkpoint_every = 0;
     double perturbation = 0;
     std::uint64_t seed = 0;
     bool force = false, resume = false, quiet = false, json = false;
-    CLI::Option *seed_opt, *vectors_opt, *from_opt, *warmup_opt, *qr_opt, *perturbation_opt, *checkpoint_opt;
+    CLI::Option *seed_opt, *vectors_opt, *from_opt, *warmup_opt, *qr_opt, *perturbation_opt, *checkpoint_opt,
+        *start_opt;
 };
 
 void remove_lyapunov(h5::File& f) {
@@ -91,6 +92,7 @@ int run_lyapunov(LyapunovCliOptions& o) {
                 {o.qr_opt, integer(o.qr_every), integer(set.tangent.qr_every)},
                 {o.perturbation_opt, format_number(o.perturbation), format_number(eps)},
                 {o.seed_opt, std::to_string(o.seed), std::to_string(set.tangent.seed)},
+                {o.start_opt, o.start_file, set.start_source.empty() ? "(random)" : set.start_source},
             };
             const std::string diff = flag_differences(table, "the stored analysis'");
             if (!diff.empty()) throw Error("--resume: " + o.file + ":/lyapunov: " + diff + " (only --to may change)");
@@ -108,6 +110,10 @@ int run_lyapunov(LyapunovCliOptions& o) {
         set.tangent.seed = o.seed_opt->count() ? o.seed : config.seed;
         set.alpha = config.lr;
         set.from = o.from;
+        if (!o.start_file.empty()) {
+            set.tangent.start = read_vectors_file(o.start_file, P, "the run's network");
+            set.start_source = o.start_file;
+        }
     }
     const Index to = o.to < 0 ? info.last_step : o.to;
     if (set.tangent.vectors < 1 || set.tangent.vectors > P)
@@ -121,6 +127,15 @@ int run_lyapunov(LyapunovCliOptions& o) {
         throw Error("--to " + std::to_string(to) + ": the stored Lyapunov analysis is already at step " +
                     std::to_string(start));
     check_qr_flags(set.tangent.qr_every, set.tangent.warmup);
+    if (set.tangent.start.cols() > set.tangent.vectors)
+        throw Error("--start-vectors " + o.start_file + ": holds " + std::to_string(set.tangent.start.cols()) +
+                    " vectors, more than --vectors " + std::to_string(set.tangent.vectors));
+    if (set.tangent.start.cols() > 0) try {
+            TangentPropagator(P, set.tangent);  // the start basis' checks (independence), before any write
+        } catch (const Error& e) {
+            const std::string m = e.what(), lead = "start vectors: ";  // the library's name for the flag
+            throw Error("--start-vectors " + o.start_file + ": " + (m.rfind(lead, 0) == 0 ? m.substr(lead.size()) : m));
+        }
     if (!(eps >= 0) || !std::isfinite(eps))
         throw Error("--perturbation: EPS must be a positive number, found " + format_number(eps));
     const Index C = o.checkpoint_every > 0 ? o.checkpoint_every : std::max<Index>(1, config.save_theta_every);
@@ -151,7 +166,8 @@ int run_lyapunov(LyapunovCliOptions& o) {
 
     if (!o.quiet && !o.json)
         std::cerr << "lyapunov: " << set.tangent.vectors << " tangent vectors along " << o.file << ", steps " << start
-                  << ".." << to << (eps > 0 ? ", with the two-trajectory check" : "") << "\n";
+                  << ".." << to << (eps > 0 ? ", with the two-trajectory check" : "")
+                  << (set.tangent.start.cols() ? ", started along " + set.start_source : std::string()) << "\n";
     Progress progress(start, to - 1, o.quiet || o.json);
     DriveOptions d;
     d.from = start;
@@ -209,6 +225,11 @@ void setup_lyapunov(CLI::App& app, int& exit_code) {
                                           "also run theta_T0 + EPS v_1, renormalised every q steps (0 = none)")
                               ->capture_default_str();
     o->seed_opt = cmd->add_option("--seed", o->seed, "seed of the random initial basis (default: the run's seed)");
+    o->start_opt =
+        cmd->add_option("--start-vectors", o->start_file,
+                        "HDF5 file with /vector [P] or /vectors [k x P], k <= M: v_1 .. v_k start along them "
+                        "(QR in order), the other M - k at random; e.g. an eigenvector of H(theta_T0)")
+            ->check(CLI::ExistingFile);
     o->checkpoint_opt = cmd->add_option("--checkpoint-every", o->checkpoint_every,
                                         "store the tangent basis every C steps for --resume (default: the run's S)")
                             ->check(NonNegative);

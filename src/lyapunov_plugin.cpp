@@ -21,6 +21,7 @@ LyapunovSettings read_lyapunov_settings(h5::File& f) {
     s.alpha = f.attr_double("/lyapunov", "alpha");
     s.from = f.attr_int("/lyapunov", "from");
     s.overlap_eigs = f.attr_int("/lyapunov", "overlap_eigs");
+    if (f.has_attr("/lyapunov", "start_file")) s.start_source = f.attr_string("/lyapunov", "start_file");
     return s;
 }
 
@@ -62,6 +63,11 @@ void LyapunovPlugin::create(h5::File& f) {
     f.set_attr("/lyapunov", "from", std::int64_t(m_s.from));
     f.set_attr("/lyapunov", "eps", 0.0);  // the perturbation analysis, when present, sets its EPS
     f.set_attr("/lyapunov", "overlap_eigs", std::int64_t(m_s.overlap_eigs));
+    // Given start vectors: how many, and the file they came from (absent: the random start)
+    if (m_s.tangent.start.cols() > 0) {
+        f.set_attr("/lyapunov", "start_vectors", std::int64_t(m_s.tangent.start.cols()));
+        f.set_attr("/lyapunov", "start_file", m_s.start_source);
+    }
     // How far the analysis went: rewritten at the end of each pass (set now so that the group's
     // header does not grow then: a resumed file keeps the size of an uninterrupted one).
     f.set_attr("/lyapunov", "to", std::int64_t(m_s.from));

@@ -249,6 +249,129 @@ TEST(Lyapunov, TangentAndPerturbationAgreeOnSmallNetwork) {
     EXPECT_LT((Matrix(B.transpose() * B) - Matrix::Identity(2, 2)).norm(), 1e-12);
 }
 
+// Given start vectors on A = diag(2, 1, 1/2, 1/4, 1/8), whose coordinate axes are invariant and
+// whose products by a power of two are exact: a v_1 started along e_4 stays e_4 and grows by
+// exactly 1/4 per step (a random start finds log 2 instead); [e_4, e_4 + e_5] gives v_2 = e_5
+// (QR keeps the given order), growth 1/8; with one given vector and M = 2, the random v_2
+// (orthogonal to e_4) finds the top of the rest, log 2. 1e-13: n = 50-300 rounded additions of
+// a log R_ii each exactly log(1/4) or log(1/8) up to one rounding (n u |log| < 7e-14).
+TEST(Lyapunov, GivenStartVectorsAreFollowedInTheirOrder) {
+    const Vector d = (Vector(5) << 2, 1, 0.5, 0.25, 0.125).finished();
+    const Matrix A = d.asDiagonal();
+    auto e = [](Index i) { return Matrix(Vector::Unit(5, i - 1)); };  // e_i as a 5 x 1 matrix
+    TangentOptions o;
+    o.vectors = 1;
+    o.start = 3.0 * e(4);  // e_4, scaled: only the direction counts
+    EXPECT_NEAR(linear_map_exponents(A, o, 50)[0], std::log(0.25), 1e-13);
+    o.start = Matrix();  // the random start, counted after a 100-step warm-up (2^-100 of e_2 left)
+    o.warmup = 100;
+    EXPECT_NEAR(linear_map_exponents(A, o, 300)[0], std::log(2.0), 1e-12);
+    o.warmup = 0;
+
+    o.vectors = 2;
+    o.start = Matrix::Zero(5, 2);
+    o.start(3, 0) = o.start(3, 1) = o.start(4, 1) = 1;
+    const Vector two = linear_map_exponents(A, o, 50);
+    EXPECT_NEAR(two[0], std::log(0.25), 1e-13);
+    EXPECT_NEAR(two[1], std::log(0.125), 1e-13);
+
+    o.start = e(4);
+    o.warmup = 100;
+    const Vector filled = linear_map_exponents(A, o, 300);
+    EXPECT_NEAR(filled[0], std::log(0.25), 1e-13);
+    EXPECT_NEAR(filled[1], std::log(2.0), 1e-12);  // after the warm-up, 2^-100 of another direction is left
+
+    // Bad start vectors: a zero vector, a dependent pair, more than M, the wrong length, NaN.
+    o.warmup = 0;
+    const std::vector<Matrix> bads = {Matrix::Zero(5, 1),
+                                      (Matrix(5, 2) << e(1), 2.0 * e(1)).finished(),
+                                      Matrix::Identity(5, 3),
+                                      Matrix::Identity(4, 1),
+                                      Matrix::Constant(5, 1, std::nan("")),
+                                      (Matrix(5, 2) << e(1), e(1) + 1e-12 * e(2)).finished()};
+    for (const Matrix& bad : bads) {
+        o.start = bad;
+        EXPECT_THROW(TangentPropagator(5, o), Error) << bad;
+    }
+}
+
+// tdyn lyapunov --start-vectors on a stored run of a small network: started along the bottom and
+// top eigenvectors u of H(theta_20), the first QR gives log|1 - alpha lambda| for each, since
+// J(20) u = (1 - alpha lambda) u. The truth is a dense eigensolver on H by central differences of
+// the gradient (no HVP): its error (~1e-10) moves log|1 - alpha lambda| by far less than 1e-7.
+// The perturbed copy starts along v_1 too: its first growth agrees to 1e-5 (EPS 1e-7: the
+// second-order term of the map is O(EPS) relative).
+TEST(Lyapunov, StartVectorsFromAFileGiveTheirEigenvaluesGrowth) {
+    const std::string data = test::temp_path("lyap-start-data.h5"), run = test::temp_path("lyap-start.h5"),
+                      start = test::temp_path("lyap-start-vectors.h5");
+    test::write_data_file(data, 200, 10, 3, 11);
+    ASSERT_EQ(test::run_tdyn("train" + small_run_args(data) + " --steps 40 --out " + run).exit_code, 0);
+    const Dataset ds = read_data_file(data, 0);
+    const Architecture arch = Architecture::parse("10-8-3", Activation::Tanh, Output::SoftmaxCE);
+    const InputMatrix X(ds.X, XPath::Dense);
+    const Vector theta = RunReader(run).stored_theta(20);
+    auto gradient_at = [&](const Vector& th) {
+        Evaluation e(arch, X, ds.T, th);
+        return Vector(e.gradient());
+    };
+    Matrix H = test::central_jacobian(gradient_at, theta);
+    H = 0.5 * (H + H.transpose()).eval();
+    const Eigen::SelfAdjointEigenSolver<Matrix> eig(H);
+    const Index P = H.rows();
+    const double alpha = 0.2, lo = eig.eigenvalues()[0], hi = eig.eigenvalues()[P - 1];
+    {
+        h5::File f = h5::File::create(start);
+        RowMatrix U(2, P);
+        U.row(0) = eig.eigenvectors().col(0).transpose();
+        U.row(1) = eig.eigenvectors().col(P - 1).transpose();
+        f.write_matrix("/vectors", U);
+    }
+    const auto r = test::run_tdyn("lyapunov " + run + " --vectors 3 --from 20 --start-vectors " + start +
+                                  " --perturbation 1e-7 --quiet");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    h5::File f = h5::File::open_read(run);
+    const Vector g = f.read_row("/lyapunov/log_growth", 0);
+    EXPECT_NEAR(g[0], std::log(std::abs(1 - alpha * lo)), 1e-7) << "lambda_min " << lo;
+    EXPECT_NEAR(g[1], std::log(std::abs(1 - alpha * hi)), 1e-7) << "lambda_max " << hi;
+    EXPECT_NEAR(f.read_vector("/lyapunov/perturbation/log_growth")[0], g[0], 1e-5);
+    EXPECT_EQ(f.attr_int("/lyapunov", "start_vectors"), 2);
+    EXPECT_EQ(f.attr_string("/lyapunov", "start_file"), start);
+    EXPECT_EQ(f.read_vector("/lyapunov/step").size(), 20);
+}
+
+// Bad start vectors get one line, a non-zero exit, and leave the run file as it was.
+TEST(Lyapunov, BadStartVectorsGiveOneLineAndTouchNothing) {
+    const std::string data = test::temp_path("lyap-start-data2.h5"), run = test::temp_path("lyap-start-bad.h5");
+    test::write_data_file(data, 100, 10, 3, 12);
+    ASSERT_EQ(test::run_tdyn("train" + small_run_args(data) + " --steps 20 --lyapunov 2 --out " + run).exit_code, 0);
+    const Index P = 115;
+    auto vectors_file = [&](const std::string& name, const RowMatrix& U) {
+        const std::string path = test::temp_path(name);
+        h5::File f = h5::File::create(path);
+        f.write_matrix("/vectors", U);
+        return path;
+    };
+    RowMatrix dependent = RowMatrix::Zero(2, P);
+    dependent(0, 0) = 1;
+    dependent(1, 0) = -2;
+    const std::string wrong_length = vectors_file("lyap-sv-len.h5", RowMatrix::Ones(1, P + 1)),
+                      too_many = vectors_file("lyap-sv-many.h5", RowMatrix::Identity(3, P)),
+                      dep = vectors_file("lyap-sv-dep.h5", dependent), empty = test::temp_path("lyap-sv-none.h5");
+    { h5::File::create(empty); }
+    const std::string before = test::slurp(run);
+    for (const std::string& args : {"lyapunov " + run + " --force --start-vectors " + wrong_length,
+                                    "lyapunov " + run + " --force --vectors 2 --start-vectors " + too_many,
+                                    "lyapunov " + run + " --force --vectors 2 --start-vectors " + dep,
+                                    "lyapunov " + run + " --force --start-vectors " + empty,
+                                    "lyapunov " + run + " --resume --start-vectors " + dep}) {
+        const auto r = test::run_tdyn(args);
+        EXPECT_NE(r.exit_code, 0) << args;
+        EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << args << ": " << r.err;
+        EXPECT_NE(r.err.find("lyap-"), std::string::npos) << args << ": names the file: " << r.err;
+        EXPECT_EQ(test::slurp(run), before) << args;
+    }
+}
+
 // tdyn lyapunov on a stored run regenerates theta by replay and applies the same J(t) to the
 // same initial basis (seeded by the run's seed), so it equals the in-line analysis bit for bit.
 TEST(Lyapunov, AnalysisOfASavedRunEqualsInlineTraining) {

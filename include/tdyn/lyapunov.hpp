@@ -30,6 +30,10 @@ struct TangentOptions {
     Index qr_every = 1;      ///< q: re-orthonormalise every q map steps
     Index warmup = 0;        ///< W: the first W map steps orthonormalise but do not count (multiple of q)
     std::uint64_t seed = 0;  ///< the random initial basis
+    /// Given start vectors (dim x k, k <= M; empty: none): the initial basis is the QR of
+    /// [start, the last M - k columns of the random basis], so v_1 .. v_k span what start's first
+    /// columns span (v_1 = start_1 / |start_1|), e.g. an eigenvector of H(theta_t0).
+    Matrix start;
 };
 
 /// Carries M tangent vectors along a trajectory: V <- J_t V every step, and every q steps
@@ -40,7 +44,8 @@ public:
     /// JV = J_t V for the current state of the map (V and JV are dim x M).
     using ApplyJacobian = std::function<void(const Matrix& V, Matrix& JV)>;
 
-    /// Starts from a random orthonormal basis (seeded Gaussian, then QR).
+    /// Starts from options.start completed by a random basis (seeded Gaussian), then QR. Throws
+    /// Error when a given vector is not finite or lies in the span of the ones before it.
     TangentPropagator(Index dim, const TangentOptions& options);
     /// Continues from a stored state (resume): the basis after `steps` map steps and the sums
     /// of log R_ii over the counted QR steps. Given the same sums, bit-identical to going on.

@@ -14,12 +14,13 @@ namespace tdyn {
 /// How a /lyapunov group was made (its attributes, docs/FORMAT.md).
 struct LyapunovSettings {
     TangentOptions tangent;
-    double alpha = 0.1;      ///< J(t) = I - alpha H(theta_t)
-    Index from = 0;          ///< t0: the tangent vectors start at theta_{t0}
-    Index overlap_eigs = 0;  ///< K of /lyapunov/overlap (0 = none): needs a spectrum's top end at the same steps
+    double alpha = 0.1;        ///< J(t) = I - alpha H(theta_t)
+    Index from = 0;            ///< t0: the tangent vectors start at theta_{t0}
+    Index overlap_eigs = 0;    ///< K of /lyapunov/overlap (0 = none): needs a spectrum's top end at the same steps
+    std::string start_source;  ///< where tangent.start came from (attribute start_file; "" = random start)
     bool enabled() const { return tangent.vectors > 0; }
 };
-/// The group's attributes (tangent options, alpha, from, overlap_eigs).
+/// The group's attributes (tangent options, alpha, from, overlap_eigs, start_file; not the start vectors).
 LyapunovSettings read_lyapunov_settings(h5::File& f);
 /// tdyn train's root attributes of the in-line analysis: lyapunov (M, 0 = off), qr_every, warmup.
 void write_inline_lyapunov_settings(h5::File& f, const LyapunovSettings& s);
