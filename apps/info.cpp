@@ -31,6 +31,8 @@ struct Analyses {
     bool converged = true, top_only = false;
     Index lyapunov_rows = 0, lyapunov_step = -1, lyapunov_from = 0, counted = 0;
     Vector exponents;
+    Index start_vectors = 0;  ///< tdyn lyapunov --start-vectors: v_1 .. v_k started along start_file's vectors
+    std::string start_file;
     double perturbation_exponent = NAN;
     bool lyapunov_complete = false;
     MissedInstability missed;  ///< unstable spectrum steps the in-line v_1 does not show
@@ -136,6 +138,10 @@ Analyses read_analyses(h5::File& f) {
         a.counted = std::max<Index>(0, a.lyapunov_step + 1 - a.lyapunov_from - f.attr_int("/lyapunov", "warmup"));
         a.exponents = f.read_row("/lyapunov/exponents", j);
         a.lyapunov_complete = f.exists("/lyapunov/basis");
+        if (f.has_attr("/lyapunov", "start_vectors")) {
+            a.start_vectors = f.attr_int("/lyapunov", "start_vectors");
+            a.start_file = f.attr_string("/lyapunov", "start_file");
+        }
         if (f.exists("/lyapunov/perturbation/step") && f.rows("/lyapunov/perturbation/step") > 0)
             a.perturbation_exponent =
                 f.read_row("/lyapunov/perturbation/exponent", f.rows("/lyapunov/perturbation/step") - 1)[0];
@@ -271,7 +277,9 @@ int run_info(const InfoOptions& o) {
                              {"counted_steps", an.counted},
                              {"exponents", std::vector<double>(an.exponents.begin(), an.exponents.end())},
                              {"perturbation_exponent", an.perturbation_exponent},
-                             {"complete", an.lyapunov_complete}};
+                             {"complete", an.lyapunov_complete},
+                             {"start_vectors", an.start_vectors},
+                             {"start_file", an.start_file}};
         if (an.missed.unstable)
             j["tangent_check"] = {{"unstable_steps", an.missed.unstable},
                                   {"missed_steps", an.missed.steps},
@@ -337,6 +345,10 @@ int run_info(const InfoOptions& o) {
                   << " (" << an.counted << " counted" << (an.lyapunov_complete ? "" : ", incomplete") << "):";
         for (Index k = 0; k < an.exponents.size(); ++k) std::cout << " " << an.exponents[k];
         if (!std::isnan(an.perturbation_exponent)) std::cout << "; two-trajectory " << an.perturbation_exponent;
+        if (an.start_vectors)
+            std::cout << "; " << (an.start_vectors == 1 ? "v_1" : "v_1..v_" + std::to_string(an.start_vectors))
+                      << " started along " << an.start_file
+                      << " (not a random start: the first exponents are of those directions)";
         std::cout << "\n";
     }
     if (!an.missed.steps.empty()) std::cout << missed_instability_line(an.missed, i.last_step) << "\n";

@@ -337,6 +337,8 @@ TEST(Lyapunov, StartVectorsFromAFileGiveTheirEigenvaluesGrowth) {
     EXPECT_EQ(f.attr_int("/lyapunov", "start_vectors"), 2);
     EXPECT_EQ(f.attr_string("/lyapunov", "start_file"), start);
     EXPECT_EQ(f.read_vector("/lyapunov/step").size(), 20);
+    const auto info = test::run_tdyn("info " + run + " --json");
+    EXPECT_NE(info.out.find("\"start_vectors\": 2, \"start_file\": \"" + start + "\""), std::string::npos) << info.out;
 }
 
 // Bad start vectors get one line, a non-zero exit, and leave the run file as it was.
