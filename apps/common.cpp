@@ -205,6 +205,7 @@ Matrix read_vectors_file(const std::string& path, Index P, const std::string& pa
         throw Error(path + ": vectors have " + std::to_string(V.rows()) + " entries; " + params + " has " +
                     std::to_string(P) + " parameters");
     if (!V.allFinite()) throw Error(path + ": vectors contain NaN or Inf");
+    if (V.cols() == 0) throw Error(path + ": holds no vectors");
     if (single) *single = one;
     return V;
 }

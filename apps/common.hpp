@@ -105,7 +105,7 @@ void check_qr_flags(Index qr_every, Index warmup);  ///< --qr-every, --warmup: t
 
 /// The vectors of an HDF5 file with /vector [P] or /vectors [k x P] (one vector per row), as the
 /// columns of a P x k matrix (`single`: the file held /vector). Errors name the file and say what
-/// is wrong: neither dataset, a length other than P (`params` says whose P), NaN or Inf.
+/// is wrong: neither dataset, no vectors, a length other than P (`params` says whose P), NaN or Inf.
 Matrix read_vectors_file(const std::string& path, Index P, const std::string& params, bool* single = nullptr);
 
 /// The JSON objects of --json: keys stay in insertion order.

@@ -146,7 +146,10 @@ Analyses read_analyses(h5::File& f) {
             a.perturbation_exponent =
                 f.read_row("/lyapunov/perturbation/exponent", f.rows("/lyapunov/perturbation/step") - 1)[0];
     }
-    if (a.spectrum_rows && a.lyapunov_rows && f.exists("/spectrum/lambda_max") && f.exists("/lyapunov/log_growth")) {
+    // The check is about a randomly started v_1; one started along given vectors (tdyn lyapunov
+    // --start-vectors) follows what it was pointed at, so it is not checked.
+    if (a.spectrum_rows && a.lyapunov_rows && a.start_vectors == 0 && f.exists("/spectrum/lambda_max") &&
+        f.exists("/lyapunov/log_growth")) {
         // complete rows only (`step` is written last), and no more than a damaged file holds
         auto first_column = [&](const std::string& name, Index n) {
             n = f.exists(name) ? std::min(n, Index(f.rows(name))) : 0;
@@ -279,7 +282,7 @@ int run_info(const InfoOptions& o) {
                              {"perturbation_exponent", an.perturbation_exponent},
                              {"complete", an.lyapunov_complete},
                              {"start_vectors", an.start_vectors},
-                             {"start_file", an.start_file}};
+                             {"start_file", an.start_vectors ? Json(an.start_file) : Json()}};
         if (an.missed.unstable)
             j["tangent_check"] = {{"unstable_steps", an.missed.unstable},
                                   {"missed_steps", an.missed.steps},
@@ -348,7 +351,7 @@ int run_info(const InfoOptions& o) {
         if (an.start_vectors)
             std::cout << "; " << (an.start_vectors == 1 ? "v_1" : "v_1..v_" + std::to_string(an.start_vectors))
                       << " started along " << an.start_file
-                      << " (not a random start: the first exponents are of those directions)";
+                      << " (not a random start: the exponents include those directions' transient)";
         std::cout << "\n";
     }
     if (!an.missed.steps.empty()) std::cout << missed_instability_line(an.missed, i.last_step) << "\n";

@@ -41,19 +41,24 @@ Matrix standard_normal(Index rows, Index cols, std::uint64_t seed) {
 TangentPropagator::TangentPropagator(Index dim, const TangentOptions& options) : m_options(options) {
     check(options, dim);
     const Matrix& S = options.start;
-    if (S.size() && (S.rows() != dim || S.cols() > options.vectors))
-        throw Error("start vectors: " + std::to_string(S.rows()) + " x " + std::to_string(S.cols()) + ", expected " +
+    const Index k = S.cols();
+    if (k > 0 && (S.rows() != dim || k > options.vectors))
+        throw Error("start vectors: " + std::to_string(S.rows()) + " x " + std::to_string(k) + ", expected " +
                     std::to_string(dim) + " x k with k <= " + std::to_string(options.vectors));
     if (!S.allFinite()) throw Error("start vectors: contain NaN or Inf");
     m_V = standard_normal(dim, options.vectors, options.seed);  // k = 0: the random basis as before, bit for bit
-    m_V.leftCols(S.cols()) = S;
+    for (Index i = 0; i < k; ++i) {
+        const double n = S.col(i).stableNorm();  // only the direction counts; stableNorm: no overflow
+        if (!(n > 0)) throw Error("start vectors: vector " + std::to_string(i + 1) + " is zero");
+        m_V.col(i) = S.col(i) / n;
+    }
     m_log_sum = Vector::Zero(options.vectors);
     orthonormalise();  // a starting basis, not a measurement
-    // R_ii = |the part of vector i outside the span of the ones before it|: near 0 when dependent
-    for (Index i = 0; i < S.cols(); ++i)
-        if (!(m_log_growth[i] > std::log(1e-10 * S.col(i).norm())))
+    // R_ii of unit vectors = sin of the angle between vector i and the span of the ones before it
+    for (Index i = 1; i < k; ++i)
+        if (!(m_log_growth[i] > std::log(1e-10)))
             throw Error("start vectors: vector " + std::to_string(i + 1) +
-                        (i ? " lies in the span of the ones before it" : " is zero"));
+                        " lies in the span of the ones before it (to 1e-10)");
     m_log_growth = Vector::Zero(options.vectors);
 }
 

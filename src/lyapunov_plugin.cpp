@@ -63,10 +63,12 @@ void LyapunovPlugin::create(h5::File& f) {
     f.set_attr("/lyapunov", "from", std::int64_t(m_s.from));
     f.set_attr("/lyapunov", "eps", 0.0);  // the perturbation analysis, when present, sets its EPS
     f.set_attr("/lyapunov", "overlap_eigs", std::int64_t(m_s.overlap_eigs));
-    // Given start vectors: how many, and the file they came from (absent: the random start)
+    // Given start vectors: how many, the file they came from, and the vectors themselves, so the
+    // analysis can be audited and repeated without that file (absent: the random start)
     if (m_s.tangent.start.cols() > 0) {
         f.set_attr("/lyapunov", "start_vectors", std::int64_t(m_s.tangent.start.cols()));
         f.set_attr("/lyapunov", "start_file", m_s.start_source);
+        f.write("/lyapunov/start", RowMatrix(m_s.tangent.start.transpose()));
     }
     // How far the analysis went: rewritten at the end of each pass (set now so that the group's
     // header does not grow then: a resumed file keeps the size of an uninterrupted one).

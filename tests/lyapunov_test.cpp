@@ -319,16 +319,19 @@ TEST(Lyapunov, StartVectorsFromAFileGiveTheirEigenvaluesGrowth) {
     const Eigen::SelfAdjointEigenSolver<Matrix> eig(H);
     const Index P = H.rows();
     const double alpha = 0.2, lo = eig.eigenvalues()[0], hi = eig.eigenvalues()[P - 1];
-    {
-        h5::File f = h5::File::create(start);
-        RowMatrix U(2, P);
-        U.row(0) = eig.eigenvectors().col(0).transpose();
-        U.row(1) = eig.eigenvectors().col(P - 1).transpose();
-        f.write_matrix("/vectors", U);
-    }
+    RowMatrix U(2, P);
+    U.row(0) = eig.eigenvectors().col(0).transpose();
+    U.row(1) = eig.eigenvectors().col(P - 1).transpose();
+    h5::File::create(start).write_matrix("/vectors", U);
     const auto r = test::run_tdyn("lyapunov " + run + " --vectors 3 --from 20 --start-vectors " + start +
                                   " --perturbation 1e-7 --quiet");
     ASSERT_EQ(r.exit_code, 0) << r.err;
+    // tdyn response does not take U (unstable directions) from the exponents of chosen directions
+    const std::string before = test::slurp(run);
+    const auto resp = test::run_tdyn("response " + run + " --param lr --method far --window 5 --segment 10");
+    EXPECT_NE(resp.exit_code, 0);
+    EXPECT_NE(resp.err.find("give --unstable U"), std::string::npos) << resp.err;
+    EXPECT_EQ(test::slurp(run), before);
     h5::File f = h5::File::open_read(run);
     const Vector g = f.read_row("/lyapunov/log_growth", 0);
     EXPECT_NEAR(g[0], std::log(std::abs(1 - alpha * lo)), 1e-7) << "lambda_min " << lo;
@@ -336,6 +339,7 @@ TEST(Lyapunov, StartVectorsFromAFileGiveTheirEigenvaluesGrowth) {
     EXPECT_NEAR(f.read_vector("/lyapunov/perturbation/log_growth")[0], g[0], 1e-5);
     EXPECT_EQ(f.attr_int("/lyapunov", "start_vectors"), 2);
     EXPECT_EQ(f.attr_string("/lyapunov", "start_file"), start);
+    EXPECT_EQ(f.read_matrix("/lyapunov/start"), U);  // kept in the run, bit for bit
     EXPECT_EQ(f.read_vector("/lyapunov/step").size(), 20);
     const auto info = test::run_tdyn("info " + run + " --json");
     EXPECT_NE(info.out.find("\"start_vectors\": 2, \"start_file\": \"" + start + "\""), std::string::npos) << info.out;
@@ -353,25 +357,37 @@ TEST(Lyapunov, BadStartVectorsGiveOneLineAndTouchNothing) {
         f.write_matrix("/vectors", U);
         return path;
     };
-    RowMatrix dependent = RowMatrix::Zero(2, P);
+    RowMatrix dependent = RowMatrix::Zero(2, P), nan = RowMatrix::Ones(1, P), close = RowMatrix::Zero(2, P);
     dependent(0, 0) = 1;
     dependent(1, 0) = -2;
+    nan(0, 7) = std::nan("");
+    close(0, 0) = close(1, 0) = 1;
+    close(1, 1) = 1e-8;  // 1e-8 away from the first: accepted (the limit is 1e-10)
     const std::string wrong_length = vectors_file("lyap-sv-len.h5", RowMatrix::Ones(1, P + 1)),
                       too_many = vectors_file("lyap-sv-many.h5", RowMatrix::Identity(3, P)),
-                      dep = vectors_file("lyap-sv-dep.h5", dependent), empty = test::temp_path("lyap-sv-none.h5");
-    { h5::File::create(empty); }
+                      dep = vectors_file("lyap-sv-dep.h5", dependent),
+                      zero = vectors_file("lyap-sv-zero.h5", RowMatrix::Zero(1, P)),
+                      with_nan = vectors_file("lyap-sv-nan.h5", nan),
+                      none = vectors_file("lyap-sv-empty.h5", RowMatrix(0, P)),
+                      no_dataset = test::temp_path("lyap-sv-nodata.h5");
+    { h5::File::create(no_dataset); }
     const std::string before = test::slurp(run);
-    for (const std::string& args : {"lyapunov " + run + " --force --start-vectors " + wrong_length,
-                                    "lyapunov " + run + " --force --vectors 2 --start-vectors " + too_many,
-                                    "lyapunov " + run + " --force --vectors 2 --start-vectors " + dep,
-                                    "lyapunov " + run + " --force --start-vectors " + empty,
-                                    "lyapunov " + run + " --resume --start-vectors " + dep}) {
+    for (const std::string& file : {wrong_length, too_many, dep, zero, with_nan, none, no_dataset}) {
+        const std::string args = "lyapunov " + run + " --force --vectors 2 --start-vectors " + file;
         const auto r = test::run_tdyn(args);
         EXPECT_NE(r.exit_code, 0) << args;
         EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << args << ": " << r.err;
-        EXPECT_NE(r.err.find("lyap-"), std::string::npos) << args << ": names the file: " << r.err;
+        EXPECT_NE(r.err.find(file), std::string::npos) << args << ": names the file: " << r.err;
         EXPECT_EQ(test::slurp(run), before) << args;
     }
+    const auto resumed = test::run_tdyn("lyapunov " + run + " --resume --start-vectors " + dep);
+    EXPECT_NE(resumed.exit_code, 0);
+    EXPECT_NE(resumed.err.find("--start-vectors"), std::string::npos) << resumed.err;
+    EXPECT_EQ(test::slurp(run), before);
+    // Nearly but not quite dependent vectors are taken.
+    const auto ok = test::run_tdyn("lyapunov " + run + " --force --vectors 2 --quiet --start-vectors " +
+                                   vectors_file("lyap-sv-close.h5", close));
+    EXPECT_EQ(ok.exit_code, 0) << ok.err;
 }
 
 // tdyn lyapunov on a stored run regenerates theta by replay and applies the same J(t) to the
