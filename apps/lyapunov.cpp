@@ -131,7 +131,7 @@ int run_lyapunov(LyapunovCliOptions& o) {
         throw Error("--start-vectors " + o.start_file + ": holds " + std::to_string(set.tangent.start.cols()) +
                     " vectors, more than --vectors " + std::to_string(set.tangent.vectors));
     if (set.tangent.start.cols() > 0) try {
-            TangentPropagator(P, set.tangent);  // the start basis' checks (independence), before any write
+            initial_basis(P, set.tangent);  // its checks (independence), before any write
         } catch (const Error& e) {
             const std::string m = e.what(), lead = "start vectors: ";  // the library's name for the flag
             throw Error("--start-vectors " + o.start_file + ": " + (m.rfind(lead, 0) == 0 ? m.substr(lead.size()) : m));

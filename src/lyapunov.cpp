@@ -38,7 +38,7 @@ Matrix standard_normal(Index rows, Index cols, std::uint64_t seed) {
     return G;
 }
 
-TangentPropagator::TangentPropagator(Index dim, const TangentOptions& options) : m_options(options) {
+Matrix initial_basis(Index dim, const TangentOptions& options) {
     check(options, dim);
     const Matrix& S = options.start;
     const Index k = S.cols();
@@ -46,21 +46,25 @@ TangentPropagator::TangentPropagator(Index dim, const TangentOptions& options) :
         throw Error("start vectors: " + std::to_string(S.rows()) + " x " + std::to_string(k) + ", expected " +
                     std::to_string(dim) + " x k with k <= " + std::to_string(options.vectors));
     if (!S.allFinite()) throw Error("start vectors: contain NaN or Inf");
-    m_V = standard_normal(dim, options.vectors, options.seed);  // k = 0: the random basis as before, bit for bit
+    Matrix V = standard_normal(dim, options.vectors, options.seed);  // k = 0: the random basis as before, bit for bit
     for (Index i = 0; i < k; ++i) {
         const double n = S.col(i).stableNorm();  // only the direction counts; stableNorm: no overflow
         if (!(n > 0)) throw Error("start vectors: vector " + std::to_string(i + 1) + " is zero");
-        m_V.col(i) = S.col(i) / n;
+        V.col(i) = S.col(i) / n;
     }
-    m_log_sum = Vector::Zero(options.vectors);
-    orthonormalise();  // a starting basis, not a measurement
+    Matrix Q, R;
+    qr_positive(V, Q, R);
     // R_ii of unit vectors = sin of the angle between vector i and the span of the ones before it
     for (Index i = 1; i < k; ++i)
-        if (!(m_log_growth[i] > std::log(1e-10)))
+        if (!(R(i, i) > 1e-10))
             throw Error("start vectors: vector " + std::to_string(i + 1) +
                         " lies in the span of the ones before it (to 1e-10)");
-    m_log_growth = Vector::Zero(options.vectors);
+    return Q;
 }
+
+TangentPropagator::TangentPropagator(Index dim, const TangentOptions& options)
+    : m_options(options), m_V(initial_basis(dim, options)), m_log_growth(Vector::Zero(options.vectors)),
+      m_log_sum(Vector::Zero(options.vectors)) {}
 
 TangentPropagator::TangentPropagator(const Matrix& basis, const TangentOptions& options, Index steps,
                                      const Vector& log_sum)

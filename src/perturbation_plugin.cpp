@@ -40,7 +40,7 @@ void PerturbationPlugin::create(h5::File& f) {
 void PerturbationPlugin::start(Index from, const Vector& theta) {
     m_s.from = from;
     // theta'_0 = theta_0 + eps v_1: along the first vector of the tangent analysis' initial basis
-    const Vector u = TangentPropagator(theta.size(), m_s.tangent).basis().col(0);
+    const Vector u = initial_basis(theta.size(), m_s.tangent).col(0);
     m_perturbed.emplace(theta, u, m_s.eps, m_s.tangent.qr_every, m_s.tangent.warmup);
 }
 

@@ -36,6 +36,12 @@ struct TangentOptions {
     Matrix start;
 };
 
+/// The orthonormal starting basis (dim x M) of a TangentPropagator: the Householder QR (R_ii > 0)
+/// of [options.start, each column scaled to norm 1, then the last M - k columns of the seeded random
+/// basis]. Throws Error when a given vector is not finite, is zero, or lies in the span of the ones
+/// before it (sin of the angle <= 1e-10), or the options are out of range.
+Matrix initial_basis(Index dim, const TangentOptions& options);
+
 /// Carries M tangent vectors along a trajectory: V <- J_t V every step, and every q steps
 /// V = Q R (Householder), V <- Q with R_ii > 0, log R_ii accumulated once past the warm-up.
 /// The running exponents are (sum of log R_ii) / (map steps counted): natural log per map step.
@@ -44,8 +50,7 @@ public:
     /// JV = J_t V for the current state of the map (V and JV are dim x M).
     using ApplyJacobian = std::function<void(const Matrix& V, Matrix& JV)>;
 
-    /// Starts from options.start completed by a random basis (seeded Gaussian), then QR. Throws
-    /// Error when a given vector is not finite or lies in the span of the ones before it.
+    /// Starts from initial_basis(dim, options) (its Errors too).
     TangentPropagator(Index dim, const TangentOptions& options);
     /// Continues from a stored state (resume): the basis after `steps` map steps and the sums
     /// of log R_ii over the counted QR steps. Given the same sums, bit-identical to going on.
