@@ -159,6 +159,7 @@ int run_lyapunov(LyapunovCliOptions& o) {
     RankCheck rank_check;
     analyses = rank_check.with(analyses);
 
+    if (!o.resume) start_analyses(analyses, start, theta);  // may refuse (EPS below theta's rounding)
     // Everything is checked: only now is the file opened for writing.
     h5::File f = h5::File::open_write(o.file);
     if (have_group && !o.resume) remove_lyapunov(f);  // --force

@@ -160,6 +160,7 @@ int run_spectrum(SpectrumCliOptions& o) {
         ++written;
     });
     // The spectrum is of the full-batch loss, also for mini-batch runs (Trainer::full_batch_evaluation).
+    start_analyses({&spectrum}, 0, theta);
     h5::File f = h5::File::open_write(o.file);
     begin_analyses(f, {&spectrum}, 0, theta, false);
     DriveOptions d;

@@ -157,14 +157,15 @@ int run_train(TrainOptions& o) {
         throw Error("--batch " + std::to_string(config.batch) + ": must be between 1 and the number of samples (" +
                     std::to_string(data->global_samples()) + "), or 0 for full batch");
     Trainer trainer(config, data);
-    if (fresh) {
-        theta = initial_theta(config);
-        writer.emplace(
-            RunWriter::create(o.out, config, command_line(), [&](h5::File& f) { write_inline_settings(f, inline_a); }));
-    }
     const auto analyses = make_inline_analyses(inline_a);
     RankCheck rank_check;
     const std::vector<Analysis*> passes = rank_check.with(pointers(analyses));
+    if (fresh) {
+        theta = initial_theta(config);
+        start_analyses(passes, 0, theta);  // its refusals (EPS below theta's rounding) before the file exists
+        writer.emplace(
+            RunWriter::create(o.out, config, command_line(), [&](h5::File& f) { write_inline_settings(f, inline_a); }));
+    }
     writer->begin(passes, theta);
     if (!o.quiet)
         std::cerr << (fresh ? "training " : "resuming ") << config.arch << " (" << to_string(config.activation) << ", "

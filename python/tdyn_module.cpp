@@ -446,11 +446,6 @@ TrainResult train(TrainArgs a, std::optional<py::function> callback) {
         py::gil_scoped_release nogil;
         trainer = std::make_unique<Trainer>(config, data);  // checks lr, weight_decay, batch, naming them
     }
-    if (!a.resume) {
-        theta = initial_theta(config);
-        writer.emplace(
-            RunWriter::create(a.out, config, a.command_line, [&](h5::File& f) { write_inline_settings(f, inline_a); }));
-    }
     std::atomic<bool> stop = false;
     std::optional<py::error_already_set> error;
     auto analyses = make_inline_analyses(inline_a);
@@ -459,6 +454,12 @@ TrainResult train(TrainArgs a, std::optional<py::function> callback) {
         auto at = analyses.end();
         if (inline_a.perturbation.enabled()) --at;
         analyses.insert(at, std::make_unique<CallbackPlugin>(*callback, stop, error));
+    }
+    if (!a.resume) {
+        theta = initial_theta(config);
+        start_analyses(pointers(analyses), 0, theta);  // its refusals before the file exists
+        writer.emplace(
+            RunWriter::create(a.out, config, a.command_line, [&](h5::File& f) { write_inline_settings(f, inline_a); }));
     }
     DriveOptions d;
     d.from = from;

@@ -28,11 +28,12 @@ void prepare_analyses(h5::File& file, const std::vector<Analysis*>& analyses, In
         for (Analysis* a : analyses) a->truncate(file, from);
         for (Analysis* a : analyses) a->restore(file, from);
     } else {
-        for (Analysis* a : analyses) {
-            a->create(file);
-            a->start(from, theta);
-        }
+        for (Analysis* a : analyses) a->create(file);
     }
+}
+
+void start_analyses(const std::vector<Analysis*>& analyses, Index from, const Vector& theta) {
+    for (Analysis* a : analyses) a->start(from, theta);
 }
 
 void begin_analyses(h5::File& file, const std::vector<Analysis*>& analyses, Index from, const Vector& theta,

@@ -159,7 +159,8 @@ bool PerturbedTrajectory::step(const std::function<void(Vector&)>& update, const
 double PerturbedTrajectory::pulled_back_distance(const Vector& theta) const {
     const double r = (m_theta - theta).norm();
     if (r == 0)
-        throw Error("perturbation " + format_number(m_eps) + ": at step " + std::to_string(m_steps) +
+        throw Error("perturbation " + format_number(m_eps) + ": " +
+                    (m_steps == 0 ? std::string("at the start,") : "after " + std::to_string(m_steps) + " steps,") +
                     " theta + EPS d / |d| rounds to theta; EPS is too small for theta's rounding unit");
     return r;
 }

@@ -239,6 +239,10 @@ TEST(BadInput, FlagValuesOutOfRangeAreRefused) {
         {train + " --steps -3", "--steps", 2},
         {train_lr + " --lr 0.1x", "--lr", 2},
         {train + " --perturbation nan --lyapunov 1", "--perturbation"},
+        // EPS below theta's rounding unit is found when the perturbed copy starts: before the
+        // file is touched (here an existing run given with --force; a new path below)
+        {train + " --perturbation 1e-300 --lyapunov 1",
+         "--perturbation 1e-300: at the start, theta + EPS d / |d| rounds"},
         {train + " --init-scheme gauss", "--init-scheme: expected uniform, normal, xavier or he, found 'gauss'"},
         {train + " --init-scale 0", "--init-scale", 2},
         {train + " --init " + fx.run + " --init-scheme normal",
@@ -259,13 +263,18 @@ TEST(BadInput, FlagValuesOutOfRangeAreRefused) {
         {"lyapunov " + fx.run + " --vectors 44", "44"},
         {"lyapunov " + fx.run + " --vectors 0", "--vectors", 2},
         {"lyapunov " + fx.run + " --perturbation inf", "--perturbation"},
+        {"lyapunov " + fx.run + " --vectors 1 --perturbation 1e-300 --force", "--perturbation 1e-300: at the start"},
         {"eval " + fx.run + " --step 21", "--step 21"},
         {"eval " + fx.run + " --step 999999999999", "--step"},
         {"eval " + fx.run + " --vector " + fx.data + " --write " + test::temp_path("x.h5"), "/vector"},
     };
     for (const Case& c : cases) expect_refused(c.args, {c.expect}, c.code);
+    const std::string fresh = test::temp_path("eps-new.h5");
+    expect_refused("train --data " + fx.data + kSmall + " --steps 2 --lyapunov 1 --perturbation 1e-300 --out " + fresh,
+                   {"--perturbation 1e-300: at the start"});
     EXPECT_TRUE(s.unchanged());
     EXPECT_FALSE(fs::exists(test::temp_path("x.h5")));
+    EXPECT_FALSE(fs::exists(fresh));
 }
 
 // A number in a message is the value given: --lr -1e-9 is "-1e-09", not std::to_string's

@@ -239,8 +239,9 @@ TEST(Driver, APluginWrittenOutsideTheLibraryRunsBesideTheOthersAndResumes) {
         analyses.insert(analyses.begin(),
                         std::make_unique<NeutralCheck>());  // before the perturbation, which moves the trainer
         Trainer tr(r.config, r.data);
-        RunWriter w = RunWriter::create(path, r.config, "test", [&](h5::File& f) { write_inline_settings(f, inl); });
         const Vector theta0 = initial_theta(r.config);
+        start_analyses(pointers(analyses), 0, theta0);
+        RunWriter w = RunWriter::create(path, r.config, "test", [&](h5::File& f) { write_inline_settings(f, inl); });
         w.begin(pointers(analyses), theta0);
         std::atomic<bool> stop{false};
         DriveOptions d;

@@ -40,7 +40,8 @@ public:
     virtual void check(h5::File& f) const {}
     /// Creates its groups, series and attributes (the file is not yet in SWMR mode).
     virtual void create(h5::File& f) = 0;
-    /// A fresh start at step `from` with theta_from.
+    /// A fresh start at step `from` with theta_from. Writes nothing (start_analyses() runs it
+    /// before the file is opened for writing); bad input throws Error here.
     virtual void start(Index from, const Vector& theta) = 0;
     /// Resume at step s, first step: drops its rows at steps >= s, which the resumed pass
     /// recomputes (the file is not yet in SWMR mode).

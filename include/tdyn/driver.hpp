@@ -46,8 +46,12 @@ struct DriveResult {
     Index mismatched = -1;  ///< replay: the first step whose replayed theta differed from the stored one
 };
 
-/// Creates the analyses' groups and starts them at step `from` with theta (a new pass), or
-/// truncates their rows at steps >= from and restores their state at `from` (resumed).
+/// A new pass: starts the analyses at step `from` with theta. It writes nothing, so callers run
+/// it before the file is opened for writing: an analysis that refuses its start (an EPS below
+/// theta's rounding unit, dependent start vectors) leaves the file as it was.
+void start_analyses(const std::vector<Analysis*>& analyses, Index from, const Vector& theta);
+/// Creates the analyses' groups (a new pass, after start_analyses()), or truncates their rows
+/// at steps >= from and restores their state at `from` (resumed).
 void prepare_analyses(h5::File& file, const std::vector<Analysis*>& analyses, Index from, const Vector& theta,
                       bool resumed);
 /// prepare_analyses(), then SWMR writing starts.

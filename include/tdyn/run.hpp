@@ -95,7 +95,7 @@ public:
     const TrainConfig& config() const { return m_config; }
     h5::File& file() { return m_file; }
 
-    /// Creates the analyses' groups and starts them at theta_0 (a new run), or restores them at
+    /// Creates the analyses' groups (a new run: start_analyses() first, before create()), or restores them at
     /// resume_step() and marks the run running again (resumed); then SWMR writing starts.
     void begin(const std::vector<Analysis*>& analyses, const Vector& theta);
 
