@@ -97,8 +97,10 @@ int run_lyapunov(LyapunovCliOptions& o) {
             const std::string diff = flag_differences(table, "the stored analysis'");
             if (!diff.empty()) throw Error("--resume: " + o.file + ":/lyapunov: " + diff + " (only --to may change)");
             const Vector cs = f.read_vector("/checkpoint/lyapunov_step");
-            if (cs.size() == 0) throw Error("--resume: " + o.file + ": no Lyapunov checkpoint stored");
-            start = Index(cs[cs.size() - 1]);
+            // with the perturbed copy: its newest checkpoint (see perturbation_checkpoints)
+            const Index n = eps > 0 ? std::min<Index>(cs.size(), perturbation_checkpoints(f)) : cs.size();
+            if (n == 0) throw Error("--resume: " + o.file + ": no Lyapunov checkpoint stored");
+            start = Index(cs[n - 1]);
         }
     }
     if (have_group && !o.resume && !o.force)

@@ -26,6 +26,13 @@ double read_inline_perturbation_eps(h5::File& f) {
     return f.has_attr("/", "lyapunov") && f.has_attr("/", "perturbation") ? f.attr_double("/", "perturbation") : 0.0;
 }
 
+Index perturbation_checkpoints(h5::File& f) {
+    if (!f.exists(kStep) || !f.exists(kTheta)) return 0;
+    hsize_t n = std::min(f.rows(kStep), f.rows(kTheta));
+    if (f.exists(kBase)) n = std::min(n, f.rows(kBase));
+    return Index(n);
+}
+
 PerturbationPlugin::PerturbationPlugin(const PerturbationSettings& s) : m_s(s) { check_perturbation_eps(s.eps); }
 
 void PerturbationPlugin::create(h5::File& f) {

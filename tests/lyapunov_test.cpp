@@ -432,6 +432,38 @@ TEST(Lyapunov, AnalysisOfASavedRunEqualsInlineTraining) {
     EXPECT_EQ(c.read_vector("/lyapunov/step").size(), 30);
 }
 
+// tdyn lyapunov flushes the tangent analysis' checkpoint before the perturbed copy's, so a kill
+// between the two leaves a newest checkpoint row without the copy's state (made here by dropping
+// that row, which is what the file holds after such a kill). --resume starts from the newest
+// checkpoint both hold and ends bit-identical to an uninterrupted analysis.
+TEST(Lyapunov, ResumeAfterAKillBetweenTheTwoCheckpointFlushesIsBitIdentical) {
+    const std::string data = test::temp_path("lyap-flush-data.h5"), plain = test::temp_path("lyap-flush-plain.h5");
+    test::write_data_file(data, 200, 10, 3, 5);
+    ASSERT_EQ(test::run_tdyn("train" + small_run_args(data) + " --steps 40 --out " + plain).exit_code, 0);
+    const std::string cut = test::temp_path("lyap-flush-cut.h5");
+    std::filesystem::copy_file(plain, cut);
+    const std::string flags = " --vectors 2 --perturbation 1e-6 --checkpoint-every 5 --quiet";
+    ASSERT_EQ(test::run_tdyn("lyapunov " + cut + flags + " --to 30").exit_code, 0);
+    {
+        h5::File f = h5::File::open_write(cut);
+        ASSERT_EQ(f.rows("/checkpoint/lyapunov_step"), f.rows("/checkpoint/perturbation_theta"));
+        for (const char* n : {"/checkpoint/perturbation_theta", "/checkpoint/perturbation_base"})
+            f.truncate_rows(n, f.rows(n) - 1);
+    }
+    const auto resumed = test::run_tdyn("lyapunov " + cut + " --resume --to 40 --checkpoint-every 5 --quiet");
+    ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+    ASSERT_EQ(test::run_tdyn("lyapunov " + plain + flags + " --to 40").exit_code, 0);
+    h5::File c = h5::File::open_read(cut), d = h5::File::open_read(plain);
+    for (const char* s :
+         {"/lyapunov/step", "/lyapunov/perturbation/step", "/lyapunov/perturbation/log_growth",
+          "/lyapunov/perturbation/exponent", "/checkpoint/lyapunov_step", "/checkpoint/perturbation_base"})
+        EXPECT_EQ(c.read_vector(s), d.read_vector(s)) << s;
+    for (const char* s : {"/lyapunov/log_growth", "/lyapunov/exponents", "/checkpoint/lyapunov_basis",
+                          "/checkpoint/perturbation_theta"})
+        EXPECT_EQ(c.read_matrix(s), d.read_matrix(s)) << s;
+    EXPECT_EQ(c.read_vector("/lyapunov/step").size(), 40);
+}
+
 // Every bad request gets one line, a non-zero exit, and leaves the run file as it was.
 TEST(Lyapunov, BadInputGivesOneLineAndTouchesNothing) {
     const std::string data = test::temp_path("lyap-data3.h5"), run = test::temp_path("lyap-bad.h5");

@@ -24,6 +24,10 @@ void write_inline_perturbation_settings(h5::File& f, const PerturbationSettings&
 double read_inline_perturbation_eps(h5::File& f);
 /// EPS must be finite and >= 0. Throws Error naming `perturbation`.
 void check_perturbation_eps(double eps);
+/// How many rows of /checkpoint/lyapunov_step also hold the perturbed copy's state. The tangent
+/// analysis' checkpoint is flushed first, so a kill between the two flushes leaves its newest
+/// row without the copy's: a resume starts from the newest row both hold.
+Index perturbation_checkpoints(h5::File& f);
 
 class PerturbationPlugin : public Analysis {
 public:
