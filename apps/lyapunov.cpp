@@ -99,7 +99,8 @@ int run_lyapunov(LyapunovCliOptions& o) {
             const Vector cs = f.read_vector("/checkpoint/lyapunov_step");
             // with the perturbed copy: its newest checkpoint (see perturbation_checkpoints)
             const Index n = eps > 0 ? std::min<Index>(cs.size(), perturbation_checkpoints(f)) : cs.size();
-            if (n == 0) throw Error("--resume: " + o.file + ": no Lyapunov checkpoint stored");
+            if (n == 0)
+                throw Error("--resume: " + o.file + ": no Lyapunov checkpoint stored; start again with --force");
             start = Index(cs[n - 1]);
         }
     }

@@ -457,6 +457,7 @@ TrainResult train(TrainArgs a, std::optional<py::function> callback) {
     }
     if (!a.resume) {
         theta = initial_theta(config);
+        py::gil_scoped_release nogil;
         start_analyses(pointers(analyses), 0, theta);  // its refusals before the file exists
         writer.emplace(
             RunWriter::create(a.out, config, a.command_line, [&](h5::File& f) { write_inline_settings(f, inline_a); }));

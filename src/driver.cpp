@@ -3,6 +3,7 @@
 #include "tdyn/run.hpp"
 
 #include <algorithm>
+#include <stdexcept>
 
 namespace tdyn {
 
@@ -28,12 +29,19 @@ void prepare_analyses(h5::File& file, const std::vector<Analysis*>& analyses, In
         for (Analysis* a : analyses) a->truncate(file, from);
         for (Analysis* a : analyses) a->restore(file, from);
     } else {
+        for (Analysis* a : analyses)
+            if (!a->m_started)
+                throw std::logic_error(a->name() +
+                                       ": a new pass must call start_analyses() before the file is written");
         for (Analysis* a : analyses) a->create(file);
     }
 }
 
 void start_analyses(const std::vector<Analysis*>& analyses, Index from, const Vector& theta) {
-    for (Analysis* a : analyses) a->start(from, theta);
+    for (Analysis* a : analyses) {
+        a->start(from, theta);
+        a->m_started = true;
+    }
 }
 
 void begin_analyses(h5::File& file, const std::vector<Analysis*>& analyses, Index from, const Vector& theta,

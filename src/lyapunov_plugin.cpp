@@ -50,7 +50,6 @@ void LyapunovPlugin::check(h5::File& f) const {
 }
 
 void LyapunovPlugin::create(h5::File& f) {
-    if (!m_tangent) throw Error("lyapunov: create() before start(): call start_analyses() first");
     check(f);
     const hsize_t M = hsize_t(m_s.tangent.vectors), P = hsize_t(f.shape("/params/theta")[0]);
     f.create_series("/lyapunov/step", 0);

@@ -36,7 +36,6 @@ Index perturbation_checkpoints(h5::File& f) {
 PerturbationPlugin::PerturbationPlugin(const PerturbationSettings& s) : m_s(s) { check_perturbation_eps(s.eps); }
 
 void PerturbationPlugin::create(h5::File& f) {
-    if (!m_perturbed) throw Error("perturbation: create() before start(): call start_analyses() first");
     for (const char* n : {"/lyapunov/perturbation/step", kSeries[0], kSeries[1]}) f.create_series(n, 0);
     f.set_attr("/lyapunov/perturbation", "eps", m_s.eps);
     f.set_attr("/lyapunov", "eps", m_s.eps);

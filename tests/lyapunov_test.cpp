@@ -475,6 +475,8 @@ TEST(Lyapunov, BadInputGivesOneLineAndTouchesNothing) {
           "lyapunov " + run + " --force --vectors 500",  // M > P = 115
           "lyapunov " + run + " --force --warmup 3 --qr-every 2", "lyapunov " + run + " --force --to 21",
           "lyapunov " + run + " --force --from 20 --to 20", "lyapunov " + run + " --force --perturbation -1",
+          // refused when the perturbed copy starts: the --force'd /lyapunov group must survive it
+          "lyapunov " + run + " --force --vectors 1 --perturbation 1e-300",
           "lyapunov " + run + " --resume --vectors 3"}) {
         const auto r = test::run_tdyn(args);
         EXPECT_NE(r.exit_code, 0) << args;

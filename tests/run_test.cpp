@@ -281,6 +281,14 @@ TEST(Driver, APluginWrittenOutsideTheLibraryRunsBesideTheOthersAndResumes) {
     const double lambda_max = rd.file().read_matrix("/spectrum/hessian_top")(0, 0);
     EXPECT_GT(lambda_max, 0.01);
     EXPECT_LT(residual.maxCoeff(), 1e-12 * lambda_max);
+
+    // A new pass must start its analyses (start_analyses) before the file is written; one that
+    // forgets is stopped before any analysis creates its group.
+    NeutralCheck unstarted;
+    const std::string p = test::temp_path("plugin-unstarted.h5");
+    RunWriter w = RunWriter::create(p, r.config, "test");
+    EXPECT_THROW(w.begin({&unstarted}, initial_theta(r.config)), std::logic_error);
+    EXPECT_FALSE(w.file().exists("/neutral"));
 }
 
 // Kill a real `tdyn train` with SIGKILL mid-run, resume it, and compare with an uninterrupted run.

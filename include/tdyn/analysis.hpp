@@ -38,7 +38,7 @@ public:
     /// Checks, before the file is opened for writing, that the analysis can be added to it
     /// (read-only access): bad input must leave the file as it was. Throws Error.
     virtual void check(h5::File& f) const {}
-    /// Creates its groups, series and attributes (the file is not yet in SWMR mode).
+    /// Creates its groups, series and attributes, after start() (the file is not yet in SWMR mode).
     virtual void create(h5::File& f) = 0;
     /// A fresh start at step `from` with theta_from. Writes nothing (start_analyses() runs it
     /// before the file is opened for writing); bad input throws Error here.
@@ -57,6 +57,14 @@ public:
     virtual void step(StepContext& c) = 0;
     /// After the last step, the file open for writing outside SWMR: final attributes.
     virtual void finish(h5::File& f, Index last) {}
+
+private:
+    // Set by start_analyses(); a new pass whose analyses were not started is a programming error
+    // that prepare_analyses() reports (start() runs before the file is written: driver.hpp).
+    friend void start_analyses(const std::vector<Analysis*>& analyses, Index from, const Vector& theta);
+    friend void prepare_analyses(h5::File& file, const std::vector<Analysis*>& analyses, Index from,
+                                 const Vector& theta, bool resumed);
+    bool m_started = false;
 };
 
 /// Resume helpers for analyses' series. Drops the rows of `series` (and of `steps` itself) at
