@@ -21,9 +21,17 @@ import h5py
 import numpy as np
 
 
+def open_run(path):
+    """Read-only; also while tdyn is still writing it (SWMR), so a running analysis can be read."""
+    try:
+        return h5py.File(path, "r", swmr=True)
+    except (OSError, ValueError):
+        return h5py.File(path, "r")
+
+
 def tangent(path, started):
     """Steps, log growth of v_1, two-trajectory log growth (or None), checkpoint steps and v_1 there."""
-    with h5py.File(path, "r") as h:
+    with open_run(path) as h:
         ly = h["/lyapunov"]
         if started != ("start_vectors" in ly.attrs):
             raise SystemExit(f"{path}: /lyapunov is {'not ' if started else ''}started along given vectors")
@@ -56,6 +64,8 @@ def main():
     a = ap.parse_args()
     rs, rg, _, rv, alpha = tangent(a.run, False)
     ss, sg, two, sv, _ = tangent(a.started, True)
+    n = min(len(ss), len(sg))
+    ss, sg = ss[:n], sg[:n]  # a running analysis: the rows both series hold
     t0, t1 = int(ss[0]), int(ss[-1]) + 1
     rsel = (rs >= t0) & (rs < t1)
     if rsel.sum() != t1 - t0 or not np.array_equal(rs[rsel], ss):
@@ -64,7 +74,7 @@ def main():
     tg = np.array([two.get(int(t), math.nan) for t in ss]) if two else np.full(len(ss), math.nan)
     spec = {}
     if a.spectrum:
-        with h5py.File(a.spectrum, "r") as h:
+        with open_run(a.spectrum) as h:
             for t, lo, hi in zip(h["/spectrum/step"][:], h["/spectrum/hessian_bottom"][:, 0],
                                  h["/spectrum/hessian_top"][:, 0]):
                 spec[int(t)] = (float(lo), float(hi))
