@@ -88,7 +88,7 @@ def main():
             cos = abs(float(x @ y)) / (np.linalg.norm(x) * np.linalg.norm(y))
         lo, hi = spec.get(b0, (math.nan, math.nan))
         bottom = math.log(1 - alpha * lo) if lo == lo else math.nan
-        rows.append([b0, b1, rg[sel].mean(), sg[sel].mean(), tg[sel].mean(), cos, lo, hi, bottom])
+        rows.append([b0, b1, rg[sel].mean(), sg[sel].mean(), np.nanmean(tg[sel]), cos, lo, hi, bottom])
     with open(a.out, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["from", "to", "random_rate", "started_rate", "started_two_trajectory_rate", "abs_cos_at_to",
@@ -96,7 +96,7 @@ def main():
         for r in rows:
             w.writerow([x if isinstance(x, int) else f"{x:.6g}" for x in r])
     print(f"{a.out}: {len(rows)} windows of {a.window} steps, steps {t0}..{t1}; "
-          f"totals: random {rg.sum():.4g}, started {sg.sum():.4g}, two-trajectory {tg.sum():.4g}")
+          f"totals: random {rg.sum():.4g}, started {sg.sum():.4g}, two-trajectory {np.nansum(tg):.4g} ({int(np.isnan(tg).sum())} steps without its row)")
     if a.figure:
         import matplotlib
         matplotlib.use("Agg")
