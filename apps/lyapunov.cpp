@@ -133,12 +133,6 @@ int run_lyapunov(LyapunovCliOptions& o) {
     if (set.tangent.start.cols() > set.tangent.vectors)
         throw Error("--start-vectors " + o.start_file + ": holds " + std::to_string(set.tangent.start.cols()) +
                     " vectors, more than --vectors " + std::to_string(set.tangent.vectors));
-    if (set.tangent.start.cols() > 0) try {
-            initial_basis(P, set.tangent);  // its checks (independence), before any write
-        } catch (const Error& e) {
-            const std::string m = e.what(), lead = "start vectors: ";  // the library's name for the flag
-            throw Error("--start-vectors " + o.start_file + ": " + (m.rfind(lead, 0) == 0 ? m.substr(lead.size()) : m));
-        }
     if (!(eps >= 0) || !std::isfinite(eps))
         throw Error("--perturbation: EPS must be a positive number, found " + format_number(eps));
     const Index C = o.checkpoint_every > 0 ? o.checkpoint_every : std::max<Index>(1, config.save_theta_every);
@@ -162,7 +156,15 @@ int run_lyapunov(LyapunovCliOptions& o) {
     RankCheck rank_check;
     analyses = rank_check.with(analyses);
 
-    if (!o.resume) start_analyses(analyses, start, theta);  // may refuse (EPS below theta's rounding)
+    // A new pass starts here, before any write: its refusals (start vectors in the span of those
+    // before them, an EPS below theta's rounding) leave the file as it was.
+    if (!o.resume) try {
+            start_analyses(analyses, start, theta);
+        } catch (const Error& e) {
+            const std::string m = e.what(), lead = "start vectors: ";  // the library's name for the flag
+            if (m.rfind(lead, 0) != 0) throw;
+            throw Error("--start-vectors " + o.start_file + ": " + m.substr(lead.size()));
+        }
     // Everything is checked: only now is the file opened for writing.
     h5::File f = h5::File::open_write(o.file);
     if (have_group && !o.resume) remove_lyapunov(f);  // --force
