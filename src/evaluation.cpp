@@ -14,6 +14,7 @@
 #include <limits>
 #include <new>
 #include <type_traits>
+#include <utility>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -145,12 +146,33 @@ constexpr Index column_blocks(Index d) { return (d + kTileCols - 1) / kTileCols;
 template <class S>
 constexpr int kPanel = int(512 / sizeof(S));
 
-/// Calls f.template operator()<W>(c0) for column panels covering [c0, n): as many of width W as
-/// fit, then the rest in halving widths (W/2, ..., 1), so every panel's width is a constant.
+/// Calls f.template operator()<W>(c0) for column panels covering [c0, n) in halving widths
+/// (W, W/2, ..., 1), as many of each as fit, so every panel's width is a constant.
 template <int W, class F>
-void for_each_panel(Index c0, Index n, F&& f) {
+void for_each_halving_panel(Index c0, Index n, F&& f) {
     for (; c0 + W <= n; c0 += W) f.template operator()<W>(c0);
-    if constexpr (W > 1) for_each_panel<W / 2>(c0, n, f);
+    if constexpr (W > 1) for_each_halving_panel<W / 2>(c0, n, f);
+}
+
+/// Calls f.template operator()<W>(c0) for column panels covering [0, n), each of a constant
+/// width: as many of kPanel<S> as fit, then the rest. Float64 takes the rest (1-63 columns) in
+/// one panel of exactly its width, so X's non-zeros are read once per 64 columns: in halving
+/// widths the seed network's 50 hidden units took three passes (32 + 16 + 2) and its products
+/// 1.7x the time of 64 (BENCHMARKS.md, "Panel widths"). Float32 keeps the halving widths (64,
+/// 32, ..., 1 after 128): 127 exact widths would triple evaluation.cpp's compile time.
+template <class S, class F>
+void for_each_panel(Index n, F&& f) {
+    constexpr int W = kPanel<S>;
+    Index c0 = 0;
+    for (; c0 + W <= n; c0 += W) f.template operator()<W>(c0);
+    if (c0 == n) return;
+    if constexpr (std::is_same_v<S, double>) {
+        const int rest = int(n - c0);
+        [&]<int... w>(std::integer_sequence<int, w...>) {
+            ((rest == w + 1 ? (f.template operator()<w + 1>(c0), true) : false) || ...);
+        }
+        (std::make_integer_sequence<int, W - 1>{});
+    } else for_each_halving_panel<W / 2>(c0, n, f);
 }
 
 /// acc + v r rounded once where the CPU has FMA (then every width and instantiation of the loop
@@ -375,7 +397,7 @@ void InputMatrix::product(const Eigen::Ref<const RowMatrixT<S>>& B, Eigen::Ref<R
 #pragma omp parallel for schedule(static) if (Index(m_col.size()) * n >= kParallelElems)
         for (Index b = 0; b < blocks; ++b) {
             const Index i0 = b * kTileRows, i1 = std::min(k, i0 + kTileRows);
-            for_each_panel<kPanel<S>>(0, n, [&]<int W>(Index c0) {
+            for_each_panel<S>(n, [&]<int W>(Index c0) {
                 auto row = [&](Index p) { return Bp + Index(col[p]) * ldb + c0; };
                 for (Index J = 0; J < nJ; ++J)
                     for (Index i = i0; i < i1; ++i) {
@@ -423,7 +445,7 @@ void InputMatrix::chunked_transpose_product(const Eigen::Ref<const RowMatrixT<S>
         const std::uint8_t* trow = m_trow.data();
         S* ap = a.data();
         with_values<S>(true, [&](const auto& value) {
-            for_each_panel<kPanel<S>>(0, n, [&]<int W>(Index c0) {
+            for_each_panel<S>(n, [&]<int W>(Index c0) {
                 for (Index b = m_chunk_block[std::size_t(t)]; b < m_chunk_block[std::size_t(t) + 1]; ++b) {
                     const Index* tstart = m_tstart.data() + b * (d + 1);
                     const S* Cb = C.data() + row0[b] * ldc + c0;

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <gtest/gtest.h>
 #include <limits>
+#include <numeric>
 #include <omp.h>
 #include <random>
 #include <sstream>
@@ -281,15 +282,16 @@ TEST(InputPaths, PixelsOfASmallImageSetGiveTheBitsOfTheFloat64Matrix) {
     expect_pixels_give_the_bits_of(data, Xd, T, Architecture::parse("20-6-3"), 5);
 }
 
-// The sparse path's tiles (evaluation.cpp: panels of 64 columns of B or C, then 32, 16, ..., 1;
-// X B over blocks of 64 rows and 128 of X's columns; X^T C over blocks of 64 rows inside each
+// The sparse path's tiles (evaluation.cpp: panels of 64 columns of B or C, then float64 the rest
+// in one panel of its width 1-63, float32 panels of 128, then 64, 32, ..., 1; X B over blocks of 64 rows and 128 of X's columns; X^T C over blocks of 64 rows inside each
 // row chunk) against the dense product of the same float64 X, at every panel width and tile
 // edge: k = 2100 (two row chunks of 1050 = 16 blocks of 64 and one of 26), d = 300 (column
 // blocks 128, 128, 44), an empty row, empty columns, pixel bytes and float values. Truth bound
 // per entry: two sums of m terms (m = d for X B, k for X^T C) in different orders differ by at
 // most 2 gamma_m (|X| |B|)_ij, gamma_m = m u / (1 - m u) (Higham, 3.1); float32 adds the casts of
 // X and B (2 u_f each) to 2 gamma_m in u_f = 2^-24. A wrong or missing term is O(1) of an entry.
-// The bits must not depend on the thread count (1 against 2 threads).
+// The bits must not depend on the thread count (1 against 2 threads), nor, in float64, on the
+// panel a column falls in: columns 0, n/2 and n-1 equal the product of that column alone.
 TEST(InputPaths, SparseTilesMatchTheDenseProductAtEveryWidth) {
     const Index k = 2100, d = 300;
     std::mt19937_64 g(5);
@@ -303,7 +305,10 @@ TEST(InputPaths, SparseTilesMatchTheDenseProductAtEveryWidth) {
     const RowMatrix Xabs = Xd.cwiseAbs();
     auto gamma = [](Index m, double u) { return double(m) * u / (1 - double(m) * u); };
     const int saved = omp_get_max_threads();
-    for (const Index n : {1, 2, 3, 7, 16, 31, 64, 65, 100, 129, 200}) {
+    std::vector<Index> widths(66);
+    std::iota(widths.begin(), widths.end(), Index(1));  // every float64 rest panel, 64 + 1, 64 + 2
+    widths.insert(widths.end(), {100, 129, 200});
+    for (const Index n : widths) {
         const RowMatrix B = RowMatrix::Random(d, n), C = RowMatrix::Random(k, n);
         const RowMatrix XB = Xd * B, XtC = Xd.transpose() * C;
         const RowMatrix boundXB = Xabs * B.cwiseAbs(), boundXtC = Xabs.transpose() * C.cwiseAbs();
@@ -329,6 +334,14 @@ TEST(InputPaths, SparseTilesMatchTheDenseProductAtEveryWidth) {
                 EXPECT_TRUE(((tout[1] - XtC).cwiseAbs().array() <= aXtC * boundXtC.array()).all())
                     << what << ": X^T C off by "
                     << ((tout[1] - XtC).cwiseAbs().array() / boundXtC.array().max(1e-300)).maxCoeff() << " of |X|^T|C|";
+                if (f32) continue;
+                for (const Index j : {Index(0), n / 2, n - 1}) {
+                    RowMatrix one, tone;
+                    X->times(B.col(j), one);
+                    X->transpose_times(C.col(j), tone);
+                    EXPECT_TRUE(one.col(0) == out[1].col(j) && tone.col(0) == tout[1].col(j))
+                        << what << ": column " << j << " alone gives other bits";
+                }
             }
         }
     }
