@@ -11,7 +11,7 @@ vector, of the started one and of its two-trajectory copy (NaN without --perturb
 stored every S steps; the window's end must be one of them). --spectrum adds lambda_min and
 lambda_max of H at the steps a `tdyn spectrum --which both` on SP.h5 analysed, and
 log(1 - alpha lambda_min), the growth the bottom eigenvector would give at that step.
-docs/FINDINGS.md 1.1.2 and 3.3 use it.
+docs/FINDINGS.md 1.1 ("Over 10^4 steps") and 3.3 use it.
 """
 import argparse
 import csv
