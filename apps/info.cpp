@@ -210,8 +210,7 @@ std::string missed_instability_line(const MissedInstability& m, Index last_step)
     o << "; check with a restarted tangent vector, on a copy: tdyn lyapunov COPY.h5 --vectors 1 --from "
       << (m.not_oscillating.empty() ? from : m.not_oscillating.front()) << " --to " << to
       << " --force (docs/FINDINGS.md section 2), or, surer after stable stretches that emptied v_1's share along"
-         " u_1, with v_1 started along u_1 (tdyn spectrum --vectors, then tdyn lyapunov --start-vectors:"
-         " docs/FINDINGS.md 1.1.2)";
+         " u_1, with v_1 started along u_1: the same with --start-along top (docs/FINDINGS.md 1.1.2)";
     return o.str();
 }
 

@@ -8,6 +8,7 @@
 #include "tdyn/lyapunov_plugin.hpp"
 #include "tdyn/perturbation_plugin.hpp"
 #include "tdyn/run.hpp"
+#include "tdyn/spectrum.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -23,14 +24,30 @@ namespace {
 struct LyapunovCliOptions {
     ProblemFlags problem;
     ProblemOptions given;
-    std::string file, start_file;
+    std::string file, start_file, start_along;
     Index vectors = 4, from = 0, to = -1, warmup = 0, qr_every = 1, checkpoint_every = 0;
     double perturbation = 0;
     std::uint64_t seed = 0;
     bool force = false, resume = false, quiet = false, json = false;
     CLI::Option *seed_opt, *vectors_opt, *from_opt, *warmup_opt, *qr_opt, *perturbation_opt, *checkpoint_opt,
-        *start_opt;
+        *start_opt, *start_along_opt;
 };
+
+/// --start-along END[:K]: K eigenvectors of H at the top or bottom end (K = 1 if not given).
+std::pair<Which, Index> parse_start_along(const std::string& text) {
+    const std::size_t colon = text.find(':');
+    const std::string end = text.substr(0, colon);
+    const std::string bad = "--start-along " + text + ": ";
+    if (end != "top" && end != "bottom") throw Error(bad + "expected top or bottom, optionally with :K (top:2)");
+    Index K = 1;
+    if (colon != std::string::npos) {
+        const std::string k = text.substr(colon + 1);
+        if (k.empty() || k.size() > 9 || k.find_first_not_of("0123456789") != std::string::npos || std::stol(k) < 1)
+            throw Error(bad + "K must be a whole number >= 1");
+        K = std::stol(k);
+    }
+    return {end == "top" ? Which::Top : Which::Bottom, K};
+}
 
 void remove_lyapunov(h5::File& f) {
     for (const char* n : {"/lyapunov", "/checkpoint/lyapunov_step", "/checkpoint/lyapunov_basis",
@@ -93,6 +110,8 @@ int run_lyapunov(LyapunovCliOptions& o) {
                 {o.perturbation_opt, format_number(o.perturbation), format_number(eps)},
                 {o.seed_opt, std::to_string(o.seed), std::to_string(set.tangent.seed)},
                 {o.start_opt, o.start_file, set.start_source.empty() ? "(random)" : set.start_source},
+                {o.start_along_opt, "--start-along " + o.start_along,
+                 set.start_source.empty() ? "(random)" : set.start_source},
             };
             const std::string diff = flag_differences(table, "the stored analysis'");
             if (!diff.empty()) throw Error("--resume: " + o.file + ":/lyapunov: " + diff + " (only --to may change)");
@@ -130,6 +149,15 @@ int run_lyapunov(LyapunovCliOptions& o) {
         throw Error("--to " + std::to_string(to) + ": the stored Lyapunov analysis is already at step " +
                     std::to_string(start));
     check_qr_flags(set.tangent.qr_every, set.tangent.warmup);
+    std::pair<Which, Index> along{Which::Top, 0};
+    if (!o.resume && !o.start_along.empty()) {
+        along = parse_start_along(o.start_along);
+        if (along.second > set.tangent.vectors)
+            throw Error("--start-along " + o.start_along + ": K = " + std::to_string(along.second) +
+                        " eigenvectors, more than --vectors " + std::to_string(set.tangent.vectors));
+        if (along.second >= P)
+            throw Error("--start-along " + o.start_along + ": K must be below P = " + std::to_string(P));
+    }
     if (set.tangent.start.cols() > set.tangent.vectors)
         throw Error("--start-vectors " + o.start_file + ": holds " + std::to_string(set.tangent.start.cols()) +
                     " vectors, more than --vectors " + std::to_string(set.tangent.vectors));
@@ -143,6 +171,27 @@ int run_lyapunov(LyapunovCliOptions& o) {
     {
         RunReader reader(o.file);              // closed before the file is opened for writing
         theta = reader.theta(start, trainer);  // replayed from the nearest stored theta
+    }
+    if (along.second > 0) {
+        // The K eigenvectors of H(theta_T0) (all samples, as tdyn spectrum; for a full-batch run the
+        // H of J(T0)), by Lanczos with tdyn spectrum's defaults; a solve that does not converge is
+        // refused rather than started from.
+        EigenOptions eo;
+        eo.eigs = along.second;
+        const EigenResult r = hessian_eigs(trainer.full_batch_evaluation(theta), along.first, eo);
+        if (!r.converged || r.vectors.cols() < along.second)
+            throw Error("--start-along " + o.start_along + ": the eigen-solve at step " + std::to_string(start) +
+                        " did not converge (" + std::to_string(r.vectors.cols()) + " of " +
+                        std::to_string(along.second) + " pairs after " + std::to_string(r.matvecs) +
+                        " products); compute them with tdyn spectrum --vectors and use --start-vectors");
+        set.tangent.start = r.vectors;
+        set.start_source = "--start-along " + o.start_along;
+        if (!o.quiet && !o.json) {
+            std::cerr << "lyapunov: H(theta_" << start << ") " << (along.first == Which::Top ? "top" : "bottom")
+                      << " eigenvalue(s)";
+            for (Index k = 0; k < r.values.size(); ++k) std::cerr << " " << r.values[k];
+            std::cerr << " (" << r.matvecs << " products)\n";
+        }
     }
     LyapunovPlugin tangent(set);
     PerturbationSettings ps;
@@ -163,7 +212,8 @@ int run_lyapunov(LyapunovCliOptions& o) {
         } catch (const Error& e) {
             const std::string m = e.what(), lead = "start vectors: ";  // the library's name for the flag
             if (m.rfind(lead, 0) != 0) throw;
-            throw Error("--start-vectors " + o.start_file + ": " + m.substr(lead.size()));
+            throw Error((o.start_along.empty() ? "--start-vectors " + o.start_file : "--start-along " + o.start_along) +
+                        ": " + m.substr(lead.size()));
         }
     // Everything is checked: only now is the file opened for writing.
     h5::File f = h5::File::open_write(o.file);
@@ -173,7 +223,11 @@ int run_lyapunov(LyapunovCliOptions& o) {
     if (!o.quiet && !o.json)
         std::cerr << "lyapunov: " << set.tangent.vectors << " tangent vectors along " << o.file << ", steps " << start
                   << ".." << to << (eps > 0 ? ", with the two-trajectory check" : "")
-                  << (set.tangent.start.cols() ? ", started along " + set.start_source : std::string()) << "\n";
+                  << (set.tangent.start.cols()
+                          ? (set.start_source.rfind("--", 0) == 0 ? ", started with " : ", started along ") +
+                                set.start_source
+                          : std::string())
+                  << "\n";
     Progress progress(start, to - 1, o.quiet || o.json);
     DriveOptions d;
     d.from = start;
@@ -236,6 +290,11 @@ void setup_lyapunov(CLI::App& app, int& exit_code) {
                         "HDF5 file with /vector [P] or /vectors [k x P], k <= M: v_1 .. v_k start along them "
                         "(QR in order), the other M - k at random; e.g. an eigenvector of H(theta_T0)")
             ->check(CLI::ExistingFile);
+    o->start_along_opt =
+        cmd->add_option("--start-along", o->start_along,
+                        "top[:K] or bottom[:K]: v_1 .. v_K start along the K eigenvectors of H(theta_T0) at that end "
+                        "(K = 1 if not given; computed here, Lanczos, all samples), the other M - K at random")
+            ->excludes(o->start_opt);
     o->checkpoint_opt = cmd->add_option("--checkpoint-every", o->checkpoint_every,
                                         "store the tangent basis every C steps for --resume (default: the run's S)")
                             ->check(NonNegative);

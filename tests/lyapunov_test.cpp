@@ -345,6 +345,64 @@ TEST(Lyapunov, StartVectorsFromAFileGiveTheirEigenvaluesGrowth) {
     EXPECT_NE(info.out.find("\"start_vectors\": 2, \"start_file\": \"" + start + "\""), std::string::npos) << info.out;
 }
 
+// --start-along: the eigenvectors of H(theta_T0) computed by tdyn lyapunov itself (Lanczos). Truth:
+// the dense eigen-decomposition of the finite-difference Hessian. A v_k along an eigenvector u_k
+// grows in its first step by |1 - alpha lambda_k| exactly, and orthogonal eigenvectors stay
+// orthogonal through J, so QR's k-th growth is log|1 - alpha lambda_k|. Tolerance 1e-7: the
+// central-difference H is good to ~1e-9 here, and a Lanczos vector off by d changes |J v| by O(d^2).
+// Bad values get one line, a non-zero exit, and leave the run file as it was.
+TEST(Lyapunov, StartAlongEigenvectorsOfHGivesTheirGrowth) {
+    const std::string data = test::temp_path("lyap-along-data.h5"), run = test::temp_path("lyap-along.h5");
+    test::write_data_file(data, 200, 10, 3, 11);
+    ASSERT_EQ(test::run_tdyn("train" + small_run_args(data) + " --steps 40 --out " + run).exit_code, 0);
+    const Dataset ds = read_data_file(data, 0);
+    const Architecture arch = Architecture::parse("10-8-3", Activation::Tanh, Output::SoftmaxCE);
+    const InputMatrix X(ds.X, XPath::Dense);
+    const Vector theta = RunReader(run).stored_theta(20);
+    auto gradient_at = [&](const Vector& th) {
+        Evaluation e(arch, X, ds.T, th);
+        return Vector(e.gradient());
+    };
+    Matrix H = test::central_jacobian(gradient_at, theta);
+    H = 0.5 * (H + H.transpose()).eval();
+    const Vector lambda = Eigen::SelfAdjointEigenSolver<Matrix>(H).eigenvalues();  // ascending
+    const Index P = H.rows();
+    const double alpha = 0.2;
+    const std::string before = test::slurp(run);
+    for (const std::string bad : {"both", "top:0", "top:x", "middle", "bottom:4", "top:"}) {
+        const auto r = test::run_tdyn("lyapunov " + run + " --vectors 3 --from 20 --start-along " + bad);
+        EXPECT_NE(r.exit_code, 0) << bad;
+        EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << bad << ": " << r.err;
+        EXPECT_NE(r.err.find("--start-along"), std::string::npos) << bad << ": " << r.err;
+        EXPECT_EQ(test::slurp(run), before) << bad;
+    }
+    const std::string file = test::temp_path("lyap-along-vectors.h5");
+    h5::File::create(file).write_vector("/vector", Vector::Ones(P));
+    const auto both = test::run_tdyn("lyapunov " + run + " --start-along top --start-vectors " + file);
+    EXPECT_NE(both.exit_code, 0) << "--start-along and --start-vectors together";
+    EXPECT_EQ(test::slurp(run), before);
+
+    auto run_along = [&](const std::string& along) {
+        const auto r =
+            test::run_tdyn("lyapunov " + run + " --force --vectors 3 --from 20 --quiet --start-along " + along);
+        EXPECT_EQ(r.exit_code, 0) << r.err;
+        h5::File f = h5::File::open_read(run);
+        EXPECT_EQ(f.attr_string("/lyapunov", "start_file"), "--start-along " + along);
+        return f.read_row("/lyapunov/log_growth", 0);
+    };
+    const Vector bottom = run_along("bottom");
+    EXPECT_NEAR(bottom[0], std::log(std::abs(1 - alpha * lambda[0])), 1e-7) << "lambda_min " << lambda[0];
+    const Vector top = run_along("top:2");
+    EXPECT_NEAR(top[0], std::log(std::abs(1 - alpha * lambda[P - 1])), 1e-7) << "lambda_max " << lambda[P - 1];
+    EXPECT_NEAR(top[1], std::log(std::abs(1 - alpha * lambda[P - 2])), 1e-7) << "lambda_2 " << lambda[P - 2];
+    // --resume takes the same flag, and refuses another
+    const auto same = test::run_tdyn("lyapunov " + run + " --resume --quiet --start-along top:2");
+    EXPECT_EQ(same.exit_code, 0) << same.err;
+    const auto other = test::run_tdyn("lyapunov " + run + " --resume --quiet --start-along top");
+    EXPECT_NE(other.exit_code, 0);
+    EXPECT_NE(other.err.find("--start-along top differs"), std::string::npos) << other.err;
+}
+
 // Bad start vectors get one line, a non-zero exit, and leave the run file as it was.
 TEST(Lyapunov, BadStartVectorsGiveOneLineAndTouchNothing) {
     const std::string data = test::temp_path("lyap-start-data2.h5"), run = test::temp_path("lyap-start-bad.h5");
