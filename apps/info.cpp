@@ -147,7 +147,7 @@ Analyses read_analyses(h5::File& f) {
                 f.read_row("/lyapunov/perturbation/exponent", f.rows("/lyapunov/perturbation/step") - 1)[0];
     }
     // The check is about a randomly started v_1; one started along given vectors (tdyn lyapunov
-    // --start-vectors) follows what it was pointed at, so it is not checked.
+    // --start-vectors or --start-along) follows what it was pointed at, so it is not checked.
     if (a.spectrum_rows && a.lyapunov_rows && a.start_vectors == 0 && f.exists("/spectrum/lambda_max") &&
         f.exists("/lyapunov/log_growth")) {
         // complete rows only (`step` is written last), and no more than a damaged file holds
@@ -351,7 +351,7 @@ int run_info(const InfoOptions& o) {
         if (!std::isnan(an.perturbation_exponent)) std::cout << "; two-trajectory " << an.perturbation_exponent;
         if (an.start_vectors)
             std::cout << "; " << (an.start_vectors == 1 ? "v_1" : "v_1..v_" + std::to_string(an.start_vectors))
-                      << " started along " << an.start_file
+                      << (an.start_file.rfind("--", 0) == 0 ? " started with " : " started along ") << an.start_file
                       << " (not a random start: the exponents include those directions' transient)";
         std::cout << "\n";
     }

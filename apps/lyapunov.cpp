@@ -15,6 +15,7 @@
 #include <cmath>
 #include <csignal>
 #include <iostream>
+#include <sstream>
 #include <tuple>
 
 namespace tdyn::cli {
@@ -35,6 +36,7 @@ struct LyapunovCliOptions {
 
 /// --start-along END[:K]: K eigenvectors of H at the top or bottom end (K = 1 if not given).
 std::pair<Which, Index> parse_start_along(const std::string& text) {
+    if (text.empty()) throw Error("--start-along: expected top or bottom, optionally with :K (top:2)");
     const std::size_t colon = text.find(':');
     const std::string end = text.substr(0, colon);
     const std::string bad = "--start-along " + text + ": ";
@@ -47,6 +49,18 @@ std::pair<Which, Index> parse_start_along(const std::string& text) {
         K = std::stol(k);
     }
     return {end == "top" ? Which::Top : Which::Bottom, K};
+}
+
+/// The stored form of --start-along (attribute start_file): "--start-along END:K", so that top and
+/// top:1 are the same on --resume.
+const std::string kAlong = "--start-along ";
+std::string start_along_name(const std::string& text) {
+    try {
+        const auto [which, K] = parse_start_along(text);
+        return std::string(which == Which::Top ? "top" : "bottom") + ":" + std::to_string(K);
+    } catch (const Error&) {
+        return text;  // compared as given; a new pass refuses it with its own message
+    }
 }
 
 void remove_lyapunov(h5::File& f) {
@@ -110,8 +124,10 @@ int run_lyapunov(LyapunovCliOptions& o) {
                 {o.perturbation_opt, format_number(o.perturbation), format_number(eps)},
                 {o.seed_opt, std::to_string(o.seed), std::to_string(set.tangent.seed)},
                 {o.start_opt, o.start_file, set.start_source.empty() ? "(random)" : set.start_source},
-                {o.start_along_opt, "--start-along " + o.start_along,
-                 set.start_source.empty() ? "(random)" : set.start_source},
+                {o.start_along_opt, start_along_name(o.start_along),
+                 set.start_source.rfind(kAlong, 0) == 0 ? set.start_source.substr(kAlong.size())
+                 : set.start_source.empty()             ? "(random)"
+                                                        : set.start_source},
             };
             const std::string diff = flag_differences(table, "the stored analysis'");
             if (!diff.empty()) throw Error("--resume: " + o.file + ":/lyapunov: " + diff + " (only --to may change)");
@@ -150,7 +166,7 @@ int run_lyapunov(LyapunovCliOptions& o) {
                     std::to_string(start));
     check_qr_flags(set.tangent.qr_every, set.tangent.warmup);
     std::pair<Which, Index> along{Which::Top, 0};
-    if (!o.resume && !o.start_along.empty()) {
+    if (!o.resume && o.start_along_opt->count()) {
         along = parse_start_along(o.start_along);
         if (along.second > set.tangent.vectors)
             throw Error("--start-along " + o.start_along + ": K = " + std::to_string(along.second) +
@@ -172,9 +188,10 @@ int run_lyapunov(LyapunovCliOptions& o) {
         RunReader reader(o.file);              // closed before the file is opened for writing
         theta = reader.theta(start, trainer);  // replayed from the nearest stored theta
     }
+    std::string along_line;
     if (along.second > 0) {
         // The K eigenvectors of H(theta_T0) (all samples, as tdyn spectrum; for a full-batch run the
-        // H of J(T0)), by Lanczos with tdyn spectrum's defaults; a solve that does not converge is
+        // H of J(T0)), by Lanczos with tdyn spectrum's tolerance; a solve that does not converge is
         // refused rather than started from.
         EigenOptions eo;
         eo.eigs = along.second;
@@ -185,13 +202,13 @@ int run_lyapunov(LyapunovCliOptions& o) {
                         std::to_string(along.second) + " pairs after " + std::to_string(r.matvecs) +
                         " products); compute them with tdyn spectrum --vectors and use --start-vectors");
         set.tangent.start = r.vectors;
-        set.start_source = "--start-along " + o.start_along;
-        if (!o.quiet && !o.json) {
-            std::cerr << "lyapunov: H(theta_" << start << ") " << (along.first == Which::Top ? "top" : "bottom")
-                      << " eigenvalue(s)";
-            for (Index k = 0; k < r.values.size(); ++k) std::cerr << " " << r.values[k];
-            std::cerr << " (" << r.matvecs << " products)\n";
-        }
+        set.start_source = kAlong + start_along_name(o.start_along);
+        std::ostringstream line;  // printed once every check has passed (one line for an error)
+        line << "lyapunov: H(theta_" << start << ") " << (along.first == Which::Top ? "top" : "bottom")
+             << " eigenvalue(s)";
+        for (Index k = 0; k < r.values.size(); ++k) line << " " << r.values[k];
+        line << " (" << r.matvecs << " products)\n";
+        along_line = line.str();
     }
     LyapunovPlugin tangent(set);
     PerturbationSettings ps;
@@ -221,8 +238,8 @@ int run_lyapunov(LyapunovCliOptions& o) {
     begin_analyses(f, analyses, start, theta, o.resume);
 
     if (!o.quiet && !o.json)
-        std::cerr << "lyapunov: " << set.tangent.vectors << " tangent vectors along " << o.file << ", steps " << start
-                  << ".." << to << (eps > 0 ? ", with the two-trajectory check" : "")
+        std::cerr << along_line << "lyapunov: " << set.tangent.vectors << " tangent vectors along " << o.file
+                  << ", steps " << start << ".." << to << (eps > 0 ? ", with the two-trajectory check" : "")
                   << (set.tangent.start.cols()
                           ? (set.start_source.rfind("--", 0) == 0 ? ", started with " : ", started along ") +
                                 set.start_source

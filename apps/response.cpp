@@ -407,9 +407,10 @@ int run_response(ResponseCliOptions& o) {
         if (!resume && U < 0 && (do_far || do_shadowing)) {
             if (f.exists("/lyapunov/exponents") && f.rows("/lyapunov/exponents") > 0) {
                 if (f.has_attr("/lyapunov", "start_vectors"))
-                    throw Error(o.file +
-                                ":/lyapunov started along given vectors (tdyn lyapunov --start-vectors): "
-                                "its exponents need not count the unstable directions; give --unstable U");
+                    throw Error(
+                        o.file +
+                        ":/lyapunov started along given vectors (tdyn lyapunov --start-vectors or --start-along): "
+                        "its exponents need not count the unstable directions; give --unstable U");
                 const Vector ex = f.read_row("/lyapunov/exponents", f.rows("/lyapunov/exponents") - 1);
                 U = 0;
                 for (Index i = 0; i < ex.size(); ++i) U += std::isfinite(ex[i]) && ex[i] > 0;

@@ -387,7 +387,8 @@ TEST(Lyapunov, StartAlongEigenvectorsOfHGivesTheirGrowth) {
             test::run_tdyn("lyapunov " + run + " --force --vectors 3 --from 20 --quiet --start-along " + along);
         EXPECT_EQ(r.exit_code, 0) << r.err;
         h5::File f = h5::File::open_read(run);
-        EXPECT_EQ(f.attr_string("/lyapunov", "start_file"), "--start-along " + along);
+        EXPECT_EQ(f.attr_string("/lyapunov", "start_file"),
+                  "--start-along " + (along.find(':') == std::string::npos ? along + ":1" : along));
         return f.read_row("/lyapunov/log_growth", 0);
     };
     const Vector bottom = run_along("bottom");
@@ -400,7 +401,14 @@ TEST(Lyapunov, StartAlongEigenvectorsOfHGivesTheirGrowth) {
     EXPECT_EQ(same.exit_code, 0) << same.err;
     const auto other = test::run_tdyn("lyapunov " + run + " --resume --quiet --start-along top");
     EXPECT_NE(other.exit_code, 0);
-    EXPECT_NE(other.err.find("--start-along top differs"), std::string::npos) << other.err;
+    EXPECT_NE(other.err.find("--start-along top:1 differs from the stored analysis' top:2"), std::string::npos)
+        << other.err;
+    const auto empty = test::run_tdyn("lyapunov " + run + " --force --vectors 3 --start-along ''");
+    EXPECT_NE(empty.exit_code, 0) << "an empty --start-along";
+    const auto one = test::run_tdyn("lyapunov " + run + " --force --vectors 3 --from 20 --quiet --start-along bottom");
+    ASSERT_EQ(one.exit_code, 0) << one.err;
+    const auto same_one = test::run_tdyn("lyapunov " + run + " --resume --quiet --start-along bottom:1");
+    EXPECT_EQ(same_one.exit_code, 0) << "bottom and bottom:1 are the same: " << same_one.err;
 }
 
 // Bad start vectors get one line, a non-zero exit, and leave the run file as it was.
