@@ -210,6 +210,10 @@ Matrix read_vectors_file(const std::string& path, Index P, const std::string& pa
     return V;
 }
 
+std::string start_phrase(const std::string& start_source) {
+    return (start_source.rfind("--", 0) == 0 ? "started with " : "started along ") + start_source;
+}
+
 void check_qr_flags(Index qr_every, Index warmup) {
     try {
         check_qr_schedule(qr_every, warmup);

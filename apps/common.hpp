@@ -108,6 +108,10 @@ void check_qr_flags(Index qr_every, Index warmup);  ///< --qr-every, --warmup: t
 /// is wrong: neither dataset, no vectors, a length other than P (`params` says whose P), NaN or Inf.
 Matrix read_vectors_file(const std::string& path, Index P, const std::string& params, bool* single = nullptr);
 
+/// How a started Lyapunov analysis began, from its start_file attribute: "started along FILE"
+/// (--start-vectors) or "started with --start-along END:K".
+std::string start_phrase(const std::string& start_source);
+
 /// The JSON objects of --json: keys stay in insertion order.
 using Json = nlohmann::ordered_json;
 

@@ -350,8 +350,8 @@ int run_info(const InfoOptions& o) {
         for (Index k = 0; k < an.exponents.size(); ++k) std::cout << " " << an.exponents[k];
         if (!std::isnan(an.perturbation_exponent)) std::cout << "; two-trajectory " << an.perturbation_exponent;
         if (an.start_vectors)
-            std::cout << "; " << (an.start_vectors == 1 ? "v_1" : "v_1..v_" + std::to_string(an.start_vectors))
-                      << (an.start_file.rfind("--", 0) == 0 ? " started with " : " started along ") << an.start_file
+            std::cout << "; " << (an.start_vectors == 1 ? "v_1" : "v_1..v_" + std::to_string(an.start_vectors)) << " "
+                      << start_phrase(an.start_file)
                       << " (not a random start: the exponents include those directions' transient)";
         std::cout << "\n";
     }

@@ -229,8 +229,9 @@ int run_lyapunov(LyapunovCliOptions& o) {
         } catch (const Error& e) {
             const std::string m = e.what(), lead = "start vectors: ";  // the library's name for the flag
             if (m.rfind(lead, 0) != 0) throw;
-            throw Error((o.start_along.empty() ? "--start-vectors " + o.start_file : "--start-along " + o.start_along) +
-                        ": " + m.substr(lead.size()));
+            throw Error(
+                (o.start_along_opt->count() ? "--start-along " + o.start_along : "--start-vectors " + o.start_file) +
+                ": " + m.substr(lead.size()));
         }
     // Everything is checked: only now is the file opened for writing.
     h5::File f = h5::File::open_write(o.file);
@@ -240,11 +241,7 @@ int run_lyapunov(LyapunovCliOptions& o) {
     if (!o.quiet && !o.json)
         std::cerr << along_line << "lyapunov: " << set.tangent.vectors << " tangent vectors along " << o.file
                   << ", steps " << start << ".." << to << (eps > 0 ? ", with the two-trajectory check" : "")
-                  << (set.tangent.start.cols()
-                          ? (set.start_source.rfind("--", 0) == 0 ? ", started with " : ", started along ") +
-                                set.start_source
-                          : std::string())
-                  << "\n";
+                  << (set.tangent.start.cols() ? ", " + start_phrase(set.start_source) : std::string()) << "\n";
     Progress progress(start, to - 1, o.quiet || o.json);
     DriveOptions d;
     d.from = start;

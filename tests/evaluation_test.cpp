@@ -282,9 +282,9 @@ TEST(InputPaths, PixelsOfASmallImageSetGiveTheBitsOfTheFloat64Matrix) {
     expect_pixels_give_the_bits_of(data, Xd, T, Architecture::parse("20-6-3"), 5);
 }
 
-// The sparse path's tiles (evaluation.cpp: panels of 64 columns of B or C, then float64 the rest
-// in one panel of its width 1-63, float32 panels of 128, then 64, 32, ..., 1; X B over blocks of 64 rows and 128 of X's columns; X^T C over blocks of 64 rows inside each
-// row chunk) against the dense product of the same float64 X, at every panel width and tile
+// The sparse path's tiles (evaluation.cpp: float64 panels of 64 columns of B or C, then the rest
+// in one panel of its width 1-63; float32 panels of 128, then 64, 32, ..., 1; X B over blocks of
+// 64 rows and 128 of X's columns; X^T C over blocks of 64 rows inside each row chunk) against the dense product of the same float64 X, at every panel width and tile
 // edge: k = 2100 (two row chunks of 1050 = 16 blocks of 64 and one of 26), d = 300 (column
 // blocks 128, 128, 44), an empty row, empty columns, pixel bytes and float values. Truth bound
 // per entry: two sums of m terms (m = d for X B, k for X^T C) in different orders differ by at

@@ -181,6 +181,24 @@ std::string small_run_args(const std::string& data) {
     return " --data " + data + " --arch 10-8-3 --activation tanh --lr 0.2 --save-theta-every 10 --quiet";
 }
 
+/// A 40-step run of small_run_args on 200 samples of 10 features written to `data` (seed 11), and
+/// H(theta_20) of that run by central differences of the gradient, symmetrised: the dense truth of
+/// the tests that start tangent vectors along eigenvectors of H.
+Matrix small_run_hessian_at_20(const std::string& data, const std::string& run) {
+    test::write_data_file(data, 200, 10, 3, 11);
+    EXPECT_EQ(test::run_tdyn("train" + small_run_args(data) + " --steps 40 --out " + run).exit_code, 0);
+    const Dataset ds = read_data_file(data, 0);
+    const Architecture arch = Architecture::parse("10-8-3", Activation::Tanh, Output::SoftmaxCE);
+    const InputMatrix X(ds.X, XPath::Dense);
+    const Vector theta = RunReader(run).stored_theta(20);
+    auto gradient_at = [&](const Vector& th) {
+        Evaluation e(arch, X, ds.T, th);
+        return Vector(e.gradient());
+    };
+    Matrix H = test::central_jacobian(gradient_at, theta);
+    return 0.5 * (H + H.transpose());
+}
+
 }  // namespace
 
 // The two-trajectory estimate on F(theta) = theta* + a R (theta - theta*), R rotating coordinate
@@ -304,18 +322,8 @@ TEST(Lyapunov, GivenStartVectorsAreFollowedInTheirOrder) {
 TEST(Lyapunov, StartVectorsFromAFileGiveTheirEigenvaluesGrowth) {
     const std::string data = test::temp_path("lyap-start-data.h5"), run = test::temp_path("lyap-start.h5"),
                       start = test::temp_path("lyap-start-vectors.h5");
-    test::write_data_file(data, 200, 10, 3, 11);
-    ASSERT_EQ(test::run_tdyn("train" + small_run_args(data) + " --steps 40 --out " + run).exit_code, 0);
-    const Dataset ds = read_data_file(data, 0);
-    const Architecture arch = Architecture::parse("10-8-3", Activation::Tanh, Output::SoftmaxCE);
-    const InputMatrix X(ds.X, XPath::Dense);
-    const Vector theta = RunReader(run).stored_theta(20);
-    auto gradient_at = [&](const Vector& th) {
-        Evaluation e(arch, X, ds.T, th);
-        return Vector(e.gradient());
-    };
-    Matrix H = test::central_jacobian(gradient_at, theta);
-    H = 0.5 * (H + H.transpose()).eval();
+    const Matrix H = small_run_hessian_at_20(data, run);
+    ASSERT_FALSE(testing::Test::HasFailure());
     const Eigen::SelfAdjointEigenSolver<Matrix> eig(H);
     const Index P = H.rows();
     const double alpha = 0.2, lo = eig.eigenvalues()[0], hi = eig.eigenvalues()[P - 1];
@@ -353,18 +361,8 @@ TEST(Lyapunov, StartVectorsFromAFileGiveTheirEigenvaluesGrowth) {
 // Bad values get one line, a non-zero exit, and leave the run file as it was.
 TEST(Lyapunov, StartAlongEigenvectorsOfHGivesTheirGrowth) {
     const std::string data = test::temp_path("lyap-along-data.h5"), run = test::temp_path("lyap-along.h5");
-    test::write_data_file(data, 200, 10, 3, 11);
-    ASSERT_EQ(test::run_tdyn("train" + small_run_args(data) + " --steps 40 --out " + run).exit_code, 0);
-    const Dataset ds = read_data_file(data, 0);
-    const Architecture arch = Architecture::parse("10-8-3", Activation::Tanh, Output::SoftmaxCE);
-    const InputMatrix X(ds.X, XPath::Dense);
-    const Vector theta = RunReader(run).stored_theta(20);
-    auto gradient_at = [&](const Vector& th) {
-        Evaluation e(arch, X, ds.T, th);
-        return Vector(e.gradient());
-    };
-    Matrix H = test::central_jacobian(gradient_at, theta);
-    H = 0.5 * (H + H.transpose()).eval();
+    const Matrix H = small_run_hessian_at_20(data, run);
+    ASSERT_FALSE(testing::Test::HasFailure());
     const Vector lambda = Eigen::SelfAdjointEigenSolver<Matrix>(H).eigenvalues();  // ascending
     const Index P = H.rows();
     const double alpha = 0.2;
