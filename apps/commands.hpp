@@ -10,4 +10,5 @@ void setup_info(CLI::App& app, int& exit_code);
 void setup_spectrum(CLI::App& app, int& exit_code);
 void setup_lyapunov(CLI::App& app, int& exit_code);
 void setup_response(CLI::App& app, int& exit_code);
+void setup_growth(CLI::App& app, int& exit_code);
 }  // namespace tdyn::cli

@@ -49,6 +49,7 @@ int main(int argc, char** argv) {
     setup_spectrum(app, exit_code);
     setup_lyapunov(app, exit_code);
     setup_response(app, exit_code);
+    setup_growth(app, exit_code);
     try {
         app.parse(argc, argv);
         tdyn::ranks::done();  // a rank that failed after the others' last collective is heard here

@@ -3,6 +3,8 @@
 #include "tdyn/hvp.hpp"
 
 #include <Eigen/QR>
+#include <Eigen/SVD>
+#include <Spectra/SymEigsSolver.h>
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -117,6 +119,131 @@ void apply_update_jacobian(Evaluation& e, double alpha, const Matrix& V, Matrix&
     // J(t) V = V - alpha H(theta_t) V
     e.hessian_times(V, JV);
     JV = V - alpha * JV;
+}
+
+namespace {
+
+/// e^{-2c} M^T M as Spectra's matrix-free operator: a forward sweep J_0 .. J_{W-1} and a backward
+/// sweep J_{W-1}^T .. J_0^T of one column, no QR (c keeps the result near 1).
+struct ScaledNormalOp {
+    using Scalar = double;
+    Index dim, steps;
+    double c;
+    const ApplyWindowStep& apply;
+    Index& sweeps;
+    Index max_sweeps;
+    Index& products;
+    Index rows() const { return dim; }
+    Index cols() const { return dim; }
+    void times(Matrix V, Matrix& out) const {
+        if (sweeps + 2 > max_sweeps) throw ScaledNormalOp::Budget{};
+        V *= std::exp(-c);
+        Matrix W(V.rows(), V.cols());
+        for (Index s = 0; s < steps; ++s) apply(s, false, V, W), V.swap(W);
+        for (Index s = steps - 1; s >= 0; --s) apply(s, true, V, W), V.swap(W);
+        out = std::exp(-c) * V;
+        sweeps += 2;
+        products += 2 * steps * V.cols();
+    }
+    void perform_op(const Scalar* x, Scalar* y) const {
+        Matrix out;
+        times(Eigen::Map<const Matrix>(x, dim, 1), out);
+        Eigen::Map<Matrix>(y, dim, 1) = out;
+    }
+    struct Budget {};
+};
+
+}  // namespace
+
+WindowGrowth window_growth(Index dim, Index steps, const ApplyWindowStep& apply, const WindowGrowthOptions& o) {
+    if (steps < 1) throw Error("window: " + std::to_string(steps) + " steps, need at least 1");
+    if (o.vectors < 1 || o.vectors > dim)
+        throw Error("vectors " + std::to_string(o.vectors) + ": must be between 1 and the dimension " +
+                    std::to_string(dim));
+    const Index b = std::min(dim, o.block > 0 ? o.block : 2 * o.vectors), k = o.vectors;
+    if (b < k) throw Error("block " + std::to_string(o.block) + ": must be at least vectors " + std::to_string(k));
+    if (o.max_passes < 2) throw Error("passes " + std::to_string(o.max_passes) + ": need at least 2");
+    if (!(o.tol > 0)) throw Error("tolerance " + format_number(o.tol) + ": must be positive");
+    WindowGrowth g;
+    Matrix V, Q, R, T, out;
+    qr_positive(standard_normal(dim, b, o.seed), V, R);
+
+    // One QR pass from the block V: it maps V to Q T (M V = Q T forward, M^T V = Q T backward), T
+    // the product of the steps' R, kept as e^scale T with max |T_ij| = 1 so that it never
+    // overflows. Rayleigh-Ritz in the block: T = A S B^T gives M (V B) = (Q A) S; returns
+    // ln S_1 .. ln S_k, and the next pass starts from Q A.
+    auto qr_pass = [&](bool backward) {
+        const Matrix start = V;
+        T = Matrix::Identity(b, b);
+        double scale = 0;
+        Vector diag = Vector::Zero(b);
+        for (Index s = 0; s < steps; ++s) {
+            out.resize(dim, b);  // sized, as apply_update_jacobian's output must be
+            apply(backward ? steps - 1 - s : s, backward, V, out);
+            qr_positive(out, Q, R);
+            diag += R.diagonal().array().log().matrix();
+            T = R.triangularView<Eigen::Upper>() * T;
+            const double m = T.cwiseAbs().maxCoeff();
+            if (m > 0 && std::isfinite(m)) T /= m, scale += std::log(m);
+            V.swap(Q);
+        }
+        g.products += steps * b;
+        const Eigen::JacobiSVD<Matrix> svd(T, Eigen::ComputeFullU | Eigen::ComputeFullV);
+        Vector ritz(k);
+        for (Index i = 0; i < k; ++i) {
+            ritz[i] = scale + std::log(svd.singularValues()[i]);
+            // S_i underflowed (T graded beyond 1e-308): the diagonal, which then holds it
+            if (!std::isfinite(ritz[i])) ritz[i] = diag[i];
+        }
+        V = V * svd.matrixU();
+        g.right = backward ? V : Matrix(start * svd.matrixV());  // right singular vectors of M
+        g.right.conservativeResize(dim, k);
+        return ritz;
+    };
+    // Lanczos is possible where e^{2c} fits a double and Spectra has room (ncv > k)
+    auto lanczos_possible = [&] {
+        return std::isfinite(g.log_sigma[0]) && std::abs(g.log_sigma[0]) <= 300 && k + 1 < dim;
+    };
+    Vector last;
+    for (Index pass = 1; pass <= o.max_passes; ++pass) {
+        g.log_sigma = qr_pass(pass % 2 == 0);
+        g.passes = pass;
+        if (pass >= 2) {
+            g.error = (g.log_sigma - last).cwiseAbs();
+            g.converged = g.error.maxCoeff() <= o.tol * double(steps);
+            if (g.converged || (pass == 2 && lanczos_possible())) break;
+        }
+        last = g.log_sigma;
+    }
+    if (g.converged || g.passes != 2 || !lanczos_possible() || o.max_passes < 6) return g;
+
+    // Not converged after one pair: the sigma_i cluster (or the block is too small), where
+    // orthogonal iteration needs thousands of passes. Lanczos on e^{-2c} M^T M (c = ln sigma_1 of
+    // the passes) finds the top-k subspace in far fewer sweeps; a last pair of QR passes from it
+    // gives the values (Lanczos' own eigenvalues of M^T M lose sigma_i below ~1e-8 sigma_1 to
+    // rounding) and their error, as above.
+    Index sweeps = g.passes;
+    ScaledNormalOp op{dim, steps, g.log_sigma[0], apply, sweeps, o.max_passes - 2, g.products};
+    Matrix X;
+    try {
+        Spectra::SymEigsSolver<ScaledNormalOp> solver(op, k, std::min(dim, std::max<Index>(2 * k + 1, 20)));
+        solver.init();
+        solver.compute(Spectra::SortRule::LargestAlge, o.max_passes, std::min(1e-2, o.tol * double(steps)));
+        if (solver.info() == Spectra::CompInfo::Successful) X = solver.eigenvectors();
+    } catch (const ScaledNormalOp::Budget&) {
+        // the budget ran out: the passes' bounds stand, not converged
+    }
+    g.passes = sweeps;
+    if (X.cols() != k || !X.allFinite()) return g;
+    Matrix S(dim, b);
+    S << X, V.rightCols(b - k);
+    qr_positive(S, V, R);
+    const Vector forward = qr_pass(false);
+    g.log_sigma = qr_pass(true);
+    g.passes += 2;
+    g.error = (g.log_sigma - forward).cwiseAbs();
+    g.converged = g.error.maxCoeff() <= o.tol * double(steps);
+    return g;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 #include "test_support.hpp"
 
 #include <Eigen/Eigenvalues>
+#include <Eigen/SVD>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -789,4 +790,168 @@ TEST(Lyapunov, MissedInstabilityIsOnePassAndGivesTheScansResults) {
     EXPECT_EQ(Index(m.steps.size()), n);
     EXPECT_EQ(m.until, n);
     EXPECT_NEAR(m.mean_exponent, 1e-4, 1e-12);
+}
+
+// window_growth on a constant symmetric map J_t = A: M = A^W, so sigma_i = |lambda_i(A)|^W exactly
+// and ln sigma_i = W ln|lambda_i| (eigenvalues sorted by modulus), whatever the start basis. A has
+// |lambda| = 1.5, 1.3, 1.1, 0.9, ..., signs mixed, in a random orthonormal basis. The QR after each
+// step rounds at ~1e-16 relative, so W = 40 steps leave ln sigma off by ~1e-14; 1e-10. The top right
+// singular vector is the eigenvector of 1.5 (|cos| to 1e-10). Every pass's ln sigma_1 is a lower
+// bound, and the converged value must not come from overflow: W ln 1.5 = 16.2 is representable,
+// so a second check at W = 2000 (sigma_1 = e^811, beyond double) shows the QR passes still give it.
+TEST(WindowGrowth, ConstantSymmetricMapGivesPowersOfItsEigenvalues) {
+    const Index n = 8;
+    Vector lambda(n);
+    lambda << 1.5, -1.3, 1.1, -0.9, 0.7, 0.5, -0.3, 0.1;
+    Matrix Q, R;
+    qr_positive(standard_normal(n, n, 3), Q, R);
+    const Matrix A = Q * lambda.asDiagonal() * Q.transpose();
+    for (const Index W : {Index(40), Index(2000)}) {
+        WindowGrowthOptions o;
+        o.vectors = 3;
+        o.tol = 1e-14;
+        o.max_passes = 60;
+        const WindowGrowth g = window_growth(
+            n, W, [&](Index, bool, const Matrix& V, Matrix& out) { out.noalias() = A * V; }, o);
+        EXPECT_TRUE(g.converged) << "W " << W << ", " << g.passes << " passes, error " << g.error.transpose();
+        for (Index i = 0; i < 3; ++i)
+            EXPECT_NEAR(g.log_sigma[i], double(W) * std::log(std::abs(lambda[i])), 1e-10 * double(W)) << W << " " << i;
+        EXPECT_NEAR(std::abs(g.right.col(0).dot(Q.col(0))), 1, 1e-10);
+    }
+}
+
+// The Henon map's Jacobians along an orbit are not symmetric and change every step: the truth is
+// the dense product M = J_11 .. J_0 and its SVD (Eigen's JacobiSVD, accurate to ~1e-16 sigma_1, so
+// sigma_2 = e^-20 sigma_1 keeps ~7 digits: 1e-6 on ln sigma_2). Over 300 steps the product
+// overflows nothing in the passes, and ln sigma_1 + ln sigma_2 = W ln b (|det J| = b) to rounding.
+// A tangent vector carried from any start grows by at most sigma_1 over the window.
+TEST(WindowGrowth, HenonWindowMatchesTheDenseProduct) {
+    const double a = 1.4, b = 0.3;
+    double x = 0.1, y = 0.1;
+    for (int i = 0; i < 1000; ++i) std::tie(x, y) = std::pair{1 - a * x * x + y, b * x};
+    std::vector<Matrix> J;
+    for (int t = 0; t < 300; ++t) {
+        Matrix Jt(2, 2);
+        Jt << -2 * a * x, 1, b, 0;
+        J.push_back(Jt);
+        std::tie(x, y) = std::pair{1 - a * x * x + y, b * x};
+    }
+    auto apply = [&](Index t, bool transpose, const Matrix& V, Matrix& out) {
+        out.noalias() = transpose ? Matrix(J[std::size_t(t)].transpose() * V) : Matrix(J[std::size_t(t)] * V);
+    };
+    WindowGrowthOptions o;
+    o.vectors = 2;
+    o.tol = 1e-13;
+    o.max_passes = 40;
+    const Index W = 12;
+    const WindowGrowth g = window_growth(2, W, apply, o);
+    Matrix M = Matrix::Identity(2, 2);
+    for (Index t = 0; t < W; ++t) M = J[std::size_t(t)] * M;
+    const Eigen::JacobiSVD<Matrix> svd(M, Eigen::ComputeFullV);
+    EXPECT_TRUE(g.converged);
+    EXPECT_NEAR(g.log_sigma[0], std::log(svd.singularValues()[0]), 1e-12);
+    EXPECT_NEAR(g.log_sigma[1], std::log(svd.singularValues()[1]), 1e-6);
+    EXPECT_NEAR(std::abs(g.right.col(0).dot(svd.matrixV().col(0))), 1, 1e-12);
+    // one vector: a start along v_1 grows by exactly sigma_1, a random one by less
+    o.vectors = 1;
+    const WindowGrowth one = window_growth(2, W, apply, o);
+    EXPECT_NEAR(one.log_sigma[0], g.log_sigma[0], 1e-12);
+    TangentOptions to;
+    to.vectors = 1;
+    TangentPropagator carried(2, to);
+    for (Index t = 0; t < W; ++t)
+        carried.step([&](const Matrix& V, Matrix& JV) { JV.noalias() = J[std::size_t(t)] * V; });
+    EXPECT_LT(carried.log_sum()[0], g.log_sigma[0]);
+
+    const WindowGrowth longer = window_growth(2, 300, apply, WindowGrowthOptions{2, 40, 1e-13, 0});
+    EXPECT_TRUE(longer.converged);
+    EXPECT_NEAR(longer.log_sigma.sum(), 300 * std::log(b), 1e-10);
+    EXPECT_GT(longer.log_sigma[0] / 300, 0.3);  // the attractor's 0.419, to finite-time spread
+}
+
+// Bad options: one line naming the parameter.
+TEST(WindowGrowth, RefusesBadOptions) {
+    auto id = [](Index, bool, const Matrix& V, Matrix& out) { out = V; };
+    EXPECT_THROW(window_growth(3, 0, id, WindowGrowthOptions{}), Error);
+    EXPECT_THROW(window_growth(3, 2, id, WindowGrowthOptions{4, 30, 1e-6, 0}), Error);
+    EXPECT_THROW(window_growth(3, 2, id, WindowGrowthOptions{1, 1, 1e-6, 0}), Error);
+    EXPECT_THROW(window_growth(3, 2, id, WindowGrowthOptions{1, 30, 0, 0}), Error);
+    EXPECT_THROW(window_growth(3, 2, id, WindowGrowthOptions{2, 30, 1e-6, 0, 1}), Error);
+    const WindowGrowth g = window_growth(3, 2, id, WindowGrowthOptions{2, 30, 1e-6, 0});
+    EXPECT_TRUE(g.converged);  // the identity: sigma = 1, converged after the first pair
+    EXPECT_EQ(g.passes, 2);
+    EXPECT_NEAR(g.log_sigma.cwiseAbs().maxCoeff(), 0, 1e-15);
+}
+
+// tdyn growth on a stored run: the truth is the dense product M = J(23) J(22) J(21) J(20) with
+// J(t) = I - alpha H(theta_t), each H by central differences of the gradient (good to ~1e-9, so
+// ln sigma to ~1e-8: 1e-7), theta_21..23 by the update theta - alpha grad from the stored theta_20.
+// A second window (24..28) by --resume gives the same rows as one pass over 20..28, bit for bit
+// (the windows replay the same thetas from the same seeded start). The run's own tangent vector
+// (tdyn lyapunov from step 20) grows by at most sigma_1 over the window. Bad flags: one line, a
+// non-zero exit, the file as it was.
+TEST(WindowGrowth, GrowthCommandMatchesTheDenseProductOfJ) {
+    const std::string data = test::temp_path("growth-data.h5"), run = test::temp_path("growth.h5");
+    small_run_hessian_at_20(data, run);
+    ASSERT_FALSE(testing::Test::HasFailure());
+    const Dataset ds = read_data_file(data, 0);
+    const Architecture arch = Architecture::parse("10-8-3", Activation::Tanh, Output::SoftmaxCE);
+    const InputMatrix X(ds.X, XPath::Dense);
+    const double alpha = 0.2;
+    auto gradient_at = [&](const Vector& th) {
+        Evaluation e(arch, X, ds.T, th);
+        return Vector(e.gradient());
+    };
+    Vector theta = RunReader(run).stored_theta(20);
+    const Index P = theta.size();
+    Matrix M = Matrix::Identity(P, P);
+    for (int t = 20; t < 24; ++t) {
+        Matrix H = test::central_jacobian(gradient_at, theta);
+        H = 0.5 * (H + H.transpose());
+        M = (Matrix::Identity(P, P) - alpha * H) * M;
+        theta -= alpha * gradient_at(theta);
+    }
+    const Vector sigma = Eigen::JacobiSVD<Matrix>(M).singularValues();
+
+    const std::string before = test::slurp(run);
+    for (const std::string bad : {"--from 20 --to 28 --window 3", "--from 20 --to 41", "--from 30 --to 20",
+                                  "--passes 1", "--tol 0", "--vectors 116", "--resume", "--arch 10-4-3"}) {
+        const auto r = test::run_tdyn("growth " + run + " " + bad);
+        EXPECT_NE(r.exit_code, 0) << bad;
+        EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << bad << ": " << r.err;
+        EXPECT_EQ(test::slurp(run), before) << bad;
+    }
+    const auto r = test::run_tdyn("growth " + run + " --from 20 --to 24 --vectors 2 --tol 1e-12 --passes 3000");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    {
+        h5::File f = h5::File::open_read(run);
+        const Vector ls = f.read_row("/growth/log_sigma", 0);
+        EXPECT_NEAR(ls[0], std::log(sigma[0]), 1e-7);
+        EXPECT_NEAR(ls[1], std::log(sigma[1]), 1e-7);
+        EXPECT_EQ(f.read_vector("/growth/converged")[0], 1);
+        EXPECT_NEAR(f.read_row("/growth/exponents", 0)[0], ls[0] / 4, 1e-15);
+    }
+    const auto again = test::run_tdyn("growth " + run + " --from 20 --to 24");
+    EXPECT_NE(again.exit_code, 0);
+    EXPECT_NE(again.err.find("--force"), std::string::npos) << again.err;
+    const auto cont = test::run_tdyn("growth " + run + " --resume --to 28 --quiet");
+    ASSERT_EQ(cont.exit_code, 0) << cont.err;
+    const std::string whole = test::temp_path("growth-whole.h5");
+    std::filesystem::copy_file(run, whole, std::filesystem::copy_options::overwrite_existing);
+    ASSERT_EQ(test::run_tdyn("growth " + whole +
+                             " --force --from 20 --to 28 --window 4 --vectors 2 --tol 1e-12 "
+                             "--passes 3000 --quiet")
+                  .exit_code,
+              0);
+    {
+        h5::File f = h5::File::open_read(run), g = h5::File::open_read(whole);
+        EXPECT_EQ(f.read_vector("/growth/to"), g.read_vector("/growth/to"));
+        EXPECT_EQ(f.read_matrix("/growth/log_sigma"), g.read_matrix("/growth/log_sigma"));
+        EXPECT_EQ(f.read_vector("/growth/from").size(), 2);
+    }
+
+    const auto ly = test::run_tdyn("lyapunov " + run + " --from 20 --to 24 --vectors 1 --quiet");
+    ASSERT_EQ(ly.exit_code, 0) << ly.err;
+    const auto lg = h5::File::open_read(run).read_matrix("/lyapunov/log_growth");
+    EXPECT_LT(lg.sum(), std::log(sigma[0]));
 }

@@ -83,6 +83,47 @@ private:
 /// JV = J(t) V = V - alpha H(theta_t) V (one block HVP, the Evaluation's forward pass reused).
 void apply_update_jacobian(Evaluation& e, double alpha, const Matrix& V, Matrix& JV);
 
+/// The top k singular values sigma_1 >= .. >= sigma_k of a window's propagator
+/// M = J_{W-1} .. J_1 J_0: the most growth any start vector (any k-dimensional set of them) can
+/// get over the window, whatever the tangent vectors carried before it lost or kept. ln sigma_1 / W
+/// is the window's largest finite-time exponent; a vector carried along the trajectory grows by at
+/// most sigma_1 over the window.
+///
+/// A forward and a backward pass of b >= k vectors with a QR after every map step (nothing
+/// overflows, the smaller sigma_i are not lost in rounding): V <- J_t V (t = 0 .. W-1), then
+/// U <- J_t^T U (t = W-1 .. 0) from where the forward pass ended, each followed by a Rayleigh-Ritz
+/// step (the SVD of the pass's product of R). The values are those Ritz values, lower bounds on
+/// sigma_i (sigma_i(M X) <= sigma_i(M) for orthonormal X), and their error is the change from the
+/// forward to the backward pass. Where the top sigma_i stand apart (a growing direction, a long
+/// window) the passes go on until it is below tol. Where they cluster (a stable window: every
+/// |1 - alpha lambda| near 1, many sigma_i within a few percent) orthogonal iteration would need
+/// thousands of passes, so after the first pair Lanczos (Spectra) on e^{-2c} M^T M finds the top-k
+/// subspace (c the passes' ln sigma_1, only where |c| <= 300 so that nothing overflows; beyond,
+/// the sigma_i stand apart), and a last forward and backward pass from it gives the values.
+struct WindowGrowthOptions {
+    Index vectors = 1;       ///< k
+    Index max_passes = 200;  ///< sweeps of the window (a pass, or half of one Lanczos product), at least 2
+    double tol = 1e-6;       ///< converged: every error below tol x W (tol per step)
+    std::uint64_t seed = 0;  ///< the random start block (standard_normal)
+    Index block = 0;         ///< b >= k vectors in the QR passes (0: 2k, at most dim)
+};
+
+struct WindowGrowth {
+    Vector log_sigma;  ///< ln sigma_i (k)
+    /// |change of ln sigma_i| from the last forward pass to the last backward pass
+    Vector error;
+    Index passes = 0;    ///< sweeps of the window, either direction
+    Index products = 0;  ///< J_t times a vector, counted per column (the cost)
+    bool converged = false;
+    Matrix right;  ///< dim x k orthonormal at the window's start: v_1 spans the direction of most growth
+};
+
+/// J_t V (transpose false) or J_t^T V (true) for map step t of the window, 0 <= t < W.
+using ApplyWindowStep = std::function<void(Index t, bool transpose, const Matrix& V, Matrix& out)>;
+
+/// The above over `steps` = W >= 1 map steps of dimension dim (Error: options out of range).
+WindowGrowth window_growth(Index dim, Index steps, const ApplyWindowStep& apply, const WindowGrowthOptions& options);
+
 /// Two-trajectory Benettin: theta'_0 = theta_0 + eps u; both trajectories take the same
 /// update; every q steps d = theta' - theta gives log(|d| / r), and theta' is pulled back to
 /// theta + eps d / |d|. r is the norm theta' - theta actually has after the last pull-back (or
