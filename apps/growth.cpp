@@ -142,13 +142,16 @@ int run_growth(GrowthCliOptions& o) {
         for (Index s = 0; s < W; ++s) {
             thetas[std::size_t(s)] = theta;
             const StepStats st = trainer.step(a + s, theta);
-            if (!st.finite()) throw Error(o.file + ": the replayed loss is not finite at step " + std::to_string(a + s));
+            if (!st.finite())
+                throw Error(o.file + ": the replayed loss is not finite at step " + std::to_string(a + s));
         }
         Index applied = 0;
         auto apply = [&](Index s, bool, const Matrix& V, Matrix& out) {
             if (stop && stop->load()) throw Stopped{};
-            trainer.evaluate(a + s, thetas[std::size_t(s)]);
-            apply_update_jacobian(trainer.evaluation(), config.lr, V, out);  // J(t) = J(t)^T
+            Evaluation& e = trainer.evaluation_at(a + s, thetas[std::size_t(s)]);
+            e.set_products_only(true);  // H V needs backprop's deltas, not the gradient's product with X
+            apply_update_jacobian(e, config.lr, V, out);  // J(t) = J(t)^T
+            e.set_products_only(false);
             if (talk && ++applied % W == 0)
                 std::cerr << "growth: window " << a << ".." << a + W << ", pass " << applied / W << " done\n";
         };
@@ -182,7 +185,8 @@ int run_growth(GrowthCliOptions& o) {
         else if (!o.quiet) {
             std::cout.precision(8);
             std::cout << "steps " << a << ".." << a + W << ": ln sigma / W  " << ex.transpose() << "  (" << g.passes
-                      << " sweeps, " << g.products << " products, " << (g.converged ? "converged" : "NOT converged: error per step ")
+                      << " sweeps, " << g.products << " products, "
+                      << (g.converged ? "converged" : "NOT converged: error per step ")
                       << (g.converged ? "" : format_number(g.error.maxCoeff() / double(W))) << ")\n";
         }
     }
@@ -194,14 +198,15 @@ int run_growth(GrowthCliOptions& o) {
 
 void setup_growth(CLI::App& app, int& exit_code) {
     auto o = std::make_shared<GrowthCliOptions>();
-    CLI::App* cmd = app.add_subcommand(
-        "growth",
-        "the most a perturbation can grow over windows of a stored run: top k singular values of "
-        "J(a+W-1) .. J(a), theta replayed");
+    CLI::App* cmd =
+        app.add_subcommand("growth",
+                           "the most a perturbation can grow over windows of a stored run: top k singular values of "
+                           "J(a+W-1) .. J(a), theta replayed");
     cmd->add_option("RUN", o->file, "run file; results go to its /growth group")->required()->check(CLI::ExistingFile);
     o->given = add_problem_flags(cmd, o->problem);
-    o->vectors_opt =
-        cmd->add_option("--vectors", o->vectors, "k singular values per window")->check(Positive)->capture_default_str();
+    o->vectors_opt = cmd->add_option("--vectors", o->vectors, "k singular values per window")
+                         ->check(Positive)
+                         ->capture_default_str();
     o->block_opt = cmd->add_option("--block", o->block,
                                    "b >= k vectors in the QR passes (default 2k); a pass costs W products of width b")
                        ->check(Positive);
@@ -212,11 +217,12 @@ void setup_growth(CLI::App& app, int& exit_code) {
     o->window_opt = cmd->add_option("--window", o->window,
                                     "W steps per window, dividing T1 - T0 (default: one window T0..T1); the W "
                                     "thetas of a window are held in memory (W x P x 8 bytes)");
-    o->passes_opt = cmd->add_option("--passes", o->passes,
-                                    "at most N sweeps per window (>= 2; a sweep is W steps): QR passes of width b until "
-                                    "converged, or where the top values cluster, after the first two Lanczos on M^T M (two "
-                                    "sweeps of width 1 per product) and a last two QR passes")
-                        ->capture_default_str();
+    o->passes_opt =
+        cmd->add_option("--passes", o->passes,
+                        "at most N sweeps per window (>= 2; a sweep is W steps): QR passes of width b until "
+                        "converged, or where the top values cluster, after the first two Lanczos on M^T M (two "
+                        "sweeps of width 1 per product) and a last two QR passes")
+            ->capture_default_str();
     o->tol_opt = cmd->add_option("--tol", o->tol,
                                  "converged when no ln sigma_i / W changed by more than TOL from the last forward to "
                                  "the last backward QR pass (stored as /growth/error, times W)")

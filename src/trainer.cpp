@@ -74,6 +74,11 @@ Evaluation& Trainer::full_batch_evaluation(const Vector& theta) {
     return *m_eval;
 }
 
+Evaluation& Trainer::evaluation_at(Index t, const Vector& theta) {
+    m_last = &evaluation_for(t, theta);
+    return *m_last;
+}
+
 StepStats Trainer::evaluate(Index t, const Vector& theta) {
     Evaluation& e = evaluation_for(t, theta);
     m_last = &e;

@@ -40,6 +40,9 @@ public:
     /// theta_t from theta_s (s <= t) by replaying the updates s, ..., t-1; `visit(u, theta_u)`
     /// (optional) sees every theta on the way, u = s, ..., t.
     Vector replay(const Vector& theta_s, Index s, Index t, const std::function<void(Index, const Vector&)>& visit = {});
+    /// The step's Evaluation at theta_t after its forward pass alone (no loss, no gradient), for an
+    /// analysis that only applies H there (tdyn growth); it becomes evaluation().
+    Evaluation& evaluation_at(Index t, const Vector& theta);
     /// The Evaluation of the last step() or evaluate(): analyses at theta_t reuse its forward pass.
     Evaluation& evaluation() { return *m_last; }
     /// The full-batch Evaluation at theta: the last step's own when the run is full batch and
