@@ -29,6 +29,8 @@ struct GrowthCliOptions {
 };
 
 const char* kGroup = "/growth";
+const char* const kDatasets[] = {"/growth/from",      "/growth/to",        "/growth/passes", "/growth/converged",
+                                 "/growth/log_sigma", "/growth/exponents", "/growth/error"};
 
 struct Stopped {};  // a signal arrived mid-window
 
@@ -48,6 +50,7 @@ int run_growth(GrowthCliOptions& o) {
     WindowGrowthOptions wo;
     Index from = o.from, W = o.window, start = o.from;
     bool have_group = false;
+    hsize_t resume_rows = 0;
     {
         h5::File f = h5::File::open_read(o.file);
         have_group = f.exists(kGroup);
@@ -72,8 +75,12 @@ int run_growth(GrowthCliOptions& o) {
             };
             const std::string diff = flag_differences(table, "the stored analysis'");
             if (!diff.empty()) throw Error("--resume: " + o.file + ":/growth: " + diff + " (only --to may change)");
-            const Vector ends = f.read_vector("/growth/to");
-            start = ends.size() ? Index(ends[ends.size() - 1]) : from;
+            // the windows whose every dataset has its row (a pass killed between two appends left
+            // some one row longer; the rows past n are rewritten)
+            hsize_t n = f.rows("/growth/to");
+            for (const char* d : kDatasets) n = std::min(n, f.rows(d));
+            resume_rows = n;
+            start = n ? Index(f.read_vector("/growth/to")[Index(n) - 1]) : from;
         }
     }
     if (have_group && !o.resume && !o.force)
@@ -95,14 +102,14 @@ int run_growth(GrowthCliOptions& o) {
         throw Error("--from " + std::to_string(from) + " --to " + std::to_string(to) + ": need 0 <= from < to");
     if (to > info.last_step)
         throw Error("--to " + std::to_string(to) + ": " + o.file + " ends at step " + std::to_string(info.last_step));
-    if (W < 1 || (to - from) % W != 0)
-        throw Error("--window " + std::to_string(W) + ": must divide --to - --from = " + std::to_string(to - from));
-    if (wo.max_passes < 2) throw Error("--passes " + std::to_string(wo.max_passes) + ": need at least 2");
-    if (!(wo.tol > 0) || !std::isfinite(wo.tol)) throw Error("--tol: must be a positive number");
     if (start >= to) {
         std::cerr << "growth: " << o.file << ":/growth already covers steps " << from << ".." << start << "\n";
         return 0;
     }
+    if (W < 1 || (to - from) % W != 0)
+        throw Error("--window " + std::to_string(W) + ": must divide --to - --from = " + std::to_string(to - from));
+    if (wo.max_passes < 2) throw Error("--passes " + std::to_string(wo.max_passes) + ": need at least 2");
+    if (!(wo.tol > 0) || !std::isfinite(wo.tol)) throw Error("--tol: must be a positive number");
 
     auto data = std::make_shared<const Dataset>(load_config_data(config, o.problem.data_dir, ranks::comm()));
     Trainer trainer(config, data);
@@ -111,9 +118,29 @@ int run_growth(GrowthCliOptions& o) {
         RunReader reader(o.file);
         theta = reader.theta(start, trainer);
     }
+    const std::atomic<bool>* stop = stop_on_signals();
+    std::vector<Vector> thetas(static_cast<std::size_t>(W));
+    // theta_a .. theta_{a+W-1} held; theta becomes theta_{a+W} for the next window
+    auto replay = [&](Index a) {
+        for (Index s = 0; s < W; ++s) {
+            if (stop && stop->load()) throw Stopped{};
+            thetas[std::size_t(s)] = theta;
+            const StepStats st = trainer.step(a + s, theta);
+            if (!st.finite())
+                throw Error(o.file + ": the replayed loss is not finite at step " + std::to_string(a + s));
+        }
+    };
+    try {
+        replay(start);  // before anything is written: a replay that fails leaves the file as it was
+    } catch (const Stopped&) {
+        std::cerr << "tdyn: interrupted before the first window; " << o.file << " is as it was\n";
+        return kExitInterrupted;
+    }
     {  // everything is checked: only now is the file written
         h5::File f = h5::File::open_write(o.file);
         if (have_group && !o.resume) f.remove(kGroup);
+        if (o.resume)
+            for (const char* d : kDatasets) f.truncate_rows(d, resume_rows);
         if (!o.resume) {
             f.ensure_group(kGroup);
             for (const char* n : {"/growth/from", "/growth/to", "/growth/passes", "/growth/converged"})
@@ -134,17 +161,8 @@ int run_growth(GrowthCliOptions& o) {
     if (talk)
         std::cerr << "growth: top " << wo.vectors << " singular value(s) of J over windows of " << W << " steps, "
                   << start << ".." << to << ", " << o.file << "\n";
-    const std::atomic<bool>* stop = stop_on_signals();
-    std::vector<Vector> thetas(static_cast<std::size_t>(W));
     Json rows = Json::array();
     for (Index a = start; a < to; a += W) {
-        // theta_a .. theta_{a+W-1} held; theta becomes theta_{a+W} for the next window
-        for (Index s = 0; s < W; ++s) {
-            thetas[std::size_t(s)] = theta;
-            const StepStats st = trainer.step(a + s, theta);
-            if (!st.finite())
-                throw Error(o.file + ": the replayed loss is not finite at step " + std::to_string(a + s));
-        }
         Index applied = 0;
         auto apply = [&](Index s, bool, const Matrix& V, Matrix& out) {
             if (stop && stop->load()) throw Stopped{};
@@ -153,17 +171,18 @@ int run_growth(GrowthCliOptions& o) {
             apply_update_jacobian(e, config.lr, V, out);  // J(t) = J(t)^T
             e.set_products_only(false);
             if (talk && ++applied % W == 0)
-                std::cerr << "growth: window " << a << ".." << a + W << ", pass " << applied / W << " done\n";
+                std::cerr << "growth: window " << a << ".." << a + W << ", sweep " << applied / W << " done\n";
         };
         WindowGrowth g;
         try {
+            if (a > start) replay(a);
             g = window_growth(P, W, apply, wo);
         } catch (const Stopped&) {
             std::cerr << "tdyn: interrupted in window " << a << ".." << a + W << "; " << o.file
                       << " holds the windows before it; continue with: tdyn growth " << o.file << " --resume\n";
             return kExitInterrupted;
         }
-        const Vector ex = g.log_sigma / double(W);
+        const Vector ex = g.log_sigma / double(W), err = g.error / double(W);  // per step
         {
             h5::File f = h5::File::open_write(o.file);
             f.append_int("/growth/from", a);
@@ -178,7 +197,7 @@ int run_growth(GrowthCliOptions& o) {
             rows.push_back({{"from", a},
                             {"to", a + W},
                             {"exponents", std::vector<double>(ex.begin(), ex.end())},
-                            {"error", std::vector<double>(g.error.begin(), g.error.end())},
+                            {"error", std::vector<double>(err.begin(), err.end())},
                             {"passes", g.passes},
                             {"products", g.products},
                             {"converged", g.converged}});
@@ -213,19 +232,20 @@ void setup_growth(CLI::App& app, int& exit_code) {
     o->from_opt = cmd->add_option("--from", o->from, "T0: the first window starts at step T0")
                       ->check(NonNegative)
                       ->capture_default_str();
-    cmd->add_option("--to", o->to, "T1: the last window ends at T1 (default: the run's last step)");
+    cmd->add_option("--to", o->to, "T1: the last window ends at T1 (default: the run's last step)")->check(NonNegative);
     o->window_opt = cmd->add_option("--window", o->window,
                                     "W steps per window, dividing T1 - T0 (default: one window T0..T1); the W "
-                                    "thetas of a window are held in memory (W x P x 8 bytes)");
+                                    "thetas of a window are held in memory (W x P x 8 bytes)")
+                        ->check(Positive);
     o->passes_opt =
         cmd->add_option("--passes", o->passes,
-                        "at most N sweeps per window (>= 2; a sweep is W steps): QR passes of width b until "
-                        "converged, or where the top values cluster, after the first two Lanczos on M^T M (two "
-                        "sweeps of width 1 per product) and a last two QR passes")
+                        "at most N sweeps per window (>= 2; a sweep is W steps): QR passes of width b; where "
+                        "the top values cluster, after the first two, Lanczos on M^T M (two sweeps of width 1 "
+                        "per product)")
             ->capture_default_str();
     o->tol_opt = cmd->add_option("--tol", o->tol,
-                                 "converged when no ln sigma_i / W changed by more than TOL from the last forward to "
-                                 "the last backward QR pass (stored as /growth/error, times W)")
+                                 "converged when every ln sigma_i / W has an estimated error below TOL (QR passes: the "
+                                 "last change / (1 - its rate); Lanczos: the residual bound); stored in /growth/error")
                      ->capture_default_str();
     o->seed_opt = cmd->add_option("--seed", o->seed, "seed of the random start basis (default: the run's seed)");
     auto* force = cmd->add_flag("--force", o->force, "replace an existing /growth group");

@@ -289,6 +289,17 @@ class RunFile:
         n = min(len(step), len(ov))
         return None if n == 0 else Series({"step": step[:n], "overlap": ov[:n]})
 
+    def growth(self):
+        """tdyn growth's windows [start, end): start, end, passes, converged [n_g]; log_sigma, exponents (per
+        step), error [n_g x k]; attrs vectors, block, window, tol, alpha. None without /growth. (The file's
+        datasets `from` and `to` are `start` and `end` here: `from` is a Python keyword.)"""
+        g = self._group("/growth", ["from", "to", "log_sigma", "exponents", "error", "passes", "converged"],
+                        required=("from",))
+        if g is None:
+            return None
+        arrays = {("start" if n == "from" else "end" if n == "to" else n): getattr(g, n) for n in g.names}
+        return Series(arrays, g.attrs)
+
     def summary(self):
         """Configuration and contents as lines of text."""
         c = self.config

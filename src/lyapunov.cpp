@@ -153,6 +153,40 @@ struct ScaledNormalOp {
     struct Budget {};
 };
 
+/// window_growth's Lanczos stage: the top k eigenpairs of e^{-2c} M^T M (c = g's ln sigma_1) with the
+/// sweeps left, minus two for the residuals. Converged (Spectra's test): g takes the values
+/// c + ln(mu_i) / 2, the vectors, and as error the true residual |N x - mu x| / (2 mu), N the
+/// operator: an eigenvalue of N lies within |N x - mu x| of mu, so some sigma within that of
+/// ln sigma_i to first order; returns true. Otherwise g keeps the passes' results (its sweeps
+/// counted) and the passes go on; returns false.
+bool lanczos(Index dim, Index steps, const ApplyWindowStep& apply, const WindowGrowthOptions& o, WindowGrowth& g) {
+    const Index k = o.vectors;
+    Index sweeps = g.passes;
+    ScaledNormalOp op{dim, steps, g.log_sigma[0], apply, sweeps, o.max_passes - 2, g.products};
+    Matrix X;
+    Vector mu;
+    try {
+        Spectra::SymEigsSolver<ScaledNormalOp> solver(op, k, std::min(dim, std::max<Index>(2 * k + 1, 20)));
+        solver.init();
+        solver.compute(Spectra::SortRule::LargestAlge, o.max_passes, std::min(1e-2, o.tol * double(steps)));
+        if (solver.info() == Spectra::CompInfo::Successful) {
+            X = solver.eigenvectors();
+            mu = solver.eigenvalues();
+        }
+    } catch (const ScaledNormalOp::Budget&) {}
+    g.passes = sweeps;
+    if (X.cols() != k || !X.allFinite() || !(mu.minCoeff() > 0)) return false;
+    Matrix NX;
+    op.max_sweeps = sweeps + 2;  // the residuals are measured whatever is left
+    op.times(X, NX);
+    g.passes = sweeps;
+    g.error = (NX - X * mu.asDiagonal()).colwise().norm().transpose().cwiseQuotient(2 * mu);
+    g.log_sigma = (op.c + 0.5 * mu.array().log()).matrix();
+    g.right = X;
+    g.converged = g.error.allFinite() && g.error.maxCoeff() <= o.tol * double(steps);
+    return true;
+}
+
 }  // namespace
 
 WindowGrowth window_growth(Index dim, Index steps, const ApplyWindowStep& apply, const WindowGrowthOptions& o) {
@@ -164,14 +198,20 @@ WindowGrowth window_growth(Index dim, Index steps, const ApplyWindowStep& apply,
     if (b < k) throw Error("block " + std::to_string(o.block) + ": must be at least vectors " + std::to_string(k));
     if (o.max_passes < 2) throw Error("passes " + std::to_string(o.max_passes) + ": need at least 2");
     if (!(o.tol > 0)) throw Error("tolerance " + format_number(o.tol) + ": must be positive");
+    const double target = o.tol * double(steps);
     WindowGrowth g;
     Matrix V, Q, R, T, out;
     qr_positive(standard_normal(dim, b, o.seed), V, R);
 
     // One QR pass from the block V: it maps V to Q T (M V = Q T forward, M^T V = Q T backward), T
     // the product of the steps' R, kept as e^scale T with max |T_ij| = 1 so that it never
-    // overflows. Rayleigh-Ritz in the block: T = A S B^T gives M (V B) = (Q A) S; returns
-    // ln S_1 .. ln S_k, and the next pass starts from Q A.
+    // overflows. Rayleigh-Ritz in the block: T = A S B^T gives M (V B) = (Q A) S, the values
+    // ln S_1 .. ln S_k (the best the block holds). Where S_k / S_1 < 1e-150 the SVD cannot
+    // be trusted (S_k near or below the smallest doubles), and the pass is plain orthogonal
+    // iteration: the values are the diagonal of T in the QR's own order, which such a spread of
+    // rates sorts within a pass or two. `tail` = ln S_b (or the b-th diagonal): sigma_{b+1} is
+    // estimated by it in the convergence rate (S_b / S_i)^2 per pair.
+    double tail = 0;
     auto qr_pass = [&](bool backward) {
         const Matrix start = V;
         T = Matrix::Identity(b, b);
@@ -188,61 +228,66 @@ WindowGrowth window_growth(Index dim, Index steps, const ApplyWindowStep& apply,
             V.swap(Q);
         }
         g.products += steps * b;
+        ++g.passes;
         const Eigen::JacobiSVD<Matrix> svd(T, Eigen::ComputeFullU | Eigen::ComputeFullV);
-        Vector ritz(k);
-        for (Index i = 0; i < k; ++i) {
-            ritz[i] = scale + std::log(svd.singularValues()[i]);
-            // S_i underflowed (T graded beyond 1e-308): the diagonal, which then holds it
-            if (!std::isfinite(ritz[i])) ritz[i] = diag[i];
+        const Vector S = svd.singularValues();
+        if (S[k - 1] > 1e-150 * S[0]) {
+            g.log_sigma = (scale + S.head(k).array().log()).matrix();
+            tail = scale + std::log(S[b - 1]);
+            // right singular vectors of M; the next pass starts from Q in the QR's own order (rotating
+            // it by A as well put an SVD's arbitrary order of S_i that had underflowed into it)
+            g.right = backward ? Matrix(V * svd.matrixU()) : Matrix(start * svd.matrixV());
+        } else {
+            g.log_sigma = diag.head(k);
+            tail = diag[b - 1];
+            g.right = backward ? V : start;
         }
-        V = V * svd.matrixU();
-        g.right = backward ? V : Matrix(start * svd.matrixV());  // right singular vectors of M
         g.right.conservativeResize(dim, k);
-        return ritz;
     };
-    // Lanczos is possible where e^{2c} fits a double and Spectra has room (ncv > k)
-    auto lanczos_possible = [&] {
-        return std::isfinite(g.log_sigma[0]) && std::abs(g.log_sigma[0]) <= 300 && k + 1 < dim;
+    // After a pass that follows another: an estimate of each value's error. The passes' values rise
+    // toward sigma_i geometrically, by a factor r_i per pass, so what is left is about the last
+    // change / (1 - r_i). r_i is the larger of two estimates: (sigma_{b+1} / sigma_i) with S_b for
+    // sigma_{b+1}, and the ratio of the last two changes (the block's S_b is itself a low estimate
+    // early on). r_i near 1 (a cluster) makes the error large rather than hiding it: the change
+    // alone shrinks as fast as the error there. With b = dim the block is the whole space: exact.
+    Vector change_before;
+    auto estimate_error = [&](const Vector& last) {
+        const Vector change = (g.log_sigma - last).cwiseAbs();
+        g.error.resize(k);
+        for (Index i = 0; i < k; ++i) {
+            double r = b == dim ? 0.0 : std::exp(std::min(0.0, tail - g.log_sigma[i]));
+            if (b < dim && change_before.size() == k && change_before[i] > 0)
+                r = std::max(r, std::min(1.0, change[i] / change_before[i]));
+            g.error[i] = change[i] / std::max(1 - r, 1e-3);
+        }
+        change_before = change;
+        g.converged = g.error.allFinite() && g.error.maxCoeff() <= target;
     };
+    // Lanczos on e^{-2c} M^T M resolves sigma_i only down to ~1e-8 sigma_1 (it sees sigma^2), and
+    // e^{2c} must fit a double; Spectra needs ncv > k.
+    auto lanczos_fits = [&] {
+        const double c = g.log_sigma[0];
+        return std::isfinite(c) && std::abs(c) <= 300 && g.log_sigma[k - 1] - c > std::log(1e-4) && k + 1 < dim;
+    };
+
     Vector last;
-    for (Index pass = 1; pass <= o.max_passes; ++pass) {
-        g.log_sigma = qr_pass(pass % 2 == 0);
-        g.passes = pass;
-        if (pass >= 2) {
-            g.error = (g.log_sigma - last).cwiseAbs();
-            g.converged = g.error.maxCoeff() <= o.tol * double(steps);
-            if (g.converged || (pass == 2 && lanczos_possible())) break;
+    bool tried_lanczos = false;
+    while (g.passes < o.max_passes) {
+        qr_pass(g.passes % 2 == 1);
+        if (g.passes >= 2) {
+            estimate_error(last);
+            if (g.converged) break;
+            // Slow: the pairs needed at the worst rate, from the error left. Lanczos takes over
+            // where that is more than 10 pairs (a cluster of sigma_i near the top).
+            const double r = std::exp(2 * std::min(0.0, tail - g.log_sigma[k - 1]));  // per pair
+            const double pairs = r >= 1 ? INFINITY : std::log(target / g.error.maxCoeff()) / std::log(r);
+            if (!tried_lanczos && g.passes % 2 == 0 && b < dim && pairs > 10 && lanczos_fits()) {
+                tried_lanczos = true;
+                if (lanczos(dim, steps, apply, o, g)) return g;
+            }
         }
         last = g.log_sigma;
     }
-    if (g.converged || g.passes != 2 || !lanczos_possible() || o.max_passes < 6) return g;
-
-    // Not converged after one pair: the sigma_i cluster (or the block is too small), where
-    // orthogonal iteration needs thousands of passes. Lanczos on e^{-2c} M^T M (c = ln sigma_1 of
-    // the passes) finds the top-k subspace in far fewer sweeps; a last pair of QR passes from it
-    // gives the values (Lanczos' own eigenvalues of M^T M lose sigma_i below ~1e-8 sigma_1 to
-    // rounding) and their error, as above.
-    Index sweeps = g.passes;
-    ScaledNormalOp op{dim, steps, g.log_sigma[0], apply, sweeps, o.max_passes - 2, g.products};
-    Matrix X;
-    try {
-        Spectra::SymEigsSolver<ScaledNormalOp> solver(op, k, std::min(dim, std::max<Index>(2 * k + 1, 20)));
-        solver.init();
-        solver.compute(Spectra::SortRule::LargestAlge, o.max_passes, std::min(1e-2, o.tol * double(steps)));
-        if (solver.info() == Spectra::CompInfo::Successful) X = solver.eigenvectors();
-    } catch (const ScaledNormalOp::Budget&) {
-        // the budget ran out: the passes' bounds stand, not converged
-    }
-    g.passes = sweeps;
-    if (X.cols() != k || !X.allFinite()) return g;
-    Matrix S(dim, b);
-    S << X, V.rightCols(b - k);
-    qr_positive(S, V, R);
-    const Vector forward = qr_pass(false);
-    g.log_sigma = qr_pass(true);
-    g.passes += 2;
-    g.error = (g.log_sigma - forward).cwiseAbs();
-    g.converged = g.error.maxCoeff() <= o.tol * double(steps);
     return g;
 }
 

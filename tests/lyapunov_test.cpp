@@ -792,32 +792,84 @@ TEST(Lyapunov, MissedInstabilityIsOnePassAndGivesTheScansResults) {
     EXPECT_NEAR(m.mean_exponent, 1e-4, 1e-12);
 }
 
-// window_growth on a constant symmetric map J_t = A: M = A^W, so sigma_i = |lambda_i(A)|^W exactly
-// and ln sigma_i = W ln|lambda_i| (eigenvalues sorted by modulus), whatever the start basis. A has
-// |lambda| = 1.5, 1.3, 1.1, 0.9, ..., signs mixed, in a random orthonormal basis. The QR after each
-// step rounds at ~1e-16 relative, so W = 40 steps leave ln sigma off by ~1e-14; 1e-10. The top right
-// singular vector is the eigenvector of 1.5 (|cos| to 1e-10). Every pass's ln sigma_1 is a lower
-// bound, and the converged value must not come from overflow: W ln 1.5 = 16.2 is representable,
-// so a second check at W = 2000 (sigma_1 = e^811, beyond double) shows the QR passes still give it.
+/// A = Q diag(lambda) Q^T, Q a seeded random orthonormal basis: the constant map of the tests below,
+/// whose window product A^W has sigma_i = |lambda_i|^W exactly.
+Matrix symmetric_with_eigenvalues(const Vector& lambda, Matrix& Q) {
+    Matrix R;
+    qr_positive(standard_normal(lambda.size(), lambda.size(), 3), Q, R);
+    return Q * lambda.asDiagonal() * Q.transpose();
+}
+
+WindowGrowth constant_map_growth(const Matrix& A, Index W, Index k, double tol, Index passes) {
+    WindowGrowthOptions o;
+    o.vectors = k;
+    o.tol = tol;
+    o.max_passes = passes;
+    return window_growth(
+        A.rows(), W, [&](Index, bool, const Matrix& V, Matrix& out) { out.noalias() = A * V; }, o);
+}
+
+// window_growth on a constant symmetric map J_t = A: M = A^W, so ln sigma_i = W ln|lambda_i| (sorted
+// by modulus), whatever the start basis. |lambda| = 1.5, 1.3, 1.1, 0.9, ... with mixed signs. The QR
+// after each step rounds at ~1e-16 relative, so ln sigma is off by ~W 1e-16; 1e-10 W, and tol 1e-12
+// per step (1e-14 sat at the rounding floor: an -O2 build missed it). The top right singular vector
+// is the eigenvector of 1.5 (|cos| to 1e-10). W = 2000 gives sigma_1 = e^811, beyond a double: the
+// QR passes still give it; with k = 6 sigma_6 / sigma_1 = e^-2197 is below the smallest double, where
+// the passes take the diagonal of T instead of its SVD (before, the SVD's zero singular values gave
+// ln sigma_4,5 hundreds too high, flagged converged). Rates 1, e^-0.5, e^-1 over W = 1600:
+// sigma_2 / sigma_1 = e^-800, in the subnormal range, which the SVD left stuck at e^-744.
 TEST(WindowGrowth, ConstantSymmetricMapGivesPowersOfItsEigenvalues) {
-    const Index n = 8;
-    Vector lambda(n);
+    Vector lambda(8);
     lambda << 1.5, -1.3, 1.1, -0.9, 0.7, 0.5, -0.3, 0.1;
-    Matrix Q, R;
-    qr_positive(standard_normal(n, n, 3), Q, R);
-    const Matrix A = Q * lambda.asDiagonal() * Q.transpose();
-    for (const Index W : {Index(40), Index(2000)}) {
-        WindowGrowthOptions o;
-        o.vectors = 3;
-        o.tol = 1e-14;
-        o.max_passes = 60;
-        const WindowGrowth g = window_growth(
-            n, W, [&](Index, bool, const Matrix& V, Matrix& out) { out.noalias() = A * V; }, o);
+    Matrix Q;
+    const Matrix A = symmetric_with_eigenvalues(lambda, Q);
+    for (const auto& [W, k] : {std::pair<Index, Index>{40, 3}, {2000, 3}, {2000, 6}}) {
+        const WindowGrowth g = constant_map_growth(A, W, k, 1e-12, 60);
         EXPECT_TRUE(g.converged) << "W " << W << ", " << g.passes << " passes, error " << g.error.transpose();
-        for (Index i = 0; i < 3; ++i)
+        for (Index i = 0; i < k; ++i)
             EXPECT_NEAR(g.log_sigma[i], double(W) * std::log(std::abs(lambda[i])), 1e-10 * double(W)) << W << " " << i;
         EXPECT_NEAR(std::abs(g.right.col(0).dot(Q.col(0))), 1, 1e-10);
     }
+    Vector graded(3);
+    graded << 1, std::exp(-0.5), std::exp(-1.0);
+    const WindowGrowth g = constant_map_growth(symmetric_with_eigenvalues(graded, Q), 1600, 2, 1e-12, 60);
+    EXPECT_TRUE(g.converged);
+    EXPECT_NEAR(g.log_sigma[0], 0, 1e-10 * 1600);
+    EXPECT_NEAR(g.log_sigma[1], -800, 1e-10 * 1600);
+}
+
+// Well separated values (40 dimensions, ln|lambda_j| = 0.1 - 0.05 j) converge in the QR passes within
+// a few pairs, without Lanczos (which would see sigma_2^2 / sigma_1^2 = e^-100 over W = 1000 and
+// not resolve it). A cluster near the top (|lambda| = 1.01, 1.0095, 1.009, ... 0.9 beyond the 12th)
+// over W = 20: the QR passes would need hundreds of pairs (rate (1.0085 / 1.009)^40 per pair for
+// k = 2, b = 4), so Lanczos takes over; truth W ln|lambda_i|, met to within the reported error (a
+// residual bound) and 1e-8 per step. With too few sweeps the cluster is reported not converged
+// with an error at least as large as the true one.
+TEST(WindowGrowth, SeparatedValuesByQRPassesAndAClusterByLanczos) {
+    Vector sep(40);
+    for (Index j = 0; j < 40; ++j) sep[j] = (j % 2 ? -1 : 1) * std::exp(0.1 - 0.05 * double(j));
+    Matrix Q;
+    const WindowGrowth g = constant_map_growth(symmetric_with_eigenvalues(sep, Q), 1000, 2, 1e-10, 200);
+    EXPECT_TRUE(g.converged);
+    EXPECT_LE(g.passes, 6);
+    EXPECT_NEAR(g.log_sigma[0], 1000 * 0.1, 1e-9 * 1000);
+    EXPECT_NEAR(g.log_sigma[1], 1000 * 0.05, 1e-9 * 1000);
+
+    Vector cl(60);
+    for (Index j = 0; j < 60; ++j)
+        cl[j] = (j % 3 ? 1 : -1) * (j < 12 ? 1.01 - 0.0005 * double(j) : 0.9 - 0.01 * double(j - 12));
+    const Matrix A = symmetric_with_eigenvalues(cl, Q);
+    const Index W = 20;
+    const WindowGrowth c = constant_map_growth(A, W, 2, 1e-10, 400);
+    EXPECT_TRUE(c.converged) << c.passes << " sweeps, error " << c.error.transpose();
+    EXPECT_GT(c.passes, 4);  // Lanczos ran
+    for (Index i = 0; i < 2; ++i) {
+        const double truth = double(W) * std::log(std::abs(cl[i]));
+        EXPECT_NEAR(c.log_sigma[i], truth, std::max(c.error[i], 1e-8 * double(W))) << i;
+    }
+    const WindowGrowth few = constant_map_growth(A, W, 2, 1e-10, 12);
+    EXPECT_FALSE(few.converged);
+    EXPECT_GE(few.error[0], std::abs(few.log_sigma[0] - double(W) * std::log(1.01)));
 }
 
 // The Henon map's Jacobians along an orbit are not symmetric and change every step: the truth is
@@ -852,8 +904,10 @@ TEST(WindowGrowth, HenonWindowMatchesTheDenseProduct) {
     EXPECT_NEAR(g.log_sigma[0], std::log(svd.singularValues()[0]), 1e-12);
     EXPECT_NEAR(g.log_sigma[1], std::log(svd.singularValues()[1]), 1e-6);
     EXPECT_NEAR(std::abs(g.right.col(0).dot(svd.matrixV().col(0))), 1, 1e-12);
-    // one vector: a start along v_1 grows by exactly sigma_1, a random one by less
+    // one vector and no block around it: plain power iteration on M^T M, the same sigma_1; a vector
+    // carried from a random start grows by less
     o.vectors = 1;
+    o.block = 1;
     const WindowGrowth one = window_growth(2, W, apply, o);
     EXPECT_NEAR(one.log_sigma[0], g.log_sigma[0], 1e-12);
     TangentOptions to;
@@ -914,8 +968,9 @@ TEST(WindowGrowth, GrowthCommandMatchesTheDenseProductOfJ) {
     const Vector sigma = Eigen::JacobiSVD<Matrix>(M).singularValues();
 
     const std::string before = test::slurp(run);
-    for (const std::string bad : {"--from 20 --to 28 --window 3", "--from 20 --to 41", "--from 30 --to 20",
-                                  "--passes 1", "--tol 0", "--vectors 116", "--resume", "--arch 10-4-3"}) {
+    for (const std::string bad :
+         {"--from 20 --to 28 --window 3", "--from 20 --to 41", "--from 30 --to 20", "--passes 1", "--tol 0",
+          "--vectors 116", "--resume", "--arch 10-4-3", "--to -5", "--window 0"}) {
         const auto r = test::run_tdyn("growth " + run + " " + bad);
         EXPECT_NE(r.exit_code, 0) << bad;
         EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << bad << ": " << r.err;
@@ -934,6 +989,11 @@ TEST(WindowGrowth, GrowthCommandMatchesTheDenseProductOfJ) {
     const auto again = test::run_tdyn("growth " + run + " --from 20 --to 24");
     EXPECT_NE(again.exit_code, 0);
     EXPECT_NE(again.err.find("--force"), std::string::npos) << again.err;
+    const std::string one = test::slurp(run);
+    const auto covered = test::run_tdyn("growth " + run + " --resume --to 22");
+    EXPECT_EQ(covered.exit_code, 0) << covered.err;
+    EXPECT_NE(covered.err.find("already covers"), std::string::npos) << covered.err;
+    EXPECT_EQ(test::slurp(run), one);
     const auto cont = test::run_tdyn("growth " + run + " --resume --to 28 --quiet");
     ASSERT_EQ(cont.exit_code, 0) << cont.err;
     const std::string whole = test::temp_path("growth-whole.h5");
@@ -953,5 +1013,6 @@ TEST(WindowGrowth, GrowthCommandMatchesTheDenseProductOfJ) {
     const auto ly = test::run_tdyn("lyapunov " + run + " --from 20 --to 24 --vectors 1 --quiet");
     ASSERT_EQ(ly.exit_code, 0) << ly.err;
     const auto lg = h5::File::open_read(run).read_matrix("/lyapunov/log_growth");
-    EXPECT_LT(lg.sum(), std::log(sigma[0]));
+    const Vector stored = h5::File::open_read(run).read_row("/growth/log_sigma", 0);
+    EXPECT_LT(lg.sum(), stored[0]);  // the run's v_1 over 20..24, a random start there
 }

@@ -89,35 +89,18 @@ void apply_update_jacobian(Evaluation& e, double alpha, const Matrix& V, Matrix&
 /// is the window's largest finite-time exponent; a vector carried along the trajectory grows by at
 /// most sigma_1 over the window.
 ///
-/// A forward and a backward pass of b >= k vectors with a QR after every map step (nothing
-/// overflows, the smaller sigma_i are not lost in rounding): V <- J_t V (t = 0 .. W-1), then
-/// U <- J_t^T U (t = W-1 .. 0) from where the forward pass ended, each followed by a Rayleigh-Ritz
-/// step (the SVD of the pass's product of R). The values are those Ritz values, lower bounds on
-/// sigma_i (sigma_i(M X) <= sigma_i(M) for orthonormal X), and their error is the change from the
-/// forward to the backward pass. Where the top sigma_i stand apart (a growing direction, a long
-/// window) the passes go on until it is below tol. Where they cluster (a stable window: every
-/// |1 - alpha lambda| near 1, many sigma_i within a few percent) orthogonal iteration would need
-/// thousands of passes, so after the first pair Lanczos (Spectra) on e^{-2c} M^T M finds the top-k
-/// subspace (c the passes' ln sigma_1, only where |c| <= 300 so that nothing overflows; beyond,
-/// the sigma_i stand apart), and a last forward and backward pass from it gives the values.
-struct WindowGrowthOptions {
-    Index vectors = 1;       ///< k
-    Index max_passes = 200;  ///< sweeps of the window (a pass, or half of one Lanczos product), at least 2
-    double tol = 1e-6;       ///< converged: every error below tol x W (tol per step)
-    std::uint64_t seed = 0;  ///< the random start block (standard_normal)
-    Index block = 0;         ///< b >= k vectors in the QR passes (0: 2k, at most dim)
-};
-
-struct WindowGrowth {
-    Vector log_sigma;  ///< ln sigma_i (k)
-    /// |change of ln sigma_i| from the last forward pass to the last backward pass
-    Vector error;
-    Index passes = 0;    ///< sweeps of the window, either direction
-    Index products = 0;  ///< J_t times a vector, counted per column (the cost)
-    bool converged = false;
-    Matrix right;  ///< dim x k orthonormal at the window's start: v_1 spans the direction of most growth
-};
-
+/// Passes of b >= k vectors with a QR after every map step (nothing overflows, the smaller sigma_i
+/// are not lost in rounding), alternating forward, V <- J_t V (t = 0 .. W-1), and backward,
+/// U <- J_t^T U (t = W-1 .. 0), each from where the last ended: orthogonal iteration on M^T M. After
+/// each pass a Rayleigh-Ritz step (the SVD of the pass's product of R) gives the values, lower bounds
+/// on sigma_i (sigma_i(M X) <= sigma_i(M) for orthonormal X); where S_k / S_1 < 1e-150 (beyond the
+/// SVD's reach in a double) the values are the diagonal of that product in QR order instead, which
+/// such a spread sorts within a pass. The error is estimated from the last change and the rate of
+/// convergence (see window_growth). Where the top sigma_i cluster (a stable window: every
+/// |1 - alpha lambda| near 1, many sigma_i within a few percent) and more than 10 more pairs would be
+/// needed, Lanczos (Spectra) on e^{-2c} M^T M takes over after the first pair (c = ln sigma_1; only
+/// where |c| <= 300 and sigma_k >= 1e-4 sigma_1, which it can resolve), its error the true
+/// residual; if it does not converge in the sweeps left the passes go on.
 /// J_t V (transpose false) or J_t^T V (true) for map step t of the window, 0 <= t < W.
 using ApplyWindowStep = std::function<void(Index t, bool transpose, const Matrix& V, Matrix& out)>;
 
