@@ -101,6 +101,28 @@ void apply_update_jacobian(Evaluation& e, double alpha, const Matrix& V, Matrix&
 /// needed, Lanczos (Spectra) on e^{-2c} M^T M takes over after the first pair (c = ln sigma_1; only
 /// where |c| <= 300 and sigma_k >= 1e-4 sigma_1, which it can resolve), its error the true
 /// residual; if it does not converge in the sweeps left the passes go on.
+struct WindowGrowthOptions {
+    Index vectors = 1;       ///< k
+    Index max_passes = 200;  ///< sweeps of the window (a pass, or half of one Lanczos product), at least 2
+    double tol = 1e-6;       ///< converged: every estimated error below tol x W (tol per step)
+    std::uint64_t seed = 0;  ///< the random start block (standard_normal)
+    Index block = 0;         ///< b >= k vectors in the QR passes (0: 2k, at most dim)
+};
+
+struct WindowGrowth {
+    Vector log_sigma;  ///< ln sigma_i (k)
+    /// Estimated error of ln sigma_i: QR passes, the last change / (1 - r), r the larger of
+    /// sigma_{b+1} / sigma_i (S_b for sigma_{b+1}) and the ratio of the last two changes, capped at
+    /// 1000 x the change; Lanczos, |N x - mu x| / (2 mu) for N = e^{-2c} M^T M (an eigenvalue of N
+    /// lies within |N x - mu x| of mu). An estimate, not a guarantee: a start block with no component
+    /// along the top direction would miss it, as any iterative method would.
+    Vector error;
+    Index passes = 0;    ///< sweeps of the window, either direction
+    Index products = 0;  ///< J_t times a vector, counted per column (the cost)
+    bool converged = false;
+    Matrix right;  ///< dim x k orthonormal at the window's start: v_1 spans the direction of most growth
+};
+
 /// J_t V (transpose false) or J_t^T V (true) for map step t of the window, 0 <= t < W.
 using ApplyWindowStep = std::function<void(Index t, bool transpose, const Matrix& V, Matrix& out)>;
 
