@@ -243,10 +243,13 @@ void setup_growth(CLI::App& app, int& exit_code) {
                         "the top values cluster, after the first two, Lanczos on M^T M (two sweeps of width 1 "
                         "per product)")
             ->capture_default_str();
-    o->tol_opt = cmd->add_option("--tol", o->tol,
-                                 "converged when every ln sigma_i / W has an estimated error below TOL (QR passes: the "
-                                 "last change / (1 - its rate); Lanczos: the residual bound); stored in /growth/error")
-                     ->capture_default_str();
+    o->tol_opt =
+        cmd->add_option(
+               "--tol", o->tol,
+               "converged when every ln sigma_i / W has an estimated error below TOL (QR passes: the "
+               "last change / (1 - its rate); Lanczos: the residual bound); /growth/error holds it per window, "
+               "not per step")
+            ->capture_default_str();
     o->seed_opt = cmd->add_option("--seed", o->seed, "seed of the random start basis (default: the run's seed)");
     auto* force = cmd->add_flag("--force", o->force, "replace an existing /growth group");
     cmd->add_flag("--resume", o->resume,

@@ -100,7 +100,11 @@ void apply_update_jacobian(Evaluation& e, double alpha, const Matrix& V, Matrix&
 /// |1 - alpha lambda| near 1, many sigma_i within a few percent) and more than 10 more pairs would be
 /// needed, Lanczos (Spectra) on e^{-2c} M^T M takes over after the first pair (c = ln sigma_1; only
 /// where |c| <= 300 and sigma_k >= 1e-4 sigma_1, which it can resolve), its error the true
-/// residual; if it does not converge in the sweeps left the passes go on.
+/// residual; if it does not converge in the sweeps left the passes go on. Known limit: Lanczos from
+/// one vector sees an exactly repeated sigma once, so where sigma_i = sigma_{i+1} exactly among the
+/// top k (the exactly neutral directions of a softmax network, sigma = 1, when fewer than k
+/// directions grow) it reports the next lower value as sigma_{i+1}, converged; ask for the values
+/// above the repeated one only (k = 1 where nothing else grows), or check with a larger --block.
 struct WindowGrowthOptions {
     Index vectors = 1;       ///< k
     Index max_passes = 200;  ///< sweeps of the window (a pass, or half of one Lanczos product), at least 2
