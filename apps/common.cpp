@@ -33,6 +33,12 @@ CLI::Validator number_check(const char* name, const char* rule, bool (*ok)(doubl
 const CLI::Validator NonNegative = number_check("NONNEGATIVE", ">= 0", [](double x) { return x >= 0; });
 const CLI::Validator Positive = number_check("POSITIVE", "> 0", [](double x) { return x > 0; });
 
+void refuse_problem_flags(const ProblemOptions& given) {
+    if (given.data->count() || given.arch->count() || given.samples->count() || given.activation->count() ||
+        given.output->count())
+        throw Error("--data/--arch/--samples/--activation/--output: a run file's problem is its own");
+}
+
 ProblemOptions add_problem_flags(CLI::App* app, ProblemFlags& f) {
     ProblemOptions o;
     o.data = app->add_option("--data", f.data, "mnist, fashion-mnist, or an HDF5 data file (/X and /T or /labels)")

@@ -37,6 +37,9 @@ struct ProblemOptions {
     CLI::Option *data, *samples, *arch, *activation, *output, *precision, *x_path;
 };
 ProblemOptions add_problem_flags(CLI::App* app, ProblemFlags& f);
+/// Commands that work on a run file take its problem from the file: any of --data, --arch,
+/// --samples, --activation, --output given is refused (one line naming them).
+void refuse_problem_flags(const ProblemOptions& given);
 
 /// Applies the given flags over a config (all of them for a fresh problem).
 void apply_problem_flags(const ProblemFlags& f, const ProblemOptions& o, TrainConfig& c, bool only_given);

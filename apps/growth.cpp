@@ -35,9 +35,7 @@ const char* const kDatasets[] = {"/growth/from",      "/growth/to",        "/gro
 struct Stopped {};  // a signal arrived mid-window
 
 int run_growth(GrowthCliOptions& o) {
-    if (o.given.data->count() || o.given.arch->count() || o.given.samples->count() || o.given.activation->count() ||
-        o.given.output->count())
-        throw Error("--data/--arch/--samples/--activation/--output: a run file's problem is its own");
+    refuse_problem_flags(o.given);
     share_file(o.file);
     const RunInfo info = RunReader(o.file).info();
     const TrainConfig& config = info.config;

@@ -91,9 +91,7 @@ void print_result(const std::string& file, Index from, Index to, const TangentPr
 }
 
 int run_lyapunov(LyapunovCliOptions& o) {
-    if (o.given.data->count() || o.given.arch->count() || o.given.samples->count() || o.given.activation->count() ||
-        o.given.output->count())
-        throw Error("--data/--arch/--samples/--activation/--output: a run file's problem is its own");
+    refuse_problem_flags(o.given);
     share_file(o.file);  // MPI: the other ranks read and write rank 0's copy, in memory
     RunInfo info = RunReader(o.file).info();
     const TrainConfig config = info.config;

@@ -241,9 +241,7 @@ FarResult read_far(const h5::File& f, const std::string& g, bool full) {
 }
 
 int run_response(ResponseCliOptions& o) {
-    if (o.given.data->count() || o.given.arch->count() || o.given.samples->count() || o.given.activation->count() ||
-        o.given.output->count())
-        throw Error("--data/--arch/--samples/--activation/--output: a run file's problem is its own");
+    refuse_problem_flags(o.given);
     const ResponseParam param = [&] {
         try {
             return parse_response_param(o.param);
