@@ -11,6 +11,7 @@
 #include "tdyn/lyapunov.hpp"
 #include "tdyn/run.hpp"
 
+#include <algorithm>
 #include <iostream>
 
 namespace tdyn::cli {
@@ -118,7 +119,10 @@ int run_growth(GrowthCliOptions& o) {
     }
     const std::atomic<bool>* stop = stop_on_signals();
     std::vector<Vector> thetas(static_cast<std::size_t>(W));
-    // theta_a .. theta_{a+W-1} held; theta becomes theta_{a+W} for the next window
+    // theta_a .. theta_{a+W-1} held; theta becomes theta_{a+W} for the next window. The replay must
+    // land on every stored theta it passes bit for bit (same build, same thread chunks): the first
+    // step where it does not is reported, as tdyn lyapunov does.
+    Index mismatched = -1;
     auto replay = [&](Index a) {
         for (Index s = 0; s < W; ++s) {
             if (stop && stop->load()) throw Stopped{};
@@ -126,6 +130,10 @@ int run_growth(GrowthCliOptions& o) {
             const StepStats st = trainer.step(a + s, theta);
             if (!st.finite())
                 throw Error(o.file + ": the replayed loss is not finite at step " + std::to_string(a + s));
+            const Index t = a + s + 1;
+            if (mismatched < 0 && std::binary_search(info.theta_steps.begin(), info.theta_steps.end(), t) &&
+                RunReader(o.file).stored_theta(t) != theta)
+                mismatched = t;
         }
     };
     try {
@@ -207,6 +215,9 @@ int run_growth(GrowthCliOptions& o) {
                       << (g.converged ? "" : format_number(g.error.maxCoeff() / double(W))) << ")\n";
         }
     }
+    if (mismatched >= 0)
+        std::cerr << "tdyn: warning: the replayed theta at step " << mismatched << " differs from the stored one "
+                  << "(a different build, thread count or MPI rank count?); /growth is of the replayed trajectory\n";
     if (o.json) std::cout << json_line({{"file", o.file}, {"window", W}, {"windows", rows}}) << "\n";
     return 0;
 }

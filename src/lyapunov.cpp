@@ -2,6 +2,7 @@
 
 #include "tdyn/hvp.hpp"
 
+#include <Eigen/Eigenvalues>
 #include <Eigen/QR>
 #include <Eigen/SVD>
 #include <Spectra/SymEigsSolver.h>
@@ -153,33 +154,80 @@ struct ScaledNormalOp {
     struct Budget {};
 };
 
+/// P N P for P = I - X X^T (X orthonormal): N with the found directions taken out, whose top
+/// eigenvalue is the largest one of N that X does not hold.
+struct DeflatedOp {
+    using Scalar = double;
+    const ScaledNormalOp& op;
+    const Matrix& X;
+    Index rows() const { return op.dim; }
+    Index cols() const { return op.dim; }
+    void perform_op(const Scalar* x, Scalar* y) const {
+        Matrix v = Eigen::Map<const Matrix>(x, op.dim, 1), out;
+        v -= X * (X.transpose() * v);
+        op.times(v, out);
+        Eigen::Map<Matrix>(y, op.dim, 1) = out - X * (X.transpose() * out);
+    }
+};
+
 /// window_growth's Lanczos stage: the top k eigenpairs of e^{-2c} M^T M (c = g's ln sigma_1) with the
-/// sweeps left, minus two for the residuals. Converged (Spectra's test): g takes the values
-/// c + ln(mu_i) / 2, the vectors, and as error the true residual |N x - mu x| / (2 mu), N the
-/// operator: an eigenvalue of N lies within |N x - mu x| of mu, so some sigma within that of
+/// sweeps left, minus two for the residuals. Lanczos from one vector sees one direction of each
+/// eigenspace (its Krylov space holds one; rounding adds the others only slowly), so for k >= 2 an
+/// exactly repeated value, such as a softmax network's neutral directions (sigma = 1, many times),
+/// can be seen once and the next lower value taken for the i-th. So each solve is followed by one
+/// of the deflated operator P N P (a fresh seeded start): if its top value exceeds mu_k by more
+/// than the tolerance, it was missed, and Rayleigh-Ritz on [X, its vector] takes it in; repeated
+/// until none is above (at most k rounds). Converged (Spectra's test each time): g takes the
+/// values c + ln(mu_i) / 2, the vectors, and as error the true residual |N x - mu x| / (2 mu), N
+/// the operator: an eigenvalue of N lies within |N x - mu x| of mu, so some sigma within that of
 /// ln sigma_i to first order; returns true. Otherwise g keeps the passes' results (its sweeps
 /// counted) and the passes go on; returns false.
 bool lanczos(Index dim, Index steps, const ApplyWindowStep& apply, const WindowGrowthOptions& o, WindowGrowth& g) {
     const Index k = o.vectors;
     Index sweeps = g.passes;
     ScaledNormalOp op{dim, steps, g.log_sigma[0], apply, sweeps, o.max_passes - 2, g.products};
-    Matrix X;
+    const double tol = std::min(1e-2, o.tol * double(steps));
+    Matrix X, NX;
     Vector mu;
     try {
         Spectra::SymEigsSolver<ScaledNormalOp> solver(op, k, std::min(dim, std::max<Index>(2 * k + 1, 20)));
         solver.init();
-        solver.compute(Spectra::SortRule::LargestAlge, o.max_passes, std::min(1e-2, o.tol * double(steps)));
-        if (solver.info() == Spectra::CompInfo::Successful) {
-            X = solver.eigenvectors();
-            mu = solver.eigenvalues();
+        solver.compute(Spectra::SortRule::LargestAlge, o.max_passes, tol);
+        if (solver.info() != Spectra::CompInfo::Successful) throw ScaledNormalOp::Budget{};
+        X = solver.eigenvectors();
+        mu = solver.eigenvalues();
+        for (Index round = 0; k >= 2 && round < k && k < dim - 1; ++round) {
+            DeflatedOp deflated{op, X};
+            Vector start = standard_normal(dim, 1, o.seed + 1 + std::uint64_t(round));
+            start -= X * (X.transpose() * start);
+            Spectra::SymEigsSolver<DeflatedOp> check(deflated, 1, std::min(dim - k, Index(20)));
+            check.init(start.data());
+            check.compute(Spectra::SortRule::LargestAlge, o.max_passes, tol);
+            if (check.info() != Spectra::CompInfo::Successful) throw ScaledNormalOp::Budget{};
+            // ln sigma of the value missed above sigma_k, if any, is more than the target higher
+            if (!(check.eigenvalues()[0] > mu[k - 1] * std::exp(2 * o.tol * double(steps)))) break;
+            Matrix Z(dim, k + 1), R;
+            Z << X, check.eigenvectors();
+            qr_positive(Z, X, R);  // re-orthonormalised: Z and X are orthonormal only to Lanczos' tolerance
+            Z = X;
+            op.times(Z, NX);
+            const Eigen::SelfAdjointEigenSolver<Matrix> ritz(Z.transpose() * NX);  // ascending
+            const Matrix C = ritz.eigenvectors().rowwise().reverse().leftCols(k);
+            mu = ritz.eigenvalues().reverse().head(k);
+            X = Z * C;
+            NX = NX * C;  // N X, for the residuals
         }
-    } catch (const ScaledNormalOp::Budget&) {}
+    } catch (const ScaledNormalOp::Budget&) {
+        g.passes = sweeps;
+        return false;
+    }
     g.passes = sweeps;
     if (X.cols() != k || !X.allFinite() || !(mu.minCoeff() > 0)) return false;
-    Matrix NX;
-    op.max_sweeps = sweeps + 2;  // the residuals are measured whatever is left
-    op.times(X, NX);
-    g.passes = sweeps;
+    if (NX.cols() != k) {
+        op.max_sweeps = sweeps + 2;  // the residuals are measured whatever is left
+        op.times(X, NX);
+        g.passes = sweeps;
+    }
     g.error = (NX - X * mu.asDiagonal()).colwise().norm().transpose().cwiseQuotient(2 * mu);
     g.log_sigma = (op.c + 0.5 * mu.array().log()).matrix();
     g.right = X;

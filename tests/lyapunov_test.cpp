@@ -872,6 +872,33 @@ TEST(WindowGrowth, SeparatedValuesByQRPassesAndAClusterByLanczos) {
     EXPECT_GE(few.error[0], std::abs(few.log_sigma[0] - double(W) * std::log(1.01)));
 }
 
+// A repeated top value: |lambda| = 1 `copies` times (signs alternating), then 1 - step once, then
+// a bulk 0.99 - 0.003 j; k = copies, W = 20, so ln sigma_1..k = 0 exactly. The bulk makes the QR
+// passes slow (rate 0.99^40 per pair), so Lanczos runs; it converges on the value 1 - step fast,
+// before rounding has grown the other copies of 1 in its Krylov space (one vector's Krylov space
+// holds one direction of each eigenspace). Without the deflated check it reported ln sigma_2 =
+// 20 ln(1 - step), "converged" with error 6e-14 (copies 2), and with copies 3 and step 1e-4 two
+// values off: the softmax network's case, whose neutral directions are sigma = 1 many times.
+// Truth within the reported error and 1e-8 per step.
+TEST(WindowGrowth, LanczosDoesNotHideARepeatedValue) {
+    Matrix Q;
+    const Index W = 20, n = 300;
+    for (const Index copies : {Index(2), Index(3)})
+        for (const double step : {1e-4, 1e-3}) {
+            Vector lambda(n);
+            for (Index j = 0; j < n; ++j)
+                lambda[j] = (j % 2 ? -1 : 1) * (j < copies    ? 1.0
+                                                : j == copies ? 1 - step
+                                                              : 0.99 - 0.003 * double(j - copies));
+            const WindowGrowth g = constant_map_growth(symmetric_with_eigenvalues(lambda, Q), W, copies, 1e-10, 400);
+            SCOPED_TRACE(std::to_string(copies) + " copies of 1, then 1 - " + std::to_string(step));
+            EXPECT_TRUE(g.converged) << g.passes << " sweeps, error " << g.error.transpose();
+            EXPECT_GT(g.passes, 4);  // Lanczos ran
+            for (Index i = 0; i < copies; ++i)
+                EXPECT_NEAR(g.log_sigma[i], 0, std::max(g.error[i], 1e-8 * double(W))) << i;
+        }
+}
+
 // The Henon map's Jacobians along an orbit are not symmetric and change every step: the truth is
 // the dense product M = J_11 .. J_0, sigma_1 from its SVD (Eigen's JacobiSVD, accurate to ~1e-16
 // sigma_1) and sigma_2 from |det M| = b^W: ln sigma_2 = W ln b - ln sigma_1. (The SVD's own sigma_2
@@ -1017,4 +1044,27 @@ TEST(WindowGrowth, GrowthCommandMatchesTheDenseProductOfJ) {
     const auto lg = h5::File::open_read(run).read_matrix("/lyapunov/log_growth");
     const Vector stored = h5::File::open_read(run).read_row("/growth/log_sigma", 0);
     EXPECT_LT(lg.sum(), stored[0]);  // the run's v_1 over 20..24, a random start there
+    EXPECT_EQ(ly.err.find("differs from the stored"), std::string::npos) << ly.err;
+    EXPECT_EQ(cont.err.find("differs from the stored"), std::string::npos) << cont.err;
+
+    // A stored theta the replay does not land on (theta_30 changed by 1e-12 in one weight): both
+    // commands that replay past it say so, naming the step, and still finish.
+    const std::string bent = test::temp_path("growth-bent.h5");
+    std::filesystem::copy_file(run, bent, std::filesystem::copy_options::overwrite_existing);
+    {
+        h5::File f = h5::File::open_write(bent);
+        const std::vector<Index> steps = RunReader(bent).info().theta_steps;
+        const auto row = hsize_t(std::find(steps.begin(), steps.end(), Index(30)) - steps.begin());
+        ASSERT_LT(row, steps.size());
+        Vector th = f.read_row("/trajectory/theta", row);
+        th[5] += 1e-12;
+        f.overwrite_row("/trajectory/theta", row, th.data(), hsize_t(th.size()));
+    }
+    for (const std::string cmd : {"growth " + bent + " --force --from 20 --to 32 --window 4 --quiet",
+                                  "lyapunov " + bent + " --force --from 20 --to 32 --vectors 1 --quiet"}) {
+        const auto b = test::run_tdyn(cmd);
+        EXPECT_EQ(b.exit_code, 0) << cmd << ": " << b.err;
+        EXPECT_NE(b.err.find("warning: the replayed theta at step 30 differs from the stored one"), std::string::npos)
+            << cmd << ": " << b.err;
+    }
 }
