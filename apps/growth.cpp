@@ -169,20 +169,15 @@ int run_growth(GrowthCliOptions& o) {
                   << start << ".." << to << ", " << o.file << "\n";
     Json rows = Json::array();
     for (Index a = start; a < to; a += W) {
-        Index applied = 0;
-        auto apply = [&](Index s, bool, const Matrix& V, Matrix& out) {
+        auto on_product = [&](Index applied) {
             if (stop && stop->load()) throw Stopped{};
-            Evaluation& e = trainer.evaluation_at(a + s, thetas[std::size_t(s)]);
-            e.set_products_only(true);  // H V needs backprop's deltas, not the gradient's product with X
-            apply_update_jacobian(e, config.lr, V, out);  // J(t) = J(t)^T
-            e.set_products_only(false);
-            if (talk && ++applied % W == 0)
+            if (talk && applied % W == 0)
                 std::cerr << "growth: window " << a << ".." << a + W << ", sweep " << applied / W << " done\n";
         };
         WindowGrowth g;
         try {
             if (a > start) replay(a);
-            g = window_growth(P, W, apply, wo);
+            g = trajectory_window_growth(trainer, a, thetas, config.lr, wo, on_product);
         } catch (const Stopped&) {
             std::cerr << "tdyn: interrupted in window " << a << ".." << a + W << "; " << o.file
                       << " holds the windows before it; continue with: tdyn growth " << o.file << " --resume\n";

@@ -8,6 +8,7 @@
 #include "tdyn/driver.hpp"
 #include "tdyn/evaluation.hpp"
 #include "tdyn/hvp.hpp"
+#include "tdyn/lyapunov.hpp"
 #include "tdyn/network.hpp"
 #include "tdyn/params.hpp"
 #include "tdyn/run.hpp"
@@ -339,6 +340,50 @@ struct Run {
         return *trainer;
     }
 };
+
+/// tdyn growth for one window of a run, in memory: thetas replayed with the run's trainer, Ctrl-C
+/// checked after every sweep of the window.
+py::dict run_window_growth(Run& r, Index start, Index window, Index vectors, Index block, Index passes, double tol,
+                           std::uint64_t seed) {
+    const RunInfo& info = r.r().info();
+    if (start < 0 || window < 1 || start + window > info.last_step)
+        throw Error("window_growth: steps " + std::to_string(start) + ".." + std::to_string(start + window) +
+                    " must lie in the run's 0.." + std::to_string(info.last_step) + " (window >= 1)");
+    const Index P = info.config.architecture().num_params();
+    if (block < 0) throw Error("block: must be >= 0 (0: 2 x vectors), found " + std::to_string(block));
+    WindowGrowthOptions o;
+    o.vectors = vectors;
+    o.block = block > 0 ? block : std::min(P, 2 * vectors);
+    o.max_passes = passes;
+    o.tol = tol;
+    o.seed = seed;
+    Trainer& tr = r.replayer();
+    WindowGrowth g;
+    try {
+        py::gil_scoped_release nogil;
+        std::vector<Vector> thetas(static_cast<std::size_t>(window));
+        thetas[0] = r.r().theta(start, tr);
+        for (Index s = 1; s < window; ++s) {
+            thetas[std::size_t(s)] = thetas[std::size_t(s - 1)];
+            if (!tr.step(start + s - 1, thetas[std::size_t(s)]).finite())
+                throw Error("window_growth: the replayed loss is not finite at step " + std::to_string(start + s - 1));
+        }
+        g = trajectory_window_growth(tr, start, thetas, info.config.lr, o, [&](Index applied) {
+            if (applied % window == 0 && signal_pending()) throw Interrupted{};
+        });
+    } catch (const Interrupted&) {
+        throw py::error_already_set();
+    }
+    py::dict d;
+    d["log_sigma"] = adopt(Vector(g.log_sigma));
+    d["exponents"] = adopt(Vector(g.log_sigma / double(window)));
+    d["error"] = adopt(Vector(g.error));
+    d["passes"] = g.passes;
+    d["products"] = g.products;
+    d["converged"] = g.converged;
+    d["right"] = adopt(Matrix(g.right));
+    return d;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Training through the driver, with a Python callable per step
@@ -740,6 +785,15 @@ PYBIND11_MODULE(_tdyn, m) {
         .def_property_readonly(
             "spectrum", [](Run& r) { return read_group(r.r().file(), "/spectrum"); },
             "/spectrum as a dict of arrays, or None")
+        .def_property_readonly(
+            "growth", [](Run& r) { return read_group(r.r().file(), "/growth"); },
+            "/growth (written by tdyn growth) as a dict of arrays, or None")
+        .def("window_growth", &run_window_growth, py::arg("start"), py::arg("window"), py::arg("vectors") = 1,
+             py::arg("block") = 0, py::arg("passes") = 200, py::arg("tol") = 1e-6, py::arg("seed") = 0,
+             "The most a perturbation made at step start can grow over the next `window` steps: the top "
+             "`vectors` singular values of J(start+window-1) .. J(start), J(t) = I - lr H(theta_t), as tdyn "
+             "growth computes them for one window (thetas replayed from the run; nothing is written). "
+             "tol: per step; block 0 = 2 x vectors.")
         .def(
             "group", [](Run& r, const std::string& g) { return read_group(r.r().file(), g); }, py::arg("name"),
             "any group of the file (e.g. /spectrum_k3_top) as a dict of arrays, or None")

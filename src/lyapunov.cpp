@@ -1,6 +1,7 @@
 #include "tdyn/lyapunov.hpp"
 
 #include "tdyn/hvp.hpp"
+#include "tdyn/trainer.hpp"
 
 #include <Eigen/Eigenvalues>
 #include <Eigen/QR>
@@ -337,6 +338,21 @@ WindowGrowth window_growth(Index dim, Index steps, const ApplyWindowStep& apply,
         last = g.log_sigma;
     }
     return g;
+}
+
+WindowGrowth trajectory_window_growth(Trainer& trainer, Index a, const std::vector<Vector>& thetas, double alpha,
+                                      const WindowGrowthOptions& o, const std::function<void(Index)>& on_product) {
+    const auto W = Index(thetas.size());
+    if (W < 1) throw Error("window: no thetas");
+    Index applied = 0;
+    auto apply = [&](Index s, bool, const Matrix& V, Matrix& out) {
+        Evaluation& e = trainer.evaluation_at(a + s, thetas[std::size_t(s)]);
+        e.set_products_only(true);                // H V needs backprop's deltas, not the gradient's product with X
+        apply_update_jacobian(e, alpha, V, out);  // J(t) = J(t)^T
+        e.set_products_only(false);
+        if (on_product) on_product(++applied);
+    };
+    return window_growth(thetas.front().size(), W, apply, o);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1060,8 +1060,8 @@ TEST(WindowGrowth, GrowthCommandMatchesTheDenseProductOfJ) {
         th[5] += 1e-12;
         f.overwrite_row("/trajectory/theta", row, th.data(), hsize_t(th.size()));
     }
-    for (const std::string cmd : {"growth " + bent + " --force --from 20 --to 32 --window 4 --quiet",
-                                  "lyapunov " + bent + " --force --from 20 --to 32 --vectors 1 --quiet"}) {
+    for (const std::string& cmd : {"growth " + bent + " --force --from 20 --to 32 --window 4 --quiet",
+                                   "lyapunov " + bent + " --force --from 20 --to 32 --vectors 1 --quiet"}) {
         const auto b = test::run_tdyn(cmd);
         EXPECT_EQ(b.exit_code, 0) << cmd << ": " << b.err;
         EXPECT_NE(b.err.find("warning: the replayed theta at step 30 differs from the stored one"), std::string::npos)

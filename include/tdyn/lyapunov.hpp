@@ -100,11 +100,10 @@ void apply_update_jacobian(Evaluation& e, double alpha, const Matrix& V, Matrix&
 /// |1 - alpha lambda| near 1, many sigma_i within a few percent) and more than 10 more pairs would be
 /// needed, Lanczos (Spectra) on e^{-2c} M^T M takes over after the first pair (c = ln sigma_1; only
 /// where |c| <= 300 and sigma_k >= 1e-4 sigma_1, which it can resolve), its error the true
-/// residual; if it does not converge in the sweeps left the passes go on. Known limit: Lanczos from
-/// one vector sees an exactly repeated sigma once, so where sigma_i = sigma_{i+1} exactly among the
-/// top k (the exactly neutral directions of a softmax network, sigma = 1, when fewer than k
-/// directions grow) it reports the next lower value as sigma_{i+1}, converged; ask for the values
-/// above the repeated one only (k = 1 where nothing else grows), or check with a larger --block.
+/// residual; if it does not converge in the sweeps left the passes go on. Lanczos from one vector
+/// sees an exactly repeated sigma once (the exactly neutral directions of a softmax network,
+/// sigma = 1, when fewer than k directions grow), so for k >= 2 each solve is checked by one of the
+/// deflated operator and a missed value taken in (docs/MATH.md).
 struct WindowGrowthOptions {
     Index vectors = 1;       ///< k
     Index max_passes = 200;  ///< sweeps of the window (a pass, or half of one Lanczos product), at least 2
@@ -132,6 +131,15 @@ using ApplyWindowStep = std::function<void(Index t, bool transpose, const Matrix
 
 /// The above over `steps` = W >= 1 map steps of dimension dim (Error: options out of range).
 WindowGrowth window_growth(Index dim, Index steps, const ApplyWindowStep& apply, const WindowGrowthOptions& options);
+
+class Trainer;
+
+/// window_growth of gradient descent's M = J(a+W-1) .. J(a), J(t) = I - alpha H(theta_t) (symmetric),
+/// over thetas[s] = theta_{a+s}, s < W (replayed by the caller), the Hessians by the trainer's
+/// evaluation_at. on_product(applied) follows every J(t) V (a stop can throw from it).
+WindowGrowth trajectory_window_growth(Trainer& trainer, Index a, const std::vector<Vector>& thetas, double alpha,
+                                      const WindowGrowthOptions& options,
+                                      const std::function<void(Index applied)>& on_product = {});
 
 /// Two-trajectory Benettin: theta'_0 = theta_0 + eps u; both trajectories take the same
 /// update; every q steps d = theta' - theta gives log(|d| / r), and theta' is pulled back to
