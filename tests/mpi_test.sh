@@ -3,8 +3,8 @@
 #   tests/mpi_test.sh TDYN agree     np 1..4 on 13 samples (uneven blocks 3,3,3,4) and np 4 on 3
 #                                    samples (rank 0 holds none): train (loss, gradient norm, theta,
 #                                    in-line spectrum top and bottom, Lyapunov exponents and the
-#                                    perturbation series), eval (loss, gradient, H V, J V), spectrum
-#                                    and lyapunov agree with np 1 to 1e-13 normwise relative; every
+#                                    perturbation series), eval (loss, gradient, H V, J V), spectrum,
+#                                    lyapunov and growth agree with np 1 to 1e-13 normwise relative; every
 #                                    rank holds the same theta at every step (TDYN_MPI_CHECK);
 #                                    --batch 5 at np 3
 #   tests/mpi_test.sh TDYN repeat    np 3 twice: every dataset bit-identical
@@ -70,17 +70,20 @@ f = h5py.File('$1', 'r', swmr=True); sys.exit(0 if f['/trajectory/theta_step'].s
   fail "$1 stored no $2 thetas in time"
 }
 problem=(--data small.h5 --arch 6-5-3 --activation tanh --lr 0.5)
+# three windows of 4 steps, the top 2 singular values to 1e-12 per step
+growth=(growth --window 4 --vectors 2 --tol 1e-12 --passes 3000 --quiet)
 train=(train "${problem[@]}" --steps 12 --save-theta-every 4 --spectrum-every 3 --eigs 2 --which both
   --lyapunov 2 --perturbation 1e-1 --quiet)
 
 case "$mode" in
 agree)
   worst=0
-  # Not compared: residual norms (rounding-level numbers, only bounded by --tol), matvec counts (a
-  # Lanczos restart may come one product earlier or later) and the stored warm-start eigenvectors
-  # (an eigenvector is only as accurate as tol / gap; the eigenvalues are compared).
+  # Not compared: residual norms and /growth/error (rounding-level numbers, only bounded by --tol),
+  # matvec counts (a Lanczos restart may come one product earlier or later) and the stored
+  # warm-start eigenvectors (an eigenvector is only as accurate as tol / gap; the eigenvalues are
+  # compared). /growth's values, sweep counts and converged flags are compared.
   check() {  # check A B: normwise agreement to 1e-13
-    "$py" "$root/tests/mpi_compare.py" "$1" "$2" 1e-13 --skip 'residual|matvecs|spectrum_start' >out.txt || {
+    "$py" "$root/tests/mpi_compare.py" "$1" "$2" 1e-13 --skip 'residual|matvecs|spectrum_start|growth/error' >out.txt || {
       cat compare.log out.txt 2>/dev/null
       fail "$1 differs from $2"
     }
@@ -91,6 +94,7 @@ agree)
   cp r1.h5 s1.h5
   "$tdyn" spectrum s1.h5 --steps stored --eigs 2 --which both --tol 1e-12 --quiet >/dev/null
   "$tdyn" lyapunov s1.h5 --vectors 2 --force --quiet >/dev/null
+  "$tdyn" "${growth[@]}" s1.h5 >/dev/null
   for n in 2 3 4; do
     TDYN_MPI_CHECK=1 mpi "$n" "${train[@]}" --out "r$n.h5"
     check "r$n.h5" r1.h5
@@ -100,6 +104,7 @@ agree)
     cp r1.h5 "s$n.h5"
     mpi "$n" spectrum "s$n.h5" --steps stored --eigs 2 --which both --tol 1e-12 --quiet >/dev/null
     TDYN_MPI_CHECK=1 mpi "$n" lyapunov "s$n.h5" --vectors 2 --force --quiet >/dev/null
+    mpi "$n" "${growth[@]}" "s$n.h5" >/dev/null
     check "s$n.h5" s1.h5
   done
   # 3 samples on 4 ranks: rank 0 holds none
