@@ -123,6 +123,12 @@ int run_growth(GrowthCliOptions& o) {
     // land on every stored theta it passes bit for bit (same build, same thread chunks): the first
     // step where it does not is reported, as tdyn lyapunov does.
     Index mismatched = -1;
+    auto warn_mismatch = [&] {
+        if (mismatched >= 0)
+            std::cerr << "tdyn: warning: the replayed theta at step " << mismatched << " differs from the stored one "
+                      << "(a different build, thread count or MPI rank count?); /growth is of the replayed "
+                         "trajectory\n";
+    };
     auto replay = [&](Index a) {
         for (Index s = 0; s < W; ++s) {
             if (stop && stop->load()) throw Stopped{};
@@ -139,6 +145,7 @@ int run_growth(GrowthCliOptions& o) {
     try {
         replay(start);  // before anything is written: a replay that fails leaves the file as it was
     } catch (const Stopped&) {
+        warn_mismatch();
         std::cerr << "tdyn: interrupted before the first window; " << o.file << " is as it was\n";
         return kExitInterrupted;
     }
@@ -179,6 +186,7 @@ int run_growth(GrowthCliOptions& o) {
             if (a > start) replay(a);
             g = trajectory_window_growth(trainer, a, thetas, config.lr, wo, on_product);
         } catch (const Stopped&) {
+            warn_mismatch();
             std::cerr << "tdyn: interrupted in window " << a << ".." << a + W << "; " << o.file
                       << " holds the windows before it; continue with: tdyn growth " << o.file << " --resume\n";
             return kExitInterrupted;
@@ -210,9 +218,7 @@ int run_growth(GrowthCliOptions& o) {
                       << (g.converged ? "" : format_number(g.error.maxCoeff() / double(W))) << ")\n";
         }
     }
-    if (mismatched >= 0)
-        std::cerr << "tdyn: warning: the replayed theta at step " << mismatched << " differs from the stored one "
-                  << "(a different build, thread count or MPI rank count?); /growth is of the replayed trajectory\n";
+    warn_mismatch();
     if (o.json) std::cout << json_line({{"file", o.file}, {"window", W}, {"windows", rows}}) << "\n";
     return 0;
 }

@@ -344,19 +344,21 @@ struct Run {
 /// tdyn growth for one window of a run, in memory: thetas replayed with the run's trainer, Ctrl-C
 /// checked after every sweep of the window.
 py::dict run_window_growth(Run& r, Index start, Index window, Index vectors, Index block, Index passes, double tol,
-                           std::uint64_t seed) {
+                           std::optional<std::uint64_t> seed) {
     const RunInfo& info = r.r().info();
     if (start < 0 || window < 1 || start + window > info.last_step)
         throw Error("window_growth: steps " + std::to_string(start) + ".." + std::to_string(start + window) +
                     " must lie in the run's 0.." + std::to_string(info.last_step) + " (window >= 1)");
     const Index P = info.config.architecture().num_params();
-    if (block < 0) throw Error("block: must be >= 0 (0: 2 x vectors), found " + std::to_string(block));
+    if (block < 0 || block > P)
+        throw Error("block: must be between 0 (2 x vectors) and P = " + std::to_string(P) + ", found " +
+                    std::to_string(block));
     WindowGrowthOptions o;
     o.vectors = vectors;
     o.block = block > 0 ? block : std::min(P, 2 * vectors);
     o.max_passes = passes;
     o.tol = tol;
-    o.seed = seed;
+    o.seed = seed ? *seed : info.config.seed;  // as tdyn growth: the run's seed unless given
     Trainer& tr = r.replayer();
     WindowGrowth g;
     try {
@@ -364,6 +366,7 @@ py::dict run_window_growth(Run& r, Index start, Index window, Index vectors, Ind
         std::vector<Vector> thetas(static_cast<std::size_t>(window));
         thetas[0] = r.r().theta(start, tr);
         for (Index s = 1; s < window; ++s) {
+            if (signal_pending()) throw Interrupted{};
             thetas[std::size_t(s)] = thetas[std::size_t(s - 1)];
             if (!tr.step(start + s - 1, thetas[std::size_t(s)]).finite())
                 throw Error("window_growth: the replayed loss is not finite at step " + std::to_string(start + s - 1));
@@ -789,11 +792,11 @@ PYBIND11_MODULE(_tdyn, m) {
             "growth", [](Run& r) { return read_group(r.r().file(), "/growth"); },
             "/growth (written by tdyn growth) as a dict of arrays, or None")
         .def("window_growth", &run_window_growth, py::arg("start"), py::arg("window"), py::arg("vectors") = 1,
-             py::arg("block") = 0, py::arg("passes") = 200, py::arg("tol") = 1e-6, py::arg("seed") = 0,
+             py::arg("block") = 0, py::arg("passes") = 200, py::arg("tol") = 1e-6, py::arg("seed") = py::none(),
              "The most a perturbation made at step start can grow over the next `window` steps: the top "
              "`vectors` singular values of J(start+window-1) .. J(start), J(t) = I - lr H(theta_t), as tdyn "
              "growth computes them for one window (thetas replayed from the run; nothing is written). "
-             "tol: per step; block 0 = 2 x vectors.")
+             "tol: per step; block 0 = 2 x vectors; seed: the start block's, default the run's (as tdyn growth).")
         .def(
             "group", [](Run& r, const std::string& g) { return read_group(r.r().file(), g); }, py::arg("name"),
             "any group of the file (e.g. /spectrum_k3_top) as a dict of arrays, or None")

@@ -4,7 +4,8 @@
 #                                    samples (rank 0 holds none): train (loss, gradient norm, theta,
 #                                    in-line spectrum top and bottom, Lyapunov exponents and the
 #                                    perturbation series), eval (loss, gradient, H V, J V), spectrum,
-#                                    lyapunov and growth agree with np 1 to 1e-13 normwise relative; every
+#                                    lyapunov agree with np 1 to 1e-13 normwise relative (growth's
+#                                    values to 1e-11, see below); every
 #                                    rank holds the same theta at every step (TDYN_MPI_CHECK);
 #                                    --batch 5 at np 3
 #   tests/mpi_test.sh TDYN repeat    np 3 twice: every dataset bit-identical
@@ -79,11 +80,12 @@ case "$mode" in
 agree)
   worst=0
   # Not compared: residual norms and /growth/error (rounding-level numbers, only bounded by --tol),
-  # matvec counts (a Lanczos restart may come one product earlier or later) and the stored
-  # warm-start eigenvectors (an eigenvector is only as accurate as tol / gap; the eigenvalues are
-  # compared). /growth's values, sweep counts and converged flags are compared.
+  # matvec counts and /growth/passes (a Lanczos restart, or a pass whose error estimate is at the
+  # target, may come one product earlier or later) and the stored warm-start eigenvectors (an
+  # eigenvector is only as accurate as tol / gap; the eigenvalues are compared). /growth's values
+  # to 1e-11: one pass more or fewer moves them by at most the target, 1e-12 x 4 steps.
   check() {  # check A B: normwise agreement to 1e-13
-    "$py" "$root/tests/mpi_compare.py" "$1" "$2" 1e-13 --skip 'residual|matvecs|spectrum_start|growth/error' >out.txt || {
+    "$py" "$root/tests/mpi_compare.py" "$1" "$2" 1e-13 --skip 'residual|matvecs|spectrum_start|growth' >out.txt || {
       cat compare.log out.txt 2>/dev/null
       fail "$1 differs from $2"
     }
@@ -106,6 +108,8 @@ agree)
     TDYN_MPI_CHECK=1 mpi "$n" lyapunov "s$n.h5" --vectors 2 --force --quiet >/dev/null
     mpi "$n" "${growth[@]}" "s$n.h5" >/dev/null
     check "s$n.h5" s1.h5
+    "$py" "$root/tests/mpi_compare.py" "s$n.h5" s1.h5 1e-11 /growth/log_sigma /growth/exponents /growth/converged \
+      >>compare.log || fail "np $n growth vs one process"
   done
   # 3 samples on 4 ranks: rank 0 holds none
   "$tdyn" "${train[@]}" --samples 3 --out k1.h5
