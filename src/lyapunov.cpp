@@ -220,8 +220,8 @@ bool lanczos(Index dim, Index steps, const ApplyWindowStep& apply, const WindowG
             if (!(check.eigenvalues()[0] > mu[k - 1] * std::exp(2 * o.tol * double(steps)))) break;
             Matrix Z(dim, k + 1), Q, R, NQ;
             Z << X, check.eigenvectors();
-            qr_positive(Z, Q,
-                        R);  // re-orthonormalised: X and the new vector are orthonormal only to Lanczos' tolerance
+            // re-orthonormalised: X and the new vector are orthonormal only to Lanczos' tolerance
+            qr_positive(Z, Q, R);
             op.times(Q, NQ);
             const Eigen::SelfAdjointEigenSolver<Matrix> ritz(Q.transpose() * NQ);  // ascending
             const Matrix C = ritz.eigenvectors().rowwise().reverse().leftCols(k);
